@@ -1,0 +1,36 @@
+# Two commands a user needs: `make serve` and `make test`. Both create and reuse
+# a local virtual environment in .venv; it is reinstalled when the build inputs change.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+SRC := src tests benchmarks
+
+.PHONY: serve test lint test-python bench-hotpath clean
+
+$(INSTALLED): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+serve: $(INSTALLED)
+	$(BIN)/aigateway serve
+
+test: lint test-python
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/mypy
+
+test-python: $(INSTALLED)
+	$(BIN)/python -c 'import aigateway.hotpath as h; assert h.IMPLEMENTATION == "cython", h.IMPLEMENTATION'
+	AIGATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/test_sse_decoder.py
+	$(BIN)/python -m pytest
+
+bench-hotpath: $(INSTALLED)
+	$(BIN)/python -m pytest benchmarks -q --benchmark-only
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info ext/*.c src/aigateway/hotpath/*.so

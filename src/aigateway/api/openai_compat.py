@@ -1,0 +1,54 @@
+"""OpenAI-compatible endpoints: official OpenAI SDKs work by changing only base_url."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from aigateway.api.http import json_response, read_body
+from aigateway.api.validation import parse_chat_request, parse_embeddings_request
+from aigateway.core.pipeline import Pipeline
+from aigateway.core.types import Streaming
+
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class OpenAIRoutes:
+    """Handlers bound to the worker's pipeline (set when the lifespan starts)."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.pipeline: Pipeline | None = None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+        ]
+
+    def _pipeline(self) -> Pipeline:
+        assert self.pipeline is not None, "the app's lifespan has not started"
+        return self.pipeline
+
+    async def chat_completions(self, request: Request) -> Response:
+        chat = parse_chat_request(await read_body(request, self.max_body_bytes))
+        result = await self._pipeline().chat(chat)
+        headers = {"x-aigateway-provider": result.provider}
+        if isinstance(result, Streaming):
+            return StreamingResponse(
+                result.events,
+                media_type="text/event-stream",
+                headers={**STREAM_HEADERS, **headers},
+            )
+        return json_response(result.body, headers=headers)
+
+    async def embeddings(self, request: Request) -> Response:
+        embed = parse_embeddings_request(await read_body(request, self.max_body_bytes))
+        result = await self._pipeline().embeddings(embed)
+        return json_response(result.body, headers={"x-aigateway-provider": result.provider})
+
+    async def models(self, request: Request) -> Response:
+        models = await self._pipeline().models()
+        return json_response({"object": "list", "data": models})

@@ -1,0 +1,200 @@
+"""Parse and check OpenAI-format request bodies; a bad one is a 400 naming the field.
+
+Only the fields the gateway relies on, or that providers would reject late and
+expensively, are checked; unknown fields pass through to the provider.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from aigateway.core.types import ApiRequest
+from aigateway.errors import InvalidRequest
+
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"the request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"the request body must be a JSON object, not {_kind(body)}", code="invalid_json"
+        )
+    return body
+
+
+def parse_chat_request(raw: bytes) -> ApiRequest:
+    body = parse_json_object(raw)
+    model = _model(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise _missing("messages", "a list of {role, content} objects")
+    if not isinstance(messages, list) or not messages:
+        raise _wrong("messages", "a non-empty list of {role, content} objects", messages)
+    for i, message in enumerate(messages):
+        _check_message(i, message)
+    stream = _optional(body, "stream", bool, "true or false")
+    _check_stream_options(body, bool(stream))
+    _number_in(body, "temperature", 0.0, 2.0)
+    _number_in(body, "top_p", 0.0, 1.0)
+    _number_in(body, "presence_penalty", -2.0, 2.0)
+    _number_in(body, "frequency_penalty", -2.0, 2.0)
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        _positive_int(body, name)
+    _check_stop(body)
+    for name in ("tools", "functions"):
+        _optional(body, name, list, "a list")
+    return ApiRequest("chat", model, body, raw, bool(stream))
+
+
+def parse_embeddings_request(raw: bytes) -> ApiRequest:
+    body = parse_json_object(raw)
+    model = _model(body)
+    if "input" not in body:
+        raise _missing("input", "a string or a list of strings")
+    value = body["input"]
+    if not _is_embedding_input(value):
+        raise _wrong("input", "a non-empty string, list of strings, or list of token lists", value)
+    _positive_int(body, "dimensions")
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise _wrong("encoding_format", "'float' or 'base64'", fmt)
+    return ApiRequest("embeddings", model, body, raw)
+
+
+# --- field checks ------------------------------------------------------------------------
+
+
+def _model(body: dict[str, Any]) -> str:
+    if "model" not in body:
+        raise _missing("model", "a model name such as 'gpt-4o-mini'")
+    model = body["model"]
+    if not isinstance(model, str) or not model.strip():
+        raise _wrong("model", "a non-empty string", model)
+    return model
+
+
+def _check_message(i: int, message: Any) -> None:
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise _wrong(where, "an object with 'role' and 'content'", message)
+    role = message.get("role")
+    if role is None:
+        raise _missing(f"{where}.role", "one of " + ", ".join(sorted(CHAT_ROLES)))
+    if role not in CHAT_ROLES:
+        raise _wrong(f"{where}.role", "one of " + ", ".join(sorted(CHAT_ROLES)), role)
+    content = message.get("content")
+    if content is None:
+        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+            return
+        if "content" not in message:
+            raise _missing(f"{where}.content", "a string or a list of content parts")
+        raise _wrong(f"{where}.content", "a string or a list of content parts", content)
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _wrong(f"{where}.content", "a string or a list of content parts", content)
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _wrong(f"{where}.content[{j}]", "an object with a 'type'", part)
+
+
+def _check_stream_options(body: dict[str, Any], stream: bool) -> None:
+    options = body.get("stream_options")
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise _wrong("stream_options", "an object", options)
+    if not stream:
+        raise InvalidRequest(
+            "stream_options is only allowed when stream is true", param="stream_options"
+        )
+    _optional(options, "include_usage", bool, "true or false", prefix="stream_options.")
+
+
+def _check_stop(body: dict[str, Any]) -> None:
+    stop = body.get("stop")
+    if stop is None or isinstance(stop, str):
+        return
+    if (
+        not isinstance(stop, list)
+        or not 1 <= len(stop) <= 4
+        or not all(isinstance(s, str) for s in stop)
+    ):
+        raise _wrong("stop", "a string or a list of 1 to 4 strings", stop)
+
+
+def _is_embedding_input(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(item, str) for item in value):
+        return True
+    if all(_is_int(item) for item in value):
+        return True
+    return all(isinstance(item, list) and item and all(_is_int(t) for t in item) for item in value)
+
+
+def _number_in(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise _wrong(name, f"a number from {lo:g} to {hi:g}", value)
+
+
+def _positive_int(body: dict[str, Any], name: str) -> None:
+    value = body.get(name)
+    if value is not None and (not _is_int(value) or value < 1):
+        raise _wrong(name, "a whole number >= 1", value)
+
+
+def _optional(body: dict[str, Any], name: str, kind: type, expected: str, prefix: str = "") -> Any:
+    value = body.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise _wrong(prefix + name, expected, value)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _missing(param: str, expected: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"missing required field '{param}': expected {expected}",
+        param=param,
+        code="missing_required_parameter",
+    )
+
+
+def _wrong(param: str, expected: str, value: Any) -> InvalidRequest:
+    return InvalidRequest(
+        f"invalid field '{param}': expected {expected}, got {_kind(value)}",
+        param=param,
+        code="invalid_type",
+    )

@@ -1,0 +1,303 @@
+"""Settings of one gateway node, read and validated once at startup.
+
+This is the only module that reads the environment. ``aigateway serve`` calls
+:func:`load_settings` in the main process; a bad value is a :class:`ConfigError`
+(exit code 2, one line naming the variable). The validated settings reach the
+Granian worker processes as one JSON document in ``AIGATEWAY_WORKER_SETTINGS``
+(:func:`settings_to_worker_env` / :func:`settings_from_worker_env`), so every
+worker runs with exactly what the main process validated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+WORKER_SETTINGS_ENV = "AIGATEWAY_WORKER_SETTINGS"
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+UPSTREAM_CLIENTS = ("aiohttp", "httpx")
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names it."""
+
+    def __init__(self, name: str, value: str, expected: str) -> None:
+        super().__init__(f"invalid {name}={value!r}: expected {expected}")
+        self.name = name
+        self.value = value
+        self.expected = expected
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """Where and how to reach one provider."""
+
+    name: str
+    base_url: str
+    api_key: str | None = field(repr=False)
+    max_connections: int
+    rps: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8081
+    log_level: str = "info"
+    workers: int = 1
+    queue_size: int = 1000
+    cache_ttl_minutes: float = 30.0
+    batch_size: int = 10
+    batch_timeout_ms: int = 1000
+    max_retries: int = 3
+    initial_delay_ms: int = 1000
+    max_delay_ms: int = 30000
+    connection_timeout_s: float = 30.0
+    request_timeout_s: float = 60.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    upstream_client: str = "aiohttp"
+    keepalive_expiry_s: float = 15.0
+    openai: ProviderSettings = field(
+        default_factory=lambda: ProviderSettings(
+            "openai", DEFAULT_OPENAI_BASE_URL, None, max_connections=20, rps=50.0
+        )
+    )
+    google: ProviderSettings = field(
+        default_factory=lambda: ProviderSettings(
+            "google", DEFAULT_GOOGLE_BASE_URL, None, max_connections=20, rps=30.0
+        )
+    )
+    anthropic: ProviderSettings = field(
+        default_factory=lambda: ProviderSettings(
+            "anthropic", DEFAULT_ANTHROPIC_BASE_URL, None, max_connections=20, rps=50.0
+        )
+    )
+    # Set by `aigateway serve` when it routes OpenAI traffic to the bundled mock.
+    mock_provider: bool = False
+
+    @property
+    def providers(self) -> tuple[ProviderSettings, ...]:
+        return (self.openai, self.google, self.anthropic)
+
+
+# --- parsing helpers -------------------------------------------------------------------
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[str, str], int]:
+    expected = f"a whole number >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(name, raw, expected) from None
+        if value < lo or (hi is not None and value > hi):
+            raise ConfigError(name, raw, expected)
+        return value
+
+    return parse
+
+
+def _number(
+    lo: float, *, strict: bool = False, hi: float | None = None
+) -> Callable[[str, str], float]:
+    bound = f"> {lo:g}" if strict else f">= {lo:g}"
+    expected = f"a number {bound}" + (f" and <= {hi:g}" if hi is not None else "")
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(name, raw, expected) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(name, raw, expected)
+        if value < lo or (strict and value == lo) or (hi is not None and value > hi):
+            raise ConfigError(name, raw, expected)
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    expected = "one of " + ", ".join(options)
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ConfigError(name, raw, expected)
+        return value
+
+    return parse
+
+
+def _url(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, raw, "an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(name, raw, "an http:// or https:// URL with a valid port") from None
+    return value
+
+
+def _host(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value) or "/" in value:
+        raise ConfigError(name, raw, "a host name or IP address to bind to")
+    return value
+
+
+def _secret(name: str, raw: str) -> str | None:
+    value = raw.strip()
+    return value or None
+
+
+# One row per environment variable: (variable, settings path, parser, help text).
+# Defaults live on the dataclasses above; the table drives parsing, `aigateway config`
+# and the `--help` text of `aigateway serve`.
+VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
+    ("AI_GATEWAY_HOST", "host", _host, "address to listen on"),
+    ("AI_GATEWAY_PORT", "port", _int(1, 65535), "port to listen on"),
+    ("LOG_LEVEL", "log_level", _choice(LOG_LEVELS), "log level"),
+    ("MAX_WORKERS", "workers", _int(1, 256), "worker processes (default: number of CPUs)"),
+    ("QUEUE_SIZE", "queue_size", _int(1), "requests allowed to wait on the node"),
+    ("CACHE_TTL_MINUTES", "cache_ttl_minutes", _number(0), "default cache TTL in minutes"),
+    ("BATCH_SIZE", "batch_size", _int(1, 2048), "inputs per coalesced embedding batch"),
+    ("BATCH_TIMEOUT_MS", "batch_timeout_ms", _int(0), "longest wait to fill a batch"),
+    ("MAX_RETRIES", "max_retries", _int(0, 20), "retries of a failed provider call"),
+    ("INITIAL_DELAY_MS", "initial_delay_ms", _int(0), "first backoff delay"),
+    ("MAX_DELAY_MS", "max_delay_ms", _int(0), "longest backoff delay"),
+    (
+        "CONNECTION_TIMEOUT_SEC",
+        "connection_timeout_s",
+        _number(0, strict=True),
+        "timeout to open a provider connection",
+    ),
+    (
+        "REQUEST_TIMEOUT_SEC",
+        "request_timeout_s",
+        _number(0, strict=True),
+        "deadline of one client request, every retry included",
+    ),
+    ("MAX_BODY_BYTES", "max_body_bytes", _int(1), "largest request body accepted (413 past it)"),
+    ("UPSTREAM_CLIENT", "upstream_client", _choice(UPSTREAM_CLIENTS), "provider HTTP client"),
+    (
+        "UPSTREAM_KEEPALIVE_SEC",
+        "keepalive_expiry_s",
+        _number(0, strict=True),
+        "idle provider connections are closed after this many seconds",
+    ),
+    ("OPENAI_API_KEY", "openai.api_key", _secret, "OpenAI API key"),
+    ("OPENAI_BASE_URL", "openai.base_url", _url, "OpenAI API base URL"),
+    (
+        "OPENAI_MAX_CONNS",
+        "openai.max_connections",
+        _int(1, 10000),
+        "pooled connections to OpenAI per worker",
+    ),
+    ("OPENAI_RPS", "openai.rps", _number(0, strict=True), "OpenAI requests per second (node)"),
+    ("GOOGLE_AI_API_KEY", "google.api_key", _secret, "Google AI (Gemini) API key"),
+    ("GOOGLE_AI_BASE_URL", "google.base_url", _url, "Gemini API base URL"),
+    (
+        "GOOGLE_MAX_CONNS",
+        "google.max_connections",
+        _int(1, 10000),
+        "pooled connections to Gemini per worker",
+    ),
+    ("GOOGLE_RPS", "google.rps", _number(0, strict=True), "Gemini requests per second (node)"),
+    ("ANTHROPIC_API_KEY", "anthropic.api_key", _secret, "Anthropic API key"),
+    ("ANTHROPIC_BASE_URL", "anthropic.base_url", _url, "Anthropic API base URL"),
+    (
+        "ANTHROPIC_MAX_CONNS",
+        "anthropic.max_connections",
+        _int(1, 10000),
+        "pooled connections to Anthropic per worker",
+    ),
+    (
+        "ANTHROPIC_RPS",
+        "anthropic.rps",
+        _number(0, strict=True),
+        "Anthropic requests per second (node)",
+    ),
+)
+
+SECRET_VARIABLES = frozenset(name for name, _, parse, _ in VARIABLES if parse is _secret)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment; ``overrides`` (from command-line flags) win.
+
+    Raises :class:`ConfigError` for the first value that cannot be used.
+    """
+    env = os.environ if environ is None else environ
+    top: dict[str, Any] = {"workers": os.cpu_count() or 1}
+    nested: dict[str, dict[str, Any]] = {"openai": {}, "google": {}, "anthropic": {}}
+    for name, path, parse, _ in VARIABLES:
+        raw = env.get(name)
+        if raw is None or (raw.strip() == "" and parse is not _secret):
+            continue
+        value = parse(name, raw)
+        if "." in path:
+            provider, attr = path.split(".", 1)
+            nested[provider][attr] = value
+        else:
+            top[path] = value
+    top.update({k: v for k, v in overrides.items() if v is not None})
+    defaults = Settings()
+    for provider, values in nested.items():
+        top[provider] = dataclasses.replace(getattr(defaults, provider), **values)
+    settings = Settings(**top)
+    if settings.max_delay_ms < settings.initial_delay_ms:
+        raise ConfigError(
+            "MAX_DELAY_MS",
+            str(settings.max_delay_ms),
+            f"a value >= INITIAL_DELAY_MS ({settings.initial_delay_ms})",
+        )
+    return settings
+
+
+def mask_secret(value: str | None) -> str:
+    if not value:
+        return "(not set)"
+    return "****" + value[-4:] if len(value) >= 16 else "****"
+
+
+def describe(settings: Settings) -> list[tuple[str, str]]:
+    """(variable, effective value) pairs for display, every secret masked."""
+    rows = []
+    for name, path, _, _ in VARIABLES:
+        value: Any = settings
+        for part in path.split("."):
+            value = getattr(value, part)
+        shown = mask_secret(value) if name in SECRET_VARIABLES else f"{value}"
+        rows.append((name, shown))
+    return rows
+
+
+def settings_to_worker_env(settings: Settings) -> str:
+    return orjson.dumps(dataclasses.asdict(settings)).decode()
+
+
+def settings_from_worker_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings the main process validated; plain defaults when run outside it."""
+    env = os.environ if environ is None else environ
+    raw = env.get(WORKER_SETTINGS_ENV)
+    if raw is None:
+        return load_settings(env)
+    data = orjson.loads(raw)
+    for provider in ("openai", "google", "anthropic"):
+        data[provider] = ProviderSettings(**data[provider])
+    return Settings(**data)

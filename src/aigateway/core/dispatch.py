@@ -1,0 +1,103 @@
+"""Send one provider call, retrying what is worth retrying, within the request's deadline.
+
+A retry happens only before the client has seen a byte: for a stream, the first
+chunk of the provider's answer is read here, so a stream that fails before it
+starts is retried like any other call, and one that fails later is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+from aigateway.core.retry import RetryPolicy
+from aigateway.errors import GatewayTimeout, ProviderUnreachable
+from aigateway.providers.base import ProviderFailure, UpstreamCall
+from aigateway.upstream import (
+    UpstreamBrokenBody,
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+
+Classifier = Callable[[int, Mapping[str, str], bytes], ProviderFailure]
+
+
+@dataclass(slots=True)
+class Answer:
+    """A provider's successful answer: the whole body, or an open stream."""
+
+    response: UpstreamResponse
+    body: bytes  # the whole body, or a stream's first chunk
+    rest: AsyncIterator[bytes] | None  # a stream's remaining chunks
+    attempts: int
+
+
+async def send_with_retries(
+    client: UpstreamClient,
+    call: UpstreamCall,
+    classify: Classifier,
+    policy: RetryPolicy,
+    deadline: float,
+    *,
+    provider: str,
+    stream: bool = False,
+) -> Answer:
+    """The provider's 2xx answer, or the error the client should get.
+
+    ``deadline`` is on the event loop's clock; it bounds every attempt and every wait.
+    """
+    loop = asyncio.get_running_loop()
+    retries = 0
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise _deadline_error(provider, retries)
+        try:
+            response = await client.send(
+                call.method, call.url, headers=call.headers, body=call.body, timeout_s=remaining
+            )
+            if 200 <= response.status < 300:
+                return await _take_answer(response, deadline - loop.time(), stream, retries + 1)
+            error_body = await response.read(max(deadline - loop.time(), 0.001))
+            failure = classify(response.status, response.headers, error_body)
+        except UpstreamTimeout:
+            raise _deadline_error(provider, retries) from None
+        except (UpstreamConnectError, UpstreamBrokenBody) as exc:
+            failure = ProviderFailure(True, None, ProviderUnreachable(f"{provider}: {exc}"))
+
+        delay = (
+            policy.delay_before_retry(retries, failure.retry_after_s) if failure.retryable else None
+        )
+        if delay is None or loop.time() + delay >= deadline:
+            raise failure.error
+        await asyncio.sleep(delay)
+        retries += 1
+
+
+async def _take_answer(
+    response: UpstreamResponse, remaining: float, stream: bool, attempts: int
+) -> Answer:
+    if not stream:
+        return Answer(response, await response.read(max(remaining, 0.001)), None, attempts)
+    chunks = response.iter_chunks()
+    try:
+        async with asyncio.timeout(max(remaining, 0.001)):
+            first = await anext(chunks)
+    except StopAsyncIteration:
+        await response.close()
+        raise UpstreamBrokenBody("provider closed the stream before its first event") from None
+    except TimeoutError:
+        await response.close()
+        raise UpstreamTimeout("provider stream did not start in time") from None
+    except BaseException:
+        await response.close()
+        raise
+    return Answer(response, first, chunks, attempts)
+
+
+def _deadline_error(provider: str, retries: int) -> GatewayTimeout:
+    tries = f" after {retries + 1} attempts" if retries else ""
+    return GatewayTimeout(f"{provider} did not answer within the request's deadline{tries}")

@@ -1,0 +1,81 @@
+"""Hot paths of the gateway, each in two interchangeable twins.
+
+Every hot path exists as a pure-Python module (``_<name>_py.py``, the executable
+specification) and as a Cython extension with the same names (``ext/_<name>_c.pyx``, built
+into ``aigateway.hotpath._<name>_c``).  This module is the one place that picks: it
+re-exports the compiled twins when they are built, and the pure ones when they are not or
+when ``AIGATEWAY_NO_EXTENSIONS`` is set to anything but ``""`` or ``"0"``.  Type checkers
+always see the pure twins.
+
+``IMPLEMENTATION`` tells which was picked (``"cython"`` or ``"python"``) and ``load(name)``
+returns either implementation by name, for tests and benchmarks.
+
+To add a hot path: add its modules to ``_TWINS`` and its names to the three imports below.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+import types
+from typing import TYPE_CHECKING, Literal
+
+__all__ = ("IMPLEMENTATION", "NO_EXTENSIONS", "SSEDecoder", "load")
+
+NO_EXTENSIONS: bool = (
+    os.environ.get("AIGATEWAY_NO_EXTENSIONS", "") not in ("", "0")
+    or sys.implementation.name != "cpython"
+)
+
+# The module names of each implementation, in the same order (one entry per hot path).
+_TWINS: dict[str, tuple[str, ...]] = {
+    "python": ("_sse_py",),
+    "cython": ("_sse_c",),
+}
+
+IMPLEMENTATION: Literal["cython", "python"]
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._sse_py import SSEDecoder
+
+    IMPLEMENTATION = "python"
+else:
+    try:
+        from ._sse_c import SSEDecoder
+    except ImportError:  # not built (e.g. an editable checkout without a compiler)
+        from ._sse_py import SSEDecoder
+
+        IMPLEMENTATION = "python"
+    else:
+        IMPLEMENTATION = "cython"
+
+
+@functools.cache
+def load(name: str) -> types.ModuleType:
+    """Return one implementation's hot-path names as a module-like namespace.
+
+    ``load("python")`` always works; ``load("cython")`` raises ``ImportError`` when the
+    extensions are not built, whatever ``AIGATEWAY_NO_EXTENSIONS`` says.
+    """
+    try:
+        modules = _TWINS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown implementation {name!r}; expected one of {sorted(_TWINS)}"
+        ) from None
+    names: dict[str, object] = {"IMPLEMENTATION": name}
+    for module_name in modules:
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except ImportError as exc:
+            raise ImportError(
+                f"the {name} implementation of {__name__} is not available: "
+                f"{__name__}.{module_name} cannot be imported ({exc}); build the extensions "
+                "with `pip install -e . --no-build-isolation` (Cython and a C compiler needed)"
+            ) from exc
+        names.update((attr, getattr(module, attr)) for attr in module.__all__)
+    namespace = types.ModuleType(f"{__name__}[{name}]")
+    vars(namespace).update(names)
+    return namespace

@@ -1,0 +1,64 @@
+"""What a provider adapter must do. Adapters translate; they do no I/O.
+
+Each adapter turns the gateway's request into the provider's HTTP request and the
+provider's answers (whole bodies, stream events, errors) back into OpenAI's
+format. Optional capabilities are separate small interfaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from aigateway.core.types import ApiRequest
+from aigateway.errors import GatewayError
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFailure:
+    """How the gateway should treat a provider's error answer."""
+
+    retryable: bool
+    retry_after_s: float | None
+    error: GatewayError  # what the client gets if no retry succeeds
+
+
+class ChatAdapter(Protocol):
+    name: str
+
+    def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall: ...
+
+    def chat_response(self, body: bytes) -> bytes:
+        """A whole provider answer as OpenAI chat.completion JSON."""
+        ...
+
+    def chat_stream_event(self, data: bytes) -> list[bytes]:
+        """One provider stream event's data as zero or more OpenAI chunk payloads."""
+        ...
+
+    def classify_error(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> ProviderFailure: ...
+
+
+@runtime_checkable
+class EmbeddingsAdapter(Protocol):
+    def embeddings_call(self, request: ApiRequest, model: str) -> UpstreamCall: ...
+
+    def embeddings_response(self, body: bytes) -> bytes: ...
+
+
+@runtime_checkable
+class ModelListAdapter(Protocol):
+    def models_call(self) -> UpstreamCall: ...
+
+    def models_response(self, body: bytes) -> list[dict[str, Any]]: ...

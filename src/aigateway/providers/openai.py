@@ -1,0 +1,154 @@
+"""OpenAI's wire format: OpenAI itself and any OpenAI-compatible server.
+
+The gateway speaks this format to clients too, so requests are forwarded as the
+client sent them (re-encoded only when the model name changes) and answers are
+relayed unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from aigateway.core.retry import is_retryable_status, retry_after_from_headers
+from aigateway.core.types import ApiRequest
+from aigateway.errors import (
+    GatewayError,
+    GatewayTimeout,
+    InvalidRequest,
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderUnavailable,
+    QuotaExceeded,
+    RateLimited,
+)
+from aigateway.providers.base import ProviderFailure, UpstreamCall
+
+
+class OpenAIAdapter:
+    def __init__(self, name: str, base_url: str, api_key: str | None, key_variable: str) -> None:
+        self.name = name
+        self._base_url = base_url.rstrip("/")
+        self._key_variable = key_variable
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._headers: Mapping[str, str] = headers
+        self._get_headers: Mapping[str, str] = {
+            k: v for k, v in headers.items() if k != "content-type"
+        }
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIAdapter(name={self.name!r}, base_url={self._base_url!r})"
+
+    def _forward(self, path: str, request: ApiRequest, model: str) -> UpstreamCall:
+        if model == request.model:
+            body = request.raw
+        else:
+            body = orjson.dumps({**request.body, "model": model})
+        return UpstreamCall("POST", self._base_url + path, self._headers, body)
+
+    # chat ------------------------------------------------------------------------------
+
+    def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall:
+        return self._forward("/chat/completions", request, model)
+
+    def chat_response(self, body: bytes) -> bytes:
+        _require_object(self.name, body)
+        return body
+
+    def chat_stream_event(self, data: bytes) -> list[bytes]:
+        return [data]
+
+    # embeddings -----------------------------------------------------------------------
+
+    def embeddings_call(self, request: ApiRequest, model: str) -> UpstreamCall:
+        return self._forward("/embeddings", request, model)
+
+    def embeddings_response(self, body: bytes) -> bytes:
+        _require_object(self.name, body)
+        return body
+
+    # models ---------------------------------------------------------------------------
+
+    def models_call(self) -> UpstreamCall:
+        return UpstreamCall("GET", self._base_url + "/models", self._get_headers)
+
+    def models_response(self, body: bytes) -> list[dict[str, Any]]:
+        data = _require_object(self.name, body).get("data")
+        if not isinstance(data, list):
+            raise ProviderError(f"{self.name} listed its models in an unexpected shape")
+        return [item for item in data if isinstance(item, dict) and "id" in item]
+
+    # errors ---------------------------------------------------------------------------
+
+    def classify_error(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> ProviderFailure:
+        detail = _error_detail(body)
+        message = detail.get("message") or f"HTTP {status}"
+        code = detail.get("code")
+        kind = detail.get("type")
+        retry_after = retry_after_from_headers(headers)
+        error: GatewayError
+        if status in (401, 403):
+            error = ProviderAuthFailed(
+                f"{self.name} rejected the gateway's credentials (HTTP {status}); "
+                f"check {self._key_variable}"
+            )
+            return ProviderFailure(False, None, error)
+        if status == 429 and "insufficient_quota" in (code, kind):
+            return ProviderFailure(False, None, QuotaExceeded(f"{self.name}: {message}"))
+        if status == 429:
+            error = RateLimited(
+                f"{self.name} is rate limiting requests: {message}", retry_after_s=retry_after
+            )
+        elif status == 408:
+            error = GatewayTimeout(f"{self.name} timed out the request (HTTP 408)")
+        elif status in (503, 529):
+            error = ProviderUnavailable(
+                f"{self.name} is unavailable (HTTP {status}): {message}", retry_after_s=retry_after
+            )
+        elif is_retryable_status(status):
+            error = ProviderError(f"{self.name} failed (HTTP {status}): {message}")
+        else:
+            # The provider refused the request itself: pass its verdict on unchanged.
+            error = InvalidRequest(
+                message,
+                param=_str_or_none(detail.get("param")),
+                code=_str_or_none(code),
+                status=status if 400 <= status < 500 else 502,
+                error_type=_str_or_none(kind) or "invalid_request_error",
+            )
+            return ProviderFailure(False, None, error)
+        return ProviderFailure(True, retry_after, error)
+
+
+def _require_object(provider: str, body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ProviderError(f"{provider} answered with a body that is not a JSON object")
+    return parsed
+
+
+def _error_detail(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if isinstance(parsed, dict):
+        inner = parsed.get("error")
+        if isinstance(inner, dict):
+            return inner
+        if isinstance(inner, str):
+            return {"message": inner}
+    return {}
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,153 @@
+"""`aigateway serve`: the main process that starts and stops the Granian workers.
+
+It owns what belongs to the node rather than to one worker: the bundled mock
+provider when no provider key is set (and, with later issues, the shared-memory
+segment). Workers are separate processes that load the app by import string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import logging.config
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from granian.constants import Interfaces, Loops
+from granian.log import LogLevels
+from granian.server import Server
+
+from aigateway import __version__
+from aigateway.config import (
+    DEFAULT_OPENAI_BASE_URL,
+    WORKER_SETTINGS_ENV,
+    Settings,
+    settings_to_worker_env,
+)
+
+logger = logging.getLogger("aigateway")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """One format for the gateway's and Granian's log lines, all on stderr."""
+    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {"console": handler},
+        "loggers": {
+            "aigateway": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "_granian": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "granian.access": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+def serve(settings: Settings) -> int:
+    logging.config.dictConfig(logging_config(settings.log_level))
+    mock: MockProviderProcess | None = None
+    if settings.openai.api_key is None and settings.openai.base_url == DEFAULT_OPENAI_BASE_URL:
+        mock = MockProviderProcess.start(settings.host)
+        settings = dataclasses.replace(
+            settings,
+            openai=dataclasses.replace(settings.openai, base_url=mock.base_url),
+            mock_provider=True,
+        )
+        logger.warning(
+            "no provider key set (OPENAI_API_KEY is empty): routing to the bundled mock "
+            "provider at %s; answers are canned, not from a real model",
+            mock.base_url,
+        )
+    logger.info(
+        "aigateway %s serving on http://%s:%d with %d worker process(es), upstream client %s",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.workers,
+        settings.upstream_client,
+    )
+    os.environ[WORKER_SETTINGS_ENV] = settings_to_worker_env(settings)
+    server = Server(
+        "aigateway.app:create_worker_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        loop=Loops.uvloop,
+        backlog=2048,
+        log_level=LogLevels(settings.log_level if settings.log_level != "critical" else "error"),
+        log_dictconfig=logging_config(settings.log_level),
+        respawn_failed_workers=True,
+    )
+    try:
+        server.serve()
+    finally:
+        if mock is not None:
+            mock.stop()
+    logger.info("aigateway stopped")
+    return 0
+
+
+@dataclasses.dataclass
+class MockProviderProcess:
+    """The bundled mock provider, run beside the gateway as its demo upstream."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+
+    @classmethod
+    def start(cls, host: str, timeout_s: float = 15.0) -> MockProviderProcess:
+        port = free_port(host)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aigateway.testing.mock_provider",
+                "--host",
+                host,
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for_port(host, port, timeout_s, process)
+        return cls(process, f"http://{host}:{port}/v1")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(
+    host: str, port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout_s:g} s")

@@ -1,0 +1,269 @@
+"""The upstream HTTP client: the one module that talks to providers over the network.
+
+Nothing else in the gateway imports aiohttp's or httpx's client. The interface is
+narrow on purpose: send a request and get the status and headers, then read the
+whole body or iterate over it as it arrives, then close. Each worker process holds
+one pooled client per provider (created in the ASGI lifespan).
+
+aiohttp is the default: measured on a 2-core machine, its client costs about
+0.2 ms of CPU per request against 1.3 ms for httpx. httpx stays selectable with
+``UPSTREAM_CLIENT=httpx``.
+
+Failures are reported as the exceptions below, whatever the library:
+
+    UpstreamFailure
+    ├── UpstreamConnectError    no connection, or it dropped before an answer
+    ├── UpstreamTimeout         the caller's time budget ran out
+    └── UpstreamBrokenBody      the answer started, then its body broke off
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import httpx
+
+
+class UpstreamFailure(Exception):
+    """A provider call that did not produce a complete HTTP answer."""
+
+
+class UpstreamConnectError(UpstreamFailure):
+    pass
+
+
+class UpstreamTimeout(UpstreamFailure):
+    pass
+
+
+class UpstreamBrokenBody(UpstreamFailure):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    max_connections: int
+    connect_timeout_s: float
+    keepalive_expiry_s: float
+    # Longest silence between two body chunks (streams can outlive any total deadline).
+    read_idle_timeout_s: float
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+
+    async def read(self, timeout_s: float) -> bytes: ...
+
+    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class UpstreamClient(Protocol):
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        """Send a request and wait, at most ``timeout_s``, for the status line and headers."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def create_upstream_client(kind: str, limits: PoolLimits) -> UpstreamClient:
+    if kind == "aiohttp":
+        return AiohttpClient(limits)
+    if kind == "httpx":
+        return HttpxClient(limits)
+    raise ValueError(f"unknown upstream client {kind!r}: expected aiohttp or httpx")
+
+
+# --- aiohttp -----------------------------------------------------------------------------
+
+_AIOHTTP_CONNECT_ERRORS = (aiohttp.ClientConnectionError, OSError)
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = {k.lower(): v for k, v in resp.headers.items()}
+
+    async def read(self, timeout_s: float) -> bytes:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._resp.read()
+        except TimeoutError:
+            raise UpstreamTimeout("provider answer did not complete in time") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamBrokenBody(f"provider answer broke off: {exc}") from None
+        except _AIOHTTP_CONNECT_ERRORS as exc:
+            raise UpstreamBrokenBody(f"provider connection lost: {exc}") from None
+        finally:
+            self._resp.release()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except TimeoutError:
+            raise UpstreamTimeout("provider stream went silent") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamBrokenBody(f"provider stream broke off: {exc}") from None
+        except _AIOHTTP_CONNECT_ERRORS as exc:
+            raise UpstreamBrokenBody(f"provider connection lost: {exc}") from None
+
+    async def close(self) -> None:
+        # A body not read to its end cannot go back to the pool: drop that connection.
+        if not self._resp.closed:
+            self._resp.close()
+
+
+class AiohttpClient:
+    def __init__(self, limits: PoolLimits) -> None:
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily: a ClientSession must be made inside the running loop.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._limits.keepalive_expiry_s,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self._limits.connect_timeout_s,
+                    sock_read=self._limits.read_idle_timeout_s,
+                ),
+                skip_auto_headers=("User-Agent",),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        session = self._get_session()
+        try:
+            async with asyncio.timeout(timeout_s):
+                resp = await session.request(method, url, headers=headers, data=body)
+        except TimeoutError:
+            raise UpstreamTimeout("provider did not answer in time") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamConnectError(f"provider connection failed: {exc}") from None
+        except _AIOHTTP_CONNECT_ERRORS as exc:
+            raise UpstreamConnectError(_describe(exc)) from None
+        return _AiohttpResponse(resp)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# --- httpx -------------------------------------------------------------------------------
+
+
+class _HttpxResponse:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: httpx.Response) -> None:
+        self._resp = resp
+        self.status = resp.status_code
+        self.headers: Mapping[str, str] = {k.lower(): v for k, v in resp.headers.items()}
+
+    async def read(self, timeout_s: float) -> bytes:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._resp.aread()
+        except TimeoutError:
+            raise UpstreamTimeout("provider answer did not complete in time") from None
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("provider answer went silent") from None
+        except httpx.TransportError as exc:
+            raise UpstreamBrokenBody(f"provider answer broke off: {exc}") from None
+        finally:
+            await self._resp.aclose()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("provider stream went silent") from None
+        except httpx.TransportError as exc:
+            raise UpstreamBrokenBody(f"provider stream broke off: {exc}") from None
+
+    async def close(self) -> None:
+        await self._resp.aclose()
+
+
+class HttpxClient:
+    def __init__(self, limits: PoolLimits) -> None:
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_connections,
+                keepalive_expiry=limits.keepalive_expiry_s,
+            ),
+            timeout=httpx.Timeout(
+                connect=limits.connect_timeout_s,
+                read=limits.read_idle_timeout_s,
+                write=limits.read_idle_timeout_s,
+                pool=None,
+            ),
+            follow_redirects=False,
+        )
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        request = self._client.build_request(method, url, headers=headers, content=body)
+        try:
+            async with asyncio.timeout(timeout_s):
+                resp = await self._client.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamTimeout("provider did not answer in time") from None
+        except httpx.TimeoutException as exc:
+            # httpx's own connect timeout is a connection failure, worth a retry.
+            raise UpstreamConnectError(f"provider connection timed out: {exc!r}") from None
+        except httpx.TransportError as exc:
+            raise UpstreamConnectError(_describe(exc)) from None
+        return _HttpxResponse(resp)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"provider connection failed: {text}"

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from aigateway import hotpath
+
+
+@pytest.fixture(scope="session", params=["python", "cython"], ids=["python", "cython"])
+def hotpath_impl(request: pytest.FixtureRequest) -> types.ModuleType:
+    """Each implementation of ``aigateway.hotpath`` in turn: the pure twins, then the compiled.
+
+    The compiled one is skipped only when ``AIGATEWAY_NO_EXTENSIONS`` is set; otherwise a
+    missing build fails the tests that use it.
+    """
+    name: str = request.param
+    if name == "cython" and hotpath.NO_EXTENSIONS:
+        pytest.skip("AIGATEWAY_NO_EXTENSIONS is set: the compiled twins are not used")
+    try:
+        return hotpath.load(name)
+    except ImportError as exc:
+        pytest.fail(f"{exc}\n(set AIGATEWAY_NO_EXTENSIONS=1 to test the pure twins only)")
+
+
+# --- real processes: the bundled mock provider and the gateway ---------------------------
+
+from collections.abc import Iterator  # noqa: E402
+
+import httpx  # noqa: E402
+import openai  # noqa: E402
+
+from servers import Gateway, MockProvider  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def mock_provider() -> Iterator[MockProvider]:
+    provider = MockProvider()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def mock(mock_provider: MockProvider) -> MockProvider:
+    """The session's mock provider with its counters and faults cleared."""
+    mock_provider.reset()
+    return mock_provider
+
+
+@pytest.fixture(scope="session")
+def gateway(mock_provider: MockProvider) -> Iterator[Gateway]:
+    """A real gateway (Granian, 2 worker processes) in front of the mock provider."""
+    server = Gateway(mock_provider)
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.fixture
+def gateway_url(gateway: Gateway) -> str:
+    return gateway.base_url
+
+
+@pytest.fixture
+def client(gateway: Gateway, mock: MockProvider) -> Iterator[httpx.Client]:
+    with gateway.client() as http:
+        yield http
+
+
+@pytest.fixture
+def openai_client(gateway: Gateway, mock: MockProvider) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0) as sdk:
+        yield sdk

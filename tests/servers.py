@@ -1,0 +1,128 @@
+"""Real processes for end-to-end tests: the bundled mock provider and the gateway.
+
+Both run as subprocesses on free loopback ports and are spoken to over real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TEST_KEY = "sk-test-0123456789abcdefSECRET"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited ({process.returncode}):\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s:\n{log.read_text()}")
+
+
+class _Process:
+    def __init__(self, args: list[str], env: Mapping[str, str], ready_url: str) -> None:
+        fd, name = tempfile.mkstemp(prefix="aigateway-test-", suffix=".log")
+        self.log_path = Path(name)
+        with os.fdopen(fd, "wb") as log:
+            self.process = subprocess.Popen(
+                args, env=dict(env), stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            _wait_http(ready_url, self.process, self.log_path, timeout_s=30)
+        except BaseException:
+            self.stop()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class MockProvider(_Process):
+    def __init__(self, *extra_args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.url + "/v1"
+        args = [
+            sys.executable, "-m", "aigateway.testing.mock_provider",
+            "--host", "127.0.0.1", "--port", str(self.port), *extra_args,
+        ]  # fmt: skip
+        super().__init__(args, os.environ, self.url + "/_mock/stats")
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(self.url + "/_mock/stats").json()
+        return result
+
+    def calls(self) -> int:
+        return int(self.stats()["calls"])
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_mock/reset").raise_for_status()
+
+    def faults(self, *next_faults: dict[str, Any], default: dict[str, Any] | None = None) -> None:
+        body = {"next": list(next_faults), "default": default}
+        httpx.post(self.url + "/_mock/faults", json=body).raise_for_status()
+
+
+def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AI_GATEWAY_"))}
+    env.update(
+        MAX_WORKERS="2",
+        LOG_LEVEL="info",
+        INITIAL_DELAY_MS="10",
+        MAX_DELAY_MS="200",
+        REQUEST_TIMEOUT_SEC="10",
+    )
+    if mock is not None:
+        env.update(OPENAI_BASE_URL=mock.base_url, OPENAI_API_KEY=TEST_KEY)
+    env.update(overrides)
+    return env
+
+
+class Gateway(_Process):
+    def __init__(self, mock: MockProvider | None, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.url + "/v1"
+        full_env = gateway_env(mock, AI_GATEWAY_PORT=str(self.port), **env)
+        args = [sys.executable, "-m", "aigateway.cli", "serve"]
+        super().__init__(args, full_env, self.url + "/health")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+
+def chat_body(text: str = "Hello there", **extra: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **extra}
