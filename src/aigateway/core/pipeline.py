@@ -67,8 +67,11 @@ class Pipeline:
             stream=request.stream,
         )
         if request.stream:
-            return Streaming(relay_stream(answer, adapter), provider.name, answer.attempts)
-        return Completed(adapter.chat_response(answer.body), provider.name, answer.attempts)
+            translator = adapter.chat_stream(request, target.model)
+            events = relay_stream(answer, adapter, translator)
+            return Streaming(events, provider.name, answer.attempts)
+        body = adapter.chat_response(answer.body, request, target.model)
+        return Completed(body, provider.name, answer.attempts)
 
     async def embeddings(self, request: ApiRequest) -> Completed:
         target = self._router.targets(request.model)[0]

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from aigateway.core.dispatch import Answer
 from aigateway.errors import GatewayError, ProviderError
 from aigateway.hotpath import SSEDecoder
-from aigateway.providers.base import ChatAdapter
+from aigateway.providers.base import ChatAdapter, StreamTranslator
 from aigateway.upstream import UpstreamFailure
 
 logger = logging.getLogger("aigateway.stream")
@@ -22,9 +22,11 @@ logger = logging.getLogger("aigateway.stream")
 DONE = b"data: [DONE]\n\n"
 
 
-async def relay_stream(answer: Answer, adapter: ChatAdapter) -> AsyncIterator[bytes]:
+async def relay_stream(
+    answer: Answer, adapter: ChatAdapter, translator: StreamTranslator
+) -> AsyncIterator[bytes]:
     decoder = SSEDecoder()
-    translate = adapter.chat_stream_event
+    translate = translator.event
     try:
         out = _encode(decoder.feed(answer.body), translate)
         if out:
@@ -34,7 +36,7 @@ async def relay_stream(answer: Answer, adapter: ChatAdapter) -> AsyncIterator[by
                 out = _encode(decoder.feed(chunk), translate)
                 if out:
                     yield out
-        out = _encode(decoder.flush(), translate)
+        out = _encode(decoder.flush(), translate) + _encode(translator.end(), _same)
         if out:
             yield out
         yield DONE
@@ -57,6 +59,10 @@ def _encode(events: list[bytes], translate: Callable[[bytes], list[bytes]]) -> b
         for payload in translate(data):
             parts.append(b"data: " + payload + b"\n\n")
     return b"".join(parts)
+
+
+def _same(data: bytes) -> list[bytes]:
+    return [data]
 
 
 def _error_event(error: GatewayError) -> bytes:

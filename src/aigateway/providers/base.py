@@ -32,18 +32,36 @@ class ProviderFailure:
     error: GatewayError  # what the client gets if no retry succeeds
 
 
+class StreamTranslator(Protocol):
+    """Turns one provider stream into OpenAI chunk payloads; one instance per stream."""
+
+    def event(self, data: bytes) -> list[bytes]:
+        """One provider event's data as zero or more OpenAI ``chat.completion.chunk`` JSON.
+
+        Raises :class:`GatewayError` for an error the provider reports inside the stream.
+        """
+        ...
+
+    def end(self) -> list[bytes]:
+        """Called once the provider's stream ended cleanly: any last chunks to send.
+
+        Raises :class:`GatewayError` when the stream ended before the answer was complete.
+        """
+        ...
+
+
 class ChatAdapter(Protocol):
     name: str
 
-    def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall: ...
-
-    def chat_response(self, body: bytes) -> bytes:
-        """A whole provider answer as OpenAI chat.completion JSON."""
+    def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall:
+        """The provider request for ``request`` (streaming when ``request.stream``)."""
         ...
 
-    def chat_stream_event(self, data: bytes) -> list[bytes]:
-        """One provider stream event's data as zero or more OpenAI chunk payloads."""
+    def chat_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
+        """A whole provider answer as OpenAI ``chat.completion`` JSON."""
         ...
+
+    def chat_stream(self, request: ApiRequest, model: str) -> StreamTranslator: ...
 
     def classify_error(
         self, status: int, headers: Mapping[str, str], body: bytes

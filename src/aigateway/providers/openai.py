@@ -24,7 +24,7 @@ from aigateway.errors import (
     QuotaExceeded,
     RateLimited,
 )
-from aigateway.providers.base import ProviderFailure, UpstreamCall
+from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
 
 
 class OpenAIAdapter:
@@ -55,12 +55,12 @@ class OpenAIAdapter:
     def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall:
         return self._forward("/chat/completions", request, model)
 
-    def chat_response(self, body: bytes) -> bytes:
+    def chat_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
         _require_object(self.name, body)
         return body
 
-    def chat_stream_event(self, data: bytes) -> list[bytes]:
-        return [data]
+    def chat_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
+        return _PassThroughStream()
 
     # embeddings -----------------------------------------------------------------------
 
@@ -124,6 +124,20 @@ class OpenAIAdapter:
             )
             return ProviderFailure(False, None, error)
         return ProviderFailure(True, retry_after, error)
+
+
+class _PassThroughStream:
+    """OpenAI chunks stay as they are; an error object inside the stream is the provider's."""
+
+    __slots__ = ()
+
+    def event(self, data: bytes) -> list[bytes]:
+        if data.startswith(b'{"error"'):
+            raise ProviderError(f"provider reported an error mid-stream: {_error_detail(data)}")
+        return [data]
+
+    def end(self) -> list[bytes]:
+        return []
 
 
 def _require_object(provider: str, body: bytes) -> dict[str, Any]:
