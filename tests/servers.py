@@ -97,7 +97,11 @@ class MockProvider(_Process):
 
 
 def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AI_GATEWAY_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "AI_GATEWAY_", "GOOGLE_", "ANTHROPIC_"))
+    }
     env.update(
         MAX_WORKERS="2",
         LOG_LEVEL="info",
@@ -106,7 +110,14 @@ def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
         REQUEST_TIMEOUT_SEC="10",
     )
     if mock is not None:
-        env.update(OPENAI_BASE_URL=mock.base_url, OPENAI_API_KEY=TEST_KEY)
+        env.update(
+            OPENAI_BASE_URL=mock.base_url,
+            OPENAI_API_KEY=TEST_KEY,
+            GOOGLE_AI_BASE_URL=mock.url + "/gemini/v1beta",
+            GOOGLE_AI_API_KEY=TEST_KEY,
+            ANTHROPIC_BASE_URL=mock.url + "/anthropic/v1",
+            ANTHROPIC_API_KEY=TEST_KEY,
+        )
     env.update(overrides)
     return env
 

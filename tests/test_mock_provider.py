@@ -689,3 +689,398 @@ def test_official_openai_client_understands_the_mock(
             sdk.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "again"}]
             )
+
+
+# ------------------------------------------------------------------------ Anthropic (/anthropic)
+
+MESSAGES = "/anthropic/v1/messages"
+
+
+def messages_body(text: str = "Hello mock provider", **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "claude-sonnet-4-5-20250929",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": text}],
+        **extra,
+    }
+
+
+def anthropic_events(raw: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, data) of each event of an Anthropic stream; the name must match data.type."""
+    assert raw.endswith("\n\n")
+    events = []
+    for block in raw.split("\n\n")[:-1]:
+        name_line, data_line = block.split("\n")
+        assert name_line.startswith("event: ") and data_line.startswith("data: "), block
+        data = json.loads(data_line[len("data: ") :])
+        assert data["type"] == name_line[len("event: ") :]
+        events.append((data["type"], data))
+    return events
+
+
+def test_anthropic_message_is_deterministic_and_says_what_openai_says(
+    client: httpx.Client,
+) -> None:
+    body = messages_body(system="You are terse.")
+    first = client.post(MESSAGES, json=body)
+    assert first.status_code == 200
+    assert first.json() == client.post(MESSAGES, json=body).json()
+    reply = first.json()
+    assert reply["id"].startswith("msg_mock_")
+    assert (reply["type"], reply["role"], reply["model"]) == (
+        "message",
+        "assistant",
+        "claude-sonnet-4-5-20250929",
+    )
+    assert reply["content"] == [{"type": "text", "text": "Mock reply to: Hello mock provider"}]
+    assert (reply["stop_reason"], reply["stop_sequence"]) == ("end_turn", None)
+    openai = client.post(
+        CHAT,
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Hello mock provider"},
+            ],
+        },
+    ).json()["usage"]
+    assert reply["usage"] == {
+        "input_tokens": openai["prompt_tokens"],
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": openai["completion_tokens"],
+    }
+    short = client.post(MESSAGES, json=messages_body(max_tokens=3)).json()
+    assert short["stop_reason"] == "max_tokens"
+    assert short["content"][0]["text"] == "Mock reply to:"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_tokens": None}, "max_tokens: Field required"),
+        ({"temperature": 1.5}, "temperature: Input should be less than or equal to 1"),
+        ({"n": 2}, "n: Extra inputs are not permitted"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "user", "content": "  "}]}, "non-whitespace text"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x"}]}
+                ]
+            },
+            "unexpected `tool_use_id`",
+        ),
+    ],
+)
+def test_anthropic_rejects_what_anthropic_rejects(
+    client: httpx.Client, change: dict[str, Any], message: str
+) -> None:
+    body = {**messages_body(), **change}
+    body = {key: value for key, value in body.items() if value is not None}
+    response = client.post(MESSAGES, json=body)
+    assert response.status_code == 400
+    error = response.json()
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert message in error["error"]["message"]
+    assert error["request_id"].startswith("req_")
+
+
+def test_anthropic_stream_has_named_events_a_ping_and_ends_with_message_stop(
+    client: httpx.Client,
+) -> None:
+    response = client.post(MESSAGES, json=messages_body(stream=True))
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = anthropic_events(response.text)
+    names = [name for name, _ in events]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    start = events[0][1]["message"]
+    assert (start["content"], start["stop_reason"]) == ([], None)
+    text = "".join(data["delta"]["text"] for name, data in events if name == "content_block_delta")
+    assert text == "Mock reply to: Hello mock provider"
+    delta = events[-2][1]
+    assert delta["delta"]["stop_reason"] == "end_turn"
+    assert delta["usage"] == {"output_tokens": 6}
+
+
+def test_anthropic_tool_use_plain_and_streamed(client: httpx.Client) -> None:
+    tool = {"name": "get_weather", "input_schema": {"type": "object"}}
+    body = messages_body("What's the weather in Paris?", tools=[tool])
+    reply = client.post(MESSAGES, json=body).json()
+    assert reply["stop_reason"] == "tool_use"
+    (block,) = reply["content"]
+    assert block["type"] == "tool_use"
+    assert block["id"].startswith("toolu_mock_")
+    assert (block["name"], block["input"]) == ("get_weather", {"location": "Paris"})
+
+    events = anthropic_events(client.post(MESSAGES, json={**body, "stream": True}).text)
+    start = events[1][1]["content_block"]
+    assert (start["type"], start["id"], start["input"]) == ("tool_use", block["id"], {})
+    fragments = [
+        data["delta"]["partial_json"] for name, data in events if name == "content_block_delta"
+    ]
+    assert fragments[0] == ""
+    assert json.loads("".join(fragments)) == {"location": "Paris"}
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+    forced = messages_body("Hi", tools=[tool], tool_choice={"type": "tool", "name": "get_weather"})
+    assert client.post(MESSAGES, json=forced).json()["stop_reason"] == "tool_use"
+    none = messages_body("weather?", tools=[tool], tool_choice={"type": "none"})
+    assert client.post(MESSAGES, json=none).json()["stop_reason"] == "end_turn"
+
+
+def test_anthropic_models_and_unknown_paths(client: httpx.Client) -> None:
+    listing = client.get("/anthropic/v1/models").json()
+    assert listing["has_more"] is False
+    assert all(m["type"] == "model" and m["created_at"].endswith("Z") for m in listing["data"])
+    model_id = listing["data"][0]["id"]
+    assert client.get(f"/anthropic/v1/models/{model_id}").json()["id"] == model_id
+    missing = client.get("/anthropic/v1/models/claude-nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "not_found_error"
+    assert client.post("/anthropic/v1/complete", json={}).status_code == 404
+
+
+def test_anthropic_faults_come_as_anthropic_errors(client: httpx.Client) -> None:
+    set_faults(
+        client,
+        next=[
+            {"status": 529},
+            {"status": 429, "retry_after": 17},
+            {"status": 429, "code": "insufficient_quota"},
+            {"stream_error_after_chunks": 2},
+        ],
+    )
+    overloaded = client.post(MESSAGES, json=messages_body())
+    assert overloaded.status_code == 529
+    assert overloaded.json()["error"] == {"type": "overloaded_error", "message": "Overloaded"}
+    limited = client.post(MESSAGES, json=messages_body())
+    assert limited.headers["retry-after"] == "17"
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    capped = client.post(MESSAGES, json=messages_body())
+    assert capped.json()["error"]["details"] == {"error_code": "enforced_spend_limit_reached"}
+    assert "retry-after" not in capped.headers
+    broken = client.post(MESSAGES, json=messages_body(stream=True))
+    assert broken.status_code == 200
+    events = anthropic_events(broken.text)
+    assert [name for name, _ in events] == ["message_start", "content_block_start", "error"]
+    assert events[-1][1]["error"]["type"] == "overloaded_error"
+
+
+# ------------------------------------------------------------------------------ Gemini (/gemini)
+
+GEMINI = "/gemini/v1beta/models/gemini-2.0-flash"
+
+
+def gemini_body(text: str = "Hello mock provider", **extra: Any) -> dict[str, Any]:
+    return {"contents": [{"role": "user", "parts": [{"text": text}]}], **extra}
+
+
+def test_gemini_generate_content_says_what_openai_says(client: httpx.Client) -> None:
+    body = gemini_body(systemInstruction={"parts": [{"text": "You are terse."}]})
+    response = client.post(GEMINI + ":generateContent", json=body)
+    assert response.status_code == 200
+    reply = response.json()
+    assert reply == client.post(GEMINI + ":generateContent", json=body).json()
+    assert reply["candidates"] == [
+        {
+            "content": {"parts": [{"text": "Mock reply to: Hello mock provider"}], "role": "model"},
+            "finishReason": "STOP",
+            "index": 0,
+        }
+    ]
+    assert reply["usageMetadata"] == {
+        "promptTokenCount": 12,  # as OpenAI counts the same conversation
+        "candidatesTokenCount": 6,
+        "totalTokenCount": 18,
+    }
+    assert reply["modelVersion"] == "gemini-2.0-flash"
+    assert reply["responseId"].startswith("mock-")
+
+    two = gemini_body(generationConfig={"candidateCount": 2, "maxOutputTokens": 3})
+    candidates = client.post(GEMINI + ":generateContent", json=two).json()["candidates"]
+    assert [(c["index"], c["finishReason"]) for c in candidates] == [
+        (0, "MAX_TOKENS"),
+        (1, "MAX_TOKENS"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            gemini_body(generationConfig={"max_tokens": 5}),
+            "Unknown name \"max_tokens\" at 'generation_config'",
+        ),
+        ({**gemini_body(), "messages": []}, 'Unknown name "messages"'),
+        ({"contents": []}, "contents is not specified"),
+        ({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}, "valid role"),
+        ({"contents": [{"role": "user", "parts": []}]}, "must not be empty"),
+        (gemini_body(generationConfig={"stopSequences": list("abcdef")}), "stop_sequences"),
+    ],
+)
+def test_gemini_rejects_what_gemini_rejects(
+    client: httpx.Client, body: dict[str, Any], message: str
+) -> None:
+    response = client.post(GEMINI + ":generateContent", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["status"]) == (400, "INVALID_ARGUMENT")
+    assert message in error["message"]
+
+
+def test_gemini_stream_is_crlf_framed_without_terminator(client: httpx.Client) -> None:
+    response = client.post(GEMINI + ":streamGenerateContent?alt=sse", json=gemini_body())
+    assert response.headers["content-type"].startswith("text/event-stream")
+    raw = response.content
+    assert raw.endswith(b"\r\n\r\n")
+    events = [json.loads(e[len(b"data: ") :]) for e in raw.split(b"\r\n\r\n")[:-1]]
+    text = "".join(e["candidates"][0]["content"]["parts"][0]["text"] for e in events)
+    assert text == "Mock reply to: Hello mock provider"
+    assert all("finishReason" not in e["candidates"][0] for e in events[:-1])
+    assert events[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert events[-1]["usageMetadata"]["totalTokenCount"] == 12
+
+    array = client.post(GEMINI + ":streamGenerateContent", json=gemini_body()).json()
+    assert array == events  # without alt=sse: one JSON array
+
+
+def test_gemini_function_call_has_no_id_and_a_thought_signature(client: httpx.Client) -> None:
+    tools = [{"functionDeclarations": [{"name": "get_weather", "parametersJsonSchema": {}}]}]
+    body = gemini_body("What's the weather in Paris?", tools=tools)
+    (candidate,) = client.post(GEMINI + ":generateContent", json=body).json()["candidates"]
+    assert candidate["finishReason"] == "STOP"  # Gemini has no tool-call finish reason
+    (part,) = candidate["content"]["parts"]
+    assert part["functionCall"] == {"name": "get_weather", "args": {"location": "Paris"}}
+    assert part["thoughtSignature"]
+
+    history = {
+        "contents": [
+            body["contents"][0],
+            {"role": "model", "parts": [part]},
+            {
+                "role": "user",
+                "parts": [{"functionResponse": {"name": "get_weather", "response": {"t": 21}}}],
+            },
+        ],
+        "tools": tools,
+    }
+    gemini3 = "/gemini/v1beta/models/gemini-3-pro-preview:generateContent"
+    answered = client.post(gemini3, json=history).json()["candidates"][0]
+    assert answered["content"]["parts"][0]["text"].startswith("Mock reply to: ")
+    del history["contents"][1]["parts"][0]["thoughtSignature"]
+    unsigned = client.post(gemini3, json=history)
+    assert unsigned.status_code == 400
+    assert "thought_signature" in unsigned.json()["error"]["message"]
+
+
+def test_gemini_embeddings_match_the_openai_vectors(client: httpx.Client) -> None:
+    url = "/gemini/v1beta/models/text-embedding-004"
+    one = client.post(url + ":embedContent", json={"content": {"parts": [{"text": "hi"}]}}).json()
+    openai = client.post("/v1/embeddings", json={"model": "m", "input": "hi"}).json()
+    assert one == {"embedding": {"values": openai["data"][0]["embedding"]}}
+
+    request = {"model": "models/text-embedding-004", "content": {"parts": [{"text": "hi"}]}}
+    batch = client.post(
+        url + ":batchEmbedContents",
+        json={"requests": [request, {**request, "outputDimensionality": 4}]},
+    ).json()
+    assert [len(e["values"]) for e in batch["embeddings"]] == [8, 4]
+    wrong_model = {"requests": [{**request, "model": "models/other"}]}
+    assert client.post(url + ":batchEmbedContents", json=wrong_model).status_code == 400
+    too_many = {"requests": [request] * 101}
+    assert client.post(url + ":batchEmbedContents", json=too_many).status_code == 400
+
+
+def test_gemini_models_and_unknown_paths(client: httpx.Client) -> None:
+    models = client.get("/gemini/v1beta/models").json()["models"]
+    assert {"models/gemini-2.0-flash", "models/text-embedding-004"} <= {m["name"] for m in models}
+    assert client.get(GEMINI).json()["name"] == "models/gemini-2.0-flash"
+    missing = client.get("/gemini/v1beta/models/gemini-nope")
+    assert (missing.status_code, missing.json()["error"]["status"]) == (404, "NOT_FOUND")
+    assert client.post(GEMINI + ":countSheep", json={}).status_code == 404
+    assert client.get("/gemini/v1beta/files").json()["error"]["code"] == 404
+
+
+def test_gemini_faults_come_as_gemini_errors(client: httpx.Client) -> None:
+    set_faults(
+        client,
+        next=[
+            {"status": 429, "retry_after": 2},
+            {"status": 429, "code": "insufficient_quota"},
+            {"status": 400, "code": "API_KEY_INVALID"},
+            {"status": 503},
+            {"stream_error_after_chunks": 1},
+        ],
+    )
+    limited = client.post(GEMINI + ":generateContent", json=gemini_body())
+    assert limited.status_code == 429
+    assert "retry-after" not in limited.headers  # Gemini puts the delay in the body
+    error = limited.json()["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED"
+    kinds = {d["@type"].rsplit(".", 1)[1]: d for d in error["details"]}
+    assert kinds["RetryInfo"]["retryDelay"] == "2s"
+    assert "PerMinute" in kinds["QuotaFailure"]["violations"][0]["quotaId"]
+
+    daily = client.post(GEMINI + ":generateContent", json=gemini_body()).json()["error"]
+    assert "PerDay" in daily["details"][0]["violations"][0]["quotaId"]
+    bad_key = client.post(GEMINI + ":generateContent", json=gemini_body()).json()["error"]
+    assert bad_key["details"][0]["reason"] == "API_KEY_INVALID"
+    unavailable = client.post(GEMINI + ":generateContent", json=gemini_body())
+    assert unavailable.json()["error"]["status"] == "UNAVAILABLE"
+
+    broken = client.post(GEMINI + ":streamGenerateContent?alt=sse", json=gemini_body())
+    assert broken.status_code == 200
+    good, error_line, end = broken.content.split(b"\r\n\r\n")
+    assert good.startswith(b"data: ")
+    assert json.loads(error_line)["error"]["status"] == "INTERNAL"  # bare JSON, no "data:"
+    assert end == b""
+
+
+def test_openai_stream_error_fault(client: httpx.Client) -> None:
+    header = {"x-mock-fault": json.dumps({"stream_error_after_chunks": 2})}
+    events = sse_events(client.post(CHAT, json=chat_body(stream=True), headers=header).text)
+    assert len(events) == 3
+    assert json.loads(events[-1])["error"]["type"] == "server_error"  # and no [DONE]
+
+
+def test_stats_count_every_format_and_mask_their_keys(client: httpx.Client) -> None:
+    client.post(MESSAGES, json=messages_body(), headers={"x-api-key": "sk-ant-secret"})
+    client.post(
+        GEMINI + ":generateContent", json=gemini_body(), headers={"x-goog-api-key": "AIza-secret"}
+    )
+    result = stats(client)
+    assert result["by_path"] == {MESSAGES: 1, GEMINI + ":generateContent": 1}
+    assert result["last_requests"][0]["headers"]["x-api-key"] == "present"
+    assert result["last_requests"][1]["headers"]["x-goog-api-key"] == "present"
+    assert "secret" not in json.dumps(result)
+
+
+def test_each_format_checks_the_key_its_own_way(keyed_mock: MockServer) -> None:
+    with httpx.Client(base_url=keyed_mock.url, timeout=5.0) as http:
+        key = "sk-test-0123456789"
+        wrong = http.post(MESSAGES, json=messages_body(), headers={"x-api-key": "nope"})
+        assert wrong.status_code == 401
+        assert wrong.json()["error"] == {
+            "type": "authentication_error",
+            "message": "invalid x-api-key",
+        }
+        assert (
+            http.post(MESSAGES, json=messages_body(), headers={"x-api-key": key}).status_code == 200
+        )
+
+        url = GEMINI + ":generateContent"
+        missing = http.post(url, json=gemini_body())
+        assert (missing.status_code, missing.json()["error"]["status"]) == (
+            403,
+            "PERMISSION_DENIED",
+        )
+        bad = http.post(url, json=gemini_body(), headers={"x-goog-api-key": "nope"})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+        assert (
+            http.post(url, json=gemini_body(), headers={"x-goog-api-key": key}).status_code == 200
+        )
+        assert http.post(url + f"?key={key}", json=gemini_body()).status_code == 200

@@ -16,47 +16,77 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from aigateway.api.http import error_response
+from aigateway.api.http import error_response, json_response
+from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
+from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import ops_routes
-from aigateway.config import ProviderSettings, Settings, settings_from_worker_env
-from aigateway.core.pipeline import Pipeline, Provider
+from aigateway.config import Settings, settings_from_worker_env
+from aigateway.core.media import RemoteMedia
+from aigateway.core.pipeline import Pipeline
+from aigateway.core.providers import build_providers
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
-from aigateway.providers.openai import OpenAIAdapter
 from aigateway.upstream import PoolLimits, create_upstream_client
 
 logger = logging.getLogger("aigateway")
 
 
 def create_app(settings: Settings) -> Starlette:
-    wired = [settings.openai]  # Gemini and Anthropic adapters arrive with the providers issue
     openai_routes = OpenAIRoutes(settings.max_body_bytes)
+    native_routes = NativeRoutes(settings.max_body_bytes)
+    document = openapi_document()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        providers = {p.name: _provider(p, settings) for p in wired}
-        openai_routes.pipeline = Pipeline(
+        providers = build_providers(settings)
+        media_client = create_upstream_client(
+            settings.upstream_client,
+            PoolLimits(
+                max_connections=8,
+                connect_timeout_s=settings.image_fetch_timeout_s,
+                keepalive_expiry_s=settings.keepalive_expiry_s,
+                read_idle_timeout_s=settings.image_fetch_timeout_s,
+            ),
+        )
+        pipeline = Pipeline(
             providers,
-            Router(providers, default_provider="openai"),
+            build_router(settings),
             RetryPolicy(
                 settings.max_retries,
                 settings.initial_delay_ms / 1000.0,
                 settings.max_delay_ms / 1000.0,
             ),
             settings.request_timeout_s,
+            RemoteMedia(
+                media_client,
+                settings.image_fetch_max_bytes,
+                settings.image_fetch_timeout_s,
+                settings.image_fetch_allow_private,
+            ),
         )
+        openai_routes.pipeline = native_routes.pipeline = pipeline
         try:
             yield
         finally:
-            openai_routes.pipeline = None
+            openai_routes.pipeline = native_routes.pipeline = None
             for provider in providers.values():
                 await provider.client.close()
+            await media_client.close()
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
 
     return Starlette(
-        routes=[*openai_routes.routes(), *ops_routes(settings, wired)],
+        routes=[
+            *openai_routes.routes(),
+            Route("/v1/chat", native_routes.chat, methods=["POST"]),
+            *ops_routes(settings),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -66,22 +96,21 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
+def build_router(settings: Settings) -> Router:
+    models = {model: p.name for p in settings.providers for model in p.models}
+    return Router(
+        [p.name for p in settings.providers],
+        aliases=dict(settings.aliases),
+        models=models,
+        default_provider=settings.default_provider,
+    )
+
+
 def create_worker_app() -> Starlette:
     """Factory Granian calls in each worker process."""
     settings = settings_from_worker_env()
     logging.getLogger("aigateway").setLevel(settings.log_level.upper())
     return create_app(settings)
-
-
-def _provider(p: ProviderSettings, settings: Settings) -> Provider:
-    limits = PoolLimits(
-        max_connections=p.max_connections,
-        connect_timeout_s=settings.connection_timeout_s,
-        keepalive_expiry_s=settings.keepalive_expiry_s,
-        read_idle_timeout_s=settings.request_timeout_s,
-    )
-    adapter = OpenAIAdapter(p.name, p.base_url, p.api_key, key_variable="OPENAI_API_KEY")
-    return Provider(p.name, adapter, create_upstream_client(settings.upstream_client, limits))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:

@@ -27,6 +27,11 @@ UPSTREAM_CLIENTS = ("aiohttp", "httpx")
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
+DEFAULT_BASE_URLS = {
+    "openai": DEFAULT_OPENAI_BASE_URL,
+    "google": DEFAULT_GOOGLE_BASE_URL,
+    "anthropic": DEFAULT_ANTHROPIC_BASE_URL,
+}
 
 
 class ConfigError(ValueError):
@@ -48,6 +53,21 @@ class ProviderSettings:
     api_key: str | None = field(repr=False)
     max_connections: int
     rps: float
+    kind: str = "openai"  # wire format: openai, gemini or anthropic
+    key_variable: str = ""  # where the key comes from, for error messages
+    models: tuple[str, ...] = ()  # bare model names routed here (configuration file)
+
+    @property
+    def default_base_url(self) -> bool:
+        return self.base_url in DEFAULT_BASE_URLS.values()
+
+
+@dataclass(frozen=True, slots=True)
+class AliasTarget:
+    """One entry of an alias: a provider/model target, with a weight for load spreading."""
+
+    target: str
+    weight: float = 0.0  # 0: a plain fallback, tried in list order
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,27 +88,41 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     upstream_client: str = "aiohttp"
     keepalive_expiry_s: float = 15.0
+    image_fetch_max_bytes: int = 20 * 1024 * 1024
+    image_fetch_timeout_s: float = 10.0
+    image_fetch_allow_private: bool = False
     openai: ProviderSettings = field(
         default_factory=lambda: ProviderSettings(
-            "openai", DEFAULT_OPENAI_BASE_URL, None, max_connections=20, rps=50.0
+            "openai", DEFAULT_OPENAI_BASE_URL, None, 20, 50.0, "openai", "OPENAI_API_KEY"
         )
     )
     google: ProviderSettings = field(
         default_factory=lambda: ProviderSettings(
-            "google", DEFAULT_GOOGLE_BASE_URL, None, max_connections=20, rps=30.0
+            "google", DEFAULT_GOOGLE_BASE_URL, None, 20, 30.0, "gemini", "GOOGLE_AI_API_KEY"
         )
     )
     anthropic: ProviderSettings = field(
         default_factory=lambda: ProviderSettings(
-            "anthropic", DEFAULT_ANTHROPIC_BASE_URL, None, max_connections=20, rps=50.0
+            "anthropic",
+            DEFAULT_ANTHROPIC_BASE_URL,
+            None,
+            20,
+            50.0,
+            "anthropic",
+            "ANTHROPIC_API_KEY",
         )
     )
-    # Set by `aigateway serve` when it routes OpenAI traffic to the bundled mock.
+    # From the configuration file (AI_GATEWAY_CONFIG): more providers, aliases, default.
+    config_file: str | None = None
+    extra_providers: tuple[ProviderSettings, ...] = ()
+    aliases: tuple[tuple[str, tuple[AliasTarget, ...]], ...] = ()
+    default_provider: str | None = None
+    # Set by `aigateway serve` when no provider key is set and it routes to the bundled mock.
     mock_provider: bool = False
 
     @property
     def providers(self) -> tuple[ProviderSettings, ...]:
-        return (self.openai, self.google, self.anthropic)
+        return (self.openai, self.google, self.anthropic, *self.extra_providers)
 
 
 # --- parsing helpers -------------------------------------------------------------------
@@ -160,6 +194,22 @@ def _host(name: str, raw: str) -> str:
     return value
 
 
+def _path(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not os.path.isfile(value):
+        raise ConfigError(name, raw, "the path of a readable TOML file")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, raw, "true or false")
+
+
 def _secret(name: str, raw: str) -> str | None:
     value = raw.strip()
     return value or None
@@ -192,6 +242,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         _number(0, strict=True),
         "deadline of one client request, every retry included",
     ),
+    ("AI_GATEWAY_CONFIG", "config_file", _path, "TOML file: more providers, aliases, routing"),
     ("MAX_BODY_BYTES", "max_body_bytes", _int(1), "largest request body accepted (413 past it)"),
     ("UPSTREAM_CLIENT", "upstream_client", _choice(UPSTREAM_CLIENTS), "provider HTTP client"),
     (
@@ -199,6 +250,24 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         "keepalive_expiry_s",
         _number(0, strict=True),
         "idle provider connections are closed after this many seconds",
+    ),
+    (
+        "IMAGE_FETCH_MAX_BYTES",
+        "image_fetch_max_bytes",
+        _int(1),
+        "largest total of remote images fetched for one request (Gemini)",
+    ),
+    (
+        "IMAGE_FETCH_TIMEOUT_SEC",
+        "image_fetch_timeout_s",
+        _number(0, strict=True),
+        "timeout to fetch remote images",
+    ),
+    (
+        "IMAGE_FETCH_ALLOW_PRIVATE",
+        "image_fetch_allow_private",
+        _bool,
+        "allow image URLs on loopback/private networks",
     ),
     ("OPENAI_API_KEY", "openai.api_key", _secret, "OpenAI API key"),
     ("OPENAI_BASE_URL", "openai.base_url", _url, "OpenAI API base URL"),
@@ -260,6 +329,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for provider, values in nested.items():
         top[provider] = dataclasses.replace(getattr(defaults, provider), **values)
     settings = Settings(**top)
+    if settings.config_file is not None:
+        from aigateway.config_file import apply_config_file
+
+        settings = apply_config_file(settings, settings.config_file, env)
     if settings.max_delay_ms < settings.initial_delay_ms:
         raise ConfigError(
             "MAX_DELAY_MS",
@@ -299,5 +372,14 @@ def settings_from_worker_env(environ: Mapping[str, str] | None = None) -> Settin
         return load_settings(env)
     data = orjson.loads(raw)
     for provider in ("openai", "google", "anthropic"):
-        data[provider] = ProviderSettings(**data[provider])
+        data[provider] = _provider_from_json(data[provider])
+    data["extra_providers"] = tuple(_provider_from_json(p) for p in data["extra_providers"])
+    data["aliases"] = tuple(
+        (name, tuple(AliasTarget(**entry) for entry in entries))
+        for name, entries in data["aliases"]
+    )
     return Settings(**data)
+
+
+def _provider_from_json(data: dict[str, Any]) -> ProviderSettings:
+    return ProviderSettings(**{**data, "models": tuple(data["models"])})

@@ -23,13 +23,16 @@ from granian.server import Server
 
 from aigateway import __version__
 from aigateway.config import (
-    DEFAULT_OPENAI_BASE_URL,
     WORKER_SETTINGS_ENV,
+    ProviderSettings,
     Settings,
     settings_to_worker_env,
 )
 
 logger = logging.getLogger("aigateway")
+
+# Where the bundled mock provider serves each wire format.
+MOCK_PATHS = {"openai": "/v1", "gemini": "/gemini/v1beta", "anthropic": "/anthropic/v1"}
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
@@ -53,17 +56,14 @@ def logging_config(level: str) -> dict[str, Any]:
 def serve(settings: Settings) -> int:
     logging.config.dictConfig(logging_config(settings.log_level))
     mock: MockProviderProcess | None = None
-    if settings.openai.api_key is None and settings.openai.base_url == DEFAULT_OPENAI_BASE_URL:
+    if wants_mock_provider(settings):
         mock = MockProviderProcess.start(settings.host)
-        settings = dataclasses.replace(
-            settings,
-            openai=dataclasses.replace(settings.openai, base_url=mock.base_url),
-            mock_provider=True,
-        )
+        settings = route_to_mock(settings, mock.url)
         logger.warning(
-            "no provider key set (OPENAI_API_KEY is empty): routing to the bundled mock "
-            "provider at %s; answers are canned, not from a real model",
-            mock.base_url,
+            "no provider key set (OPENAI_API_KEY, GOOGLE_AI_API_KEY and ANTHROPIC_API_KEY are "
+            "empty): routing every provider to the bundled mock provider at %s; answers are "
+            "canned, not from a real model",
+            mock.url,
         )
     logger.info(
         "aigateway %s serving on http://%s:%d with %d worker process(es), upstream client %s",
@@ -96,12 +96,31 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def wants_mock_provider(settings: Settings) -> bool:
+    """The demo mode: no built-in provider has a key or a base URL of its own."""
+    built_in = (settings.openai, settings.google, settings.anthropic)
+    return all(p.api_key is None and p.default_base_url for p in built_in)
+
+
+def route_to_mock(settings: Settings, url: str) -> Settings:
+    def to(provider: ProviderSettings, path: str) -> ProviderSettings:
+        return dataclasses.replace(provider, base_url=url + path)
+
+    return dataclasses.replace(
+        settings,
+        openai=to(settings.openai, MOCK_PATHS["openai"]),
+        google=to(settings.google, MOCK_PATHS["gemini"]),
+        anthropic=to(settings.anthropic, MOCK_PATHS["anthropic"]),
+        mock_provider=True,
+    )
+
+
 @dataclasses.dataclass
 class MockProviderProcess:
     """The bundled mock provider, run beside the gateway as its demo upstream."""
 
     process: subprocess.Popen[bytes]
-    base_url: str
+    url: str
 
     @classmethod
     def start(cls, host: str, timeout_s: float = 15.0) -> MockProviderProcess:
@@ -119,7 +138,7 @@ class MockProviderProcess:
             stdout=subprocess.DEVNULL,
         )
         wait_for_port(host, port, timeout_s, process)
-        return cls(process, f"http://{host}:{port}/v1")
+        return cls(process, f"http://{host}:{port}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -10,15 +10,19 @@ from starlette.routing import Route
 
 from aigateway import __version__
 from aigateway.api.http import json_response
-from aigateway.config import ProviderSettings, Settings
+from aigateway.config import Settings
 
 
-def ops_routes(settings: Settings, providers: list[ProviderSettings]) -> list[Route]:
+def ops_routes(settings: Settings) -> list[Route]:
     described = {
-        p.name: {"base_url": p.base_url, "key_configured": bool(p.api_key)} for p in providers
+        p.name: {
+            "type": p.kind,
+            "base_url": p.base_url,
+            "key_configured": bool(p.api_key),
+            "mock": settings.mock_provider,
+        }
+        for p in settings.providers
     }
-    if settings.mock_provider:
-        described["openai"]["mock"] = True
 
     async def health(request: Request) -> Response:
         return json_response(

@@ -1,42 +1,51 @@
 """The request pipeline: every step a request goes through, in order, on one screen.
 
-route      model -> ordered targets (provider, model)
+route      model -> ordered targets (provider, model): aliases are fallback chains
 cache      (response cache: a later issue)
 dedup      (identical in-flight requests: a later issue)
 admission  (priority queue, node-wide rate limits: a later issue)
-dispatch   provider adapter -> pooled upstream client, retries with backoff
+dispatch   provider adapter -> pooled upstream client, retries with backoff;
+           on a provider failure the next target is tried (failover)
 account    (shared-memory stats: a later issue)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from aigateway.core.dispatch import send_with_retries
+from aigateway.core.dispatch import Answer, send_with_retries
+from aigateway.core.media import RemoteMedia
+from aigateway.core.providers import Provider, usable_targets
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.core.streaming import relay_stream
 from aigateway.core.types import ApiRequest, Completed, Streaming, Target
-from aigateway.errors import InvalidRequest
-from aigateway.providers.base import (
-    ChatAdapter,
-    EmbeddingsAdapter,
-    ModelListAdapter,
-    UpstreamCall,
+from aigateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderUnavailable,
+    ProviderUnreachable,
+    QuotaExceeded,
+    RateLimited,
 )
-from aigateway.upstream import UpstreamClient
+from aigateway.providers.base import EmbeddingsAdapter, ModelListAdapter, UpstreamCall
 
+logger = logging.getLogger("aigateway.pipeline")
 
-@dataclass(frozen=True, slots=True)
-class Provider:
-    """A configured provider in this worker: its adapter and its pooled client."""
-
-    name: str
-    adapter: ChatAdapter
-    client: UpstreamClient
+# Failures of the provider, not of the request: the next target may well succeed.
+FAILOVER_ERRORS = (
+    RateLimited,
+    QuotaExceeded,
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderUnreachable,
+    ProviderUnavailable,
+)
 
 
 class Pipeline:
@@ -46,67 +55,107 @@ class Pipeline:
         router: Router,
         retry: RetryPolicy,
         request_timeout_s: float,
+        media: RemoteMedia,
     ) -> None:
         self._providers = providers
         self._router = router
         self._retry = retry
         self._timeout_s = request_timeout_s
+        self._media = media
 
     async def chat(self, request: ApiRequest) -> Completed | Streaming:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
-        target = self._router.targets(request.model)[0]  # route
-        provider = self._providers[target.provider]
-        adapter = provider.adapter
-        answer = await send_with_retries(  # dispatch
-            provider.client,
-            adapter.chat_call(request, target.model),
-            adapter.classify_error,
-            self._retry,
-            deadline,
-            provider=provider.name,
-            stream=request.stream,
-        )
-        if request.stream:
-            translator = adapter.chat_stream(request, target.model)
-            events = relay_stream(answer, adapter, translator)
-            return Streaming(events, provider.name, answer.attempts)
-        body = adapter.chat_response(answer.body, request, target.model)
-        return Completed(body, provider.name, answer.attempts)
+        targets = self._route(request)  # route
+        failure: GatewayError | None = None
+        for provider, model in targets:  # dispatch, failing over along the chain
+            adapter = provider.adapter
+            try:
+                prepared = await self._media.prepare(request, adapter, deadline)
+                answer = await self._send(
+                    provider, adapter.chat_call(prepared, model), deadline, request.stream
+                )
+            except FAILOVER_ERRORS as exc:
+                failure = _note_failover(provider, model, exc)
+                continue
+            if request.stream:
+                events = relay_stream(answer, adapter, adapter.chat_stream(prepared, model))
+                return Streaming(events, provider.name, model, answer.attempts)
+            body = adapter.chat_response(answer.body, prepared, model)
+            return Completed(body, provider.name, model, answer.attempts)
+        assert failure is not None
+        raise failure
 
     async def embeddings(self, request: ApiRequest) -> Completed:
-        target = self._router.targets(request.model)[0]
-        provider = self._providers[target.provider]
-        adapter = provider.adapter
-        if not isinstance(adapter, EmbeddingsAdapter):
-            raise _unsupported(target, "embeddings")
-        body = await self._call(provider, adapter.embeddings_call(request, target.model))
-        return Completed(adapter.embeddings_response(body), provider.name, 1)
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        failure: GatewayError | None = None
+        for provider, model in self._route(request):
+            adapter = provider.adapter
+            if not isinstance(adapter, EmbeddingsAdapter):
+                failure = InvalidRequest(
+                    f"provider {provider.name!r} does not offer embeddings",
+                    param="model",
+                    code="unsupported_operation",
+                )
+                continue
+            try:
+                answer = await self._send(
+                    provider, adapter.embeddings_call(request, model), deadline
+                )
+            except FAILOVER_ERRORS as exc:
+                failure = _note_failover(provider, model, exc)
+                continue
+            body = adapter.embeddings_response(answer.body, request, model)
+            return Completed(body, provider.name, model, answer.attempts)
+        assert failure is not None
+        raise failure
 
     async def models(self) -> list[dict[str, Any]]:
+        """Every usable provider's models in one list, each naming its provider."""
+        usable = [
+            p
+            for p in self._providers.values()
+            if p.usable and isinstance(p.adapter, ModelListAdapter)
+        ]
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        results = await asyncio.gather(
+            *(self._models_of(p, deadline) for p in usable), return_exceptions=True
+        )
         models: list[dict[str, Any]] = []
-        for provider in self._providers.values():
-            adapter = provider.adapter
-            if isinstance(adapter, ModelListAdapter):
-                body = await self._call(provider, adapter.models_call())
-                models.extend(adapter.models_response(body))
+        for provider, result in zip(usable, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, GatewayError):
+                    raise result
+                logger.warning("could not list the models of %s: %s", provider.name, result)
+                continue
+            models.extend(result)
         return models
 
-    async def _call(self, provider: Provider, call: UpstreamCall) -> bytes:
-        deadline = asyncio.get_running_loop().time() + self._timeout_s
-        answer = await send_with_retries(
+    async def _models_of(self, provider: Provider, deadline: float) -> list[dict[str, Any]]:
+        adapter = provider.adapter
+        assert isinstance(adapter, ModelListAdapter)
+        answer = await self._send(provider, adapter.models_call(), deadline)
+        return [
+            {**model, "provider": provider.name} for model in adapter.models_response(answer.body)
+        ]
+
+    def _route(self, request: ApiRequest) -> list[tuple[Provider, str]]:
+        targets: list[Target] = self._router.targets(request.model, request.provider)
+        return usable_targets(targets, self._providers)
+
+    async def _send(
+        self, provider: Provider, call: UpstreamCall, deadline: float, stream: bool = False
+    ) -> Answer:
+        return await send_with_retries(
             provider.client,
             call,
             provider.adapter.classify_error,
             self._retry,
             deadline,
             provider=provider.name,
+            stream=stream,
         )
-        return answer.body
 
 
-def _unsupported(target: Target, operation: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"provider {target.provider!r} does not offer {operation}",
-        param="model",
-        code="unsupported_operation",
-    )
+def _note_failover(provider: Provider, model: str, error: GatewayError) -> GatewayError:
+    logger.warning("%s/%s failed, trying the next target: %s", provider.name, model, error.message)
+    return error

@@ -1,24 +1,69 @@
-"""Which provider and model answer a request.
+"""Which providers and models may answer a request, in the order to try them.
 
-A model may name its provider explicitly as ``provider/model``; any other name
-goes to the default provider. (Model families, aliases and fallback chains come
-with the providers issue.)
+A request names its target in one of these ways, checked in this order:
+
+1. the native API's ``provider`` field, with ``model`` as that provider's model name;
+2. ``provider/model``, where ``provider`` is a configured provider's name;
+3. an alias from the configuration file: an ordered fallback chain, whose weighted
+   entries spread load (the first target is drawn by weight, the rest follow in order);
+4. a bare model name listed under a configured provider's ``models``;
+5. a known model family: gpt-*, chatgpt-*, o1/o3/o4*, text-embedding-3*/ada → openai;
+   gemini-*, gemma-*, text-embedding-004, embedding-* → google; claude-* → anthropic;
+6. the configuration file's ``default_provider``.
+
+Anything else is a 400 that says how to name a target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import random
+from collections.abc import Callable, Collection, Mapping, Sequence
 
+from aigateway.config import AliasTarget
 from aigateway.core.types import Target
 from aigateway.errors import InvalidRequest
 
+FAMILIES: tuple[tuple[str, str], ...] = (
+    ("gpt-", "openai"),
+    ("chatgpt-", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("text-embedding-3", "openai"),
+    ("text-embedding-ada", "openai"),
+    ("gemini-", "google"),
+    ("gemma-", "google"),
+    ("text-embedding-004", "google"),
+    ("embedding-", "google"),
+    ("claude-", "anthropic"),
+)
+
 
 class Router:
-    def __init__(self, providers: Collection[str], default_provider: str) -> None:
+    def __init__(
+        self,
+        providers: Collection[str],
+        *,
+        aliases: Mapping[str, Sequence[AliasTarget]] | None = None,
+        models: Mapping[str, str] | None = None,
+        default_provider: str | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self._providers = frozenset(providers)
+        self._aliases = dict(aliases or {})
+        self._models = dict(models or {})  # bare model name -> provider
         self._default = default_provider
+        self._rand = rand
 
-    def targets(self, model: str) -> list[Target]:
+    def targets(self, model: str, provider: str | None = None) -> list[Target]:
+        if provider is not None:
+            if provider not in self._providers:
+                raise InvalidRequest(
+                    f"unknown provider {provider!r}; configured providers: {self._names()}",
+                    param="provider",
+                    code="provider_not_found",
+                )
+            return [Target(provider, model)]
         prefix, slash, rest = model.partition("/")
         if slash and prefix in self._providers:
             if not rest:
@@ -29,4 +74,46 @@ class Router:
                     code="model_not_found",
                 )
             return [Target(prefix, rest)]
-        return [Target(self._default, model)]
+        chain = self._aliases.get(model)
+        if chain is not None:
+            return self._expand(chain)
+        owner = self._models.get(model) or _family(model) or self._default
+        if owner is not None and owner in self._providers:
+            return [Target(owner, model)]
+        raise InvalidRequest(
+            f"unknown model {model!r}: name a target as 'provider/model' (providers: "
+            f"{self._names()}), use an alias"
+            + (f" ({', '.join(sorted(self._aliases))})" if self._aliases else "")
+            + ", or a model of a known family (gpt-*, o1/o3/o4*, gemini-*, claude-*)",
+            param="model",
+            code="model_not_found",
+        )
+
+    def _expand(self, chain: Sequence[AliasTarget]) -> list[Target]:
+        ordered = list(chain)
+        weighted = [entry for entry in chain if entry.weight > 0]
+        if len(weighted) > 1:
+            point = self._rand() * sum(entry.weight for entry in weighted)
+            first = weighted[-1]
+            for entry in weighted:
+                point -= entry.weight
+                if point < 0:
+                    first = entry
+                    break
+            ordered.remove(first)
+            ordered.insert(0, first)
+        targets = []
+        for entry in ordered:
+            provider, _, model = entry.target.partition("/")
+            targets.append(Target(provider, model))
+        return targets
+
+    def _names(self) -> str:
+        return ", ".join(sorted(self._providers))
+
+
+def _family(model: str) -> str | None:
+    for prefix, provider in FAMILIES:
+        if model.startswith(prefix):
+            return provider
+    return None

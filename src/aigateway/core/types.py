@@ -22,6 +22,8 @@ class ApiRequest:
     body: dict[str, Any]
     raw: bytes
     stream: bool = False
+    provider: str | None = None  # the native API's explicit provider
+    priority: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class Completed:
 
     body: bytes
     provider: str
+    model: str
     attempts: int
 
 
@@ -47,4 +50,5 @@ class Streaming:
 
     events: AsyncIterator[bytes]
     provider: str
+    model: str
     attempts: int

@@ -72,7 +72,9 @@ class ChatAdapter(Protocol):
 class EmbeddingsAdapter(Protocol):
     def embeddings_call(self, request: ApiRequest, model: str) -> UpstreamCall: ...
 
-    def embeddings_response(self, body: bytes) -> bytes: ...
+    def embeddings_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
+        """A provider's embeddings answer as OpenAI's ``list`` of embeddings."""
+        ...
 
 
 @runtime_checkable

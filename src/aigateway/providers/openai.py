@@ -67,7 +67,7 @@ class OpenAIAdapter:
     def embeddings_call(self, request: ApiRequest, model: str) -> UpstreamCall:
         return self._forward("/embeddings", request, model)
 
-    def embeddings_response(self, body: bytes) -> bytes:
+    def embeddings_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
         _require_object(self.name, body)
         return body
 

@@ -1,4 +1,4 @@
-"""Test helpers bundled with aigateway: a mock LLM provider speaking OpenAI's wire format.
+"""Test helpers bundled with aigateway: a mock LLM provider speaking OpenAI, Anthropic, Gemini.
 
 Names are imported lazily, so ``python -m aigateway.testing.mock_provider`` runs without the
 module being imported twice.

@@ -1,16 +1,17 @@
-"""The aiohttp application of the mock provider: OpenAI routes under /v1, control API under /_mock.
+"""The aiohttp application of the mock provider: one app, three wire formats, a control API.
 
-Every /v1 call goes through the same steps: read and parse the body, record the call (stats),
-check the API key (if one is configured), pick a fault (per-request fault, else the next queued
-fault, else the default fault), wait the latency, apply hang/drop/status, and only then validate
-and answer the request.
+OpenAI under ``/v1``, Anthropic under ``/anthropic/v1``, Gemini under ``/gemini/v1beta``; the
+control API under ``/_mock``. Every provider call goes through the same steps: read and parse the
+body, record the call (stats), check the API key (if one is configured, sent the way that format
+sends it), pick a fault (per-request fault, else the next queued fault, else the default fault),
+wait the latency, apply hang/drop/status, and only then validate and answer the request. Errors
+come in the format of the endpoint called.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,26 +19,35 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from aigateway.testing import mock_anthropic, mock_gemini
+from aigateway.testing.mock_control import MAX_RECORDED_REQUESTS, MockState, control_routes
 from aigateway.testing.mock_embeddings import render_embeddings, render_model, render_models
+from aigateway.testing.mock_errors import Dialect
 from aigateway.testing.mock_faults import (
     Fault,
     FaultError,
-    FaultQueue,
     MockRequestError,
-    error_payload,
     parse_fault_text,
 )
 from aigateway.testing.mock_replies import plan_chat, render_chat, render_chat_stream
 
 __all__ = ["MAX_RECORDED_REQUESTS", "MockOptions", "create_mock_app"]
 
-MAX_RECORDED_REQUESTS = 50
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _HANG_POLL_SECONDS = 0.05
-_SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-_OK_BODY = b'{"ok":true}'
+_BAD_JSON = {
+    "openai": "We could not parse the JSON body of your request. (HINT: This likely means you "
+    "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what "
+    "was sent was not valid JSON.)",
+    "anthropic": "There was an error parsing the body of your request: invalid JSON",
+    "gemini": "Invalid JSON payload received. Unexpected token.",
+}
+_GEMINI_NO_KEY = (
+    "Method doesn't allow unregistered callers (callers without established identity). Please "
+    "use API Key or other form of API consumer identity to call this API."
+)
 
 _V1Handler = Callable[[web.Request, Any, Fault | None], Awaitable[web.StreamResponse]]
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,10 +57,11 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class MockOptions:
     """Per-server defaults of the mock provider.
 
-    ``latency_ms``: wait before every /v1 answer (a fault's ``latency_ms`` adds to it).
+    ``latency_ms``: wait before every provider answer (a fault's ``latency_ms`` adds to it).
     ``stream_chunk_delay_ms``: wait between two events of a streamed reply (a fault's
-    ``stream_chunk_delay_ms`` replaces it). ``api_key``: if set, /v1 requests must send
-    ``Authorization: Bearer <api_key>``.
+    ``stream_chunk_delay_ms`` replaces it). ``api_key``: if set, requests must send it as
+    ``Authorization: Bearer <api_key>`` (OpenAI), ``x-api-key`` (Anthropic), or
+    ``x-goog-api-key`` / ``?key=`` (Gemini).
     """
 
     latency_ms: float = 0.0
@@ -62,8 +73,8 @@ def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, headers=_JSON_HEADERS)
 
 
-def _error(exc: MockRequestError) -> web.Response:
-    return _json(exc.body(), exc.status)
+def _error(exc: MockRequestError, dialect: Dialect) -> web.Response:
+    return _json(exc.body(dialect), exc.status)
 
 
 def _mask_key(key: str) -> str:
@@ -100,38 +111,30 @@ class _MockService:
     def __init__(self, options: MockOptions) -> None:
         self._latency_ms = options.latency_ms
         self._chunk_delay_ms = options.stream_chunk_delay_ms
+        self._api_key = options.api_key
         self._expected_auth = (
             None if options.api_key is None else f"Bearer {options.api_key}".encode()
         )
-        self.calls = 0
-        self.by_path: dict[str, int] = {}
-        self.recent: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
-        self.faults = FaultQueue()
+        self.state = MockState()
 
     # ---------------------------------------------------------------- /v1 pipeline
 
-    def _record(self, request: web.Request, body: Any) -> None:
-        path = request.path
-        self.calls += 1
-        self.by_path[path] = self.by_path.get(path, 0) + 1
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            lower = name.lower()
-            headers[lower] = "present" if lower in _SECRET_HEADERS else value
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.recent.append(
-            {
-                "path": path,
-                "method": request.method,
-                "headers": headers,
-                "body": body,
-                # the client's address:port tells tests whether a connection was reused
-                "peer": f"{peer[0]}:{peer[1]}" if peer else None,
-            }
-        )
-
-    def _check_auth(self, request: web.Request) -> None:
-        if self._expected_auth is None:
+    def _check_auth(self, request: web.Request, dialect: Dialect) -> None:
+        if self._api_key is None or self._expected_auth is None:
+            return
+        if dialect == "anthropic":
+            sent_key = request.headers.get("x-api-key", "")
+            if not hmac.compare_digest(sent_key.encode(), self._api_key.encode()):
+                raise MockRequestError(401, "invalid x-api-key")
+            return
+        if dialect == "gemini":
+            sent_key = request.headers.get("x-goog-api-key") or request.query.get("key", "")
+            if not sent_key:
+                raise MockRequestError(403, _GEMINI_NO_KEY)
+            if not hmac.compare_digest(sent_key.encode(), self._api_key.encode()):
+                raise MockRequestError(
+                    400, "API key not valid. Please pass a valid API key.", code="API_KEY_INVALID"
+                )
             return
         sent = request.headers.get("Authorization", "")
         if hmac.compare_digest(sent.encode(), self._expected_auth):
@@ -159,13 +162,13 @@ class _MockService:
                     text = spec
                     source = "metadata.mock_fault"
         if text is None:
-            return self.faults.take()
+            return self.state.faults.take()
         try:
             return parse_fault_text(text)
         except FaultError as exc:
             raise MockRequestError(400, f"Invalid {source}: {exc}") from None
 
-    def _v1(self, handler: _V1Handler) -> _Handler:
+    def _v1(self, handler: _V1Handler, dialect: Dialect = "openai") -> _Handler:
         async def run(request: web.Request) -> web.StreamResponse:
             raw = await request.read()
             body: Any = None
@@ -175,9 +178,9 @@ class _MockService:
                     body = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     bad_json = True
-            self._record(request, body)
+            self.state.record(request, body)
             try:
-                self._check_auth(request)
+                self._check_auth(request, dialect)
                 fault = self._select_fault(request, body)
                 delay_ms = self._latency_ms
                 if fault is not None:
@@ -190,19 +193,15 @@ class _MockService:
                     if fault.drop:
                         return _abort(request)
                     if fault.status is not None:
+                        answer = fault.errors[dialect]
                         return web.Response(
-                            body=fault.error_body, status=fault.status, headers=fault.error_headers
+                            body=answer.body, status=fault.status, headers=answer.headers
                         )
                 if bad_json:
-                    raise MockRequestError(
-                        400,
-                        "We could not parse the JSON body of your request. (HINT: This likely "
-                        "means you aren't using your HTTP library correctly. The OpenAI API "
-                        "expects a JSON payload, but what was sent was not valid JSON.)",
-                    )
+                    raise MockRequestError(400, _BAD_JSON[dialect])
                 return await handler(request, body, fault)
             except MockRequestError as exc:
-                return _error(exc)
+                return _error(exc, dialect)
 
         return run
 
@@ -214,10 +213,10 @@ class _MockService:
         plan = plan_chat(body)
         if not plan.stream:
             return _json(render_chat(plan))
-        return await self._stream(request, render_chat_stream(plan), fault)
+        return await self._stream(request, render_chat_stream(plan), fault, "openai")
 
     async def _stream(
-        self, request: web.Request, events: list[bytes], fault: Fault | None
+        self, request: web.Request, events: list[bytes], fault: Fault | None, dialect: Dialect
     ) -> web.StreamResponse:
         delay_ms = self._chunk_delay_ms
         drop_after: int | None = None
@@ -225,6 +224,9 @@ class _MockService:
             if fault.stream_chunk_delay_ms is not None:
                 delay_ms = fault.stream_chunk_delay_ms
             drop_after = fault.drop_after_chunks
+            error_after = fault.stream_error_after_chunks
+            if error_after is not None:
+                events = [*events[:error_after], fault.stream_errors[dialect]]
         delay = delay_ms / 1000
         response = web.StreamResponse(headers=_SSE_HEADERS)
         try:
@@ -264,38 +266,69 @@ class _MockService:
         message = f"Invalid URL ({request.method} {request.path})"
         raise MockRequestError(404, message)
 
-    # ---------------------------------------------------------------- control API
+    # ---------------------------------------------------------------- /anthropic/v1 endpoints
 
-    async def stats(self, request: web.Request) -> web.Response:
-        return _json(
-            orjson.dumps(
-                {
-                    "calls": self.calls,
-                    "by_path": self.by_path,
-                    "last_requests": list(self.recent),
-                }
+    async def anthropic_messages(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        plan = mock_anthropic.plan_messages(body)
+        if not plan.stream:
+            return _json(mock_anthropic.render_message(plan))
+        events = mock_anthropic.render_message_stream(plan)
+        return await self._stream(request, events, fault, "anthropic")
+
+    async def anthropic_models(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        return _json(mock_anthropic.render_models())
+
+    async def anthropic_model(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        return _json(mock_anthropic.render_model(request.match_info["model"]))
+
+    async def anthropic_unknown(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        raise MockRequestError(404, "Not found")
+
+    # ---------------------------------------------------------------- /gemini/v1beta endpoints
+
+    async def gemini_call(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        """``POST models/{model}:{method}``."""
+        model, _, method = request.match_info["target"].rpartition(":")
+        if method == "generateContent":
+            return _json(mock_gemini.render_generate(mock_gemini.plan_generate(model, body, False)))
+        if method == "streamGenerateContent":
+            events = mock_gemini.render_generate_stream(
+                mock_gemini.plan_generate(model, body, True)
             )
-        )
+            if request.query.get("alt") == "sse":
+                return await self._stream(request, events, fault, "gemini")
+            # without alt=sse the stream is one JSON array
+            return _json(b"[" + b",".join(event[6:-4] for event in events) + b"]")
+        if method == "embedContent":
+            return _json(mock_gemini.render_embed(body))
+        if method == "batchEmbedContents":
+            return _json(mock_gemini.render_batch_embed(model, body))
+        raise MockRequestError(404, f"Method not found: {request.match_info['target']}")
 
-    async def reset(self, request: web.Request) -> web.Response:
-        self.calls = 0
-        self.by_path.clear()
-        self.recent.clear()
-        self.faults.clear()
-        return _json(_OK_BODY)
+    async def gemini_models(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        return _json(mock_gemini.render_models())
 
-    async def set_faults(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            self.faults.configure(orjson.loads(raw or b"{}"))
-        except orjson.JSONDecodeError as exc:
-            return _json(orjson.dumps(error_payload(f"Invalid JSON: {exc}")), 400)
-        except FaultError as exc:
-            return _json(orjson.dumps(error_payload(str(exc))), 400)
-        return _json(orjson.dumps({"ok": True, **self.faults.describe()}))
+    async def gemini_model(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        return _json(mock_gemini.render_model(request.match_info["target"]))
 
-    async def get_faults(self, request: web.Request) -> web.Response:
-        return _json(orjson.dumps(self.faults.describe()))
+    async def gemini_unknown(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        raise MockRequestError(404, f"Invalid URL ({request.method} {request.path})")
 
 
 def create_mock_app(options: MockOptions | None = None) -> web.Application:
@@ -306,14 +339,23 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
     """
     service = _MockService(options or MockOptions())
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    router = app.router
-    router.add_post("/v1/chat/completions", service._v1(service.chat_completions))
-    router.add_post("/v1/embeddings", service._v1(service.embeddings))
-    router.add_get("/v1/models", service._v1(service.models), allow_head=False)
-    router.add_get("/v1/models/{model}", service._v1(service.model), allow_head=False)
-    router.add_route("*", "/v1/{tail:.*}", service._v1(service.unknown))
-    router.add_get("/_mock/stats", service.stats, allow_head=False)
-    router.add_post("/_mock/reset", service.reset)
-    router.add_post("/_mock/faults", service.set_faults)
-    router.add_get("/_mock/faults", service.get_faults, allow_head=False)
+    v1, anthropic, gemini = "/v1", "/anthropic/v1", "/gemini/v1beta"
+    routes: list[tuple[str, str, _V1Handler, Dialect]] = [
+        ("POST", v1 + "/chat/completions", service.chat_completions, "openai"),
+        ("POST", v1 + "/embeddings", service.embeddings, "openai"),
+        ("GET", v1 + "/models", service.models, "openai"),
+        ("GET", v1 + "/models/{model}", service.model, "openai"),
+        ("*", v1 + "/{tail:.*}", service.unknown, "openai"),
+        ("POST", anthropic + "/messages", service.anthropic_messages, "anthropic"),
+        ("GET", anthropic + "/models", service.anthropic_models, "anthropic"),
+        ("GET", anthropic + "/models/{model}", service.anthropic_model, "anthropic"),
+        ("*", anthropic + "/{tail:.*}", service.anthropic_unknown, "anthropic"),
+        ("POST", gemini + "/models/{target}", service.gemini_call, "gemini"),
+        ("GET", gemini + "/models", service.gemini_models, "gemini"),
+        ("GET", gemini + "/models/{target}", service.gemini_model, "gemini"),
+        ("*", gemini + "/{tail:.*}", service.gemini_unknown, "gemini"),
+    ]
+    for method, path, handler, dialect in routes:
+        app.router.add_route(method, path, service._v1(handler, dialect))
+    app.router.add_routes(control_routes(service.state))
     return app

@@ -19,7 +19,15 @@ import xxhash
 from aigateway.testing.mock_faults import MockRequestError
 from aigateway.testing.mock_replies import CREATED, positive_int_field, require_model
 
-__all__ = ["MODEL_IDS", "render_embeddings", "render_model", "render_models"]
+__all__ = [
+    "DEFAULT_EMBEDDING_DIMENSIONS",
+    "MAX_EMBEDDING_DIMENSIONS",
+    "MODEL_IDS",
+    "float_embedding",
+    "render_embeddings",
+    "render_model",
+    "render_models",
+]
 
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 MAX_EMBEDDING_DIMENSIONS = 8192
@@ -61,6 +69,13 @@ def _embedding(data: bytes, dimensions: int, encoding: str) -> orjson.Fragment |
     if encoding == "base64":
         return base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode("ascii")
     return orjson.Fragment(orjson.dumps(vector))
+
+
+def float_embedding(text: str, dimensions: int) -> orjson.Fragment:
+    """The embedding of ``text`` as serialized floats: equal for every wire format."""
+    result = _embedding(text.encode(), dimensions, "float")
+    assert isinstance(result, orjson.Fragment)
+    return result
 
 
 def _embedding_inputs(value: Any) -> list[tuple[bytes, int]]:

@@ -1,4 +1,4 @@
-"""Fault injection for the mock provider: fault specs, OpenAI-style error bodies, the fault queue.
+"""Fault injection for the mock provider: fault specs, their error answers, the fault queue.
 
 A fault is a JSON object; every key is optional:
 
@@ -11,6 +11,11 @@ A fault is a JSON object; every key is optional:
 ``drop``                   close the connection without sending any response
 ``stream_chunk_delay_ms``  streamed replies: wait this long between two events
 ``drop_after_chunks``      streamed replies: send this many events, then cut the connection
+``stream_error_after_chunks``  streamed replies: send this many events, then the format's
+                           in-stream error event (after the 200), then end the stream
+
+The error answer of a fault follows the wire format of the endpoint called (OpenAI, Anthropic or
+Gemini; see :mod:`aigateway.testing.mock_errors`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ from typing import Any
 
 import orjson
 
+from aigateway.testing.mock_errors import (
+    Dialect,
+    ErrorAnswer,
+    error_payload,
+    fault_answers,
+    request_error_body,
+    stream_error_events,
+)
+
 __all__ = [
     "Fault",
     "FaultQueue",
@@ -32,8 +46,6 @@ __all__ = [
     "parse_fault",
     "parse_fault_text",
 ]
-
-_JSON_HEADERS: Mapping[str, str] = {"Content-Type": "application/json"}
 
 _FAULT_KEYS = frozenset(
     {
@@ -48,22 +60,13 @@ _FAULT_KEYS = frozenset(
         "drop",
         "stream_chunk_delay_ms",
         "drop_after_chunks",
+        "stream_error_after_chunks",
     }
 )
 
 
-def error_payload(
-    message: str,
-    type_: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-) -> dict[str, Any]:
-    """OpenAI's error envelope."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
 class MockRequestError(Exception):
-    """A request the mock answers with an OpenAI-style error (status + JSON error body)."""
+    """A request the mock answers with an error: a status and the endpoint's error body."""
 
     def __init__(
         self,
@@ -81,8 +84,10 @@ class MockRequestError(Exception):
         self.param = param
         self.code = code
 
-    def body(self) -> bytes:
-        return orjson.dumps(error_payload(self.message, self.type_, self.param, self.code))
+    def body(self, dialect: Dialect = "openai") -> bytes:
+        return request_error_body(
+            dialect, self.status, self.message, self.type_, self.param, self.code
+        )
 
 
 class FaultError(ValueError):
@@ -100,50 +105,9 @@ class Fault:
     drop: bool = False
     stream_chunk_delay_ms: float | None = None
     drop_after_chunks: int | None = None
-    error_body: bytes = b""
-    error_headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def _default_error(status: int, code: str | None) -> tuple[str, str | None, str]:
-    """(type, code, message) that OpenAI would send for this status."""
-    if status == 429:
-        if code == "insufficient_quota":
-            return (
-                "insufficient_quota",
-                "insufficient_quota",
-                "You exceeded your current quota, please check your plan and billing details.",
-            )
-        return (
-            "requests",
-            "rate_limit_exceeded",
-            "Rate limit reached for requests per min (RPM) in organization org-mock: "
-            "Limit 60, Used 60, Requested 1. Please try again in 1s.",
-        )
-    if status == 401:
-        return (
-            "invalid_request_error",
-            "invalid_api_key",
-            "Incorrect API key provided: sk-...mock.",
-        )
-    if status == 404:
-        return (
-            "invalid_request_error",
-            "model_not_found",
-            "The model does not exist or you do not have access to it.",
-        )
-    if status == 503:
-        return (
-            "service_unavailable_error",
-            "server_is_overloaded",
-            "The server is overloaded or not ready yet.",
-        )
-    if status >= 500:
-        return (
-            "server_error",
-            None,
-            "The server had an error while processing your request. Sorry about that!",
-        )
-    return ("invalid_request_error", None, f"Mock fault: HTTP {status}.")
+    stream_error_after_chunks: int | None = None
+    errors: Mapping[Dialect, ErrorAnswer] = field(default_factory=dict)  # when ``status`` is set
+    stream_errors: Mapping[Dialect, bytes] = field(default_factory=dict)
 
 
 def _number(spec: Mapping[str, Any], key: str) -> float | None:
@@ -171,8 +135,11 @@ def _text(spec: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def _header_number(value: float) -> str:
-    return str(int(value)) if value.is_integer() else str(value)
+def _count(spec: Mapping[str, Any], key: str) -> int | None:
+    value = spec.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise FaultError(f"fault field {key!r} must be an integer >= 0: {value!r}")
+    return value
 
 
 def parse_fault(spec: Any) -> Fault:
@@ -195,34 +162,27 @@ def parse_fault(spec: Any) -> Fault:
         if not 400 <= status_value <= 599:
             raise FaultError(f"fault field 'status' must be in 400..599, got {status_value}")
         status = status_value
-    drop_after = spec.get("drop_after_chunks")
-    if drop_after is not None and (
-        isinstance(drop_after, bool) or not isinstance(drop_after, int) or drop_after < 0
-    ):
-        raise FaultError(f"fault field 'drop_after_chunks' must be an integer >= 0: {drop_after!r}")
+    drop_after = _count(spec, "drop_after_chunks")
+    error_after = _count(spec, "stream_error_after_chunks")
     retry_after = _number(spec, "retry_after")
     retry_after_ms = _number(spec, "retry_after_ms")
     code = _text(spec, "code")
     type_ = _text(spec, "type")
     message = _text(spec, "message")
 
-    body = b""
-    headers: dict[str, str] = {}
-    if status is not None:
-        default_type, default_code, default_message = _default_error(status, code)
-        body = orjson.dumps(
-            error_payload(
-                message if message is not None else default_message,
-                type_ if type_ is not None else default_type,
-                None,
-                code if code is not None else default_code,
-            )
+    errors = (
+        {}
+        if status is None
+        else fault_answers(
+            status,
+            message=message,
+            type_=type_,
+            code=code,
+            retry_after=retry_after,
+            retry_after_ms=retry_after_ms,
         )
-        headers.update(_JSON_HEADERS)
-        if retry_after is not None:
-            headers["retry-after"] = _header_number(retry_after)
-        if retry_after_ms is not None:
-            headers["retry-after-ms"] = _header_number(retry_after_ms)
+    )
+    stream_errors = {} if error_after is None else stream_error_events(message, type_)
 
     return Fault(
         spec=spec,
@@ -232,8 +192,9 @@ def parse_fault(spec: Any) -> Fault:
         drop=_flag(spec, "drop"),
         stream_chunk_delay_ms=_number(spec, "stream_chunk_delay_ms"),
         drop_after_chunks=drop_after,
-        error_body=body,
-        error_headers=headers,
+        stream_error_after_chunks=error_after,
+        errors=errors,
+        stream_errors=stream_errors,
     )
 
 

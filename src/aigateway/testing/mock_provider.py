@@ -1,13 +1,22 @@
-"""Mock LLM provider speaking OpenAI's REST wire format, for tests, demos and load benchmarks.
+"""Mock LLM provider speaking OpenAI's, Anthropic's and Gemini's REST wire formats, for tests,
+demos and load benchmarks.
 
 Run it with ``python -m aigateway.testing.mock_provider [options]`` (or ``aigateway
-mock-upstream``); point a client at ``http://HOST:PORT/v1``. Once listening it prints exactly
-one line to stdout: ``mock provider listening on http://HOST:PORT``.
+mock-upstream``). Once listening it prints exactly one line to stdout: ``mock provider listening
+on http://HOST:PORT``. One server answers all three formats; the base URLs are:
 
-OpenAI endpoints (deterministic replies, see :mod:`aigateway.testing.mock_replies`):
+* OpenAI ``http://HOST:PORT/v1``: ``POST /chat/completions`` (also ``stream: true``),
+  ``POST /embeddings``, ``GET /models``, ``GET /models/{id}``
+  (see :mod:`aigateway.testing.mock_replies`);
+* Anthropic ``http://HOST:PORT/anthropic/v1``: ``POST /messages`` (also ``stream: true``, with
+  ``event:`` lines and a ping), ``GET /models``, ``GET /models/{id}``
+  (see :mod:`aigateway.testing.mock_anthropic`);
+* Gemini ``http://HOST:PORT/gemini/v1beta``: ``POST /models/{model}:generateContent``,
+  ``:streamGenerateContent?alt=sse`` (CRLF-framed), ``:embedContent``, ``:batchEmbedContents``,
+  ``GET /models``, ``GET /models/{model}`` (see :mod:`aigateway.testing.mock_gemini`).
 
-* ``POST /v1/chat/completions`` (also ``stream: true``), ``POST /v1/embeddings``,
-  ``GET /v1/models``, ``GET /v1/models/{id}``; any other /v1 path answers 404.
+All three give the same deterministic reply text, tool-call rule and token counts for the same
+conversation; any other path under a base URL answers 404 in that format.
 
 Control API (never requires the API key; never counted):
 
@@ -18,7 +27,8 @@ Control API (never requires the API key; never counted):
 
 A fault (see :mod:`aigateway.testing.mock_faults`) can also be given per request, in an
 ``x-mock-fault: <json>`` header or a body field ``"metadata": {"mock_fault": "<json>"}``; a
-per-request fault wins over the queue and does not consume it.
+per-request fault wins over the queue and does not consume it. A fault's error answer comes in
+the format of the endpoint called (see :mod:`aigateway.testing.mock_errors`).
 
 With ``--workers N`` the processes share the port via SO_REUSEPORT; stats, faults and reset are
 then per process (whichever process takes the connection).
@@ -93,7 +103,7 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_float,
         default=0.0,
         metavar="MS",
-        help="wait this many milliseconds before every /v1 answer (default: 0)",
+        help="wait this many milliseconds before every provider answer (default: 0)",
     )
     parser.add_argument(
         "--stream-chunk-delay-ms",
@@ -106,8 +116,9 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-key",
         default=None,
         metavar="KEY",
-        help="require 'Authorization: Bearer KEY' on /v1 requests, else answer 401 like OpenAI "
-        "(default: accept any or no key)",
+        help="require KEY the way each format sends it ('Authorization: Bearer KEY' on /v1, "
+        "'x-api-key' on /anthropic, 'x-goog-api-key' or ?key= on /gemini), else answer like "
+        "that provider does (default: accept any or no key)",
     )
 
 
@@ -145,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: ``python -m aigateway.testing.mock_provider [options]``."""
     parser = argparse.ArgumentParser(
         prog="python -m aigateway.testing.mock_provider",
-        description="Mock LLM provider speaking OpenAI's REST wire format (base URL: /v1).",
+        description="Mock LLM provider speaking OpenAI's, Anthropic's and Gemini's REST wire "
+        "formats (base URLs: /v1, /anthropic/v1, /gemini/v1beta).",
     )
     add_mock_arguments(parser)
     return run_mock_provider(parser.parse_args(argv))

@@ -1,0 +1,170 @@
+"""The native API, ``POST /v1/chat``: one simple shape for every provider.
+
+Request: ``{model, messages, provider?, temperature?, max_tokens?, top_p?, stop?, tools?,
+tool_choice?, priority?, attachments?, cache?, metadata?, stream?}``.
+Answer: ``{id, provider, model, content, tool_calls?, finish_reason, usage, cached,
+latency_ms}``. With ``stream: true`` the same content arrives as server-sent events:
+``{id, provider, model, content}`` deltas, then ``{..., finish_reason, usage}``, then
+``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from aigateway.api.http import json_response, read_body
+from aigateway.api.validation import parse_chat_request, parse_json_object
+from aigateway.core.pipeline import Pipeline
+from aigateway.core.types import ApiRequest, Streaming
+from aigateway.errors import InvalidRequest
+from aigateway.hotpath import SSEDecoder
+
+PRIORITIES = ("critical", "high", "normal", "low")
+PASSED_ON = ("temperature", "max_tokens", "top_p", "stop", "tools", "tool_choice", "stream")
+NATIVE_KEYS = frozenset(
+    {"model", "messages", "provider", "priority", "attachments", "cache", "metadata", *PASSED_ON}
+)
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def parse_native_request(raw: bytes) -> ApiRequest:
+    native = parse_json_object(raw)
+    unknown = sorted(set(native) - NATIVE_KEYS)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field '{unknown[0]}'; the native API takes " + ", ".join(sorted(NATIVE_KEYS)),
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+    body: dict[str, Any] = {k: native[k] for k in ("model", "messages") if k in native}
+    body.update({k: native[k] for k in PASSED_ON if native.get(k) is not None})
+    if body.get("stream") is True:
+        body["stream_options"] = {"include_usage": True}
+    if native.get("attachments") is not None:
+        body["messages"] = _attach(native.get("messages"), native["attachments"])
+    request = parse_chat_request(orjson.dumps(body))
+    provider = native.get("provider")
+    if provider is not None and (not isinstance(provider, str) or not provider):
+        raise InvalidRequest("invalid field 'provider': expected a provider name", param="provider")
+    priority = native.get("priority", "normal")
+    if priority not in PRIORITIES:
+        raise InvalidRequest(
+            f"invalid field 'priority': expected one of {', '.join(PRIORITIES)}", param="priority"
+        )
+    for name in ("cache", "metadata"):
+        if native.get(name) is not None and not isinstance(native[name], dict):
+            raise InvalidRequest(f"invalid field '{name}': expected an object", param=name)
+    request.provider = provider
+    request.priority = priority
+    return request
+
+
+def _attach(messages: Any, attachments: Any) -> Any:
+    """Attachments become image parts of the last user message."""
+    if not isinstance(attachments, list):
+        raise InvalidRequest("invalid field 'attachments': expected a list", param="attachments")
+    if not isinstance(messages, list) or not messages:
+        return messages
+    parts = []
+    for i, item in enumerate(attachments):
+        param = f"attachments[{i}]"
+        if not isinstance(item, dict) or item.get("type", "image") != "image":
+            raise InvalidRequest(f"invalid field '{param}': expected an image", param=param)
+        if isinstance(item.get("url"), str):
+            url = item["url"]
+        elif isinstance(item.get("data"), str) and isinstance(item.get("mime_type"), str):
+            url = f"data:{item['mime_type']};base64,{item['data']}"
+        else:
+            raise InvalidRequest(
+                f"invalid field '{param}': expected 'url', or 'data' with 'mime_type'", param=param
+            )
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    last_user = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+        default=None,
+    )
+    if last_user is None:
+        raise InvalidRequest("attachments need a user message to attach to", param="attachments")
+    messages = list(messages)
+    message = dict(messages[last_user])
+    content = message.get("content")
+    text_parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+    message["content"] = [*text_parts, *parts]
+    messages[last_user] = message
+    return messages
+
+
+class NativeRoutes:
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.pipeline: Pipeline | None = None
+
+    async def chat(self, request: Request) -> Response:
+        started = time.perf_counter()
+        chat = parse_native_request(await read_body(request, self.max_body_bytes))
+        assert self.pipeline is not None
+        result = await self.pipeline.chat(chat)
+        headers = {"x-aigateway-provider": result.provider}
+        if isinstance(result, Streaming):
+            return StreamingResponse(
+                _native_events(result), media_type="text/event-stream",
+                headers={**STREAM_HEADERS, **headers},
+            )  # fmt: skip
+        completion = orjson.loads(result.body)
+        choice = (completion.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        answer: dict[str, Any] = {
+            "id": completion.get("id"),
+            "provider": result.provider,
+            "model": completion.get("model") or result.model,
+            "content": message.get("content"),
+            "finish_reason": choice.get("finish_reason"),
+            "usage": completion.get("usage"),
+            "cached": False,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if message.get("tool_calls"):
+            answer["tool_calls"] = message["tool_calls"]
+        return json_response(answer, headers=headers)
+
+
+async def _native_events(result: Streaming) -> AsyncIterator[bytes]:
+    decoder = SSEDecoder()
+    async for raw in result.events:
+        out = []
+        for data in decoder.feed(raw):
+            if data == b"[DONE]":
+                out.append(b"data: [DONE]\n\n")
+                continue
+            event = _native_event(orjson.loads(data), result)
+            if event is not None:
+                out.append(b"data: " + orjson.dumps(event) + b"\n\n")
+        if out:
+            yield b"".join(out)
+
+
+def _native_event(chunk: dict[str, Any], result: Streaming) -> dict[str, Any] | None:
+    if "error" in chunk:
+        return chunk
+    event: dict[str, Any] = {
+        "id": chunk.get("id"),
+        "provider": result.provider,
+        "model": chunk.get("model") or result.model,
+    }
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            event["content"] = delta["content"]
+        if delta.get("tool_calls"):
+            event["tool_calls"] = delta["tool_calls"]
+        if choice.get("finish_reason"):
+            event["finish_reason"] = choice["finish_reason"]
+    if chunk.get("usage"):
+        event["usage"] = chunk["usage"]
+    return event if len(event) > 3 else None

@@ -1,0 +1,119 @@
+"""Fetch remote images for providers that only take inline data (Gemini).
+
+Translators do no I/O, so this step runs before the adapter builds its request: every
+``image_url`` part with an http(s) URL is downloaded (size limit, timeout, image types
+only) and replaced by a ``data:`` URL. Addresses on loopback or private networks are
+refused unless allowed, so clients cannot make the gateway probe its own network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from aigateway.core.types import ApiRequest
+from aigateway.errors import InvalidRequest
+from aigateway.providers.base import ChatAdapter
+from aigateway.upstream import UpstreamClient, UpstreamFailure
+
+
+class RemoteMedia:
+    def __init__(
+        self, client: UpstreamClient, max_bytes: int, timeout_s: float, allow_private: bool
+    ) -> None:
+        self._client = client
+        self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
+        self._allow_private = allow_private
+
+    async def prepare(
+        self, request: ApiRequest, adapter: ChatAdapter, deadline: float
+    ) -> ApiRequest:
+        """``request`` with remote images inlined when ``adapter`` needs that; else unchanged."""
+        if not getattr(adapter, "inline_remote_images", False) or request.operation != "chat":
+            return request
+        spots = list(_remote_images(request.body))
+        if not spots:
+            return request
+        budget = min(self._timeout_s, deadline - asyncio.get_running_loop().time())
+        body = orjson.loads(request.raw)  # a private copy to rewrite
+        total = 0
+        for i, j, url in spots:
+            param = f"messages[{i}].content[{j}].image_url.url"
+            mime, data = await self._fetch(url, param, budget, self._max_bytes - total)
+            total += len(data)
+            part = body["messages"][i]["content"][j]
+            part["image_url"]["url"] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        raw = orjson.dumps(body)
+        return ApiRequest(
+            request.operation, request.model, body, raw, request.stream, request.provider,
+            request.priority,
+        )  # fmt: skip
+
+    async def _fetch(self, url: str, param: str, timeout_s: float, limit: int) -> tuple[str, bytes]:
+        await self._check_address(url, param)
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await self._client.send(
+                    "GET", url, headers={}, body=None, timeout_s=timeout_s
+                )
+                try:
+                    if response.status != 200:
+                        raise _bad(param, f"fetching the image gave HTTP {response.status}")
+                    mime = response.headers.get("content-type", "").split(";")[0].strip()
+                    if not mime.startswith("image/"):
+                        raise _bad(param, f"the URL is not an image (content-type {mime!r})")
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.iter_chunks():
+                        size += len(chunk)
+                        if size > limit:
+                            raise _bad(param, f"the images are larger than {self._max_bytes} bytes")
+                        chunks.append(chunk)
+                    return mime, b"".join(chunks)
+                finally:
+                    await response.close()
+        except TimeoutError:
+            raise _bad(param, f"fetching the image took longer than {timeout_s:.1f} s") from None
+        except UpstreamFailure as exc:
+            raise _bad(param, f"the image could not be fetched: {exc}") from None
+
+    async def _check_address(self, url: str, param: str) -> None:
+        host = urlsplit(url).hostname or ""
+        if self._allow_private:
+            return
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, None, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            raise _bad(param, f"the image host {host!r} cannot be resolved") from None
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise _bad(param, "the image URL points into a private network")
+
+
+def _remote_images(body: dict[str, Any]) -> list[tuple[int, int, str]]:
+    spots = []
+    for i, message in enumerate(body.get("messages") or ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else None
+                if isinstance(url, str) and url.startswith(("http://", "https://")):
+                    spots.append((i, j, url))
+    return spots
+
+
+def _bad(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_image_url")

@@ -1,0 +1,73 @@
+"""The providers of one worker process: adapter, pooled client, and whether it can serve."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aigateway.config import ProviderSettings, Settings
+from aigateway.core.types import Target
+from aigateway.errors import InvalidRequest
+from aigateway.providers.base import ChatAdapter
+from aigateway.upstream import PoolLimits, UpstreamClient, create_upstream_client
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    adapter: ChatAdapter
+    client: UpstreamClient
+    # False when it has no key and no base URL of its own: routing skips it.
+    usable: bool
+    key_variable: str
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    return {p.name: _provider(p, settings) for p in settings.providers}
+
+
+def _provider(p: ProviderSettings, settings: Settings) -> Provider:
+    limits = PoolLimits(
+        max_connections=p.max_connections,
+        connect_timeout_s=settings.connection_timeout_s,
+        keepalive_expiry_s=settings.keepalive_expiry_s,
+        read_idle_timeout_s=settings.request_timeout_s,
+    )
+    usable = bool(p.api_key) or not p.default_base_url or settings.mock_provider
+    return Provider(
+        p.name,
+        make_adapter(p),
+        create_upstream_client(settings.upstream_client, limits),
+        usable,
+        p.key_variable,
+    )
+
+
+def make_adapter(p: ProviderSettings) -> ChatAdapter:
+    if p.kind == "gemini":
+        from aigateway.providers.gemini import GeminiAdapter
+
+        return GeminiAdapter(p.name, p.base_url, p.api_key, key_variable=p.key_variable)
+    if p.kind == "anthropic":
+        from aigateway.providers.anthropic import AnthropicAdapter
+
+        return AnthropicAdapter(p.name, p.base_url, p.api_key, key_variable=p.key_variable)
+    from aigateway.providers.openai import OpenAIAdapter
+
+    return OpenAIAdapter(p.name, p.base_url, p.api_key, key_variable=p.key_variable or "its key")
+
+
+def usable_targets(
+    targets: Sequence[Target], providers: Mapping[str, Provider]
+) -> list[tuple[Provider, str]]:
+    """The targets whose provider can serve, in order; a 400 naming the key when none can."""
+    usable = [(providers[t.provider], t.model) for t in targets if providers[t.provider].usable]
+    if usable:
+        return usable
+    missing = sorted({providers[t.provider].key_variable or t.provider for t in targets})
+    names = ", ".join(f"{t.provider}/{t.model}" for t in targets)
+    raise InvalidRequest(
+        f"no configured provider can serve {names}: set {' or '.join(missing)}",
+        param="model",
+        code="provider_not_configured",
+    )

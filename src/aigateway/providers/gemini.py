@@ -1,0 +1,327 @@
+"""Google's Gemini API (Generative Language API v1beta) behind OpenAI's wire format.
+
+Chat goes to ``models/{model}:generateContent`` (``:streamGenerateContent?alt=sse`` when
+streaming), embeddings to ``:embedContent`` (one string) or ``:batchEmbedContents`` (a list),
+the model list to ``GET models``; the key travels in ``x-goog-api-key``. Requests are built by
+:mod:`aigateway.providers._gemini_request`; answers, streams and errors are read here.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from aigateway.core.retry import is_retryable_status, retry_after_from_headers
+from aigateway.core.types import ApiRequest
+from aigateway.errors import (
+    GatewayError,
+    GatewayTimeout,
+    InvalidRequest,
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderUnavailable,
+    QuotaExceeded,
+    RateLimited,
+)
+from aigateway.providers._gemini_answer import (
+    blocked,
+    error_detail,
+    finish_reason,
+    gemini_usage,
+    model_name,
+    out_of_quota,
+    read_candidate,
+    retry_delay,
+)
+from aigateway.providers._gemini_request import PROVIDER, build_request
+from aigateway.providers._openai_format import (
+    ChunkWriter,
+    JsonObject,
+    choice,
+    completion,
+    completion_id,
+    include_usage,
+    load_any,
+    load_object,
+    unsupported,
+)
+from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
+
+__all__ = ["GeminiAdapter"]
+
+MAX_BATCH_EMBEDDINGS = 100  # "at most 100 requests can be in one batch"
+MODELS_PAGE_SIZE = 1000  # the API's maximum: one page lists every model
+
+
+class GeminiAdapter:
+    # Gemini takes images only inline: the pipeline downloads http(s) image URLs first.
+    inline_remote_images = True
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        *,
+        key_variable: str = "GOOGLE_AI_API_KEY",
+    ) -> None:
+        self.name = name
+        self._base_url = base_url.rstrip("/")
+        self._key_variable = key_variable
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if api_key:
+            headers["x-goog-api-key"] = api_key
+        self._headers: Mapping[str, str] = headers
+        self._stream_headers: Mapping[str, str] = {**headers, "accept": "text/event-stream"}
+        self._get_headers: Mapping[str, str] = {
+            k: v for k, v in headers.items() if k != "content-type"
+        }
+
+    def __repr__(self) -> str:  # never show the key
+        return f"GeminiAdapter(name={self.name!r}, base_url={self._base_url!r})"
+
+    def _model_url(self, model: str) -> str:
+        path = model if model.startswith(("models/", "tunedModels/")) else "models/" + model
+        return f"{self._base_url}/{quote(path, safe='/-._~')}"
+
+    # chat ------------------------------------------------------------------------------
+
+    def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall:
+        body = orjson.dumps(build_request(request.body))
+        url = self._model_url(model)
+        if request.stream:
+            return UpstreamCall(
+                "POST", url + ":streamGenerateContent?alt=sse", self._stream_headers, body
+            )
+        return UpstreamCall("POST", url + ":generateContent", self._headers, body)
+
+    def chat_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
+        data = load_object(self.name, body)
+        candidates = data.get("candidates")
+        choices: list[JsonObject] = []
+        if isinstance(candidates, list) and candidates:
+            for position, candidate in enumerate(candidates):
+                index, text, calls, reason = read_candidate(candidate, position)
+                text_or_none = text if text or not calls else None
+                choices.append(
+                    choice(index, text_or_none, calls, finish_reason(reason, bool(calls)))
+                )
+        elif blocked(data):
+            choices.append(choice(0, "", [], "content_filter"))
+        else:
+            raise ProviderError(f"{self.name} answered without any candidate")
+        return completion(
+            completion_id(data.get("responseId")),
+            model_name(data, model),
+            choices,
+            gemini_usage(data.get("usageMetadata")),
+        )
+
+    def chat_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
+        return _GeminiStream(self, model, include_usage(request.body))
+
+    # embeddings -----------------------------------------------------------------------
+
+    def embeddings_call(self, request: ApiRequest, model: str) -> UpstreamCall:
+        value = request.body.get("input")
+        resource = self._model_url(model)[len(self._base_url) + 1 :]
+        extra: JsonObject = {}
+        dimensions = request.body.get("dimensions")
+        if dimensions is not None:
+            extra["outputDimensionality"] = dimensions
+        if isinstance(value, str):
+            body = {"model": resource, "content": {"parts": [{"text": value}]}, **extra}
+            return self._post(model, ":embedContent", body)
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            if len(value) > MAX_BATCH_EMBEDDINGS:
+                raise unsupported(
+                    PROVIDER, "input", f"Gemini embeds at most {MAX_BATCH_EMBEDDINGS} inputs"
+                )
+            requests = [
+                {"model": resource, "content": {"parts": [{"text": text}]}, **extra}
+                for text in value
+            ]
+            return self._post(model, ":batchEmbedContents", {"requests": requests})
+        raise unsupported(PROVIDER, "input", "Gemini embeds text, not token arrays")
+
+    def _post(self, model: str, method: str, body: JsonObject) -> UpstreamCall:
+        return UpstreamCall(
+            "POST", self._model_url(model) + method, self._headers, orjson.dumps(body)
+        )
+
+    def embeddings_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
+        data = load_object(self.name, body)
+        single = data.get("embedding")
+        items = [single] if isinstance(single, dict) else data.get("embeddings")
+        if not isinstance(items, list):
+            raise ProviderError(f"{self.name} answered without embeddings")
+        base64_wanted = request.body.get("encoding_format") == "base64"
+        result: list[JsonObject] = []
+        for index, item in enumerate(items):
+            values = item.get("values") if isinstance(item, dict) else None
+            if not isinstance(values, list):
+                raise ProviderError(f"{self.name} answered with an embedding without values")
+            embedding: Any = values
+            if base64_wanted:  # what OpenAI sends: little-endian float32, base64-encoded
+                try:
+                    packed = struct.pack(f"<{len(values)}f", *values)
+                except struct.error:
+                    raise ProviderError(
+                        f"{self.name} answered with a non-numeric embedding"
+                    ) from None
+                embedding = base64.b64encode(packed).decode("ascii")
+            result.append({"object": "embedding", "index": index, "embedding": embedding})
+        return orjson.dumps(
+            {
+                "object": "list",
+                "data": result,
+                "model": model,
+                "usage": {"prompt_tokens": 0, "total_tokens": 0},  # Gemini does not count them
+            }
+        )
+
+    # models ---------------------------------------------------------------------------
+
+    def models_call(self) -> UpstreamCall:
+        url = f"{self._base_url}/models?pageSize={MODELS_PAGE_SIZE}"
+        return UpstreamCall("GET", url, self._get_headers)
+
+    def models_response(self, body: bytes) -> list[dict[str, Any]]:
+        models = load_object(self.name, body).get("models")
+        if not isinstance(models, list):
+            raise ProviderError(f"{self.name} listed its models in an unexpected shape")
+        return [
+            {
+                "id": item["name"].removeprefix("models/"),
+                "object": "model",
+                "created": 0,
+                "owned_by": "google",
+            }
+            for item in models
+            if isinstance(item, dict) and isinstance(item.get("name"), str)
+        ]
+
+    # errors ---------------------------------------------------------------------------
+
+    def classify_error(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> ProviderFailure:
+        detail = error_detail(load_any(body))
+        message = str(detail.get("message") or f"HTTP {status}")
+        rpc = str(detail.get("status") or "")
+        details = [d for d in detail.get("details") or () if isinstance(d, dict)]
+        error: GatewayError
+        if (
+            status in (401, 403)
+            or rpc in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+            or any(d.get("reason") == "API_KEY_INVALID" for d in details)
+        ):
+            error = ProviderAuthFailed(
+                f"{self.name} rejected the gateway's credentials (HTTP {status} "
+                f"{rpc or 'error'}); check {self._key_variable}"
+            )
+            return ProviderFailure(False, None, error)
+        retry_after = retry_after_from_headers(headers)
+        if retry_after is None:
+            retry_after = retry_delay(details)
+        if status == 429 or rpc == "RESOURCE_EXHAUSTED":
+            if out_of_quota(details):
+                return ProviderFailure(False, None, QuotaExceeded(f"{self.name}: {message}"))
+            error = RateLimited(
+                f"{self.name} is rate limiting requests: {message}", retry_after_s=retry_after
+            )
+        elif status == 503 or rpc == "UNAVAILABLE":
+            error = ProviderUnavailable(
+                f"{self.name} is unavailable (HTTP {status}): {message}", retry_after_s=retry_after
+            )
+        elif status in (408, 504) or rpc == "DEADLINE_EXCEEDED":
+            error = GatewayTimeout(f"{self.name} timed out the request (HTTP {status})")
+        elif is_retryable_status(status):
+            error = ProviderError(f"{self.name} failed (HTTP {status} {rpc}): {message}")
+        elif rpc == "FAILED_PRECONDITION":  # billing or region: the gateway's account, not you
+            error = ProviderError(f"{self.name} cannot serve this account: {message}")
+            return ProviderFailure(False, None, error)
+        else:
+            # The provider refused the request itself: pass its verdict on.
+            error = InvalidRequest(
+                message,
+                code=rpc.lower() or None,
+                status=status if 400 <= status < 500 else 502,
+                error_type="invalid_request_error",
+            )
+            return ProviderFailure(False, None, error)
+        return ProviderFailure(True, retry_after, error)
+
+    def stream_error(self, payload: JsonObject, data: bytes) -> GatewayError:
+        """The error for an ``{"error": ...}`` object that arrived inside a stream."""
+        code = payload["error"].get("code") if isinstance(payload["error"], dict) else None
+        status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+        return self.classify_error(status, {}, data).error
+
+
+class _GeminiStream:
+    """Each Gemini event is a whole ``GenerateContentResponse`` holding only the new parts."""
+
+    __slots__ = ("_adapter", "_finished", "_include_usage", "_model", "_tools", "_usage", "_writer")
+
+    def __init__(self, adapter: GeminiAdapter, model: str, include_usage: bool) -> None:
+        self._adapter = adapter
+        self._model = model
+        self._include_usage = include_usage
+        self._writer: ChunkWriter | None = None
+        self._tools: dict[int, int] = {}  # choice index -> tool calls sent so far
+        self._finished: set[int] = set()
+        self._usage: Any = None
+
+    def event(self, data: bytes) -> list[bytes]:
+        payload = load_any(data)
+        if not isinstance(payload, dict):
+            raise ProviderError(f"{self._adapter.name} sent a stream event that is not JSON")
+        if "error" in payload:
+            raise self._adapter.stream_error(payload, data)
+        writer = self._writer
+        if writer is None:
+            writer = self._writer = ChunkWriter(
+                completion_id(payload.get("responseId")),
+                model_name(payload, self._model),
+                self._include_usage,
+            )
+        if "usageMetadata" in payload:
+            self._usage = payload["usageMetadata"]
+        out: list[bytes] = []
+        candidates = payload.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            if blocked(payload) and 0 not in self._tools:
+                self._tools[0] = 0
+                self._finished.add(0)
+                out.append(writer.chunk(0, {"role": "assistant", "content": ""}))
+                out.append(writer.chunk(0, {}, "content_filter"))
+            return out
+        for position, candidate in enumerate(candidates):
+            index, text, calls, reason = read_candidate(candidate, position)
+            sent = self._tools.get(index)
+            if sent is None:
+                sent = self._tools[index] = 0
+                out.append(writer.chunk(index, {"role": "assistant", "content": ""}))
+            if text:
+                out.append(writer.chunk(index, {"content": text}))
+            if calls:
+                deltas = [{"index": sent + n, **call} for n, call in enumerate(calls)]
+                sent = self._tools[index] = sent + len(calls)
+                out.append(writer.chunk(index, {"tool_calls": deltas}))
+            if reason is not None and index not in self._finished:
+                self._finished.add(index)
+                out.append(writer.chunk(index, {}, finish_reason(reason, sent > 0)))
+        return out
+
+    def end(self) -> list[bytes]:
+        if not self._finished or self._finished != self._tools.keys():
+            raise ProviderError(f"{self._adapter.name} stream ended before the answer was complete")
+        if self._include_usage and self._writer is not None:
+            return [self._writer.usage_chunk(gemini_usage(self._usage))]
+        return []
