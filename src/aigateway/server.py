@@ -11,11 +11,12 @@ import dataclasses
 import logging
 import logging.config
 import os
-import socket
+import queue
 import subprocess
 import sys
-import time
-from typing import Any
+import tempfile
+import threading
+from typing import IO, Any
 
 from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
@@ -31,6 +32,7 @@ from aigateway.config import (
 
 logger = logging.getLogger("aigateway")
 
+MOCK_READY_PREFIX = "mock provider listening on "
 # Where the bundled mock provider serves each wire format.
 MOCK_PATHS = {"openai": "/v1", "gemini": "/gemini/v1beta", "anthropic": "/anthropic/v1"}
 
@@ -124,21 +126,24 @@ class MockProviderProcess:
 
     @classmethod
     def start(cls, host: str, timeout_s: float = 15.0) -> MockProviderProcess:
-        port = free_port(host)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aigateway.testing.mock_provider",
-                "--host",
-                host,
-                "--port",
-                str(port),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for_port(host, port, timeout_s, process)
-        return cls(process, f"http://{host}:{port}")
+        """Start it on a free port and wait for its ready line, which names the port."""
+        # Its complaints go to a scratch file, shown only if it fails to start.
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "aigateway.testing.mock_provider",
+                 "--host", host, "--port", "0"],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+            )  # fmt: skip
+            assert process.stdout is not None
+            ready = _read_line(process.stdout, timeout_s)
+            if not ready.startswith(MOCK_READY_PREFIX):
+                process.kill()
+                process.wait()
+                errors.seek(0)
+                detail = errors.read().decode(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError("the bundled mock provider did not start: " + " | ".join(detail))
+        return cls(process, ready.removeprefix(MOCK_READY_PREFIX).strip())
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -150,23 +155,11 @@ class MockProviderProcess:
                 self.process.wait()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(
-    host: str, port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with code {process.returncode} before listening")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout_s:g} s")
+def _read_line(stream: IO[bytes], timeout_s: float) -> str:
+    """One line from a child's stdout, or "" when none comes in time."""
+    lines: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout_s).decode(errors="replace")
+    except queue.Empty:
+        return ""
