@@ -26,11 +26,11 @@ lint: $(INSTALLED)
 
 test-python: $(INSTALLED)
 	$(BIN)/python -c 'import aigateway.hotpath as h; assert h.IMPLEMENTATION == "cython", h.IMPLEMENTATION'
-	AIGATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/test_sse_decoder.py
+	AIGATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/test_sse_decoder.py tests/test_hotpath_*.py tests/test_shm.py
 	$(BIN)/python -m pytest
 
 bench-hotpath: $(INSTALLED)
-	$(BIN)/python -m pytest benchmarks -q --benchmark-only
+	$(BIN)/python -m pytest benchmarks/bench_*.py -q --benchmark-only --benchmark-columns=min,median,ops
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info ext/*.c src/aigateway/hotpath/*.so

@@ -22,7 +22,31 @@ import sys
 import types
 from typing import TYPE_CHECKING, Literal
 
-__all__ = ("IMPLEMENTATION", "NO_EXTENSIONS", "SSEDecoder", "load")
+# Data shared by both twins of a hot path (each twin re-exports them too).
+from ._cache_key_py import BLOCK_EXCLUDED_FIELDS, EXCLUDED_FIELDS, MAX_DEPTH
+from ._stats_schema import Histogram, HistogramSnapshot, StatsSchema, StatsSnapshot
+from ._ttl_policy import DEFAULT_TTL_POLICY, TTLPolicy
+
+__all__ = (
+    "BLOCK_EXCLUDED_FIELDS",
+    "DEFAULT_TTL_POLICY",
+    "EXCLUDED_FIELDS",
+    "IMPLEMENTATION",
+    "MAX_DEPTH",
+    "NO_EXTENSIONS",
+    "Histogram",
+    "HistogramSnapshot",
+    "PriorityQueue",
+    "SSEDecoder",
+    "SharedStats",
+    "StatsSchema",
+    "StatsSnapshot",
+    "TTLPolicy",
+    "TokenBucket",
+    "cache_key",
+    "compute_ttl",
+    "load",
+)
 
 NO_EXTENSIONS: bool = (
     os.environ.get("AIGATEWAY_NO_EXTENSIONS", "") not in ("", "0")
@@ -31,21 +55,36 @@ NO_EXTENSIONS: bool = (
 
 # The module names of each implementation, in the same order (one entry per hot path).
 _TWINS: dict[str, tuple[str, ...]] = {
-    "python": ("_sse_py",),
-    "cython": ("_sse_c",),
+    "python": ("_sse_py", "_cache_key_py", "_ttl_py", "_pqueue_py", "_bucket_py", "_stats_py"),
+    "cython": ("_sse_c", "_cache_key_c", "_ttl_c", "_pqueue_c", "_bucket_c", "_stats_c"),
 }
 
 IMPLEMENTATION: Literal["cython", "python"]
 
 if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._bucket_py import TokenBucket
+    from ._cache_key_py import cache_key
+    from ._pqueue_py import PriorityQueue
     from ._sse_py import SSEDecoder
+    from ._stats_py import SharedStats
+    from ._ttl_py import compute_ttl
 
     IMPLEMENTATION = "python"
 else:
     try:
+        from ._bucket_c import TokenBucket
+        from ._cache_key_c import cache_key
+        from ._pqueue_c import PriorityQueue
         from ._sse_c import SSEDecoder
+        from ._stats_c import SharedStats
+        from ._ttl_c import compute_ttl
     except ImportError:  # not built (e.g. an editable checkout without a compiler)
+        from ._bucket_py import TokenBucket
+        from ._cache_key_py import cache_key
+        from ._pqueue_py import PriorityQueue
         from ._sse_py import SSEDecoder
+        from ._stats_py import SharedStats
+        from ._ttl_py import compute_ttl
 
         IMPLEMENTATION = "python"
     else:

@@ -1,0 +1,196 @@
+"""Shared-memory regions: the byte layouts both twins use, and the pure twins' lock.
+
+A *region* is a piece of a writable buffer (usually a slice of the node's shared-memory
+segment, see ``aigateway.shm``) that a hot-path object lives in.  Every region starts with
+a 4-byte magic and a 4-byte version, and records the pid of the process that initialised
+it and a random 64-bit id.  All fields are in the machine's byte order (a region is only
+ever shared within one node) and 8-byte aligned; the buffer itself must start on an
+8-byte boundary (a page-aligned mapping plus offsets that are multiples of 64 always do).
+
+Token bucket (``TokenBucket.SIZE`` = 64 bytes)::
+
+    0   u32  magic "AGTB"          24  i64  tat_ns (see below)
+    4   u32  version (1)           32  i64  pid of the initialising process
+    8   f64  rate_per_s            40  u64  region id
+    16  f64  burst                 48       16 reserved bytes (zero)
+
+The bucket is kept as GCRA (the "generic cell rate algorithm", the virtual-scheduling
+form of a token bucket): ``tat_ns`` is the CLOCK_MONOTONIC time in nanoseconds at which
+the bucket would be full again.  Tokens available at ``now`` are
+``burst - max(0, tat_ns - now) * rate / 1e9``; taking ``n`` tokens moves ``tat_ns`` to
+``max(tat_ns, now) + ceil(n * 1e9 / rate)``.  The whole state is that one 64-bit word, so
+the compiled twin takes tokens with a single compare-and-swap (no lock to be left held by
+a killed process); CLOCK_MONOTONIC is one clock for every process of a Linux host.
+
+Shared stats (``SharedStats.buffer_size(schema, slots)`` bytes)::
+
+    header, 64 bytes:
+    0   u32  magic "AGST"          24  i64  pid of the initialising process
+    4   u32  version (1)           32  u64  region id
+    8   u64  schema fingerprint    40  u32  counters, u32 gauges
+    16  u32  slots                 48  u32  histograms, u32 histogram words
+    20  u32  slot size (bytes)     56       8 reserved bytes
+    then ``slots`` slots of ``slot size`` bytes (a multiple of 64), each:
+    0   i64  owner pid (0: free)
+    8   u64  claims (how often the slot was taken; informational)
+    16  u64  counters[counters]
+        i64  gauges[gauges]
+        for each histogram: u64 counts[len(bounds) + 1], f64 sum
+
+Each slot has a single writer, its owner; readers sum the slots.
+
+The compiled twins use C atomics on these words.  The pure twins cannot, so they take a
+lock around each change: a ``threading.Lock`` and, when the buffer is backed by a memory
+mapping (shared memory), an exclusive ``flock`` on a file named after the region,
+``LOCK_DIR/aigateway-<pid>.lock-<id>`` (the kernel drops it when a holder dies).  The two
+twins use the same layout, so either can attach to a region the other initialised; they
+must not, however, *write* one region at the same time (the pure twin's lock does not
+exclude the compiled twin's atomics).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import mmap
+import os
+import tempfile
+import threading
+from types import TracebackType
+from typing import Any, Final
+
+__all__ = (
+    "BUCKET_MAGIC",
+    "BUCKET_SIZE",
+    "CLOSED_BUCKET",
+    "CLOSED_STATS",
+    "LOCK_DIR",
+    "REGION_VERSION",
+    "STATS_HEADER_SIZE",
+    "STATS_MAGIC",
+    "RegionLock",
+    "buffer_address",
+    "lock_path",
+    "pid_alive",
+    "shared_backing",
+)
+
+REGION_VERSION: Final = 1
+BUCKET_MAGIC: Final = int.from_bytes(b"AGTB", "little")
+BUCKET_SIZE: Final = 64
+STATS_MAGIC: Final = int.from_bytes(b"AGST", "little")
+STATS_HEADER_SIZE: Final = 64
+
+#: Where the pure twins keep their lock files (the shared-memory file system on Linux).
+LOCK_DIR: Final = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+class _Closed:
+    """Stands in for the views of a closed object: any use raises ``ValueError``."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def __getitem__(self, index: object) -> Any:
+        raise ValueError(self._message)
+
+    def __setitem__(self, index: object, value: object) -> None:
+        raise ValueError(self._message)
+
+
+CLOSED_BUCKET: Any = _Closed("the token bucket is closed")
+CLOSED_STATS: Any = _Closed("the shared stats are closed")
+
+
+def lock_path(creator_pid: int, region_id: int) -> str:
+    """The lock file of a region, named so that ``aigateway.shm`` can clean it up."""
+    return os.path.join(LOCK_DIR, f"aigateway-{creator_pid}.lock-{region_id:016x}")
+
+
+def shared_backing(buffer: object) -> bool:
+    """Whether ``buffer`` is backed by a memory mapping, i.e. may be shared by processes."""
+    if isinstance(buffer, memoryview):
+        buffer = buffer.obj
+    return isinstance(buffer, mmap.mmap)
+
+
+def buffer_address(view: memoryview) -> int:
+    """The address of the first byte of a writable buffer."""
+    anchor = ctypes.c_char.from_buffer(view)
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor  # releases the export at once
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie or another user's process counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RegionLock:
+    """Mutual exclusion on one region for the pure twins, across threads and processes.
+
+    ``path=None`` excludes the threads of this process only (a private buffer).  Otherwise
+    ``flock`` on the lock file excludes other processes; the file is opened on first use
+    and again in a child after a fork (a forked child must not share the parent's open
+    file description: ``flock`` would then not tell them apart).
+    """
+
+    __slots__ = ("_fd", "_path", "_pid", "_thread_lock")
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path
+        self._fd = -1
+        self._pid = 0
+        self._thread_lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if self._path is None:
+            return
+        try:
+            if self._pid != os.getpid():
+                self._open()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if self._path is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def close(self) -> None:
+        if self._fd >= 0 and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = -1
+        self._pid = 0
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _open(self) -> None:
+        assert self._path is not None
+        if self._fd >= 0:
+            os.close(self._fd)  # our copy of the parent's descriptor, after a fork
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._pid = os.getpid()
