@@ -108,6 +108,8 @@ def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
         INITIAL_DELAY_MS="10",
         MAX_DELAY_MS="200",
         REQUEST_TIMEOUT_SEC="10",
+        # Most tests count provider calls; the cache tests turn it on themselves.
+        CACHE_ENABLED="false",
     )
     if mock is not None:
         env.update(

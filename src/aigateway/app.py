@@ -8,6 +8,7 @@ client per provider) live in the ASGI lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,11 +19,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigateway import shm
+from aigateway.api.admin import AdminRoutes
 from aigateway.api.http import error_response, json_response
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import ops_routes
+from aigateway.cache.service import ResponseCache
+from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.media import RemoteMedia
 from aigateway.core.pipeline import Pipeline
@@ -30,14 +35,19 @@ from aigateway.core.providers import build_providers
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
+from aigateway.hotpath import TTLPolicy
 from aigateway.upstream import PoolLimits, create_upstream_client
 
 logger = logging.getLogger("aigateway")
 
+SWEEP_EVERY_FLUSHES = 20  # expired entries are swept every 10 s
+
 
 def create_app(settings: Settings) -> Starlette:
-    openai_routes = OpenAIRoutes(settings.max_body_bytes)
-    native_routes = NativeRoutes(settings.max_body_bytes)
+    by_key = settings.cache_scope == "key"
+    openai_routes = OpenAIRoutes(settings.max_body_bytes, scope_by_key=by_key)
+    native_routes = NativeRoutes(settings.max_body_bytes, scope_by_key=by_key)
+    admin_routes = AdminRoutes()
     document = openapi_document()
 
     @asynccontextmanager
@@ -52,6 +62,10 @@ def create_app(settings: Settings) -> Starlette:
                 read_idle_timeout_s=settings.image_fetch_timeout_s,
             ),
         )
+        # Node-wide token buckets and stats (used by admission and metrics).
+        segment = shm.attach_segment(settings.shm_name) if settings.shm_name else None
+        app.state.segment = segment
+        cache = open_cache(settings)
         pipeline = Pipeline(
             providers,
             build_router(settings),
@@ -67,12 +81,21 @@ def create_app(settings: Settings) -> Starlette:
                 settings.image_fetch_timeout_s,
                 settings.image_fetch_allow_private,
             ),
+            cache,
         )
         openai_routes.pipeline = native_routes.pipeline = pipeline
+        admin_routes.cache = cache
+        upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
         try:
             yield
         finally:
             openai_routes.pipeline = native_routes.pipeline = None
+            if upkeep is not None:
+                upkeep.cancel()
+            if cache is not None:
+                cache.store.close()
+            if segment is not None:
+                segment.close()
             for provider in providers.values():
                 await provider.client.close()
             await media_client.close()
@@ -85,6 +108,7 @@ def create_app(settings: Settings) -> Starlette:
             *openai_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
             *ops_routes(settings),
+            *admin_routes.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={
@@ -94,6 +118,25 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+
+
+def open_cache(settings: Settings) -> ResponseCache | None:
+    if not settings.cache_enabled or settings.cache_path is None:
+        return None
+    store = LmdbStore(settings.cache_path, int(settings.cache_max_mb * 1024 * 1024))
+    policy = TTLPolicy(provider_factors=dict(settings.cache_ttl_factors))
+    return ResponseCache(store, settings.cache_ttl_minutes * 60.0, policy)
+
+
+async def cache_upkeep(cache: ResponseCache) -> None:
+    """Flush this worker's hit counts often; sweep expired entries now and then."""
+    rounds = 0
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        cache.store.flush()
+        rounds += 1
+        if rounds % SWEEP_EVERY_FLUSHES == 0:
+            cache.store.sweep()
 
 
 def build_router(settings: Settings) -> Router:

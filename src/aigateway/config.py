@@ -88,6 +88,14 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     upstream_client: str = "aiohttp"
     keepalive_expiry_s: float = 15.0
+    cache_enabled: bool = True
+    cache_max_mb: float = 256.0
+    cache_scope: str = "global"
+    cache_dir: str | None = None  # where the node's cache directory goes (default /dev/shm)
+    cache_ttl_factors: tuple[tuple[str, float], ...] = ()
+    # Set by `aigateway serve`: the node's cache directory and shared-memory segment.
+    cache_path: str | None = None
+    shm_name: str | None = None
     image_fetch_max_bytes: int = 20 * 1024 * 1024
     image_fetch_timeout_s: float = 10.0
     image_fetch_allow_private: bool = False
@@ -210,6 +218,28 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(name, raw, "true or false")
 
 
+def _directory(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not os.path.isdir(value) or not os.access(value, os.W_OK):
+        raise ConfigError(name, raw, "a writable directory")
+    return value
+
+
+def _factors(name: str, raw: str) -> tuple[tuple[str, float], ...]:
+    expected = "provider=factor pairs separated by commas, e.g. google=0.5,openai=2"
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        provider, eq, factor = item.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            raise ConfigError(name, raw, expected) from None
+        if not eq or not provider.strip() or not 0 <= value < float("inf"):
+            raise ConfigError(name, raw, expected)
+        pairs.append((provider.strip(), value))
+    return tuple(pairs)
+
+
 def _secret(name: str, raw: str) -> str | None:
     value = raw.strip()
     return value or None
@@ -250,6 +280,21 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         "keepalive_expiry_s",
         _number(0, strict=True),
         "idle provider connections are closed after this many seconds",
+    ),
+    ("CACHE_ENABLED", "cache_enabled", _bool, "cache responses for the whole node"),
+    ("CACHE_MAX_MB", "cache_max_mb", _number(0, strict=True), "response cache memory budget"),
+    (
+        "CACHE_SCOPE",
+        "cache_scope",
+        _choice(("global", "key")),
+        "global: one cache for all clients; key: one per client API key",
+    ),
+    ("CACHE_DIR", "cache_dir", _directory, "where the cache lives (default /dev/shm, tmpfs)"),
+    (
+        "CACHE_PROVIDER_TTL_FACTORS",
+        "cache_ttl_factors",
+        _factors,
+        "per-provider TTL factors, e.g. google=0.5,openai=2",
     ),
     (
         "IMAGE_FETCH_MAX_BYTES",
@@ -374,6 +419,7 @@ def settings_from_worker_env(environ: Mapping[str, str] | None = None) -> Settin
     for provider in ("openai", "google", "anthropic"):
         data[provider] = _provider_from_json(data[provider])
     data["extra_providers"] = tuple(_provider_from_json(p) for p in data["extra_providers"])
+    data["cache_ttl_factors"] = tuple(tuple(pair) for pair in data["cache_ttl_factors"])
     data["aliases"] = tuple(
         (name, tuple(AliasTarget(**entry) for entry in entries))
         for name, entries in data["aliases"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import logging.config
+import multiprocessing
 import os
 import queue
 import subprocess
@@ -22,7 +23,8 @@ from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 from granian.server import Server
 
-from aigateway import __version__
+from aigateway import __version__, shm
+from aigateway.cache import node_cache
 from aigateway.config import (
     WORKER_SETTINGS_ENV,
     ProviderSettings,
@@ -75,7 +77,21 @@ def serve(settings: Settings) -> int:
         settings.workers,
         settings.upstream_client,
     )
+    cache_dir = None
+    if settings.cache_enabled:
+        cache_dir = node_cache.create(settings.cache_dir)
+        settings = dataclasses.replace(settings, cache_path=cache_dir)
+    removed = shm.clean_stale_segments()
+    if removed:
+        logger.info("removed %d shared-memory file(s) of stopped servers", len(removed))
+    # Node-wide state (token buckets, stats): the workers attach to it by name.
+    segment = shm.create_segment(shm.node_layout(settings))
+    settings = dataclasses.replace(settings, shm_name=segment.name)
     os.environ[WORKER_SETTINGS_ENV] = settings_to_worker_env(settings)
+    # Spawned (not forked) workers: a forked worker inherits the main process's signal
+    # handlers, so a SIGTERM that lands before it installs its own is swallowed and the
+    # shutdown waits for it forever; a spawned one simply ends.
+    multiprocessing.set_start_method("spawn", force=True)
     server = Server(
         "aigateway.app:create_worker_app",
         factory=True,
@@ -94,6 +110,10 @@ def serve(settings: Settings) -> int:
     finally:
         if mock is not None:
             mock.stop()
+        if cache_dir is not None:
+            node_cache.remove(cache_dir)
+        segment.close()
+        segment.unlink()
     logger.info("aigateway stopped")
     return 0
 

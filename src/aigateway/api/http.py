@@ -8,7 +8,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aigateway.errors import GatewayError, PayloadTooLarge
+from aigateway.core.types import CacheControl
+from aigateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
 
 JSON = "application/json"
 
@@ -44,3 +45,31 @@ def error_response(error: GatewayError, headers: dict[str, str] | None = None) -
 
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+
+
+def cache_control(request: Request, native: Any = None) -> CacheControl:
+    """The client's cache instructions: ``Cache-Control`` and ``x-aigateway-cache-ttl``
+    headers, or the native body's ``cache`` object (``no_cache``, ``no_store``, ``ttl``)."""
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    read, write = "no-cache" not in directives, "no-store" not in directives
+    raw_ttl: Any = request.headers.get("x-aigateway-cache-ttl")
+    param = "x-aigateway-cache-ttl"
+    if isinstance(native, dict):
+        read = read and not native.get("no_cache", False)
+        write = write and not native.get("no_store", False)
+        if native.get("ttl") is not None:
+            raw_ttl, param = native["ttl"], "cache.ttl"
+    ttl = None
+    if raw_ttl is not None:
+        try:
+            ttl = float(raw_ttl)
+        except (TypeError, ValueError):
+            ttl = -1.0
+        if isinstance(raw_ttl, bool) or not 0 <= ttl < float("inf"):
+            raise InvalidRequest(f"invalid {param}: expected a number of seconds >= 0", param=param)
+    if read and write and ttl is None:
+        return _DEFAULT_CONTROL
+    return CacheControl(read, write, ttl)
+
+
+_DEFAULT_CONTROL = CacheControl()

@@ -18,8 +18,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aigateway.api.http import json_response, read_body
+from aigateway.api.http import cache_control, json_response, read_body
 from aigateway.api.validation import parse_chat_request, parse_json_object
+from aigateway.cache.service import client_scope
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.types import ApiRequest, Streaming
 from aigateway.errors import InvalidRequest
@@ -33,7 +34,8 @@ NATIVE_KEYS = frozenset(
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def parse_native_request(raw: bytes) -> ApiRequest:
+def parse_native_request(raw: bytes) -> tuple[ApiRequest, dict[str, Any] | None]:
+    """The request in the gateway's form, and the native ``cache`` instructions."""
     native = parse_json_object(raw)
     unknown = sorted(set(native) - NATIVE_KEYS)
     if unknown:
@@ -62,7 +64,7 @@ def parse_native_request(raw: bytes) -> ApiRequest:
             raise InvalidRequest(f"invalid field '{name}': expected an object", param=name)
     request.provider = provider
     request.priority = priority
-    return request
+    return request, native.get("cache")
 
 
 def _attach(messages: Any, attachments: Any) -> Any:
@@ -101,16 +103,20 @@ def _attach(messages: Any, attachments: Any) -> Any:
 
 
 class NativeRoutes:
-    def __init__(self, max_body_bytes: int) -> None:
+    def __init__(self, max_body_bytes: int, scope_by_key: bool = False) -> None:
         self.max_body_bytes = max_body_bytes
+        self.scope_by_key = scope_by_key
         self.pipeline: Pipeline | None = None
 
     async def chat(self, request: Request) -> Response:
         started = time.perf_counter()
-        chat = parse_native_request(await read_body(request, self.max_body_bytes))
+        chat, cache = parse_native_request(await read_body(request, self.max_body_bytes))
+        chat.cache = cache_control(request, cache)
+        if self.scope_by_key:
+            chat.cache_scope = client_scope(request.headers.get("authorization"))
         assert self.pipeline is not None
         result = await self.pipeline.chat(chat)
-        headers = {"x-aigateway-provider": result.provider}
+        headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
             return StreamingResponse(
                 _native_events(result), media_type="text/event-stream",
@@ -126,7 +132,7 @@ class NativeRoutes:
             "content": message.get("content"),
             "finish_reason": choice.get("finish_reason"),
             "usage": completion.get("usage"),
-            "cached": False,
+            "cached": result.cache == "hit",
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
         if message.get("tool_calls"):

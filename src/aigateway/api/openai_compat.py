@@ -6,8 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from aigateway.api.http import json_response, read_body
+from aigateway.api.http import cache_control, json_response, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
+from aigateway.cache.service import client_scope
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.types import Streaming
 
@@ -17,8 +18,9 @@ STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 class OpenAIRoutes:
     """Handlers bound to the worker's pipeline (set when the lifespan starts)."""
 
-    def __init__(self, max_body_bytes: int) -> None:
+    def __init__(self, max_body_bytes: int, scope_by_key: bool = False) -> None:
         self.max_body_bytes = max_body_bytes
+        self.scope_by_key = scope_by_key
         self.pipeline: Pipeline | None = None
 
     def routes(self) -> list[Route]:
@@ -34,8 +36,11 @@ class OpenAIRoutes:
 
     async def chat_completions(self, request: Request) -> Response:
         chat = parse_chat_request(await read_body(request, self.max_body_bytes))
+        chat.cache = cache_control(request)
+        if self.scope_by_key:
+            chat.cache_scope = client_scope(request.headers.get("authorization"))
         result = await self._pipeline().chat(chat)
-        headers = {"x-aigateway-provider": result.provider}
+        headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
             return StreamingResponse(
                 result.events,

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from aigateway.cache.service import ResponseCache
+from aigateway.core.dedup import Coalescer
 from aigateway.core.dispatch import Answer, send_with_retries
 from aigateway.core.media import RemoteMedia
 from aigateway.core.providers import Provider, usable_targets
@@ -56,16 +58,36 @@ class Pipeline:
         retry: RetryPolicy,
         request_timeout_s: float,
         media: RemoteMedia,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._providers = providers
         self._router = router
         self._retry = retry
         self._timeout_s = request_timeout_s
         self._media = media
+        self._cache = cache
+        self._dedup = Coalescer(cache) if cache is not None else None
 
     async def chat(self, request: ApiRequest) -> Completed | Streaming:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         targets = self._route(request)  # route
+        if self._cache is None or self._dedup is None:
+            return await self._dispatch(request, targets, deadline)
+        provider, model = targets[0]
+        key = self._cache.key(request, provider.name, model)
+        hit = self._cache.lookup(key, request)  # cache
+        if hit is not None:
+            return hit
+        result = await self._dedup.run(  # dedup, then dispatch and store
+            key, request, lambda: self._dispatch(request, targets, deadline), deadline
+        )
+        if not request.cache.read:
+            result.cache = "bypass"
+        return result
+
+    async def _dispatch(
+        self, request: ApiRequest, targets: list[tuple[Provider, str]], deadline: float
+    ) -> Completed | Streaming:
         failure: GatewayError | None = None
         for provider, model in targets:  # dispatch, failing over along the chain
             adapter = provider.adapter

@@ -9,6 +9,18 @@ from typing import Any, Literal
 Operation = Literal["chat", "embeddings"]
 
 
+@dataclass(frozen=True, slots=True)
+class CacheControl:
+    """What one request lets the response cache do."""
+
+    read: bool = True  # False: `no-cache`, the answer comes from the provider
+    write: bool = True  # False: `no-store`, the answer is not kept
+    ttl_s: float | None = None  # the client's own TTL for this answer
+
+
+DEFAULT_CACHE_CONTROL = CacheControl()
+
+
 @dataclass(slots=True)
 class ApiRequest:
     """One validated client request in OpenAI's format.
@@ -24,6 +36,8 @@ class ApiRequest:
     stream: bool = False
     provider: str | None = None  # the native API's explicit provider
     priority: str = "normal"
+    cache: CacheControl = DEFAULT_CACHE_CONTROL
+    cache_scope: str = ""  # a namespace of cache keys (per client key with CACHE_SCOPE=key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +56,7 @@ class Completed:
     provider: str
     model: str
     attempts: int
+    cache: str = "miss"  # hit, miss or bypass: the x-aigateway-cache header
 
 
 @dataclass(slots=True)
@@ -52,3 +67,4 @@ class Streaming:
     provider: str
     model: str
     attempts: int
+    cache: str = "miss"

@@ -1,0 +1,56 @@
+"""Admin endpoints: what the node's response cache holds, and emptying it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aigateway.api.http import json_response
+from aigateway.cache.service import ResponseCache
+
+
+class AdminRoutes:
+    def __init__(self) -> None:
+        self.cache: ResponseCache | None = None
+
+    def routes(self) -> list[Route]:
+        return [Route("/admin/cache", self.cache_endpoint, methods=["GET", "DELETE"])]
+
+    async def cache_endpoint(self, request: Request) -> Response:
+        if self.cache is None:
+            return json_response({"enabled": False})
+        store = self.cache.store
+        if request.method == "DELETE":
+            return json_response({"cleared": store.clear()})
+        return json_response(cache_report(self.cache))
+
+
+def cache_report(cache: ResponseCache) -> dict[str, Any]:
+    store = cache.store
+    counters = store.counters()
+    hits, misses = counters.get("hits", 0), counters.get("misses", 0)
+    avoided: dict[str, dict[str, Any]] = {}
+    for name, value in counters.items():
+        if name.startswith("avoided:"):
+            _, how, provider, rest = name.split(":", 3)
+            model, _, field = rest.rpartition(":")
+            row = avoided.setdefault(f"{provider}/{model}", {"provider": provider, "model": model})
+            row[f"{how}_{field}"] = value
+    return {
+        "enabled": True,
+        "entries": counters.get("entries", 0),
+        "bytes": counters.get("bytes", 0),
+        "budget_bytes": store.max_bytes,
+        "hits": hits,
+        "misses": misses,
+        "bypasses": counters.get("bypasses", 0),
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        "dedup_joins": counters.get("dedup_joins", 0),
+        "evictions": counters.get("evictions", 0),
+        "expirations": counters.get("expirations", 0),
+        "top_entries": store.top_entries(),
+        "avoided": sorted(avoided.values(), key=lambda row: (row["provider"], row["model"])),
+    }

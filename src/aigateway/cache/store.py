@@ -1,0 +1,265 @@
+"""The node's response cache, kept in LMDB so every worker process shares one cache.
+
+LMDB is a memory-mapped B-tree made for this: many readers and one writer across
+processes, crash-safe, with reads that cost about a microsecond. The environment lives
+on tmpfs (``/dev/shm``) beside the server, so it survives worker restarts and goes away
+with the server.
+
+Databases inside the environment:
+
+    entries   key -> header + answer (the OpenAI completion JSON)
+    meta      key -> header only (expiry, size, hits), scanned for eviction
+    inflight  key -> owner pid + deadline: a call in flight somewhere on the node
+    counters  name -> uint64: node totals (hits, misses, evictions, avoided calls ...)
+
+Reads never write: hit counts and counters are summed per worker and flushed in one
+write transaction at most every ``FLUSH_INTERVAL_S`` (so a hit costs one read).
+
+Retention: the ``max_bytes`` budget counts every entry's key, header and answer. When a
+write takes the total over the budget, entries are evicted down to ``LOW_WATER`` of it:
+expired ones first, then those with the lowest score ``(hits + 1) / (age_s + 60)``, so
+among entries of the same age the ones with few hits go before popular ones, and a
+popular entry still ages out eventually. Expired entries are never served and are swept
+in the background.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from aigateway.cache.node_cache import pid_alive
+
+# expires_at, created, size, hits, prompt_tokens, completion_tokens, label length; then
+# the label (provider NUL model) and, in `entries` only, the answer.
+_HEADER = struct.Struct("<ddQQIII")
+_U64 = struct.Struct("<Q")
+_INFLIGHT = struct.Struct("<qd")
+LOW_WATER = 0.9
+FLUSH_INTERVAL_S = 0.5
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    body: bytes  # the OpenAI chat.completion JSON
+    provider: str
+    model: str
+    created: float
+    expires_at: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    hits: int = 0  # as of when it was written; live counts are in `meta`
+
+
+def _pack(entry: CacheEntry) -> tuple[bytes, bytes]:
+    label = f"{entry.provider}\x00{entry.model}".encode()
+    size = len(label) + len(entry.body) + _HEADER.size
+    header = _HEADER.pack(
+        entry.expires_at, entry.created, size, entry.hits, entry.prompt_tokens,
+        entry.completion_tokens, len(label),
+    )  # fmt: skip
+    meta = header + label
+    return meta, meta + entry.body
+
+
+def _unpack_meta(raw: Any) -> tuple[float, float, int, int, int, int, str, str, int]:
+    """The header fields, provider and model, and where the answer starts."""
+    expires_at, created, size, hits, prompt, completion, label_len = _HEADER.unpack_from(raw)
+    end = _HEADER.size + label_len
+    provider, _, model = bytes(raw[_HEADER.size : end]).decode().partition("\x00")
+    return expires_at, created, size, hits, prompt, completion, provider, model, end
+
+
+class LmdbStore:
+    """One worker's handle on the node's cache."""
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.max_bytes = max_bytes
+        # The map must hold the budget plus LMDB's own pages and free-list slack.
+        self._env = lmdb.open(
+            path, map_size=max(2 * max_bytes + (64 << 20), 128 << 20), max_dbs=4,
+            subdir=True, sync=False, metasync=False, lock=True, readahead=False,
+        )  # fmt: skip
+        self._entries = self._env.open_db(b"entries")
+        self._meta = self._env.open_db(b"meta")
+        self._inflight = self._env.open_db(b"inflight")
+        self._counters = self._env.open_db(b"counters")
+        self._pending_hits: Counter[bytes] = Counter()
+        self._pending_counts: Counter[str] = Counter()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self._env.close()
+
+    # -- reads ------------------------------------------------------------------------
+
+    def get(self, key: bytes, now: float | None = None) -> CacheEntry | None:
+        now = time.time() if now is None else now
+        with self._env.begin(db=self._entries, buffers=True) as txn:
+            raw = txn.get(key)
+            if raw is None:
+                return None
+            expires_at, created, _, hits, prompt, completion, provider, model, end = _unpack_meta(
+                raw
+            )
+            if expires_at <= now:
+                return None
+            body = bytes(raw[end:])
+        self._pending_hits[key] += 1
+        return CacheEntry(body, provider, model, created, expires_at, prompt, completion, hits)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to a node-wide counter (flushed with the hit counts)."""
+        self._pending_counts[name] += n
+
+    # -- writes -----------------------------------------------------------------------
+
+    def put(self, key: bytes, entry: CacheEntry) -> None:
+        meta, value = _pack(entry)
+        size = _HEADER.unpack_from(meta)[2] + len(key)
+        with self._env.begin(write=True) as txn:
+            old = txn.get(key, db=self._meta)
+            old_size = _HEADER.unpack_from(old)[2] + len(key) if old is not None else 0
+            txn.put(key, value, db=self._entries)
+            txn.put(key, meta, db=self._meta)
+            total = self._add(txn, "bytes", size - old_size)
+            if old is None:
+                self._add(txn, "entries", 1)
+            if total > self.max_bytes:
+                self._evict(txn, total, time.time())
+
+    def clear(self) -> int:
+        """Empty the cache for the whole node; the counters stay (they never go down)."""
+        with self._env.begin(write=True) as txn:
+            removed = txn.stat(self._meta)["entries"]
+            txn.drop(self._entries, delete=False)
+            txn.drop(self._meta, delete=False)
+            txn.put(b"bytes", _U64.pack(0), db=self._counters)
+            txn.put(b"entries", _U64.pack(0), db=self._counters)
+        return int(removed)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete expired entries; returns how many."""
+        now = time.time() if now is None else now
+        with self._env.begin(write=True) as txn:
+            expired = [
+                (bytes(key), _HEADER.unpack_from(raw)[2] + len(key))
+                for key, raw in txn.cursor(db=self._meta)
+                if _HEADER.unpack_from(raw)[0] <= now
+            ]
+            for key, size in expired:
+                self._delete(txn, key, size)
+            if expired:
+                self._add(txn, "expirations", len(expired))
+        return len(expired)
+
+    def flush(self, force: bool = True) -> None:
+        """Write this worker's pending hit counts and counters to the node's totals."""
+        if not force and time.monotonic() - self._last_flush < FLUSH_INTERVAL_S:
+            return
+        self._last_flush = time.monotonic()
+        if not self._pending_hits and not self._pending_counts:
+            return
+        hits, counts = self._pending_hits, self._pending_counts
+        self._pending_hits, self._pending_counts = Counter(), Counter()
+        with self._env.begin(write=True) as txn:
+            for key, n in hits.items():
+                raw = txn.get(key, db=self._meta)
+                if raw is None:
+                    continue  # evicted meanwhile
+                # Only `meta` keeps live hit counts: they serve eviction and reporting.
+                fields = list(_HEADER.unpack_from(raw))
+                fields[3] += n
+                txn.put(key, _HEADER.pack(*fields) + bytes(raw[_HEADER.size :]), db=self._meta)
+            for name, n in counts.items():
+                self._add(txn, name, n)
+
+    # -- in-flight markers (de-duplication across workers) -------------------------------
+
+    def claim_flight(self, key: bytes, deadline: float) -> tuple[int, float] | None:
+        """Mark ``key`` as being fetched by this process; the current owner if another is."""
+        now = time.time()
+        with self._env.begin(write=True, db=self._inflight) as txn:
+            raw = txn.get(key)
+            if raw is not None:
+                pid, until = _INFLIGHT.unpack(raw)
+                if until > now and pid != os.getpid() and pid_alive(pid):
+                    return pid, until
+            txn.put(key, _INFLIGHT.pack(os.getpid(), deadline))
+        return None
+
+    def flight_owner(self, key: bytes) -> tuple[int, float] | None:
+        with self._env.begin(db=self._inflight) as txn:
+            raw = txn.get(key)
+        if raw is None:
+            return None
+        pid, until = _INFLIGHT.unpack(raw)
+        return (pid, until) if until > time.time() and pid_alive(pid) else None
+
+    def release_flight(self, key: bytes) -> None:
+        with self._env.begin(write=True, db=self._inflight) as txn:
+            raw = txn.get(key)
+            if raw is not None and _INFLIGHT.unpack(raw)[0] == os.getpid():
+                txn.delete(key)
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        self.flush()
+        with self._env.begin(db=self._counters) as txn:
+            return {bytes(k).decode(): _U64.unpack(v)[0] for k, v in txn.cursor()}
+
+    def top_entries(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The most-hit live entries: keys and models only, never prompt text."""
+        now = time.time()
+        rows = []
+        with self._env.begin(db=self._meta) as txn:
+            for key, raw in txn.cursor():
+                expires_at, _, size, hits, _, _, provider, model, _ = _unpack_meta(raw)
+                if expires_at > now:
+                    rows.append((hits, bytes(key).hex(), provider, model, size, expires_at - now))
+        rows.sort(reverse=True)
+        return [
+            {"key": k, "provider": p, "model": m, "hits": h, "bytes": s, "ttl_s": round(t, 1)}
+            for h, k, p, m, s, t in rows[:limit]
+        ]
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _add(self, txn: lmdb.Transaction, name: str, n: int) -> int:
+        key = name.encode()
+        raw = txn.get(key, db=self._counters)
+        value = max(0, (_U64.unpack(raw)[0] if raw is not None else 0) + n)
+        txn.put(key, _U64.pack(value), db=self._counters)
+        return value
+
+    def _delete(self, txn: lmdb.Transaction, key: bytes, size: int) -> None:
+        txn.delete(key, db=self._entries)
+        txn.delete(key, db=self._meta)
+        self._add(txn, "bytes", -size)
+        self._add(txn, "entries", -1)
+
+    def _evict(self, txn: lmdb.Transaction, total: int, now: float) -> None:
+        candidates = []
+        for key, raw in txn.cursor(db=self._meta):
+            expires_at, created, size, hits, *_ = _HEADER.unpack_from(raw)
+            score = -1.0 if expires_at <= now else (hits + 1) / (max(now - created, 0.0) + 60.0)
+            candidates.append((score, created, bytes(key), size + len(key)))
+        candidates.sort()
+        target = int(self.max_bytes * LOW_WATER)
+        evicted = 0
+        for _, _, key, size in candidates:
+            if total <= target:
+                break
+            self._delete(txn, key, size)
+            total -= size
+            evicted += 1
+        self._add(txn, "evictions", evicted)
