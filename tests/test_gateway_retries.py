@@ -88,13 +88,23 @@ def test_persistent_rate_limiting_becomes_a_429_with_retry_after(
 
 
 def test_a_retry_after_beyond_the_cap_is_passed_to_the_client_at_once(
-    client: httpx.Client, mock: MockProvider
+    mock: MockProvider,
 ) -> None:
-    mock.faults({"status": 429, "retry_after": 30})
-    response = client.post("/v1/chat/completions", json=chat_body())
-    assert response.status_code == 429
-    assert response.headers["retry-after"] == "30"
-    assert mock.calls() == 1
+    # A gateway of its own: the provider's 30 s pause holds for the whole node after this.
+    gateway = Gateway(mock)
+    try:
+        mock.faults({"status": 429, "retry_after": 30})
+        with gateway.client() as client:
+            response = client.post("/v1/chat/completions", json=chat_body())
+            assert response.status_code == 429
+            assert response.headers["retry-after"] == "30"
+            assert mock.calls() == 1
+            # The pause holds for the node: the next request is not sent to the provider.
+            paused = client.post("/v1/chat/completions", json=chat_body("while paused"))
+            assert paused.status_code == 504
+            assert mock.calls() == 1
+    finally:
+        gateway.stop()
 
 
 def test_persistent_server_errors_become_a_502(client: httpx.Client, mock: MockProvider) -> None:

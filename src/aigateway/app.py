@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from aigateway import shm
 from aigateway.api.admin import AdminRoutes
+from aigateway.api.batch import BatchRoutes
 from aigateway.api.http import error_response, json_response
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
@@ -29,13 +30,19 @@ from aigateway.api.ops import ops_routes
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.config import Settings, settings_from_worker_env
+from aigateway.core.admission import (
+    Admission,
+    NodeCounters,
+    pause_bucket_name,
+    pause_bucket_spec,
+)
 from aigateway.core.media import RemoteMedia
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.providers import build_providers
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
-from aigateway.hotpath import TTLPolicy
+from aigateway.hotpath import TokenBucket, TTLPolicy
 from aigateway.upstream import PoolLimits, create_upstream_client
 
 logger = logging.getLogger("aigateway")
@@ -48,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
     openai_routes = OpenAIRoutes(settings.max_body_bytes, scope_by_key=by_key)
     native_routes = NativeRoutes(settings.max_body_bytes, scope_by_key=by_key)
     admin_routes = AdminRoutes()
+    batch_routes = BatchRoutes(settings.max_body_bytes)
     document = openapi_document()
 
     @asynccontextmanager
@@ -65,6 +73,8 @@ def create_app(settings: Settings) -> Starlette:
         # Node-wide token buckets and stats (used by admission and metrics).
         segment = shm.attach_segment(settings.shm_name) if settings.shm_name else None
         app.state.segment = segment
+        admission = build_admission(settings, segment)
+        admin_routes.admission = admission
         cache = open_cache(settings)
         pipeline = Pipeline(
             providers,
@@ -82,14 +92,16 @@ def create_app(settings: Settings) -> Starlette:
                 settings.image_fetch_allow_private,
             ),
             cache,
+            admission,
+            embedding_batches=(settings.batch_size, settings.batch_timeout_ms / 1000.0),
         )
-        openai_routes.pipeline = native_routes.pipeline = pipeline
+        openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
         try:
             yield
         finally:
-            openai_routes.pipeline = native_routes.pipeline = None
+            openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
             if upkeep is not None:
                 upkeep.cancel()
             if cache is not None:
@@ -107,6 +119,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *openai_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
+            Route("/v1/batch", batch_routes.batch, methods=["POST"]),
             *ops_routes(settings),
             *admin_routes.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
@@ -118,6 +131,22 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+
+
+def build_admission(settings: Settings, segment: shm.Segment | None) -> Admission:
+    """Node-wide buckets and counters from the shared segment; private ones without it."""
+    rates = {p.name: p.rps for p in settings.providers}
+    if segment is None:
+        rate, burst = pause_bucket_spec()
+        buckets = {
+            name: (TokenBucket(r, max(1.0, r)), TokenBucket(rate, burst))
+            for name, r in rates.items()
+        }
+        return Admission(buckets, rates, settings.queue_size)
+    buckets = {
+        name: (segment.bucket(name), segment.bucket(pause_bucket_name(name))) for name in rates
+    }
+    return Admission(buckets, rates, settings.queue_size, NodeCounters(segment.stats()))
 
 
 def open_cache(settings: Settings) -> ResponseCache | None:

@@ -23,7 +23,7 @@ from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 from granian.server import Server
 
-from aigateway import __version__, shm
+from aigateway import __version__, node, shm
 from aigateway.cache import node_cache
 from aigateway.config import (
     WORKER_SETTINGS_ENV,
@@ -85,7 +85,7 @@ def serve(settings: Settings) -> int:
     if removed:
         logger.info("removed %d shared-memory file(s) of stopped servers", len(removed))
     # Node-wide state (token buckets, stats): the workers attach to it by name.
-    segment = shm.create_segment(shm.node_layout(settings))
+    segment = shm.create_segment(node.node_layout(settings))
     settings = dataclasses.replace(settings, shm_name=segment.name)
     os.environ[WORKER_SETTINGS_ENV] = settings_to_worker_env(settings)
     # Spawned (not forked) workers: a forked worker inherits the main process's signal

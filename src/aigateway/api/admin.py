@@ -1,4 +1,4 @@
-"""Admin endpoints: what the node's response cache holds, and emptying it."""
+"""Admin endpoints: the node's response cache (report, empty) and its admission queue."""
 
 from __future__ import annotations
 
@@ -10,14 +10,25 @@ from starlette.routing import Route
 
 from aigateway.api.http import json_response
 from aigateway.cache.service import ResponseCache
+from aigateway.core.admission import Admission
 
 
 class AdminRoutes:
     def __init__(self) -> None:
         self.cache: ResponseCache | None = None
+        self.admission: Admission | None = None
 
     def routes(self) -> list[Route]:
-        return [Route("/admin/cache", self.cache_endpoint, methods=["GET", "DELETE"])]
+        return [
+            Route("/admin/cache", self.cache_endpoint, methods=["GET", "DELETE"]),
+            Route("/admin/queue", self.queue_endpoint, methods=["GET"]),
+        ]
+
+    async def queue_endpoint(self, request: Request) -> Response:
+        """Queue depth per provider and priority (node), and admission outcomes."""
+        if self.admission is None:
+            return json_response({"enabled": False})
+        return json_response(self.admission.report())
 
     async def cache_endpoint(self, request: Request) -> Response:
         if self.cache is None:

@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aigateway.core.types import CacheControl
+from aigateway.core.types import ApiRequest, CacheControl
 from aigateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
 
 JSON = "application/json"
@@ -73,3 +73,41 @@ def cache_control(request: Request, native: Any = None) -> CacheControl:
 
 
 _DEFAULT_CONTROL = CacheControl()
+
+
+PRIORITIES = ("critical", "high", "normal", "low")
+
+
+def priority_header(request: Request, default: str = "normal") -> str:
+    """The request's priority from ``x-aigateway-priority`` (critical, high, normal, low)."""
+    value = request.headers.get("x-aigateway-priority")
+    if value is None:
+        return default
+    value = value.strip().lower()
+    if value not in PRIORITIES:
+        raise InvalidRequest(
+            "invalid x-aigateway-priority: expected one of " + ", ".join(PRIORITIES),
+            param="x-aigateway-priority",
+        )
+    return value
+
+
+def timeout_header(request: Request) -> float | None:
+    """The client's deadline from ``x-aigateway-timeout-ms``, in seconds."""
+    value = request.headers.get("x-aigateway-timeout-ms")
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise InvalidRequest(
+            "invalid x-aigateway-timeout-ms: expected a whole number of milliseconds >= 1",
+            param="x-aigateway-timeout-ms",
+        )
+    return int(value) / 1000.0
+
+
+def apply_headers(request: Request, api_request: ApiRequest, native_cache: Any = None) -> None:
+    """What a client may say in headers for any request: cache, priority, deadline."""
+    api_request.cache = cache_control(request, native_cache)
+    if "x-aigateway-priority" in request.headers:
+        api_request.priority = priority_header(request)
+    api_request.timeout_s = timeout_header(request)

@@ -18,11 +18,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aigateway.api.http import cache_control, json_response, read_body
+from aigateway.api.http import apply_headers, json_response, read_body
 from aigateway.api.validation import parse_chat_request, parse_json_object
 from aigateway.cache.service import client_scope
 from aigateway.core.pipeline import Pipeline
-from aigateway.core.types import ApiRequest, Streaming
+from aigateway.core.types import ApiRequest, Completed, Streaming
 from aigateway.errors import InvalidRequest
 from aigateway.hotpath import SSEDecoder
 
@@ -111,7 +111,7 @@ class NativeRoutes:
     async def chat(self, request: Request) -> Response:
         started = time.perf_counter()
         chat, cache = parse_native_request(await read_body(request, self.max_body_bytes))
-        chat.cache = cache_control(request, cache)
+        apply_headers(request, chat, cache)
         if self.scope_by_key:
             chat.cache_scope = client_scope(request.headers.get("authorization"))
         assert self.pipeline is not None
@@ -122,22 +122,27 @@ class NativeRoutes:
                 _native_events(result), media_type="text/event-stream",
                 headers={**STREAM_HEADERS, **headers},
             )  # fmt: skip
-        completion = orjson.loads(result.body)
-        choice = (completion.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        answer: dict[str, Any] = {
-            "id": completion.get("id"),
-            "provider": result.provider,
-            "model": completion.get("model") or result.model,
-            "content": message.get("content"),
-            "finish_reason": choice.get("finish_reason"),
-            "usage": completion.get("usage"),
-            "cached": result.cache == "hit",
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        }
-        if message.get("tool_calls"):
-            answer["tool_calls"] = message["tool_calls"]
-        return json_response(answer, headers=headers)
+        return json_response(native_answer(result, started), headers=headers)
+
+
+def native_answer(result: Completed, started: float) -> dict[str, Any]:
+    """A whole answer in the native shape; ``started`` is the request's perf_counter()."""
+    completion = orjson.loads(result.body)
+    choice = (completion.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    answer: dict[str, Any] = {
+        "id": completion.get("id"),
+        "provider": result.provider,
+        "model": completion.get("model") or result.model,
+        "content": message.get("content"),
+        "finish_reason": choice.get("finish_reason"),
+        "usage": completion.get("usage"),
+        "cached": result.cache == "hit",
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    if message.get("tool_calls"):
+        answer["tool_calls"] = message["tool_calls"]
+    return answer
 
 
 async def _native_events(result: Streaming) -> AsyncIterator[bytes]:

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from aigateway.api.http import cache_control, json_response, read_body
+from aigateway.api.http import apply_headers, json_response, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
 from aigateway.cache.service import client_scope
 from aigateway.core.pipeline import Pipeline
@@ -36,7 +36,7 @@ class OpenAIRoutes:
 
     async def chat_completions(self, request: Request) -> Response:
         chat = parse_chat_request(await read_body(request, self.max_body_bytes))
-        chat.cache = cache_control(request)
+        apply_headers(request, chat)
         if self.scope_by_key:
             chat.cache_scope = client_scope(request.headers.get("authorization"))
         result = await self._pipeline().chat(chat)
@@ -51,6 +51,7 @@ class OpenAIRoutes:
 
     async def embeddings(self, request: Request) -> Response:
         embed = parse_embeddings_request(await read_body(request, self.max_body_bytes))
+        apply_headers(request, embed)
         result = await self._pipeline().embeddings(embed)
         return json_response(result.body, headers={"x-aigateway-provider": result.provider})
 

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigateway.cache.service import ResponseCache
+from aigateway.core.admission import Admission, ProviderGate
+from aigateway.core.batching import EmbeddingBatcher
 from aigateway.core.dedup import Coalescer
-from aigateway.core.dispatch import Answer, send_with_retries
+from aigateway.core.dispatch import Answer, Classifier, send_with_retries
 from aigateway.core.media import RemoteMedia
 from aigateway.core.providers import Provider, usable_targets
 from aigateway.core.retry import RetryPolicy
@@ -35,7 +37,12 @@ from aigateway.errors import (
     QuotaExceeded,
     RateLimited,
 )
-from aigateway.providers.base import EmbeddingsAdapter, ModelListAdapter, UpstreamCall
+from aigateway.providers.base import (
+    EmbeddingsAdapter,
+    ModelListAdapter,
+    ProviderFailure,
+    UpstreamCall,
+)
 
 logger = logging.getLogger("aigateway.pipeline")
 
@@ -59,17 +66,24 @@ class Pipeline:
         request_timeout_s: float,
         media: RemoteMedia,
         cache: ResponseCache | None = None,
+        admission: Admission | None = None,
+        embedding_batches: tuple[int, float] | None = None,
     ) -> None:
+        """``embedding_batches`` is (most inputs per call, longest wait in seconds)."""
         self._providers = providers
         self._router = router
         self._retry = retry
         self._timeout_s = request_timeout_s
         self._media = media
         self._cache = cache
+        self._admission = admission
+        self._batcher = None
+        if embedding_batches is not None:
+            self._batcher = EmbeddingBatcher(self._embed, *embedding_batches, self._saved_calls)
         self._dedup = Coalescer(cache) if cache is not None else None
 
     async def chat(self, request: ApiRequest) -> Completed | Streaming:
-        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        deadline = self._deadline(request)
         targets = self._route(request)  # route
         if self._cache is None or self._dedup is None:
             return await self._dispatch(request, targets, deadline)
@@ -93,6 +107,7 @@ class Pipeline:
             adapter = provider.adapter
             try:
                 prepared = await self._media.prepare(request, adapter, deadline)
+                await self._admit(provider, request.priority, deadline)  # admission
                 answer = await self._send(
                     provider, adapter.chat_call(prepared, model), deadline, request.stream
                 )
@@ -108,7 +123,16 @@ class Pipeline:
         raise failure
 
     async def embeddings(self, request: ApiRequest) -> Completed:
-        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        if self._batcher is not None:
+            return await self._batcher.embed(request)  # coalesced with its neighbours
+        return await self._embed(request)
+
+    def _saved_calls(self, n: int) -> None:
+        if self._admission is not None:
+            self._admission.counters.add("embedding_calls_saved", n)
+
+    async def _embed(self, request: ApiRequest) -> Completed:
+        deadline = self._deadline(request)
         failure: GatewayError | None = None
         for provider, model in self._route(request):
             adapter = provider.adapter
@@ -120,6 +144,7 @@ class Pipeline:
                 )
                 continue
             try:
+                await self._admit(provider, request.priority, deadline)
                 answer = await self._send(
                     provider, adapter.embeddings_call(request, model), deadline
                 )
@@ -160,22 +185,47 @@ class Pipeline:
             {**model, "provider": provider.name} for model in adapter.models_response(answer.body)
         ]
 
+    def _deadline(self, request: ApiRequest) -> float:
+        """REQUEST_TIMEOUT_SEC, or the client's shorter ``x-aigateway-timeout-ms``."""
+        timeout = self._timeout_s
+        if request.timeout_s is not None:
+            timeout = min(timeout, request.timeout_s)
+        return asyncio.get_running_loop().time() + timeout
+
     def _route(self, request: ApiRequest) -> list[tuple[Provider, str]]:
         targets: list[Target] = self._router.targets(request.model, request.provider)
         return usable_targets(targets, self._providers)
 
+    async def _admit(self, provider: Provider, priority: str, deadline: float) -> None:
+        if self._admission is not None:
+            await self._admission.admit(provider.name, priority, deadline)
+
     async def _send(
         self, provider: Provider, call: UpstreamCall, deadline: float, stream: bool = False
     ) -> Answer:
-        return await send_with_retries(
-            provider.client,
-            call,
-            provider.adapter.classify_error,
-            self._retry,
-            deadline,
-            provider=provider.name,
-            stream=stream,
-        )
+        gate = self._admission.gate(provider.name) if self._admission is not None else None
+        classify: Classifier = provider.adapter.classify_error
+        if gate is not None:
+            classify = _watch_rate_limits(classify, gate)
+        answer = await send_with_retries(
+            provider.client, call, classify, self._retry, deadline,
+            provider=provider.name, stream=stream,
+        )  # fmt: skip
+        if gate is not None:
+            gate.succeeded()
+        return answer
+
+
+def _watch_rate_limits(classify: Classifier, gate: ProviderGate) -> Classifier:
+    """A provider's 429 pauses and slows it for the whole node (see admission)."""
+
+    def watched(status: int, headers: Mapping[str, str], body: bytes) -> ProviderFailure:
+        failure = classify(status, headers, body)
+        if status == 429 and isinstance(failure.error, RateLimited):
+            gate.rate_limited(failure.retry_after_s)
+        return failure
+
+    return watched
 
 
 def _note_failover(provider: Provider, model: str, error: GatewayError) -> GatewayError:

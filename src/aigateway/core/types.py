@@ -38,6 +38,7 @@ class ApiRequest:
     priority: str = "normal"
     cache: CacheControl = DEFAULT_CACHE_CONTROL
     cache_scope: str = ""  # a namespace of cache keys (per client key with CACHE_SCOPE=key)
+    timeout_s: float | None = None  # the client's own deadline, if shorter than the gateway's
 
 
 @dataclass(frozen=True, slots=True)

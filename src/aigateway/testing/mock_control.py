@@ -6,6 +6,7 @@ The control API never requires the API key and is never counted.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
@@ -18,6 +19,7 @@ from aigateway.testing.mock_faults import FaultError, FaultQueue
 __all__ = ["MAX_RECORDED_REQUESTS", "MockState", "control_routes"]
 
 MAX_RECORDED_REQUESTS = 50
+MAX_CALL_TIMES = 10_000
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _OK_BODY = b'{"ok":true}'
@@ -26,17 +28,20 @@ _OK_BODY = b'{"ok":true}'
 class MockState:
     """Calls counted per path, the last requests (secrets masked), the fault queue."""
 
-    __slots__ = ("by_path", "calls", "faults", "recent")
+    __slots__ = ("by_path", "call_times", "calls", "faults", "recent")
 
     def __init__(self) -> None:
         self.calls = 0
         self.by_path: dict[str, int] = {}
+        # When each call arrived (wall clock), for tests of the rate a provider sees.
+        self.call_times: deque[float] = deque(maxlen=MAX_CALL_TIMES)
         self.recent: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.faults = FaultQueue()
 
     def record(self, request: web.Request, body: Any) -> None:
         path = request.path
         self.calls += 1
+        self.call_times.append(time.time())
         self.by_path[path] = self.by_path.get(path, 0) + 1
         headers: dict[str, str] = {}
         for name, value in request.headers.items():
@@ -67,12 +72,14 @@ def control_routes(state: MockState) -> list[web.RouteDef]:
                     "calls": state.calls,
                     "by_path": state.by_path,
                     "last_requests": list(state.recent),
+                    "call_times": list(state.call_times),
                 }
             )
         )
 
     async def reset(request: web.Request) -> web.Response:
         state.calls = 0
+        state.call_times.clear()
         state.by_path.clear()
         state.recent.clear()
         state.faults.clear()

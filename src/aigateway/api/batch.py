@@ -1,0 +1,73 @@
+"""``POST /v1/batch``: many chat requests in one call, each through the whole pipeline.
+
+Body: ``{"requests": [...]}`` with up to ``MAX_BATCH_ITEMS`` items, each a native or an
+OpenAI-format chat request (an item with any field the native API does not know is
+read as OpenAI's format). Every item goes through the same pipeline (cache,
+de-duplication, priority, rate limits, failover) concurrently. The answer lists the
+results in the same order: ``{"index", "status": 200, "response"}`` with the native
+answer (or OpenAI's completion for an OpenAI-format item), or ``{"index", "status",
+"error"}`` in OpenAI's error shape. One bad item never fails the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aigateway.api.http import apply_headers, json_response, read_body
+from aigateway.api.native import NATIVE_KEYS, native_answer, parse_native_request
+from aigateway.api.validation import parse_chat_request, parse_json_object
+from aigateway.core.pipeline import Pipeline
+from aigateway.core.types import Completed
+from aigateway.errors import GatewayError, InvalidRequest
+
+MAX_BATCH_ITEMS = 100
+
+
+class BatchRoutes:
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.pipeline: Pipeline | None = None
+
+    async def batch(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = parse_json_object(await read_body(request, self.max_body_bytes))
+        items = body.get("requests")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
+            raise InvalidRequest(
+                f"invalid field 'requests': expected a list of 1 to {MAX_BATCH_ITEMS} chat "
+                "requests",
+                param="requests",
+            )
+        results = await asyncio.gather(
+            *(self._one(request, i, item, started) for i, item in enumerate(items))
+        )
+        return json_response({"object": "batch", "results": results})
+
+    async def _one(self, request: Request, index: int, item: Any, started: float) -> dict[str, Any]:
+        assert self.pipeline is not None
+        try:
+            if not isinstance(item, dict):
+                raise InvalidRequest("expected a chat request object", param="")
+            native = set(item) <= NATIVE_KEYS
+            if native:
+                chat, cache = parse_native_request(orjson.dumps(item))
+            else:
+                chat, cache = parse_chat_request(orjson.dumps(item)), None
+            if chat.stream:
+                raise InvalidRequest("streaming is not available inside a batch", param="stream")
+            apply_headers(request, chat, cache)
+            result = await self.pipeline.chat(chat)
+            assert isinstance(result, Completed)
+        except GatewayError as exc:
+            error = exc.body()["error"]
+            param = error.get("param")
+            error["param"] = f"requests[{index}]" + (f".{param}" if param else "")
+            return {"index": index, "status": exc.status, "error": error}
+        response = native_answer(result, started) if native else orjson.loads(result.body)
+        return {"index": index, "status": 200, "provider": result.provider, "response": response}

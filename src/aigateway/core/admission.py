@@ -1,0 +1,353 @@
+"""Admission control: node-wide provider rate limits, priority queueing, load shedding.
+
+Every provider call first takes a token from the provider's bucket, a
+``hotpath.TokenBucket`` in the node's shared memory, so a rate holds for the node
+whatever the worker count. When no token is there, the request waits in this worker's
+``hotpath.PriorityQueue``: most urgent first, first in first out within a priority.
+
+Node-wide priority comes from the shared bucket: a request of priority *p* may only take
+a token if it leaves ``reserve(p)`` tokens behind (critical 0, high 10%, normal 25%, low
+50% of the burst, always below the burst minus one token), so under saturation the last
+tokens go to the more urgent requests of every worker.
+
+Never hanging: at most ``QUEUE_SIZE`` requests wait on the node; past that a request is
+refused at once with 429 and a ``Retry-After`` estimated from the queue and the rate,
+unless it can displace a queued request of lower priority in this worker. A request
+whose estimated wait runs past its deadline gets 504 without reaching the provider.
+
+A provider's 429 pauses it for the node for the time it asked (``retry-after``, else one
+second) and halves its rate, down to a tenth of the configured one; each success after
+a second of calm raises the rate by a tenth of the configured rate until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aigateway.errors import GatewayTimeout, RateLimited
+from aigateway.hotpath import PriorityQueue, SharedStats, TokenBucket
+
+PRIORITIES = ("critical", "high", "normal", "low")
+PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
+DEFAULT_RESERVES = {"critical": 0.0, "high": 0.1, "normal": 0.25, "low": 0.5}
+MAX_POLL_S = 0.05
+MIN_RATE_FRACTION = 0.1
+
+
+OUTCOMES = ("admitted", "shed", "timed_out")
+PAUSE_TICKS_PER_S = 1000.0
+MAX_PAUSE_S = 3600.0
+
+
+QUEUED = "admission_queued"
+
+
+def queued_name(provider: str, priority: str) -> str:
+    return f"{QUEUED}:{_label(provider)}:{priority}"
+
+
+def outcome_name(outcome: str, provider: str, priority: str) -> str:
+    return f"admission_{outcome}:{_label(provider)}:{priority}"
+
+
+def _label(provider: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", provider)
+
+
+def admission_metrics(providers: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The counter and gauge names admission keeps in the node's shared stats."""
+    counters = tuple(outcome_name(o, p, q) for p in providers for q in PRIORITIES for o in OUTCOMES)
+    gauges = (QUEUED, *(queued_name(p, q) for p in providers for q in PRIORITIES))
+    return counters, gauges
+
+
+def pause_bucket_name(provider: str) -> str:
+    return f"pause:{provider}"
+
+
+def pause_bucket_spec() -> tuple[float, float]:
+    """(rate, burst) of a pause clock: a bucket that is full unless a pause drained it."""
+    return PAUSE_TICKS_PER_S, PAUSE_TICKS_PER_S * MAX_PAUSE_S
+
+
+class NodeCounters:
+    """Node-wide queue depths and outcome counts, in the node's shared stats when given
+    (every worker adds to its own slot; reads sum them), else local to this process."""
+
+    def __init__(self, stats: SharedStats | None = None) -> None:
+        self._stats = stats
+        self._local: dict[str, float] = {}
+
+    def add(self, name: str, n: int = 1) -> None:
+        stats = self._stats
+        if stats is not None:
+            schema = stats.schema
+            if name in schema.gauges:
+                stats.gauge_add(schema.gauge(name), n)
+                return
+            if name in schema.counters:
+                stats.incr(schema.counter(name), n)
+                return
+        self._local[name] = self._local.get(name, 0.0) + n
+
+    def read(self) -> dict[str, float]:
+        values = dict(self._local)
+        if self._stats is not None:
+            snapshot = self._stats.snapshot()
+            values.update(snapshot.counters)
+            values.update(snapshot.gauges)
+        return values
+
+    def get(self, name: str) -> float:
+        return self.read().get(name, 0.0)
+
+
+class PauseClock:
+    """A provider's node-wide pause, kept in a shared token bucket so every worker sees it.
+
+    The bucket is full when the provider is not paused; pausing for *s* seconds drains
+    ``s * PAUSE_TICKS_PER_S`` tokens, which the bucket refills in exactly *s* seconds.
+    """
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self._bucket = bucket
+
+    def left_s(self) -> float:
+        return max(self._bucket.burst - self._bucket.available(), 0.0) / PAUSE_TICKS_PER_S
+
+    def pause(self, seconds: float) -> None:
+        more = min(seconds, MAX_PAUSE_S) - self.left_s()
+        if more > 0:
+            self._bucket.try_acquire(more * PAUSE_TICKS_PER_S)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    priority: str
+    future: asyncio.Future[None]
+    since: float = field(default_factory=time.monotonic)
+    handle: int = -1
+
+
+class ProviderGate:
+    """One provider's bucket, pause clock and this worker's queue."""
+
+    def __init__(
+        self,
+        name: str,
+        bucket: TokenBucket,
+        pause_clock: PauseClock,
+        configured_rate: float,
+        admission: Admission,
+    ) -> None:
+        self.name = name
+        self.bucket = bucket
+        self.pause_clock = pause_clock
+        self.configured_rate = configured_rate
+        self._admission = admission
+        self._queue = PriorityQueue()
+        self._waiting: dict[int, _Waiter] = {}
+        self._pump: asyncio.Task[None] | None = None
+        self._last_change = 0.0
+
+    def reserve(self, priority: str) -> float:
+        burst = self.bucket.burst
+        return min(self._admission.reserves[priority] * burst, max(burst - 1.0, 0.0))
+
+    async def admit(self, priority: str, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._queue and not self.paused() and self._take(priority) == 0.0:
+            self._admission.count(self.name, priority, "admitted")
+            return
+        wait = self._estimated_wait()
+        if loop.time() + wait >= deadline:
+            self._admission.count(self.name, priority, "timed_out")
+            raise GatewayTimeout(
+                f"{self.name} is at its rate limit: the request could not start before its "
+                f"deadline (about {wait:.1f} s of queue)",
+                code="queue_timeout",
+            )
+        self._make_room(priority, wait)
+        waiter = _Waiter(priority, loop.create_future())
+        waiter.handle = self._queue.push(PRIORITY_RANK[priority], waiter)
+        self._waiting[waiter.handle] = waiter
+        self._admission.queued(self.name, priority, +1)
+        self._ensure_pump()
+        try:
+            async with asyncio.timeout(deadline - loop.time()):
+                await waiter.future
+        except TimeoutError:
+            self._admission.count(self.name, priority, "timed_out")
+            raise GatewayTimeout(
+                f"{self.name} is at its rate limit: the request waited in the queue until "
+                "its deadline",
+                code="queue_timeout",
+            ) from None
+        finally:
+            if self._waiting.pop(waiter.handle, None) is not None:
+                self._queue.cancel(waiter.handle)  # the client left, or the deadline passed
+                self._admission.queued(self.name, priority, -1)
+        self._admission.count(self.name, priority, "admitted")
+
+    def paused(self) -> bool:
+        return self.pause_clock.left_s() > 0.0
+
+    def rate_limited(self, retry_after_s: float | None) -> None:
+        """The provider said 429: pause it for the node and slow down."""
+        self.pause_clock.pause(retry_after_s if retry_after_s is not None else 1.0)
+        now = time.monotonic()
+        floor = self.configured_rate * MIN_RATE_FRACTION
+        rate = max(self.bucket.rate_per_s / 2.0, floor)
+        if rate < self.bucket.rate_per_s:
+            self.bucket.set_rate(rate, self.bucket.burst)
+            self._last_change = now
+
+    def succeeded(self) -> None:
+        rate = self.bucket.rate_per_s
+        now = time.monotonic()
+        if rate < self.configured_rate and now - self._last_change >= 1.0:
+            step = self.configured_rate * MIN_RATE_FRACTION
+            self.bucket.set_rate(min(rate + step, self.configured_rate), self.bucket.burst)
+            self._last_change = now
+
+    def depth(self) -> int:
+        return len(self._waiting)
+
+    def oldest_wait_s(self) -> float:
+        if not self._waiting:
+            return 0.0
+        return time.monotonic() - min(w.since for w in self._waiting.values())
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _take(self, priority: str) -> float:
+        return self.bucket.try_acquire(1.0, reserve=self.reserve(priority))
+
+    def _estimated_wait(self) -> float:
+        ahead = self._admission.node_depth(self.name) + 1
+        refill = max(ahead - self.bucket.available(), 0.0) / max(self.bucket.rate_per_s, 1e-9)
+        return self.pause_clock.left_s() + refill
+
+    def _make_room(self, priority: str, wait: float) -> None:
+        if self._admission.node_depth() < self._admission.queue_size:
+            return
+        victim = max(
+            (
+                w
+                for w in self._waiting.values()
+                if PRIORITY_RANK[w.priority] > PRIORITY_RANK[priority]
+            ),
+            key=lambda w: (PRIORITY_RANK[w.priority], w.since),
+            default=None,
+        )
+        shed = RateLimited(
+            f"the gateway's queue for {self.name} is full ({self._admission.queue_size} "
+            "requests wait on this node); retry later",
+            code="queue_full",
+            retry_after_s=max(wait, 1.0),
+        )
+        if victim is None:
+            self._admission.count(self.name, priority, "shed")
+            raise shed
+        # A more urgent request displaces the least urgent, newest waiter of this worker.
+        self._waiting.pop(victim.handle)
+        self._queue.cancel(victim.handle)
+        self._admission.queued(self.name, victim.priority, -1)
+        self._admission.count(self.name, victim.priority, "shed")
+        if not victim.future.done():
+            victim.future.set_exception(shed)
+
+    def _ensure_pump(self) -> None:
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.ensure_future(self._serve_queue())
+
+    async def _serve_queue(self) -> None:
+        """Hand tokens to waiters, most urgent first, as the shared bucket refills."""
+        while self._queue:
+            head: _Waiter = self._queue.peek()
+            if head.handle not in self._waiting:  # cancelled, dropped lazily
+                self._queue.pop()
+                continue
+            if self.paused():
+                await asyncio.sleep(min(max(self.pause_clock.left_s(), 0.001), MAX_POLL_S))
+                continue
+            wait = self._take(head.priority)
+            if wait > 0.0:
+                await asyncio.sleep(min(wait, MAX_POLL_S))
+                continue
+            self._queue.pop()
+            del self._waiting[head.handle]
+            self._admission.queued(self.name, head.priority, -1)
+            if not head.future.done():
+                head.future.set_result(None)
+
+
+class Admission:
+    """The gates of every provider in this worker, and the node-wide numbers they share."""
+
+    def __init__(
+        self,
+        buckets: Mapping[str, tuple[TokenBucket, TokenBucket]],
+        rates: Mapping[str, float],
+        queue_size: int,
+        counters: NodeCounters | None = None,
+        reserves: Mapping[str, float] | None = None,
+    ) -> None:
+        """``buckets`` maps each provider to its rate bucket and its pause-clock bucket."""
+        self.queue_size = queue_size
+        self.reserves = dict(DEFAULT_RESERVES if reserves is None else reserves)
+        self.counters = counters or NodeCounters()
+        self.gates = {
+            name: ProviderGate(name, rate, PauseClock(pause), rates[name], self)
+            for name, (rate, pause) in buckets.items()
+        }
+
+    async def admit(self, provider: str, priority: str, deadline: float) -> None:
+        gate = self.gates.get(provider)
+        if gate is not None:
+            await gate.admit(priority, deadline)
+
+    def gate(self, provider: str) -> ProviderGate | None:
+        return self.gates.get(provider)
+
+    # -- node-wide numbers ----------------------------------------------------------------
+
+    def queued(self, provider: str, priority: str, n: int) -> None:
+        self.counters.add(queued_name(provider, priority), n)
+        self.counters.add(QUEUED, n)
+
+    def count(self, provider: str, priority: str, outcome: str) -> None:
+        self.counters.add(outcome_name(outcome, provider, priority))
+
+    def node_depth(self, provider: str | None = None) -> int:
+        values = self.counters.read()
+        if provider is None:
+            return int(values.get(QUEUED, 0))
+        return int(sum(values.get(queued_name(provider, p), 0) for p in PRIORITIES))
+
+    def report(self) -> dict[str, object]:
+        values = self.counters.read()
+        providers = {}
+        for name, gate in self.gates.items():
+            row: dict[str, object] = {
+                "rate_per_s": round(gate.bucket.rate_per_s, 3),
+                "configured_rate_per_s": gate.configured_rate,
+                "paused_for_s": round(gate.pause_clock.left_s(), 3),
+                "oldest_wait_s_this_worker": round(gate.oldest_wait_s(), 3),
+                "depth": {p: int(values.get(queued_name(name, p), 0)) for p in PRIORITIES},
+            }
+            for outcome in OUTCOMES:
+                row[outcome] = {
+                    p: int(values.get(outcome_name(outcome, name, p), 0)) for p in PRIORITIES
+                }
+            providers[name] = row
+        return {
+            "queue_size": self.queue_size,
+            "depth": int(values.get(QUEUED, 0)),
+            "reserves": self.reserves,
+            "providers": providers,
+        }
