@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SRC := src tests benchmarks
+NODE_DIR := clients/node
+NODE_INSTALLED := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: serve test lint test-python bench-hotpath clean
+.PHONY: serve test lint test-python test-node bench-hotpath clean
 
 $(INSTALLED): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +19,7 @@ $(INSTALLED): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 serve: $(INSTALLED)
 	$(BIN)/aigateway serve
 
-test: lint test-python
+test: lint test-python test-node
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check $(SRC)
@@ -29,8 +31,17 @@ test-python: $(INSTALLED)
 	AIGATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/test_sse_decoder.py tests/test_hotpath_*.py tests/test_shm.py
 	$(BIN)/python -m pytest
 
+$(NODE_INSTALLED): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js 20 or later with npm (clients/node)" >&2; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+# The Node.js client's tests run against the real gateway from this checkout.
+test-node: $(INSTALLED) $(NODE_INSTALLED)
+	cd $(NODE_DIR) && AIGATEWAY_BIN=$(CURDIR)/$(BIN)/aigateway npm test
+
 bench-hotpath: $(INSTALLED)
 	$(BIN)/python -m pytest benchmarks/bench_*.py -q --benchmark-only --benchmark-columns=min,median,ops
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info ext/*.c src/aigateway/hotpath/*.so
+	rm -rf $(VENV) build src/*.egg-info ext/*.c src/aigateway/hotpath/*.so $(NODE_DIR)/node_modules
