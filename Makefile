@@ -8,7 +8,7 @@ SRC := src tests benchmarks
 NODE_DIR := clients/node
 NODE_INSTALLED := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: serve test lint test-python test-node bench-hotpath clean
+.PHONY: serve test lint test-python test-node bench bench-hotpath clean
 
 $(INSTALLED): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ $(NODE_INSTALLED): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 # The Node.js client's tests run against the real gateway from this checkout.
 test-node: $(INSTALLED) $(NODE_INSTALLED)
 	cd $(NODE_DIR) && AIGATEWAY_BIN=$(CURDIR)/$(BIN)/aigateway npm test
+
+# Load scenarios against the baselines: make bench ARGS="--scenario overhead --duration 5"
+bench: $(INSTALLED)
+	$(BIN)/aigateway bench $(ARGS)
 
 bench-hotpath: $(INSTALLED)
 	$(BIN)/python -m pytest benchmarks/bench_*.py -q --benchmark-only --benchmark-columns=min,median,ops

@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mock_arguments(mock)
 
+    bench = commands.add_parser(
+        "bench",
+        help="measure the gateway against its baselines under load",
+        description="Start the mock provider, the gateway and its baselines on loopback "
+        "ports, load them with wrk, print tables, stop everything. See docs/benchmarks.md.",
+    )
+    from aigateway.bench import add_bench_arguments
+
+    add_bench_arguments(bench)
+
     config = commands.add_parser(
         "config",
         help="print the effective configuration (secrets masked)",
@@ -82,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from aigateway.testing.mock_provider import run_mock_provider
 
         return int(run_mock_provider(args))
+    if args.command == "bench":
+        from aigateway.bench import run_bench
+
+        return int(run_bench(args))
 
     environ = dict(os.environ)
     for attr, variable in FLAG_VARIABLES.items():

@@ -1,0 +1,218 @@
+"""Figures derived from a run (added latency, throughput ratios) and the goals they meet.
+
+Each derived figure has a stable ``key`` so that ``--compare`` can follow it across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aigateway.bench.report import Row, fmt, table
+
+Derived = dict[str, Any]
+
+GOAL_WORKERS = 2
+GOAL_SLOW_MOCK_MS = 50.0
+GOAL_SLOW_CONCURRENCY = 128
+
+
+def _find(results: Sequence[Row], scenario: str, target: str, **where: Any) -> Row | None:
+    for row in results:
+        if row["scenario"] != scenario or row["target"] != target:
+            continue
+        if all(row.get(k) == v for k, v in where.items()):
+            return row
+    return None
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def _where(row: Row) -> str:
+    return f"c{row['concurrency']}/w{row['workers']}/mock{row['mock_latency_ms']:g}ms"
+
+
+def derive(results: Sequence[Row]) -> list[Derived]:
+    out: list[Derived] = []
+
+    def add(key: str, text: str, value: float | None, unit: str) -> None:
+        if value is not None:
+            out.append({"key": key, "text": text, "value": value, "unit": unit})
+
+    for gw in (r for r in results if r["target"] == "gateway"):
+        scenario, where = gw["scenario"], _where(gw)
+        same = {"concurrency": gw["concurrency"], "mock_latency_ms": gw["mock_latency_ms"]}
+        if scenario in ("overhead", "stream"):
+            for base in ("direct", "passthrough"):
+                other = _find(results, scenario, base, **same)
+                if other is None:
+                    continue
+                if scenario == "overhead":
+                    for p in ("p50", "p99"):
+                        value = _diff(gw[f"{p}_ms"], other[f"{p}_ms"])
+                        add(
+                            f"{scenario}/{where}/added-{p}-over-{base}",
+                            f"gateway added {p} over {base}",
+                            value,
+                            "ms",
+                        )
+                    continue
+                for figure in ("ttfb", "gap"):
+                    for p in ("p50", "p99"):
+                        mine = gw["extra"].get(f"{figure}_ms", {}).get(p)
+                        theirs = other["extra"].get(f"{figure}_ms", {}).get(p)
+                        add(
+                            f"{scenario}/{where}/added-{figure}-{p}-over-{base}",
+                            f"gateway added {figure} {p} over {base}",
+                            _diff(mine, theirs),
+                            "ms",
+                        )
+        elif scenario in ("miss-frontier", "hit-frontier", "workers"):
+            base = "constant" if gw["load"] == "identical" else "passthrough"
+            other = _find(results, scenario, base, workers=gw["workers"], load=gw["load"], **same)
+            if other is not None:
+                add(
+                    f"{scenario}/{gw['load']}/{where}/rps-vs-{base}",
+                    f"gateway req/s / {base} req/s ({gw['load']})",
+                    _ratio(gw["rps"], other["rps"]),
+                    "ratio",
+                )
+            direct = _find(results, scenario, "direct", **same)
+            if direct is not None:
+                add(
+                    f"{scenario}/{where}/rps-vs-direct",
+                    "gateway req/s / direct req/s",
+                    _ratio(gw["rps"], direct["rps"]),
+                    "ratio",
+                )
+        elif scenario == "trace":
+            extra = gw["extra"]
+            add(f"trace/{where}/hit-rate", "cache hit rate", extra.get("hit_rate"), "ratio")
+            add(
+                f"trace/{where}/calls-avoided",
+                "provider calls avoided",
+                extra.get("provider_calls_avoided"),
+                "calls",
+            )
+    for pt in (r for r in results if r["target"] == "passthrough" and r["scenario"] == "overhead"):
+        direct = _find(results, "overhead", "direct", mock_latency_ms=pt["mock_latency_ms"])
+        if direct is not None:
+            for p in ("p50", "p99"):
+                add(
+                    f"overhead/{_where(pt)}/passthrough-added-{p}-over-direct",
+                    f"passthrough added {p} over direct",
+                    _diff(pt[f"{p}_ms"], direct[f"{p}_ms"]),
+                    "ms",
+                )
+    return out
+
+
+def render_derived(derived: Sequence[Derived], markdown: bool = False) -> str:
+    rows = [[d["key"], d["text"], fmt(d["value"], 3), d["unit"]] for d in derived]
+    return table(["figure", "meaning", "value", "unit"], rows, markdown) if rows else ""
+
+
+# --- goals --------------------------------------------------------------------------------
+
+
+def _status(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+
+def goals(results: Sequence[Row], derived: Sequence[Derived]) -> list[dict[str, str]]:
+    """The project's performance goals, each with its measured value and status."""
+    values = {d["key"]: d["value"] for d in derived}
+    out: list[dict[str, str]] = []
+
+    def goal(name: str, value: float | None, limit: float, unit: str, at_most: bool) -> None:
+        ok = None if value is None else (value <= limit if at_most else value >= limit)
+        bound = ("<= " if at_most else ">= ") + f"{limit:g}{unit}"
+        out.append(
+            {
+                "goal": name,
+                "measured": fmt(value, 3) + (unit if value is not None else ""),
+                "target": bound,
+                "status": _status(ok),
+            }
+        )
+
+    w = f"w{GOAL_WORKERS}"
+    for base in ("passthrough", "direct"):
+        for p, limit in (("p50", 0.2), ("p99", 0.5)):
+            key = f"overhead/c1/{w}/mock0ms/added-{p}-over-{base}"
+            goal(f"added {p} over {base} at concurrency 1", values.get(key), limit, " ms", True)
+    for row in results:
+        if (row["scenario"], row["target"], row["workers"], row["mock_latency_ms"]) == (
+            "miss-frontier",
+            "gateway",
+            GOAL_WORKERS,
+            0.0,
+        ):
+            key = f"miss-frontier/unique/{_where(row)}/rps-vs-passthrough"
+            goal(
+                f"miss req/s vs passthrough at c={row['concurrency']}",
+                values.get(key),
+                0.8,
+                "",
+                False,
+            )
+    hit_rates = [v for k, v in values.items() if k.endswith("/hit-rate")]
+    for row in results:
+        if (row["scenario"], row["target"], row["workers"], row["mock_latency_ms"]) == (
+            "hit-frontier",
+            "gateway",
+            GOAL_WORKERS,
+            0.0,
+        ):
+            key = f"hit-frontier/identical/{_where(row)}/rps-vs-constant"
+            name = f"hit req/s vs constant at c={row['concurrency']}"
+            if not any(hit_rates):
+                value = values.get(key)
+                out.append(
+                    {
+                        "goal": name,
+                        "measured": fmt(value, 3),
+                        "target": ">= 0.7",
+                        "status": "n/a (no cache hits yet)",
+                    }
+                )
+            else:
+                goal(name, values.get(key), 0.7, "", False)
+    slow = _find(
+        results,
+        "miss-frontier",
+        "gateway",
+        workers=GOAL_WORKERS,
+        mock_latency_ms=GOAL_SLOW_MOCK_MS,
+        concurrency=GOAL_SLOW_CONCURRENCY,
+    )
+    ceiling = GOAL_SLOW_CONCURRENCY * 1000.0 / GOAL_SLOW_MOCK_MS
+    goal(
+        f"req/s, 50 ms mock at c={GOAL_SLOW_CONCURRENCY} (of {ceiling:,.0f})",
+        None if slow is None else slow["rps"],
+        0.9 * ceiling,
+        "",
+        False,
+    )
+    for figure, limit in (("ttfb", 0.5), ("gap", 0.1)):
+        found = [k for k in values if f"added-{figure}-p50-over-direct" in k and f"/{w}/" in k]
+        value = values[found[0]] if found else None
+        goal(f"stream added {figure} p50 over direct", value, limit, " ms", True)
+    rss = [
+        r["rss_per_worker_mb"]
+        for r in results
+        if r["target"] == "gateway" and r.get("rss_per_worker_mb")
+    ]
+    goal("gateway RSS per worker (largest seen)", max(rss) if rss else None, 150, " MB", True)
+    return out
+
+
+def render_goals(rows: Sequence[dict[str, str]], markdown: bool = False) -> str:
+    body = [[r["goal"], r["measured"], r["target"], r["status"]] for r in rows]
+    return table(["goal (2 workers, 0 ms mock)", "measured", "target", "status"], body, markdown)

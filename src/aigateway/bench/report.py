@@ -1,0 +1,200 @@
+"""Tables of a run's results, as plain text or Markdown (no I/O here).
+
+Results are the JSON-ready rows :func:`aigateway.bench.runner.measure` makes, so the same
+code prints a fresh run and one read back from ``--json`` output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from aigateway.bench.scenarios import SCENARIOS
+
+Row = dict[str, Any]
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+_NUMERIC = re.compile(r"^(?:-|[-+]?[\d,]*\.?\d+(?:%| ms| MB)?|[\d/-]+)$")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False) -> str:
+    """Columns aligned for a terminal, or a Markdown table; numeric columns align right."""
+    numeric = [i > 0 and all(_NUMERIC.match(row[i]) for row in rows) for i in range(len(headers))]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |"]
+        lines.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+BUSY_PCT = 80.0  # of all cores: above it, the run took what the machine had
+DISTURBED_PCT = 25.0  # of one core, used by other processes during a measurement
+
+
+def saturation(row: Row) -> str:
+    """Which process limits the measurement, read from the CPU figures.
+
+    A measurement during which other processes took a quarter of a core is "disturbed".
+    With the machine's cores nearly all busy (``BUSY_PCT``), the largest consumer is named;
+    otherwise a single-process server (the mock) or the generator near one full core is the
+    limit; else no process is CPU-bound (the load waits on latency).
+    """
+    pct: dict[str, float] = row.get("cpu_pct", {})
+    names = {"target": row["target"], "mock": "mock", "generator": "generator"}
+    ranked = sorted(pct.items(), key=lambda kv: kv[1], reverse=True)
+    if not ranked:
+        return "-"
+    top, top_pct = ranked[0]
+    if row.get("other_pct", 0.0) > DISTURBED_PCT:
+        return f"disturbed (other {row['other_pct']:.0f}%)"
+    if row.get("machine_busy_pct", 0.0) >= BUSY_PCT:
+        return f"all cores ({names[top]} {top_pct:.0f}%)"
+    if pct.get("mock", 0.0) >= 90.0:
+        return "mock (1 core)"
+    if pct.get("generator", 0.0) >= 90.0:
+        return "generator"
+    target_pct = pct.get("target", 0.0)
+    if row["workers"] and target_pct >= 90.0 * row["workers"]:
+        return f"{row['target']} (all workers)"
+    return "none (waits)"
+
+
+def _cpu(row: Row) -> str:
+    pct = row.get("cpu_pct", {})
+    parts = [fmt(pct.get(name), 0) for name in ("target", "mock", "generator")]
+    return "/".join([*parts, fmt(row.get("other_pct"), 0)])
+
+
+def cpu_per_request(row: Row) -> float | None:
+    """CPU milliseconds the target spent per request (steadier than req/s on a busy box)."""
+    saved = row.get("cpu_ms_per_request", {}).get("target")
+    if saved is not None:
+        return float(saved)
+    pct = row.get("cpu_pct", {}).get("target")
+    return None if pct is None or not row["rps"] else 10.0 * pct / row["rps"]
+
+
+def _mock(row: Row) -> str:
+    text = f"{row['mock_latency_ms']:g}"
+    if row.get("mock_chunk_delay_ms"):
+        text += f"+{row['mock_chunk_delay_ms']:g}/ch"
+    return text
+
+
+_BASE_HEADERS = ["target", "conc", "w", "mock ms", "req/s", "p50 ms", "p90 ms", "p99 ms"]
+_TAIL_HEADERS = [
+    "errors", "calls", "cpu% t/m/g/o", "t cpu/req ms", "busy%", "rss/w MB", "saturates",
+]  # fmt: skip
+
+
+def _base(row: Row) -> list[str]:
+    return [
+        row["target"],
+        str(row["concurrency"]),
+        str(row["workers"] or "-"),
+        _mock(row),
+        fmt(row["rps"], 0),
+        fmt(row["p50_ms"], 3),
+        fmt(row["p90_ms"], 3),
+        fmt(row["p99_ms"], 3),
+    ]
+
+
+def _tail(row: Row) -> list[str]:
+    return [
+        fmt(row["errors"]),
+        fmt(row["provider_calls"]),
+        _cpu(row),
+        fmt(cpu_per_request(row), 3),
+        fmt(row["machine_busy_pct"], 0),
+        fmt(row["rss_per_worker_mb"], 0),
+        saturation(row),
+    ]
+
+
+def scenario_table(scenario: str, rows: Sequence[Row], markdown: bool = False) -> str:
+    if scenario == "stream":
+        headers = [*_BASE_HEADERS, "ttfb p50", "ttfb p99", "gap p50", "gap p99", *_TAIL_HEADERS]
+        body = []
+        for row in rows:
+            extra = row.get("extra", {})
+            ttfb, gap = extra.get("ttfb_ms", {}), extra.get("gap_ms", {})
+            figures = [fmt(ttfb.get("p50"), 3), fmt(ttfb.get("p99"), 3)]
+            figures += [fmt(gap.get("p50"), 3), fmt(gap.get("p99"), 3)]
+            body.append([*_base(row), *figures, *_tail(row)])
+        return table(headers, body, markdown)
+    if scenario == "trace":
+        headers = [*_BASE_HEADERS, "hit rate", "requests", "avoided", *_TAIL_HEADERS]
+        body = []
+        for row in rows:
+            extra = row.get("extra", {})
+            figures = [
+                fmt(extra.get("hit_rate"), 3),
+                fmt(row["requests"]),
+                fmt(extra.get("provider_calls_avoided")),
+            ]
+            body.append([*_base(row), *figures, *_tail(row)])
+        text = table(headers, body, markdown)
+        for row in rows:
+            by_priority = row.get("extra", {}).get("by_priority", {})
+            prio_rows = [
+                [name, fmt(v.get("requests")), fmt(v.get("p50"), 3), fmt(v.get("p99"), 3)]
+                for name, v in by_priority.items()
+            ]
+            if prio_rows:
+                text += "\n\n" + table(
+                    ["priority", "requests", "p50 ms", "p99 ms"], prio_rows, markdown
+                )
+        return text
+    headers = [*_BASE_HEADERS, *_TAIL_HEADERS]
+    return table(headers, [[*_base(row), *_tail(row)] for row in rows], markdown)
+
+
+def render_results(results: Sequence[Row], markdown: bool = False) -> str:
+    parts = []
+    for scenario in SCENARIOS:
+        rows = [r for r in results if r["scenario"] == scenario]
+        if not rows:
+            continue
+        labels = sorted({r["label"] for r in rows if r.get("label")})
+        title = f"## {scenario}" if markdown else f"== {scenario} =="
+        if labels:
+            loads = sorted({r["load"] for r in rows if r.get("label")})
+            partial = not all(r.get("label") for r in rows)
+            prefix = f"{'/'.join(loads)} rows: " if partial else ""
+            title += f" ({prefix}{'; '.join(labels)})"
+        parts.append(title + "\n\n" + scenario_table(scenario, rows, markdown))
+    return "\n\n".join(parts)
+
+
+LEGEND = (
+    "conc: connections (wrk) or requests in flight (load client); w: worker processes;\n"
+    "calls: provider calls counted by the mock; errors: non-2xx answers + socket errors;\n"
+    "cpu% t/m/g/o: CPU of the target, the mock, the load generator and of other processes\n"
+    "on the machine, in % of one core; t cpu/req: CPU time of the target per request;\n"
+    "busy%: the whole machine, in % of all its cores;\n"
+    "rss/w: resident memory per worker process of the target."
+)

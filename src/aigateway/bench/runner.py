@@ -1,0 +1,388 @@
+"""Running a plan: start what each step needs, measure it, stop everything afterwards.
+
+One mock provider runs at a time (``--workers 1``, so its call counter is the node's);
+the targets in front of it start on first use and stay up until the mock configuration
+changes. Each step: a short warm-up with unique requests, then a snapshot (CPU of the
+target, the mock and the machine; the mock's call counter), the measured load, and a
+second snapshot. :meth:`Environment.close` stops every process the bench started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aigateway.bench import bodies, procs
+from aigateway.bench.loadclient import parse_output
+from aigateway.bench.procs import HOST, MockService, Service, ServiceError, free_port
+from aigateway.bench.progress import Progress
+from aigateway.bench.scenarios import MockConfig, Step
+from aigateway.bench.trace import TraceSpec, generate_trace
+from aigateway.bench.wrk import WrkError, lua_script, parse_wrk_output, wrk_command
+
+UPSTREAM_MAX_CONNS = 1024  # per worker, gateway and passthrough alike: never the limit here
+
+
+@dataclass
+class RunConfig:
+    wrk: str
+    work_dir: Path
+    duration_s: int = 10
+    warmup_s: int = 1
+    workers: int = 2
+    upstream_client: str = "aiohttp"
+    wrk_threads: int = 2
+    # repeat a measurement while other processes took more than this (% of one core)
+    max_other_pct: float | None = 25.0
+    retries: int = 1
+    python: str = sys.executable
+    trace: TraceSpec = field(default_factory=TraceSpec)
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment without any gateway setting the user may have exported."""
+    from aigateway.config import VARIABLES, WORKER_SETTINGS_ENV
+
+    names = {name for name, *_ in VARIABLES} | {WORKER_SETTINGS_ENV}
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+class Environment:
+    """The processes of a run; use as a context manager so that they always stop."""
+
+    def __init__(
+        self, config: RunConfig, progress: Progress, started: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        self.mock: MockService | None = None
+        self.mock_config: MockConfig | None = None
+        self.targets: dict[tuple[str, int], Service] = {}
+        # every server started: name, pid, url
+        self.started: list[dict[str, Any]] = [] if started is None else started
+        self._names: dict[str, int] = {}
+
+    def __enter__(self) -> Environment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _name(self, base: str) -> str:
+        self._names[base] = self._names.get(base, 0) + 1
+        return f"{base}-{self._names[base]}"
+
+    def mock_for(self, config: MockConfig) -> MockService:
+        if self.mock is not None and self.mock_config == config and self.mock.alive():
+            return self.mock
+        self.close()
+        port = free_port()
+        args = [
+            self.config.python, "-m", "aigateway.testing.mock_provider", "--host", HOST,
+            "--port", str(port), "--latency-ms", f"{config.latency_ms:g}",
+            "--stream-chunk-delay-ms", f"{config.chunk_delay_ms:g}",
+        ]  # fmt: skip
+        self.progress.say(f"starting the mock provider ({config.describe()}) on port {port}")
+        self.mock = MockService.start(
+            self._name("mock"), args, _clean_env(), f"http://{HOST}:{port}", "/_mock/stats",
+            self.config.work_dir,
+        )  # fmt: skip
+        self._record(self.mock)
+        self.mock_config = config
+        return self.mock
+
+    def target(self, kind: str, workers: int) -> Service | None:
+        """The server of a target (None for direct: the mock itself), started on first use."""
+        if kind == "direct":
+            return None
+        assert self.mock is not None, "start the mock first"
+        running = self.targets.get((kind, workers))
+        if running is not None:
+            if running.alive():
+                return running
+            raise ServiceError(f"{running.name} died; its log:\n{running.log_tail()}")
+        port = free_port()
+        env = _clean_env()
+        if kind == "gateway":
+            args = [self.config.python, "-m", "aigateway.cli", "serve"]
+            env.update(
+                AI_GATEWAY_HOST=HOST,
+                AI_GATEWAY_PORT=str(port),
+                MAX_WORKERS=str(workers),
+                LOG_LEVEL="warning",
+                OPENAI_BASE_URL=self.mock.url + "/v1",
+                OPENAI_API_KEY=bodies.API_KEY,
+                OPENAI_MAX_CONNS=str(UPSTREAM_MAX_CONNS),
+                UPSTREAM_CLIENT=self.config.upstream_client,
+            )
+        else:
+            args = [
+                self.config.python, "-m", "aigateway.bench.baselines", kind,
+                "--host", HOST, "--port", str(port), "--workers", str(workers),
+            ]  # fmt: skip
+            env["AIGATEWAY_BENCH_BASELINE"] = orjson.dumps(
+                {
+                    "upstream": self.mock.url + "/v1",
+                    "api_key": bodies.API_KEY,
+                    "client": self.config.upstream_client,
+                    "max_connections": UPSTREAM_MAX_CONNS,
+                }
+            ).decode()
+        self.progress.say(f"starting {kind} with {workers} worker(s) on port {port}")
+        service = Service.start(
+            self._name(f"{kind}-w{workers}"), args, env, f"http://{HOST}:{port}", "/health",
+            self.config.work_dir,
+        )  # fmt: skip
+        self._record(service)
+        self.targets[(kind, workers)] = service
+        return service
+
+    def _record(self, service: Service) -> None:
+        self.started.append({"name": service.name, "pid": service.pid, "url": service.url})
+
+    def close(self) -> None:
+        """Stop the targets, then the mock (each by its own process id); a second Ctrl-C
+        does not cut this short."""
+        with _signals_ignored():
+            while self.targets:
+                _, service = self.targets.popitem()
+                service.stop()
+            if self.mock is not None:
+                mock, self.mock = self.mock, None
+                mock.stop()
+            self.mock_config = None
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class _Snapshot:
+    at: float
+    machine: procs.MachineCpu
+    own_cpu: float  # this process: it polls the mock and /proc while the load runs
+    target_cpu: float | None
+    mock_cpu: float
+    calls: int
+
+    @classmethod
+    def take(cls, mock: MockService, target: Service | None) -> _Snapshot:
+        return cls(
+            time.monotonic(),
+            procs.machine_cpu(),
+            procs.self_cpu_seconds(),
+            None if target is None else target.cpu_seconds(),
+            mock.cpu_seconds(),
+            mock.calls(),
+        )
+
+
+def _wait_quiet(max_pct: float, progress: Progress, timeout_s: float = 5.0) -> None:
+    """Wait (a while) until other processes leave the machine's CPU alone."""
+    deadline = time.monotonic() + timeout_s
+    busy = procs.machine_busy_pct()
+    if busy <= max_pct:
+        return
+    progress.say(f"other processes use {busy:.0f}% of a core: waiting up to {timeout_s:g} s")
+    while busy > max_pct and time.monotonic() < deadline:
+        busy = procs.machine_busy_pct()
+
+
+def measure_undisturbed(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
+    """:func:`measure`, repeated (``config.retries`` times at most) while processes outside
+    the bench took more than ``config.max_other_pct`` of a core; the least disturbed row."""
+    config = env.config
+    best: dict[str, Any] | None = None
+    for attempt in range(1, config.retries + 2):
+        row = measure(step, env, progress)
+        row["attempts"] = attempt
+        if best is None or row["other_pct"] < best["other_pct"]:
+            best = row
+        if config.max_other_pct is None or row["other_pct"] <= config.max_other_pct:
+            break
+        if attempt <= config.retries:
+            progress.say(
+                f"other processes took {row['other_pct']:.0f}% of a core during the "
+                "measurement: measuring again"
+            )
+    assert best is not None
+    return best
+
+
+def _settle(mock: MockService, timeout_s: float = 3.0) -> None:
+    """Wait until requests a generator abandoned at its end have reached the mock."""
+    deadline = time.monotonic() + timeout_s
+    last, steady = mock.calls(), 0
+    while steady < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = mock.calls()
+        steady = steady + 1 if now == last else 0
+        last = now
+
+
+def _wrk_body(load: str) -> bytes | tuple[bytes, bytes]:
+    if load == "identical":
+        return bodies.identical_body()
+    return bodies.unique_body_parts(secrets.token_hex(4))
+
+
+def _run_wrk(
+    config: RunConfig, url: str, step: Step, load: str, seconds: int, tick: Callable[[float], None]
+) -> tuple[dict[str, Any], float]:
+    name = f"wrk-{secrets.token_hex(3)}"
+    script = config.work_dir / f"{name}.lua"
+    headers = {"Authorization": f"Bearer {bodies.API_KEY}"}
+    script.write_text(lua_script(_wrk_body(load), bodies.CHAT_PATH, headers))
+    command = wrk_command(
+        config.wrk, url, str(script), step.concurrency, seconds, config.wrk_threads
+    )
+    code, out, cpu = procs.run_generator(
+        command, config.work_dir / f"{name}.out", seconds + 30, tick
+    )
+    if code != 0:
+        raise WrkError(f"wrk exited with code {code}:\n{out.strip()[-1000:]}")
+    parsed = parse_wrk_output(out)
+    latency = parsed.latency_ms
+    figures: dict[str, Any] = {
+        "requests": parsed.requests,
+        "duration_s": parsed.duration_s,
+        "rps": parsed.rps,
+        "p50_ms": latency.get("p50"),
+        "p90_ms": latency.get("p90"),
+        "p99_ms": latency.get("p99"),
+        "errors": parsed.error_count,
+        "extra": {"errors_by_kind": parsed.errors, "parsed_from": parsed.source},
+    }
+    if parsed.notes:
+        figures["extra"]["notes"] = parsed.notes
+    return figures, cpu
+
+
+def _run_client(
+    config: RunConfig, url: str, step: Step, tick: Callable[[float], None]
+) -> tuple[dict[str, Any], float]:
+    name = f"client-{secrets.token_hex(3)}"
+    command = [
+        config.python, "-m", "aigateway.bench.loadclient", step.load, "--url", url,
+        "--concurrency", str(step.concurrency), "--duration", str(config.duration_s),
+    ]  # fmt: skip
+    if step.load == "trace":
+        trace_file = config.work_dir / "trace.jsonl"
+        if not trace_file.exists():
+            lines = (orjson.dumps(r.to_json()) for r in generate_trace(config.trace))
+            trace_file.write_bytes(b"\n".join(lines) + b"\n")
+        command += ["--trace", str(trace_file)]
+    code, out, cpu = procs.run_generator(
+        command, config.work_dir / f"{name}.out", config.duration_s + 90, tick
+    )
+    if code != 0:
+        raise ServiceError(f"the load client exited with code {code}:\n{out.strip()[-1000:]}")
+    result = parse_output(out)
+    latency = result["latency_ms"]
+    duration = float(result["duration_s"])
+    skip = ("requests", "duration_s", "latency_ms")
+    extra = {k: v for k, v in result.items() if k not in skip}
+    figures: dict[str, Any] = {
+        "requests": result["requests"],
+        "duration_s": duration,
+        "rps": result["requests"] / duration if duration > 0 else 0.0,
+        "p50_ms": latency["p50"],
+        "p90_ms": latency["p90"],
+        "p99_ms": latency["p99"],
+        "errors": result["errors"],
+        "extra": extra,
+    }
+    return figures, cpu
+
+
+def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
+    """One measurement: warm up, snapshot, load, snapshot; the result row as a dict."""
+    config = env.config
+    mock = env.mock_for(step.mock)
+    target = env.target(step.target, step.workers)
+    url = (target or mock).url
+    if config.max_other_pct is not None:
+        _wait_quiet(config.max_other_pct, progress)
+    if config.warmup_s > 0:
+        _run_wrk(
+            config, url, step, "unique", config.warmup_s,
+            lambda t: progress.tick("warm-up", t, config.warmup_s),
+        )  # fmt: skip
+    _settle(mock)
+    before = _Snapshot.take(mock, target)
+
+    def tick(elapsed: float) -> None:
+        progress.tick("measuring", elapsed, config.duration_s)
+
+    if step.load in ("unique", "identical"):
+        figures, generator_cpu = _run_wrk(config, url, step, step.load, config.duration_s, tick)
+    else:
+        figures, generator_cpu = _run_client(config, url, step, tick)
+    _settle(mock)
+    after = _Snapshot.take(mock, target)
+    window = max(after.at - before.at, 1e-9)
+    cpu_s = {"mock": after.mock_cpu - before.mock_cpu, "generator": generator_cpu}
+    if after.target_cpu is not None and before.target_cpu is not None:
+        cpu_s["target"] = after.target_cpu - before.target_cpu
+    machine_total = max(after.machine.total - before.machine.total, 1e-9)
+    machine_busy = after.machine.busy - before.machine.busy
+    # CPU that none of the measured processes used: other processes on the machine
+    # (interrupt time, mostly our own loopback traffic, is left out)
+    other = machine_busy - (after.machine.interrupts - before.machine.interrupts)
+    other -= sum(cpu_s.values()) + after.own_cpu - before.own_cpu
+    row: dict[str, Any] = {
+        "key": step.key,
+        "scenario": step.scenario,
+        "target": step.target,
+        "concurrency": step.concurrency,
+        "workers": step.workers,
+        "mock_latency_ms": step.mock.latency_ms,
+        "mock_chunk_delay_ms": step.mock.chunk_delay_ms,
+        "load": step.load,
+        "label": step.label,
+        **figures,
+        # the load client's own warm-up (opening its connections) is not part of the run
+        "provider_calls": after.calls - before.calls - figures["extra"].get("warmup_requests", 0),
+        "window_s": window,
+        "cpu_s": cpu_s,
+        "cpu_pct": {name: 100.0 * value / window for name, value in cpu_s.items()},
+        "cpu_ms_per_request": {
+            name: 1000.0 * value / figures["requests"] if figures["requests"] else None
+            for name, value in cpu_s.items()
+        },
+        "machine_busy_pct": 100.0 * machine_busy / machine_total,
+        "other_pct": max(0.0, 100.0 * other / window),
+        "rss_mb": None,
+        "rss_per_worker_mb": None,
+    }
+    if target is not None:
+        rss, count = target.worker_rss_bytes()
+        row["rss_mb"] = rss / 2**20
+        row["rss_per_worker_mb"] = rss / 2**20 / max(count, 1)
+    if step.load == "trace":
+        extra = row["extra"]
+        requests = int(row["requests"])
+        extra["hit_rate"] = extra.get("hits", 0) / requests if requests else 0.0
+        extra["provider_calls_avoided"] = requests - row["provider_calls"]
+    return row

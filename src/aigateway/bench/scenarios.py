@@ -1,0 +1,142 @@
+"""The scenarios: which targets are measured, under which load, in what order (no I/O here).
+
+A scenario expands into steps; a step is one measurement of one target:
+
+* ``direct``       wrk straight to the mock provider (the generator's and mock's ceiling)
+* ``passthrough``  a bare Starlette-on-Granian relay with one pooled client per worker
+* ``constant``     a bare Starlette-on-Granian app answering one fixed completion
+* ``gateway``      ``aigateway serve``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCENARIOS = ("overhead", "miss-frontier", "hit-frontier", "stream", "trace", "workers")
+TARGETS = ("direct", "passthrough", "constant", "gateway")
+FRONTIER_CONCURRENCY = (16, 64, 256)
+# the 50 ms mock also runs at 128 connections: the goal's "128 x 20 requests/s" point
+SLOW_FRONTIER_CONCURRENCY = (16, 64, 128, 256)
+SLOW_MOCK_MS = 50.0
+STREAM_CONCURRENCY = (4,)
+STREAM_CHUNK_DELAY_MS = 2.0
+TRACE_CONCURRENCY = (16,)
+WORKER_COUNTS = (1, 2, 4)
+HIT_LABEL = "identical requests; no cache yet, so these are misses"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MockConfig:
+    latency_ms: float = 0.0
+    chunk_delay_ms: float = 0.0
+
+    def describe(self) -> str:
+        text = f"{self.latency_ms:g} ms"
+        return text + (f", {self.chunk_delay_ms:g} ms/chunk" if self.chunk_delay_ms else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    scenario: str
+    target: str
+    concurrency: int
+    workers: int  # of the target's server; 0 for direct
+    mock: MockConfig
+    load: str  # "unique", "identical", "stream" or "trace"
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        """Stable name of this measurement across runs, for --compare."""
+        mock = f"mock{self.mock.latency_ms:g}ms"
+        if self.mock.chunk_delay_ms:
+            mock += f"+{self.mock.chunk_delay_ms:g}ms/chunk"
+        where = f"c{self.concurrency}/w{self.workers}/{mock}"
+        return f"{self.scenario}/{self.target}/{self.load}/{where}"
+
+    def describe(self) -> str:
+        workers = f" w={self.workers}" if self.workers else ""
+        return (
+            f"{self.scenario}: {self.target} c={self.concurrency}{workers} "
+            f"mock={self.mock.describe()} ({self.load})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    scenarios: tuple[str, ...] = SCENARIOS
+    workers: int = 2
+    concurrency: tuple[int, ...] | None = None  # overrides every list but overhead's
+    mock_latency_ms: tuple[float, ...] | None = None  # overrides every scenario's
+    stream_chunk_delay_ms: float = STREAM_CHUNK_DELAY_MS
+
+
+def _latencies(options: PlanOptions, default: tuple[float, ...]) -> tuple[float, ...]:
+    return options.mock_latency_ms if options.mock_latency_ms is not None else default
+
+
+def _levels(options: PlanOptions, default: tuple[int, ...]) -> tuple[int, ...]:
+    return options.concurrency if options.concurrency is not None else default
+
+
+def _scenario_steps(name: str, options: PlanOptions) -> list[Step]:
+    w = options.workers
+    steps: list[Step] = []
+    if name == "overhead":
+        for latency in _latencies(options, (0.0,)):
+            mock = MockConfig(latency)
+            for target in ("direct", "passthrough", "gateway"):
+                steps.append(Step(name, target, 1, 0 if target == "direct" else w, mock, "unique"))
+    elif name == "miss-frontier":
+        for latency in _latencies(options, (0.0, SLOW_MOCK_MS)):
+            default = SLOW_FRONTIER_CONCURRENCY if latency == SLOW_MOCK_MS else FRONTIER_CONCURRENCY
+            for c in _levels(options, default):
+                for target in ("direct", "passthrough", "gateway"):
+                    workers = 0 if target == "direct" else w
+                    steps.append(Step(name, target, c, workers, MockConfig(latency), "unique"))
+    elif name == "hit-frontier":
+        for latency in _latencies(options, (0.0,)):
+            for c in _levels(options, FRONTIER_CONCURRENCY):
+                for target in ("constant", "gateway"):
+                    mock = MockConfig(latency)
+                    steps.append(Step(name, target, c, w, mock, "identical", HIT_LABEL))
+    elif name == "stream":
+        for latency in _latencies(options, (0.0,)):
+            mock = MockConfig(latency, options.stream_chunk_delay_ms)
+            for c in _levels(options, STREAM_CONCURRENCY):
+                for target in ("direct", "passthrough", "gateway"):
+                    workers = 0 if target == "direct" else w
+                    steps.append(Step(name, target, c, workers, mock, "stream"))
+    elif name == "trace":
+        for latency in _latencies(options, (0.0,)):
+            for c in _levels(options, TRACE_CONCURRENCY):
+                steps.append(Step(name, "gateway", c, w, MockConfig(latency), "trace"))
+    elif name == "workers":
+        for latency in _latencies(options, (0.0,)):
+            mock = MockConfig(latency)
+            for workers in WORKER_COUNTS:
+                for c in _levels(options, FRONTIER_CONCURRENCY):
+                    for target, load in (
+                        ("passthrough", "unique"),
+                        ("gateway", "unique"),
+                        ("constant", "identical"),
+                        ("gateway", "identical"),
+                    ):
+                        label = HIT_LABEL if load == "identical" else ""
+                        steps.append(Step(name, target, c, workers, mock, load, label))
+    else:
+        raise ValueError(f"unknown scenario {name!r}: expected one of {', '.join(SCENARIOS)}")
+    return steps
+
+
+def build_plan(options: PlanOptions) -> list[Step]:
+    """Every step of the chosen scenarios, grouped by mock configuration (each mock is
+    started once), in scenario order within a group."""
+    steps: list[Step] = []
+    for name in SCENARIOS:
+        if name in options.scenarios:
+            steps.extend(_scenario_steps(name, options))
+    first_seen: dict[MockConfig, int] = {}
+    for step in steps:
+        first_seen.setdefault(step.mock, len(first_seen))
+    return sorted(steps, key=lambda s: first_seen[s.mock])  # sorted() is stable
