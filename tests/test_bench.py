@@ -106,7 +106,7 @@ def test_the_plan_covers_every_scenario_and_starts_each_mock_once() -> None:
     assert slow == {16, 64, 128, 256}
     hit = [s for s in plan if s.scenario == "hit-frontier"]
     assert {s.target for s in hit} == {"constant", "gateway"}
-    assert all(s.load == "identical" and "no cache" in s.label for s in hit)
+    assert all(s.load == "identical" and "cache hits" in s.label for s in hit)
     assert {s.workers for s in plan if s.scenario == "workers"} == {1, 2, 4}
     assert all(s.mock.chunk_delay_ms > 0 for s in plan if s.scenario == "stream")
 

@@ -50,6 +50,9 @@ class RunConfig:
     trace: TraceSpec = field(default_factory=TraceSpec)
 
 
+UNLIMITED_RPS = 1_000_000
+
+
 def _clean_env() -> dict[str, str]:
     """The environment without any gateway setting the user may have exported."""
     from aigateway.config import VARIABLES, WORKER_SETTINGS_ENV
@@ -124,6 +127,9 @@ class Environment:
                 OPENAI_BASE_URL=self.mock.url + "/v1",
                 OPENAI_API_KEY=bodies.API_KEY,
                 OPENAI_MAX_CONNS=str(UPSTREAM_MAX_CONNS),
+                # The mock has no rate limit: the gateway's own (50/s by default) would
+                # measure admission control instead of the gateway's throughput.
+                OPENAI_RPS=str(UNLIMITED_RPS),
                 UPSTREAM_CLIENT=self.config.upstream_client,
             )
         else:

@@ -22,7 +22,7 @@ STREAM_CONCURRENCY = (4,)
 STREAM_CHUNK_DELAY_MS = 2.0
 TRACE_CONCURRENCY = (16,)
 WORKER_COUNTS = (1, 2, 4)
-HIT_LABEL = "identical requests; no cache yet, so these are misses"
+HIT_LABEL = "identical requests: cache hits after the first"
 
 
 @dataclass(frozen=True, slots=True, order=True)
