@@ -110,6 +110,9 @@ def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
         REQUEST_TIMEOUT_SEC="10",
         # Most tests count provider calls; the cache tests turn it on themselves.
         CACHE_ENABLED="false",
+        # Likewise circuit breaking and health probes (tests/test_ops_health.py).
+        CIRCUIT_FAILURE_THRESHOLD="0",
+        HEALTH_CHECK_INTERVAL_SEC="0",
     )
     if mock is not None:
         env.update(
@@ -125,11 +128,11 @@ def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
 
 
 class Gateway(_Process):
-    def __init__(self, mock: MockProvider | None, **env: str) -> None:
+    def __init__(self, mock: MockProvider | None, host: str = "127.0.0.1", **env: str) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.base_url = self.url + "/v1"
-        full_env = gateway_env(mock, AI_GATEWAY_PORT=str(self.port), **env)
+        full_env = gateway_env(mock, AI_GATEWAY_HOST=host, AI_GATEWAY_PORT=str(self.port), **env)
         args = [sys.executable, "-m", "aigateway.cli", "serve"]
         super().__init__(args, full_env, self.url + "/health")
 

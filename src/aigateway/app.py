@@ -26,7 +26,6 @@ from aigateway.api.http import error_response, json_response
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
-from aigateway.api.ops import ops_routes
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.config import Settings, settings_from_worker_env
@@ -39,10 +38,10 @@ from aigateway.core.admission import (
 from aigateway.core.media import RemoteMedia
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.providers import build_providers
-from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
-from aigateway.hotpath import TokenBucket, TTLPolicy
+from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
+from aigateway.operations import Operations
 from aigateway.upstream import PoolLimits, create_upstream_client
 
 logger = logging.getLogger("aigateway")
@@ -57,6 +56,7 @@ def create_app(settings: Settings) -> Starlette:
     admin_routes = AdminRoutes()
     batch_routes = BatchRoutes(settings.max_body_bytes)
     document = openapi_document()
+    operations = Operations(settings)  # metrics, health, live settings, auth, CORS, logs
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -73,17 +73,14 @@ def create_app(settings: Settings) -> Starlette:
         # Node-wide token buckets and stats (used by admission and metrics).
         segment = shm.attach_segment(settings.shm_name) if settings.shm_name else None
         app.state.segment = segment
-        admission = build_admission(settings, segment)
+        operations.attach(segment, providers)
+        admission = build_admission(settings, segment, operations.stats)
         admin_routes.admission = admission
         cache = open_cache(settings)
         pipeline = Pipeline(
             providers,
             build_router(settings),
-            RetryPolicy(
-                settings.max_retries,
-                settings.initial_delay_ms / 1000.0,
-                settings.max_delay_ms / 1000.0,
-            ),
+            operations.retry,
             settings.request_timeout_s,
             RemoteMedia(
                 media_client,
@@ -98,9 +95,11 @@ def create_app(settings: Settings) -> Starlette:
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
+        operations.start(cache=cache, admission=admission)
         try:
             yield
         finally:
+            await operations.stop()
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
             if upkeep is not None:
                 upkeep.cancel()
@@ -120,7 +119,7 @@ def create_app(settings: Settings) -> Starlette:
             *openai_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
             Route("/v1/batch", batch_routes.batch, methods=["POST"]),
-            *ops_routes(settings),
+            *operations.routes(),
             *admin_routes.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
@@ -129,12 +128,16 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
+        middleware=operations.middleware(),
         lifespan=lifespan,
     )
 
 
-def build_admission(settings: Settings, segment: shm.Segment | None) -> Admission:
-    """Node-wide buckets and counters from the shared segment; private ones without it."""
+def build_admission(
+    settings: Settings, segment: shm.Segment | None, stats: SharedStats | None
+) -> Admission:
+    """Node-wide buckets and counters from the shared segment (``stats`` is this worker's
+    slot of the node's stats); private ones without it."""
     rates = {p.name: p.rps for p in settings.providers}
     if segment is None:
         rate, burst = pause_bucket_spec()
@@ -146,7 +149,7 @@ def build_admission(settings: Settings, segment: shm.Segment | None) -> Admissio
     buckets = {
         name: (segment.bucket(name), segment.bucket(pause_bucket_name(name))) for name in rates
     }
-    return Admission(buckets, rates, settings.queue_size, NodeCounters(segment.stats()))
+    return Admission(buckets, rates, settings.queue_size, NodeCounters(stats))
 
 
 def open_cache(settings: Settings) -> ResponseCache | None:

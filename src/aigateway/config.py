@@ -127,6 +127,18 @@ class Settings:
     default_provider: str | None = None
     # Set by `aigateway serve` when no provider key is set and it routes to the bundled mock.
     mock_provider: bool = False
+    # Operations: access, CORS, request logs, provider health, shutdown (docs/operations.md).
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_key: str | None = field(default=None, repr=False)
+    metrics_public: bool = False
+    cors_allow_origins: tuple[str, ...] = ()
+    log_format: str = "text"
+    health_check_interval_s: float = 30.0
+    circuit_failure_threshold: int = 5
+    circuit_cooldown_s: float = 30.0
+    drain_timeout_s: float = 30.0
+    # Admission: share of a provider's burst each priority leaves for more urgent ones.
+    priority_reserves: tuple[tuple[str, float], ...] = ()
 
     @property
     def providers(self) -> tuple[ProviderSettings, ...]:
@@ -245,6 +257,67 @@ def _secret(name: str, raw: str) -> str | None:
     return value or None
 
 
+def _key_list(name: str, raw: str) -> tuple[str, ...]:
+    """Client API keys: a comma-separated list, or ``@path`` of a file (one key a line or
+    commas; blank lines and ``#`` comments ignored).  Errors never show a key."""
+    value = raw.strip()
+    shown = value if value.startswith("@") else "(hidden)"
+    expected = "a comma-separated list of keys, or @path of a file of keys"
+    text = value
+    if value.startswith("@"):
+        try:
+            with open(value[1:], encoding="utf-8") as file:
+                text = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(name, shown, f"{expected} (cannot read it: {exc})") from None
+        lines = (line.split("#", 1)[0] for line in text.splitlines())
+        text = ",".join(lines)
+    keys = tuple(dict.fromkeys(key.strip() for key in text.split(",") if key.strip()))
+    if not keys:
+        raise ConfigError(name, shown, f"{expected}, with at least one key")
+    if any(any(c.isspace() or not c.isprintable() for c in key) for key in keys):
+        raise ConfigError(name, shown, f"{expected}; keys without spaces or control characters")
+    return keys
+
+
+def _reserves(name: str, raw: str) -> tuple[tuple[str, float], ...]:
+    expected = "priority=share pairs (critical, high, normal, low; shares from 0 to 0.9)"
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        priority, eq, share = item.partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            raise ConfigError(name, raw, expected) from None
+        priority = priority.strip().lower()
+        if not eq or priority not in ("critical", "high", "normal", "low"):
+            raise ConfigError(name, raw, expected)
+        if not 0.0 <= value <= 0.9:
+            raise ConfigError(name, raw, expected)
+        pairs.append((priority, value))
+    return tuple(pairs)
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    expected = "origins separated by commas, like https://app.example.com, or *"
+    origins = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        if item == "*":
+            origins.append(item)
+            continue
+        parts = urlsplit(item)
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ConfigError(name, raw, expected) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(name, raw, expected)
+        if parts.path or parts.query or parts.fragment or parts.username:
+            raise ConfigError(name, raw, expected + " (scheme, host and port only)")
+        origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return tuple(dict.fromkeys(origins))
+
+
 # One row per environment variable: (variable, settings path, parser, help text).
 # Defaults live on the dataclasses above; the table drives parsing, `aigateway config`
 # and the `--help` text of `aigateway serve`.
@@ -346,9 +419,46 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         _number(0, strict=True),
         "Anthropic requests per second (node)",
     ),
+    ("AI_GATEWAY_API_KEYS", "api_keys", _key_list, "client keys for /v1/* (list or @file)"),
+    ("AI_GATEWAY_ADMIN_KEY", "admin_key", _secret, "key for /admin/* (else loopback only)"),
+    ("METRICS_PUBLIC", "metrics_public", _bool, "serve /metrics without the admin rule"),
+    ("CORS_ALLOW_ORIGINS", "cors_allow_origins", _origins, "browser origins allowed (CORS)"),
+    ("LOG_FORMAT", "log_format", _choice(("text", "json")), "log lines as text or JSON"),
+    (
+        "HEALTH_CHECK_INTERVAL_SEC",
+        "health_check_interval_s",
+        _number(0),
+        "active probe of each provider (0: only to close an open circuit)",
+    ),
+    (
+        "CIRCUIT_FAILURE_THRESHOLD",
+        "circuit_failure_threshold",
+        _int(0, 1000),
+        "consecutive failed calls that open a provider's circuit (0: never)",
+    ),
+    (
+        "CIRCUIT_COOLDOWN_SEC",
+        "circuit_cooldown_s",
+        _number(0, strict=True),
+        "how long an open circuit waits before its provider is probed again",
+    ),
+    (
+        "DRAIN_TIMEOUT_SEC",
+        "drain_timeout_s",
+        _number(0, strict=True),
+        "on SIGTERM, how long in-flight requests may take to finish",
+    ),
+    (
+        "PRIORITY_RESERVES",
+        "priority_reserves",
+        _reserves,
+        "share of a provider's burst left to more urgent requests, e.g. low=0.5,normal=0.25",
+    ),
 )
 
-SECRET_VARIABLES = frozenset(name for name, _, parse, _ in VARIABLES if parse is _secret)
+SECRET_VARIABLES = frozenset(
+    name for name, _, parse, _ in VARIABLES if parse is _secret or parse is _key_list
+)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -400,7 +510,12 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         value: Any = settings
         for part in path.split("."):
             value = getattr(value, part)
-        shown = mask_secret(value) if name in SECRET_VARIABLES else f"{value}"
+        if isinstance(value, tuple) and name in SECRET_VARIABLES:
+            shown = f"({len(value)} keys)" if value else "(not set)"
+        elif isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+            shown = ",".join(value)
+        else:
+            shown = mask_secret(value) if name in SECRET_VARIABLES else f"{value}"
         rows.append((name, shown))
     return rows
 
@@ -420,6 +535,9 @@ def settings_from_worker_env(environ: Mapping[str, str] | None = None) -> Settin
         data[provider] = _provider_from_json(data[provider])
     data["extra_providers"] = tuple(_provider_from_json(p) for p in data["extra_providers"])
     data["cache_ttl_factors"] = tuple(tuple(pair) for pair in data["cache_ttl_factors"])
+    data["api_keys"] = tuple(data["api_keys"])
+    data["priority_reserves"] = tuple(tuple(pair) for pair in data["priority_reserves"])
+    data["cors_allow_origins"] = tuple(data["cors_allow_origins"])
     data["aliases"] = tuple(
         (name, tuple(AliasTarget(**entry) for entry in entries))
         for name, entries in data["aliases"]

@@ -6,6 +6,8 @@ matching exception class from the status alone.
 
     GatewayError
     ├── InvalidRequest          400  the client's body or parameters
+    ├── AuthenticationFailed    401  no API key, or not one of the gateway's keys
+    ├── PermissionDenied        403  a key (or a client address) not allowed here
     ├── NotFound                404  unknown path
     ├── MethodNotAllowed        405
     ├── PayloadTooLarge         413
@@ -73,6 +75,21 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     error_type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    error_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"www-authenticate": 'Bearer realm="aigateway"'}
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    error_type = "permission_error"
+    default_code = "forbidden"
 
 
 class NotFound(GatewayError):

@@ -11,6 +11,7 @@ from aigateway import shm
 from aigateway.config import Settings
 from aigateway.core.admission import admission_metrics, pause_bucket_name, pause_bucket_spec
 from aigateway.hotpath import StatsSchema
+from aigateway.operations import node_regions
 
 
 def stats_schema(settings: Settings) -> StatsSchema:
@@ -29,4 +30,5 @@ def node_layout(settings: Settings) -> shm.NodeLayout:
     pauses = tuple(
         shm.BucketSpec(pause_bucket_name(p.name), rate, burst) for p in settings.providers
     )
-    return shm.NodeLayout((*base.buckets, *pauses), base.stats, base.stats_slots)
+    regions = node_regions(settings, base.stats_slots)  # metrics, health, live settings
+    return shm.NodeLayout((*base.buckets, *pauses), base.stats, base.stats_slots, regions)

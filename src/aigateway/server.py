@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import logging.config
+import math
 import multiprocessing
 import os
 import queue
@@ -23,7 +24,7 @@ from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 from granian.server import Server
 
-from aigateway import __version__, node, shm
+from aigateway import __version__, logs, node, shm
 from aigateway.cache import node_cache
 from aigateway.config import (
     WORKER_SETTINGS_ENV,
@@ -38,27 +39,16 @@ MOCK_READY_PREFIX = "mock provider listening on "
 # Where the bundled mock provider serves each wire format.
 MOCK_PATHS = {"openai": "/v1", "gemini": "/gemini/v1beta", "anthropic": "/anthropic/v1"}
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+LOG_FORMAT = logs.TEXT_FORMAT
 
 
-def logging_config(level: str) -> dict[str, Any]:
-    """One format for the gateway's and Granian's log lines, all on stderr."""
-    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": LOG_FORMAT}},
-        "handlers": {"console": handler},
-        "loggers": {
-            "aigateway": {"handlers": ["console"], "level": level.upper(), "propagate": False},
-            "_granian": {"handlers": ["console"], "level": level.upper(), "propagate": False},
-            "granian.access": {"handlers": ["console"], "level": "WARNING", "propagate": False},
-        },
-    }
+def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
+    """One format (text or JSON) for the gateway's and Granian's log lines, on stderr."""
+    return logs.logging_config(level, fmt)
 
 
 def serve(settings: Settings) -> int:
-    logging.config.dictConfig(logging_config(settings.log_level))
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     mock: MockProviderProcess | None = None
     if wants_mock_provider(settings):
         mock = MockProviderProcess.start(settings.host)
@@ -102,8 +92,11 @@ def serve(settings: Settings) -> int:
         loop=Loops.uvloop,
         backlog=2048,
         log_level=LogLevels(settings.log_level if settings.log_level != "critical" else "error"),
-        log_dictconfig=logging_config(settings.log_level),
+        log_dictconfig=logging_config(settings.log_level, settings.log_format),
         respawn_failed_workers=True,
+        # On SIGTERM: stop accepting, let in-flight (and queued) requests finish for up to
+        # DRAIN_TIMEOUT_SEC, then stop the workers that are still busy.
+        workers_kill_timeout=max(1, math.ceil(settings.drain_timeout_s)),
     )
     try:
         server.serve()

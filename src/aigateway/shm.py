@@ -23,7 +23,10 @@ a live process.  (Pids are those of this pid namespace: two containers sharing o
 ``/dev/shm`` must also share a pid namespace.)
 
 Layout: a header, a JSON directory of the regions, then the regions, each 64-byte
-aligned (see ``aigateway.hotpath._regions`` for the bucket and stats layouts)::
+aligned (see ``aigateway.hotpath._regions`` for the bucket and stats layouts).  Besides
+buckets and stats, a layout may name *raw regions* (``RegionSpec``): zeroed bytes that a
+structure of its own lays out (labelled metrics, provider health, live settings), with
+JSON parameters and a lock file of their own::
 
     0   8  magic b"AIGWSHM1"        16  8  pid of the creating process
     8   4  format version (1)       24  8  total size in bytes
@@ -40,7 +43,9 @@ import os
 import re
 import struct
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -56,11 +61,13 @@ __all__ = (
     "SHM_ENV",
     "BucketSpec",
     "NodeLayout",
+    "RegionSpec",
     "Segment",
     "attach_segment",
     "clean_stale_segments",
     "create_segment",
     "node_layout",
+    "provider_bucket",
     "segment_name",
 )
 
@@ -78,29 +85,20 @@ _OWNED = re.compile(r"aigateway-([0-9]+)(?:\..*)?\Z")
 
 _LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-#: The gateway's metrics; add names here (or pass another schema to ``node_layout``).
+# Gateway overhead and time to first byte: sub-millisecond resolution matters there.
+_FAST_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+#: The gateway's unlabelled metrics; add names here (or pass another schema to
+#: ``node_layout``).  Metrics with labels (provider, model, route...) live in the labelled
+#: series table of ``aigateway.stats.series``; ``aigateway.core.accounting`` writes both.
 DEFAULT_STATS: Final = StatsSchema(
-    counters=(
-        "requests",
-        "responses_2xx",
-        "responses_4xx",
-        "responses_5xx",
-        "cache_hits",
-        "cache_misses",
-        "dedup_joins",
-        "upstream_calls",
-        "upstream_errors",
-        "retries",
-        "failovers",
-        "rate_limited",
-        "queue_rejected",
-        "prompt_tokens",
-        "completion_tokens",
-    ),
-    gauges=("in_flight", "queued"),
+    counters=("requests", "worker_starts", "series_dropped"),
+    gauges=("in_flight",),
     histograms=(
         Histogram("request_seconds", _LATENCY_BOUNDS),
-        Histogram("upstream_seconds", _LATENCY_BOUNDS),
+        Histogram("overhead_seconds", _FAST_BOUNDS),
+        Histogram("queue_wait_seconds", _LATENCY_BOUNDS),
+        Histogram("ttfb_seconds", _LATENCY_BOUNDS),
     ),
 )
 
@@ -115,12 +113,27 @@ class BucketSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RegionSpec:
+    """A raw region: ``size`` zeroed bytes that a structure of its own lays out.
+
+    ``params`` (JSON-able) are kept in the segment's directory for the processes that
+    attach; each region also gets a lock file of its own (``Segment.region_lock_path``).
+    """
+
+    name: str
+    size: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeLayout:
-    """What the segment holds: token buckets by name, and stats with one slot per worker."""
+    """What the segment holds: token buckets by name, stats with one slot per worker, and
+    raw regions by name."""
 
     buckets: tuple[BucketSpec, ...] = ()
     stats: StatsSchema | None = None
     stats_slots: int = 0
+    regions: tuple[RegionSpec, ...] = ()
 
     def __post_init__(self) -> None:
         names = [bucket.name for bucket in self.buckets]
@@ -128,17 +141,26 @@ class NodeLayout:
             raise ValueError("NodeLayout: bucket names must be unique")
         if self.stats is not None and self.stats_slots < 1:
             raise ValueError("NodeLayout: stats need at least one slot")
+        regions = [region.name for region in self.regions]
+        if len(set(regions)) != len(regions):
+            raise ValueError("NodeLayout: region names must be unique")
+        if any(region.size < 1 for region in self.regions):
+            raise ValueError("NodeLayout: a region needs at least one byte")
 
 
 def node_layout(settings: Settings, stats: StatsSchema = DEFAULT_STATS) -> NodeLayout:
     """The gateway's layout: one bucket per provider (``<NAME>_RPS``, a burst of one
     second's worth, at least 1), and stats slots for twice the workers (a respawned or
     reloaded worker takes a new slot while the old one may still be alive) plus two."""
-    buckets = tuple(
-        BucketSpec(provider.name, provider.rps, max(1.0, provider.rps))
-        for provider in settings.providers
-    )
+    buckets = tuple(provider_bucket(provider.name, provider.rps) for provider in settings.providers)
     return NodeLayout(buckets, stats, 2 * settings.workers + 2)
+
+
+def provider_bucket(name: str, rps: float) -> BucketSpec:
+    """A provider's rate bucket: ``rps`` a second with a burst of one second's worth (>= 1).
+
+    Also the rule when the rate changes live (``PUT /admin/config``)."""
+    return BucketSpec(name, rps, max(1.0, rps))
 
 
 def segment_name(pid: int | None = None) -> str:
@@ -170,7 +192,10 @@ class Segment:
         if self._directory["stats"] is not None:
             at = self._directory["stats"]["offset"]
             locks.append(lock_path(*_PID_AND_ID.unpack_from(mapping, at + 24)))
+        locks += [lock_path(creator_pid, entry["id"]) for entry in self._regions().values()]
         self.lock_paths: tuple[str, ...] = tuple(locks)
+        #: When the segment was made (``time.time()``): the node's start.
+        self.created_at: float = float(self._directory.get("created", 0.0))
         self._handed_out: list[TokenBucket | SharedStats] = []
         self._mmap = mapping
         self.buffer = memoryview(mapping)  # last: a failed __init__ leaves no export behind
@@ -191,6 +216,34 @@ class Segment:
         except KeyError:
             raise KeyError(f"the shared-memory segment has no bucket named {name!r}") from None
         return self.buffer[offset : offset + TokenBucket.SIZE]
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        return tuple(self._regions())
+
+    def region(self, name: str) -> memoryview:
+        """The bytes of raw region ``name`` (``KeyError`` if the layout has none)."""
+        entry = self._region_entry(name)
+        return self.buffer[entry["offset"] : entry["offset"] + entry["size"]]
+
+    def region_params(self, name: str) -> dict[str, Any]:
+        """The parameters region ``name`` was laid out with."""
+        return dict(self._region_entry(name)["params"])
+
+    def region_lock_path(self, name: str) -> str:
+        """The lock file of region ``name``, removed with the segment."""
+        return lock_path(self.creator_pid, self._region_entry(name)["id"])
+
+    def _regions(self) -> dict[str, Any]:
+        regions: dict[str, Any] = self._directory.get("regions", {})
+        return regions
+
+    def _region_entry(self, name: str) -> dict[str, Any]:
+        try:
+            entry: dict[str, Any] = self._regions()[name]
+        except KeyError:
+            raise KeyError(f"the shared-memory segment has no region named {name!r}") from None
+        return entry
 
     def stats_region(self) -> memoryview:
         """The bytes of the stats (``LookupError`` if the layout has none)."""
@@ -267,17 +320,24 @@ def create_segment(layout: NodeLayout, name: str | None = None) -> Segment:
     stats_size = 0
     if layout.stats is not None:
         stats_size = SharedStats.buffer_size(layout.stats, layout.stats_slots)
+    ids = [int.from_bytes(os.urandom(6), "little") for _ in layout.regions]
+    created = time.time()
     # The regions follow the directory, whose length depends on their offsets: measure it
     # with offsets wider than any real one, then fill the real ones in.
-    directory = _directory(layout, stats_size, [10**15] * (len(layout.buckets) + 1))
+    wide = [10**15] * (len(layout.buckets) + 1 + len(layout.regions))
+    directory = _directory(layout, stats_size, wide, ids, created)
     offset = start = _round_up(_HEADER.size + len(directory))
     offsets = []
     for _ in layout.buckets:
         offsets.append(offset)
         offset += _round_up(TokenBucket.SIZE)
     offsets.append(offset)
-    size = offset + _round_up(stats_size)
-    directory = _directory(layout, stats_size, offsets)
+    offset += _round_up(stats_size)
+    for raw in layout.regions:
+        offsets.append(offset)
+        offset += _round_up(raw.size)
+    size = offset
+    directory = _directory(layout, stats_size, offsets, ids, created)
     assert _HEADER.size + len(directory) <= start
 
     path = os.path.join(SHM_DIR, name)
@@ -299,8 +359,8 @@ def create_segment(layout: NodeLayout, name: str | None = None) -> Segment:
                 region = view[at : at + TokenBucket.SIZE]
                 TokenBucket(spec.rate_per_s, spec.burst, region).close()
             if layout.stats is not None:
-                region = view[offsets[-1] : offsets[-1] + stats_size]
-                SharedStats.initialise(region, layout.stats, layout.stats_slots)
+                at = offsets[len(layout.buckets)]
+                SharedStats.initialise(view[at : at + stats_size], layout.stats, layout.stats_slots)
             view[_HEADER.size : _HEADER.size + len(directory)] = directory
             # The header last: a segment with a valid magic is complete.
             _HEADER.pack_into(view, 0, _MAGIC, _VERSION, len(directory), os.getpid(), size)
@@ -327,17 +387,25 @@ def _remove_leftover(name: str) -> None:
     leftover.unlink()
 
 
-def _directory(layout: NodeLayout, stats_size: int, offsets: list[int]) -> bytes:
+def _directory(
+    layout: NodeLayout, stats_size: int, offsets: list[int], ids: list[int], created: float
+) -> bytes:
     stats = None
+    count = len(layout.buckets)
     if layout.stats is not None:
         stats = {
-            "offset": offsets[-1],
+            "offset": offsets[count],
             "size": stats_size,
             "slots": layout.stats_slots,
             "schema": layout.stats.to_json(),
         }
     buckets = {spec.name: {"offset": at} for spec, at in zip(layout.buckets, offsets, strict=False)}
-    return json.dumps({"buckets": buckets, "stats": stats}, separators=(",", ":")).encode()
+    regions = {
+        spec.name: {"offset": at, "size": spec.size, "id": id_, "params": dict(spec.params)}
+        for spec, at, id_ in zip(layout.regions, offsets[count + 1 :], ids, strict=True)
+    }
+    document = {"buckets": buckets, "stats": stats, "regions": regions, "created": created}
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def attach_segment(name: str | None = None) -> Segment:

@@ -93,6 +93,9 @@ export function gatewayEnv(mock, overrides = {}) {
     INITIAL_DELAY_MS: '10',
     MAX_DELAY_MS: '200',
     REQUEST_TIMEOUT_SEC: '10',
+    // The tests inject provider failures: keep circuits closed and probes off (as tests/servers.py).
+    CIRCUIT_FAILURE_THRESHOLD: '0',
+    HEALTH_CHECK_INTERVAL_SEC: '0',
   });
   if (mock) {
     Object.assign(env, {

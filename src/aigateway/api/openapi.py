@@ -206,9 +206,46 @@ def openapi_document() -> dict[str, Any]:
             },
             "/health": {
                 "get": {
-                    "summary": "Liveness and providers",
-                    "responses": {"200": {"description": "ok", **_json({"type": "object"})}},
+                    "summary": "Liveness and each provider's state",
+                    "responses": {
+                        "200": {
+                            "description": "the gateway can serve",
+                            **_json({"type": "object"}),
+                        },
+                        "503": {
+                            "description": "no provider can serve",
+                            **_json({"type": "object"}),
+                        },
+                    },
                 }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Node totals in the Prometheus text format (admin rule)",
+                    "responses": {"200": {"description": "text/plain; version=0.0.4"}},
+                }
+            },
+            "/admin/stats": {
+                "get": {
+                    "summary": "Node totals as JSON: percentiles, request rate, providers",
+                    "responses": {"200": {"description": "stats", **_json({"type": "object"})}},
+                }
+            },
+            "/admin/config": {
+                "get": {
+                    "summary": "Effective settings, secrets masked",
+                    "responses": {"200": {"description": "settings", **_json({"type": "object"})}},
+                },
+                "put": {
+                    "summary": "Change live settings for the whole node",
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {"type": "object"}}}
+                    },
+                    "responses": {
+                        "200": {"description": "applied", **_json({"type": "object"})},
+                        "400": {"description": "refused; nothing changed", **_json(_ERROR)},
+                    },
+                },
             },
         },
         "components": {

@@ -1,38 +1,120 @@
-"""Operational endpoints: liveness and what this node is configured with."""
+"""Operational endpoints: health, metrics, node stats and live configuration.
+
+``GET /health``        open: 200 with each provider's state while the gateway can serve,
+                       503 when no configured provider can (every circuit open)
+``GET /metrics``       node totals in the Prometheus text format (admin rule unless
+                       ``METRICS_PUBLIC=true``)
+``GET /admin/stats``   the same numbers as JSON, with percentiles and request rate
+``GET /admin/config``  the effective settings, secrets masked
+``PUT /admin/config``  change the live settings for the node (see ``aigateway.runtime``)
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from aigateway import __version__
-from aigateway.api.http import json_response
-from aigateway.config import Settings
+from aigateway.api.admin import cache_report
+from aigateway.api.http import json_response, read_body
+from aigateway.api.validation import parse_json_object
+from aigateway.runtime import effective
+from aigateway.stats.exposition import CONTENT_TYPE
+from aigateway.stats.report import prometheus_text, stats_document
+
+if TYPE_CHECKING:
+    from aigateway.operations import Operations
+
+MAX_CONFIG_BODY = 64 * 1024
+ACK_TIMEOUT_S = 1.0
 
 
-def ops_routes(settings: Settings) -> list[Route]:
-    described = {
-        p.name: {
-            "type": p.kind,
-            "base_url": p.base_url,
-            "key_configured": bool(p.api_key),
-            "mock": settings.mock_provider,
+class OpsRoutes:
+    def __init__(self, operations: Operations) -> None:
+        self.operations = operations
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/admin/stats", self.stats, methods=["GET"]),
+            Route("/admin/config", self.config, methods=["GET", "PUT"]),
+        ]
+
+    async def health(self, request: Request) -> Response:
+        operations = self.operations
+        settings = operations.settings
+        board = operations.health
+        providers: dict[str, Any] = {}
+        serving = False
+        for p in settings.providers:
+            provider = operations.providers.get(p.name)
+            configured = provider.usable if provider is not None else bool(p.api_key)
+            state = board.state(p.name) if board is not None else "healthy"
+            if not configured:
+                state = "unconfigured"
+            serving = serving or state in ("healthy", "degraded")
+            providers[p.name] = {
+                "type": p.kind,
+                "base_url": p.base_url,
+                "key_configured": bool(p.api_key),
+                "mock": settings.mock_provider,
+                "state": state,
+            }
+        body = {
+            "status": "ok" if serving else "unavailable",
+            "version": __version__,
+            "workers": settings.workers,
+            "pid": os.getpid(),
+            "providers": providers,
         }
-        for p in settings.providers
-    }
+        return json_response(body, status=200 if serving else 503)
 
-    async def health(request: Request) -> Response:
+    async def metrics(self, request: Request) -> Response:
+        text = prometheus_text(self.operations.numbers())
+        return Response(text, media_type=CONTENT_TYPE)
+
+    async def stats(self, request: Request) -> Response:
+        operations = self.operations
+        numbers = operations.numbers()
+        document = stats_document(numbers, operations.per_second())
+        if operations.cache is not None:
+            document["cache"] = cache_report(operations.cache)
+        else:
+            document["cache"] = {"enabled": False}
+        if operations.admission is not None:
+            document["admission"] = operations.admission.report()
+        return json_response(document)
+
+    async def config(self, request: Request) -> Response:
+        operations = self.operations
+        live = operations.live
+        assert live is not None, "the app's lifespan has not started"
+        if request.method == "GET":
+            shown = effective(live.current, live.overrides)
+            return json_response({"version": live.version, "pid": os.getpid(), **shown})
+        changes = parse_json_object(await read_body(request, MAX_CONFIG_BODY))
+        old = live.current
+        new = live.update(changes)  # a bad value: 400, nothing changed
+        operations.set_rates(old, new)
+        version = live.version
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        applied, alive = live.acknowledged(version)
+        while applied < alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            applied, alive = live.acknowledged(version)
         return json_response(
             {
-                "status": "ok",
-                "version": __version__,
-                "workers": settings.workers,
+                "version": version,
                 "pid": os.getpid(),
-                "providers": described,
+                "changed": sorted(changes),
+                "workers": {"applied": applied, "live": alive},
+                **effective(new, live.overrides),
             }
         )
-
-    return [Route("/health", health, methods=["GET"])]

@@ -36,6 +36,11 @@ class ResponseCache:
         self._default_ttl_s = default_ttl_s
         self._policy = policy
 
+    def configure(self, default_ttl_s: float, policy: TTLPolicy) -> None:
+        """Change the default TTL and the TTL policy live (``PUT /admin/config``)."""
+        self._default_ttl_s = default_ttl_s
+        self._policy = policy
+
     def key(self, request: ApiRequest, provider: str, model: str) -> bytes:
         return cache_key(request.body, request.cache_scope, provider=provider, model=model)
 

@@ -47,7 +47,11 @@ class _Batch:
 
 class EmbeddingBatcher:
     def __init__(
-        self, embed: Embed, max_inputs: int, max_wait_s: float, on_saved: Callable[[int], None]
+        self,
+        embed: Embed,
+        max_inputs: int,
+        max_wait_s: float,
+        on_saved: Callable[[str, str, int], None],
     ) -> None:
         self._embed = embed
         self._max_inputs = max_inputs
@@ -111,7 +115,7 @@ class EmbeddingBatcher:
         try:
             result = await self._embed(merged)
             if len(callers) > 1:
-                self._on_saved(len(callers) - 1)
+                self._on_saved(result.provider, result.model, len(callers) - 1)
                 _split(result, callers, batch.size)
             elif not callers[0].future.done():
                 callers[0].future.set_result(result)

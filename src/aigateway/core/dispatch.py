@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
+from aigateway.core.accounting import Accounting, current_accounting
+from aigateway.core.health import outcome_of_status
 from aigateway.core.retry import RetryPolicy
 from aigateway.errors import GatewayTimeout, ProviderUnreachable
 from aigateway.providers.base import ProviderFailure, UpstreamCall
@@ -44,29 +46,46 @@ async def send_with_retries(
     *,
     provider: str,
     stream: bool = False,
+    model: str = "",
+    accounting: Accounting | None = None,
 ) -> Answer:
     """The provider's 2xx answer, or the error the client should get.
 
     ``deadline`` is on the event loop's clock; it bounds every attempt and every wait.
+    Every attempt and retry is reported to ``accounting`` (default: the request's, from
+    ``core.accounting.current_accounting``): metrics and provider health.
     """
+    accounting = accounting or current_accounting()
     loop = asyncio.get_running_loop()
     retries = 0
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise _deadline_error(provider, retries)
+        started = loop.time()
+        outcome = "error"
         try:
             response = await client.send(
                 call.method, call.url, headers=call.headers, body=call.body, timeout_s=remaining
             )
             if 200 <= response.status < 300:
-                return await _take_answer(response, deadline - loop.time(), stream, retries + 1)
+                answer = await _take_answer(response, deadline - loop.time(), stream, retries + 1)
+                outcome = "ok"
+                return answer
+            outcome = outcome_of_status(response.status)
             error_body = await response.read(max(deadline - loop.time(), 0.001))
             failure = classify(response.status, response.headers, error_body)
         except UpstreamTimeout:
+            outcome = "timeout"
             raise _deadline_error(provider, retries) from None
         except (UpstreamConnectError, UpstreamBrokenBody) as exc:
+            outcome = "unreachable"
             failure = ProviderFailure(True, None, ProviderUnreachable(f"{provider}: {exc}"))
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            accounting.provider_call(provider, model, outcome, loop.time() - started)
 
         delay = (
             policy.delay_before_retry(retries, failure.retry_after_s) if failure.retryable else None
@@ -75,6 +94,7 @@ async def send_with_retries(
             raise failure.error
         await asyncio.sleep(delay)
         retries += 1
+        accounting.retry(provider)
 
 
 async def _take_answer(

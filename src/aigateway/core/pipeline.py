@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from aigateway.cache.service import ResponseCache
+from aigateway.core.accounting import current_accounting
 from aigateway.core.admission import Admission, ProviderGate
 from aigateway.core.batching import EmbeddingBatcher
 from aigateway.core.dedup import Coalescer
@@ -109,15 +111,17 @@ class Pipeline:
                 prepared = await self._media.prepare(request, adapter, deadline)
                 await self._admit(provider, request.priority, deadline)  # admission
                 answer = await self._send(
-                    provider, adapter.chat_call(prepared, model), deadline, request.stream
+                    provider, adapter.chat_call(prepared, model), deadline, request.stream, model
                 )
             except FAILOVER_ERRORS as exc:
                 failure = _note_failover(provider, model, exc)
                 continue
             if request.stream:
-                events = relay_stream(answer, adapter, adapter.chat_stream(prepared, model))
+                translator = adapter.chat_stream(prepared, model)
+                events = relay_stream(answer, adapter, translator, model=model)
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
+            current_accounting().usage_from_body(provider.name, model, body)
             return Completed(body, provider.name, model, answer.attempts)
         assert failure is not None
         raise failure
@@ -127,9 +131,10 @@ class Pipeline:
             return await self._batcher.embed(request)  # coalesced with its neighbours
         return await self._embed(request)
 
-    def _saved_calls(self, n: int) -> None:
+    def _saved_calls(self, provider: str, model: str, n: int) -> None:
         if self._admission is not None:
             self._admission.counters.add("embedding_calls_saved", n)
+        current_accounting().avoided(provider, model, "batch", calls=n)
 
     async def _embed(self, request: ApiRequest) -> Completed:
         deadline = self._deadline(request)
@@ -146,12 +151,13 @@ class Pipeline:
             try:
                 await self._admit(provider, request.priority, deadline)
                 answer = await self._send(
-                    provider, adapter.embeddings_call(request, model), deadline
+                    provider, adapter.embeddings_call(request, model), deadline, model=model
                 )
             except FAILOVER_ERRORS as exc:
                 failure = _note_failover(provider, model, exc)
                 continue
             body = adapter.embeddings_response(answer.body, request, model)
+            current_accounting().usage_from_body(provider.name, model, body)
             return Completed(body, provider.name, model, answer.attempts)
         assert failure is not None
         raise failure
@@ -198,10 +204,17 @@ class Pipeline:
 
     async def _admit(self, provider: Provider, priority: str, deadline: float) -> None:
         if self._admission is not None:
+            started = time.perf_counter()
             await self._admission.admit(provider.name, priority, deadline)
+            current_accounting().queue_wait(provider.name, priority, time.perf_counter() - started)
 
     async def _send(
-        self, provider: Provider, call: UpstreamCall, deadline: float, stream: bool = False
+        self,
+        provider: Provider,
+        call: UpstreamCall,
+        deadline: float,
+        stream: bool = False,
+        model: str = "",
     ) -> Answer:
         gate = self._admission.gate(provider.name) if self._admission is not None else None
         classify: Classifier = provider.adapter.classify_error
@@ -209,7 +222,7 @@ class Pipeline:
             classify = _watch_rate_limits(classify, gate)
         answer = await send_with_retries(
             provider.client, call, classify, self._retry, deadline,
-            provider=provider.name, stream=stream,
+            provider=provider.name, stream=stream, model=model,
         )  # fmt: skip
         if gate is not None:
             gate.succeeded()
@@ -229,5 +242,6 @@ def _watch_rate_limits(classify: Classifier, gate: ProviderGate) -> Classifier:
 
 
 def _note_failover(provider: Provider, model: str, error: GatewayError) -> GatewayError:
+    current_accounting().failover(provider.name, model)
     logger.warning("%s/%s failed, trying the next target: %s", provider.name, model, error.message)
     return error

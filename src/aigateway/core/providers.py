@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aigateway.config import ProviderSettings, Settings
+from aigateway.core.health import Circuit
 from aigateway.core.types import Target
-from aigateway.errors import InvalidRequest
+from aigateway.errors import InvalidRequest, ProviderUnavailable
 from aigateway.providers.base import ChatAdapter
 from aigateway.upstream import PoolLimits, UpstreamClient, create_upstream_client
 
@@ -20,6 +21,12 @@ class Provider:
     # False when it has no key and no base URL of its own: routing skips it.
     usable: bool
     key_variable: str
+    # The node-wide circuit breaker (core.health): routing skips the provider while open.
+    circuit: Circuit | None = None
+
+    def available(self) -> bool:
+        """Configured, and its circuit lets requests through."""
+        return self.usable and (self.circuit is None or self.circuit.allows())
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
@@ -27,20 +34,19 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
 
 
 def _provider(p: ProviderSettings, settings: Settings) -> Provider:
+    usable = bool(p.api_key) or not p.default_base_url or settings.mock_provider
+    return Provider(p.name, make_adapter(p), make_client(p, settings), usable, p.key_variable)
+
+
+def make_client(p: ProviderSettings, settings: Settings) -> UpstreamClient:
+    """A pooled upstream client for provider ``p`` (``OPENAI_MAX_CONNS``... connections)."""
     limits = PoolLimits(
         max_connections=p.max_connections,
         connect_timeout_s=settings.connection_timeout_s,
         keepalive_expiry_s=settings.keepalive_expiry_s,
         read_idle_timeout_s=settings.request_timeout_s,
     )
-    usable = bool(p.api_key) or not p.default_base_url or settings.mock_provider
-    return Provider(
-        p.name,
-        make_adapter(p),
-        create_upstream_client(settings.upstream_client, limits),
-        usable,
-        p.key_variable,
-    )
+    return create_upstream_client(settings.upstream_client, limits)
 
 
 def make_adapter(p: ProviderSettings) -> ChatAdapter:
@@ -60,10 +66,23 @@ def make_adapter(p: ProviderSettings) -> ChatAdapter:
 def usable_targets(
     targets: Sequence[Target], providers: Mapping[str, Provider]
 ) -> list[tuple[Provider, str]]:
-    """The targets whose provider can serve, in order; a 400 naming the key when none can."""
-    usable = [(providers[t.provider], t.model) for t in targets if providers[t.provider].usable]
+    """The targets whose provider can serve, in order.
+
+    None left: a 503 with ``Retry-After`` when circuits are open, else a 400 naming the key.
+    """
+    candidates = [(providers[t.provider], t.model) for t in targets]
+    usable = [(provider, model) for provider, model in candidates if provider.available()]
     if usable:
         return usable
+    broken = {t.provider: providers[t.provider] for t in targets if providers[t.provider].usable}
+    if broken:
+        circuits = [p.circuit for p in broken.values() if p.circuit is not None]
+        reasons = "; ".join(f"{c.name}: {c.describe()}" for c in circuits)
+        raise ProviderUnavailable(
+            f"no provider can serve this request now ({reasons}); retry later",
+            code="circuit_open",
+            retry_after_s=min((c.retry_after_s() for c in circuits), default=1.0),
+        )
     missing = sorted({providers[t.provider].key_variable or t.provider for t in targets})
     names = ", ".join(f"{t.provider}/{t.model}" for t in targets)
     raise InvalidRequest(

@@ -19,8 +19,10 @@ from time import time
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryPolicy:
+    """A worker's retry policy; ``PUT /admin/config`` may change its fields live."""
+
     max_retries: int
     initial_delay_s: float
     max_delay_s: float

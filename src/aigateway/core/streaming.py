@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from aigateway.core.accounting import NULL_ACCOUNTING, Accounting, current_accounting
 from aigateway.core.dispatch import Answer
 from aigateway.errors import GatewayError, ProviderError
 from aigateway.hotpath import SSEDecoder
@@ -23,10 +24,22 @@ DONE = b"data: [DONE]\n\n"
 
 
 async def relay_stream(
-    answer: Answer, adapter: ChatAdapter, translator: StreamTranslator
+    answer: Answer,
+    adapter: ChatAdapter,
+    translator: StreamTranslator,
+    *,
+    model: str = "",
+    accounting: Accounting | None = None,
 ) -> AsyncIterator[bytes]:
+    """The client's events; the usage the provider reports is counted in ``accounting``
+    (default: the request's)."""
+    accounting = accounting or current_accounting()
     decoder = SSEDecoder()
-    translate = translator.event
+    translate: Callable[[bytes], list[bytes]] = translator.event
+    end: Callable[[bytes], list[bytes]] = _same
+    if accounting is not NULL_ACCOUNTING:
+        translate = _counting(translate, accounting, adapter.name, model)
+        end = _counting(end, accounting, adapter.name, model)
     try:
         out = _encode(decoder.feed(answer.body), translate)
         if out:
@@ -36,17 +49,27 @@ async def relay_stream(
                 out = _encode(decoder.feed(chunk), translate)
                 if out:
                     yield out
-        out = _encode(decoder.flush(), translate) + _encode(translator.end(), _same)
+        out = _encode(decoder.flush(), translate) + _encode(translator.end(), end)
         if out:
             yield out
         yield DONE
     except UpstreamFailure as exc:
         logger.warning("%s stream broke off: %s", adapter.name, exc)
         yield _error_event(ProviderError(f"{adapter.name} stream broke off: {exc}"))
+    except _ErrorAfter as exc:
+        yield exc.sent + _error_event(exc.error)  # the events before the error still go out
     except GatewayError as exc:
         yield _error_event(exc)
     finally:
         await answer.response.close()
+
+
+class _ErrorAfter(Exception):
+    """A provider error event, and what the same network chunk carried before it."""
+
+    def __init__(self, sent: bytes, error: GatewayError) -> None:
+        self.sent = sent
+        self.error = error
 
 
 def _encode(events: list[bytes], translate: Callable[[bytes], list[bytes]]) -> bytes:
@@ -56,13 +79,32 @@ def _encode(events: list[bytes], translate: Callable[[bytes], list[bytes]]) -> b
     for data in events:
         if data == b"[DONE]":
             continue  # the relay sends its own, once, at the very end
-        for payload in translate(data):
+        try:
+            payloads = translate(data)
+        except GatewayError as exc:
+            raise _ErrorAfter(b"".join(parts), exc) from None
+        for payload in payloads:
             parts.append(b"data: " + payload + b"\n\n")
     return b"".join(parts)
 
 
 def _same(data: bytes) -> list[bytes]:
     return [data]
+
+
+def _counting(
+    translate: Callable[[bytes], list[bytes]], accounting: Accounting, provider: str, model: str
+) -> Callable[[bytes], list[bytes]]:
+    """``translate``, counting the tokens of the chunks that carry ``usage``."""
+
+    def counted(data: bytes) -> list[bytes]:
+        payloads = translate(data)
+        for payload in payloads:
+            if b'"usage"' in payload:
+                accounting.usage_from_body(provider, model, payload)
+        return payloads
+
+    return counted
 
 
 def _error_event(error: GatewayError) -> bytes:

@@ -1,0 +1,285 @@
+"""Accounting: what the gateway did, counted for the whole node, and noted per request.
+
+One ``Accounting`` per worker writes this worker's slot of the node's shared stats
+(unlabelled metrics, ``hotpath.SharedStats``) and of its labelled series table
+(``stats.series``); ``/metrics`` and ``/admin/stats`` sum every slot.  The same calls
+note what happened to the request in progress (a ``RequestRecord`` in a context
+variable, set by the request middleware) for its log line, and feed provider health.
+
+Who calls what::
+
+    middleware      request_started / request_finished    (routes, statuses, latency)
+    dispatch        provider_call, retry                  (every attempt)
+    pipeline        failover, usage / tokens              (per target, per answer)
+    streaming       tokens                                (usage of a streamed answer)
+    admission       queue_wait                            (once per admitted request)
+    batching        avoided                               (calls saved by coalescing)
+
+Every method is cheap and never raises; ``NULL_ACCOUNTING`` does nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any, Final
+
+import orjson
+
+from aigateway.core.health import HealthBoard
+from aigateway.core.request_context import CURRENT_REQUEST, RequestRecord, current_request
+from aigateway.hotpath import SharedStats
+from aigateway.stats.families import FAMILIES
+from aigateway.stats.series import SeriesTable, series_key
+
+__all__ = (
+    "CURRENT_ACCOUNTING",
+    "CURRENT_REQUEST",
+    "NULL_ACCOUNTING",
+    "Accounting",
+    "RequestRecord",
+    "current_accounting",
+    "current_request",
+)
+
+MAX_MODELS_PER_PROVIDER: Final = 50
+MAX_LABEL_CHARS: Final = 64
+METHODS: Final = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+\-]")
+
+
+class Accounting:
+    """This worker's writer of the node's metrics."""
+
+    def __init__(
+        self,
+        stats: SharedStats,
+        table: SeriesTable,
+        health: HealthBoard | None = None,
+        providers: tuple[str, ...] = (),
+    ) -> None:
+        self.stats = stats
+        self.table = table
+        self.health = health
+        schema = stats.schema
+        self._requests = schema.counter("requests")
+        self._dropped = schema.counter("series_dropped")
+        self._in_flight = schema.gauge("in_flight")
+        self._request_s = schema.histogram("request_seconds")
+        self._overhead_s = schema.histogram("overhead_seconds")
+        self._ttfb_s = schema.histogram("ttfb_seconds")
+        self._cells: dict[tuple[str, ...], int] = {}
+        self._providers = frozenset(providers)
+        self._models: dict[str, set[str]] = {}
+
+    # -- requests (middleware) -----------------------------------------------------------
+
+    def request_started(self) -> None:
+        self.stats.gauge_add(self._in_flight, 1)
+
+    def request_finished(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        record: RequestRecord | None = None,
+        first_byte_s: float | None = None,
+    ) -> None:
+        """Count one answered request (call it before its last byte goes out)."""
+        stats = self.stats
+        stats.gauge_add(self._in_flight, -1)
+        stats.incr(self._requests)
+        stats.observe(self._request_s, seconds)
+        method = method if method in METHODS else "OTHER"
+        status_class = f"{status // 100}xx" if 100 <= status < 600 else "other"
+        self._add(("requests", route, method, status_class))
+        if first_byte_s is not None:
+            stats.observe(self._ttfb_s, first_byte_s)
+        if record is not None and record.attempts:
+            end = first_byte_s if first_byte_s is not None else seconds
+            stats.observe(self._overhead_s, max(end - record.provider_s, 0.0))
+
+    # -- providers (dispatch, pipeline, streaming) --------------------------------------
+
+    def provider_call(self, provider: str, model: str, outcome: str, seconds: float) -> None:
+        """One attempt of a provider call: ok, client_error, rate_limited, auth_error,
+        server_error, unreachable, timeout or cancelled (see ``core.health.OUTCOMES``)."""
+        provider = self._provider(provider)
+        self._add(("provider_calls", provider, self._model(provider, model), outcome))
+        self._observe(("provider_call_duration_seconds", provider), seconds)
+        if self.health is not None:
+            self.health.record(provider, outcome, seconds)
+        record = CURRENT_REQUEST.get()
+        if record is not None:
+            record.attempts += 1
+            record.provider_s += seconds
+            if outcome == "ok":
+                record.provider, record.model = provider, model
+
+    def retry(self, provider: str) -> None:
+        self._add(("retries", self._provider(provider)))
+        record = CURRENT_REQUEST.get()
+        if record is not None:
+            record.retries += 1
+
+    def failover(self, provider: str, model: str = "") -> None:
+        """The request leaves ``provider`` (failed after its retries) for the next target."""
+        self._add(("failovers", self._provider(provider)))
+        record = CURRENT_REQUEST.get()
+        if record is not None:
+            record.failovers += 1
+
+    def tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:
+        provider = self._provider(provider)
+        model = self._model(provider, model)
+        if prompt > 0:
+            self._add(("tokens", provider, model, "in"), prompt)
+        if completion > 0:
+            self._add(("tokens", provider, model, "out"), completion)
+
+    def usage(self, provider: str, model: str, usage: Any) -> None:
+        """Tokens from an OpenAI ``usage`` object (anything else is ignored)."""
+        if isinstance(usage, Mapping):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            self.tokens(
+                provider,
+                model,
+                prompt if isinstance(prompt, int) else 0,
+                completion if isinstance(completion, int) else 0,
+            )
+
+    def usage_from_body(self, provider: str, model: str, body: bytes) -> None:
+        """Tokens from an OpenAI-format answer body (chat completion or embeddings)."""
+        if b'"usage"' not in body:
+            return
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(answer, dict):
+            self.usage(provider, model or str(answer.get("model") or ""), answer.get("usage"))
+
+    # -- admission and batching ----------------------------------------------------------
+
+    def queue_wait(self, provider: str, priority: str, seconds: float) -> None:
+        """Once per admitted request: how long it waited (0 when it went straight on)."""
+        self._observe(("queue_wait_seconds", _label(priority)), seconds)
+        if seconds > 0:
+            self._add(("rate_limit_waits", self._provider(provider)))
+        record = CURRENT_REQUEST.get()
+        if record is not None:
+            record.queue_wait_s += seconds
+
+    def avoided(
+        self,
+        provider: str,
+        model: str,
+        via: str,
+        calls: int = 1,
+        prompt: int = 0,
+        completion: int = 0,
+    ) -> None:
+        """Provider calls (and their tokens) saved, e.g. by coalescing (``via="batch"``)."""
+        provider = self._provider(provider)
+        model = self._model(provider, model)
+        via = _label(via)
+        self._add(("avoided_provider_calls", provider, model, via), calls)
+        if prompt > 0:
+            self._add(("avoided_tokens", provider, model, via, "in"), prompt)
+        if completion > 0:
+            self._add(("avoided_tokens", provider, model, via, "out"), completion)
+
+    def probe(self, provider: str, outcome: str) -> None:
+        self._add(("health_probes", self._provider(provider), outcome))
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _cell(self, labels: tuple[str, ...]) -> int:
+        cell = self._cells.get(labels)
+        if cell is None:
+            family = FAMILIES[labels[0]]
+            key = series_key(family.name, tuple(zip(family.labels, labels[1:], strict=True)))
+            cell = self.table.cell(family.kind, key, family.width)
+            if cell < 0:
+                self.stats.incr(self._dropped)
+                return -1  # not remembered: a later call may find room after all
+            self._cells[labels] = cell
+        return cell
+
+    def _add(self, labels: tuple[str, ...], n: int = 1) -> None:
+        self.table.add(self._cell(labels), n)
+
+    def _observe(self, labels: tuple[str, ...], value: float) -> None:
+        self.table.observe(self._cell(labels), FAMILIES[labels[0]].bounds, value)
+
+    def _provider(self, provider: str) -> str:
+        if provider in self._providers or not self._providers:
+            return _label(provider)
+        return "other"
+
+    def _model(self, provider: str, model: str) -> str:
+        model = _label(model)
+        seen = self._models.setdefault(provider, set())
+        if model in seen:
+            return model
+        if len(seen) >= MAX_MODELS_PER_PROVIDER:
+            return "other"
+        seen.add(model)
+        return model
+
+
+def _label(value: str) -> str:
+    """A label value: at most 64 characters of a safe set (others become ``_``)."""
+    return _UNSAFE.sub("_", value[:MAX_LABEL_CHARS]) or "unknown"
+
+
+class _NullAccounting(Accounting):
+    """Counts nothing: for code run without a worker's accounting (unit tests, tools)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def request_started(self) -> None:
+        pass
+
+    def request_finished(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def provider_call(self, provider: str, model: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def retry(self, provider: str) -> None:
+        pass
+
+    def failover(self, provider: str, model: str = "") -> None:
+        pass
+
+    def tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:
+        pass
+
+    def usage_from_body(self, provider: str, model: str, body: bytes) -> None:
+        pass
+
+    def queue_wait(self, provider: str, priority: str, seconds: float) -> None:
+        pass
+
+    def avoided(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def probe(self, provider: str, outcome: str) -> None:
+        pass
+
+
+NULL_ACCOUNTING: Final[Accounting] = _NullAccounting()
+
+#: The worker's accounting, set by the request middleware for each request: code that is
+#: not handed an ``Accounting`` (``dispatch``, ``streaming``) finds it here.
+CURRENT_ACCOUNTING: ContextVar[Accounting] = ContextVar(
+    "aigateway_accounting", default=NULL_ACCOUNTING
+)
+
+
+def current_accounting() -> Accounting:
+    return CURRENT_ACCOUNTING.get()

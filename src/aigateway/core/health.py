@@ -1,0 +1,415 @@
+"""Provider health and circuit breaking, one view for every worker of the node.
+
+Each provider is in one of these states, kept in the node's shared memory::
+
+    healthy ──failures──> open ──cool-down──> half_open ──probe ok──> healthy
+       │                   ^                      │
+       └─> degraded        └─────probe fails──────┘
+
+* **healthy** / **degraded** (the circuit is closed: routing uses the provider).  Degraded
+  when, over the last 30 s, at least 10 % of at least 5 calls failed, or their mean
+  latency passed ``slow_s``, or the last call or probe failed.
+* **open**: ``failure_threshold`` consecutive failed calls, or at least half of at least
+  20 calls over the last 30 s.  Routing skips the provider (its fallback chain serves;
+  with no target left the client gets 503 with ``Retry-After``) for ``cooldown_s``.
+* **half_open**: after the cool-down one worker probes the provider (lists its models);
+  success closes the circuit, failure opens it for another cool-down.  A provider that
+  cannot be probed lets one live request through instead.
+
+Failures are server errors (5xx), no connection, timeouts, and rejected credentials;
+client errors (4xx) are successes (the provider answered); rate limits (429, handled by
+admission) and cancelled calls do not count.  Besides live traffic, one worker of the
+node probes every provider every ``probe_interval_s`` (0: only after a cool-down).
+
+Region layout: one 256-byte entry per provider (in ``params["providers"]`` order), all
+changes under the region's lock (a ``flock``, so a killed worker never leaves it held);
+routing reads the state word without it::
+
+    0  u32 state   4 u32 consecutive failures   8 f64 open until (CLOCK_MONOTONIC)
+    16 f64 trial lease until   24 f64 next periodic probe   32 u32 last failure (outcome)
+    36 u32 last probe (0 none, 1 ok, 2 failed)   40 u64 times opened   48 f64 changed (wall)
+    56 u64 probes   64 window: 6 buckets of 32 bytes: u64 epoch, u64 calls,
+       u64 failures, f64 seconds
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from aigateway.hotpath._regions import RegionLock
+from aigateway.providers.base import ModelListAdapter
+from aigateway.upstream import UpstreamFailure, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from aigateway.core.providers import Provider
+
+logger = logging.getLogger("aigateway.health")
+
+__all__ = ("OUTCOMES", "Circuit", "HealthBoard", "HealthPolicy", "probe_loop")
+
+ENTRY: Final = 256
+CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+STATE_NAMES: Final = {CLOSED: "healthy", OPEN: "open", HALF_OPEN: "half_open"}
+#: Outcomes of a provider call, as accounting reports them; their index is stored.
+OUTCOMES: Final = (
+    "ok",
+    "client_error",
+    "rate_limited",
+    "auth_error",
+    "server_error",
+    "unreachable",
+    "timeout",
+    "cancelled",
+)
+FAILURES: Final = frozenset({"auth_error", "server_error", "unreachable", "timeout"})
+SUCCESSES: Final = frozenset({"ok", "client_error"})
+
+_HEAD = struct.Struct("=IIddd II Q d Q")
+_BUCKET = struct.Struct("=QQQd")
+_BUCKETS = 6
+_BUCKET_S = 5.0
+_WINDOW_OFFSET = 64
+_RATE_MIN_CALLS = 20
+_DEGRADED_MIN_CALLS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    failure_threshold: int = 5  # consecutive failures that open a circuit; 0: never
+    cooldown_s: float = 30.0
+    probe_interval_s: float = 30.0  # 0: probe only to close an open circuit
+    slow_s: float = 30.0  # mean latency that makes a provider degraded
+    probe_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    state: int
+    consecutive: int
+    open_until: float
+    trial_until: float
+    next_probe: float
+    last_failure: int
+    last_probe: int
+    opened: int
+    changed: float
+    probes: int
+
+
+class HealthBoard:
+    """The health of the node's providers, in a shared-memory region (or private bytes)."""
+
+    def __init__(
+        self,
+        region: memoryview | bytearray,
+        providers: list[str],
+        policy: HealthPolicy,
+        lock_path: str | None = None,
+    ) -> None:
+        need = self.size(len(providers))
+        view = memoryview(region)
+        if len(view) < need:
+            raise ValueError(f"the health region needs {need} bytes, it has {len(view)}")
+        self._view = view[:need]
+        self._index = {name: i for i, name in enumerate(providers)}
+        self.providers = tuple(providers)
+        self.policy = policy
+        self._lock = RegionLock(lock_path)
+        self._f64 = self._view.cast("d")
+        self._u64 = self._view.cast("Q")
+        self._u32 = self._view.cast("I")
+
+    @staticmethod
+    def size(providers: int) -> int:
+        return ENTRY * max(providers, 1)
+
+    @classmethod
+    def private(cls, providers: list[str], policy: HealthPolicy) -> HealthBoard:
+        """A board of this process only (no shared memory: an app run without a server)."""
+        return cls(bytearray(cls.size(len(providers))), providers, policy)
+
+    def circuit(self, name: str, probe_able: bool = True) -> Circuit:
+        return Circuit(self, name, probe_able)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def state(self, name: str, now: float | None = None) -> str:
+        """healthy, degraded, open or half_open."""
+        entry = self._entry(name)
+        now = time.monotonic() if now is None else now
+        if entry.state == OPEN:
+            return "half_open" if now >= entry.open_until else "open"
+        if entry.state == HALF_OPEN:
+            return "half_open"
+        calls, failures, seconds = self._window(self._index[name], now)
+        if (
+            entry.consecutive > 0
+            or entry.last_probe == 2
+            or (calls >= _DEGRADED_MIN_CALLS and failures >= 0.1 * calls)
+            or (calls and seconds / calls > self.policy.slow_s)
+        ):
+            return "degraded"
+        return "healthy"
+
+    def closed(self, name: str) -> bool:
+        """Whether routing may use the provider (its circuit is closed)."""
+        return self._u32[self._index[name] * ENTRY // 4] == CLOSED
+
+    def retry_after(self, name: str, now: float | None = None) -> float:
+        """Seconds until the provider may be tried again (0 when its circuit is closed)."""
+        entry = self._entry(name)
+        if entry.state == CLOSED:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(entry.open_until - now, 0.0) + (
+            self.policy.probe_timeout_s if now >= entry.open_until else 0.0
+        )
+
+    def report(self, name: str, now: float | None = None) -> dict[str, Any]:
+        now = time.monotonic() if now is None else now
+        entry = self._entry(name)
+        calls, failures, seconds = self._window(self._index[name], now)
+        report: dict[str, Any] = {
+            "state": self.state(name, now),
+            "consecutive_failures": entry.consecutive,
+            "window_calls": calls,
+            "window_failures": failures,
+            "window_mean_latency_ms": round(1000 * seconds / calls, 3) if calls else None,
+            "times_opened": entry.opened,
+            "probes": entry.probes,
+            "last_probe": ("none", "ok", "failed")[entry.last_probe],
+        }
+        if entry.last_failure:
+            report["last_failure"] = OUTCOMES[entry.last_failure]
+        if entry.state != CLOSED:
+            report["retry_after_s"] = round(self.retry_after(name, now), 3)
+        return report
+
+    def opened_total(self, name: str) -> int:
+        return self._entry(name).opened
+
+    # -- writing -------------------------------------------------------------------------
+
+    def record(self, name: str, outcome: str, seconds: float, *, probe: bool = False) -> None:
+        """Feed one call's outcome (``OUTCOMES``) into the provider's state."""
+        index = self._index.get(name)
+        if index is None or (outcome not in FAILURES and outcome not in SUCCESSES):
+            return
+        failed = outcome in FAILURES
+        now = time.monotonic()
+        base = index * ENTRY
+        with self._lock:
+            entry = self._entry(name)
+            state, consecutive = entry.state, entry.consecutive + 1 if failed else 0
+            last_failure = OUTCOMES.index(outcome) if failed else entry.last_failure
+            calls, failures = self._count(index, now, failed, seconds)
+            if state == CLOSED and failed and self._should_open(consecutive, calls, failures):
+                self._open(name, now, f"after {consecutive} consecutive failures")
+            elif state != CLOSED and failed and (probe or now >= entry.open_until):
+                self._open(name, now, "again: its trial call failed")
+            elif state != CLOSED and not failed and (probe or now >= entry.open_until):
+                self._close(index, now)
+                logger.warning("%s answered again: its circuit is closed", name)
+            self._u32[base // 4 + 1] = consecutive
+            self._u32[base // 4 + 8] = last_failure
+            if probe:
+                self._u32[base // 4 + 9] = 2 if failed else 1
+
+    def take_probe(self, name: str, now: float | None = None) -> bool:
+        """Whether this worker should probe the provider now (at most one worker does)."""
+        index = self._index[name]
+        now = time.monotonic() if now is None else now
+        base = index * ENTRY // 8
+        with self._lock:
+            entry = self._entry(name)
+            if entry.state == CLOSED:
+                interval = self.policy.probe_interval_s
+                if interval <= 0:
+                    return False
+                if entry.next_probe == 0.0:  # the first time: one interval after the start
+                    self._f64[base + 3] = now + interval
+                    return False
+                if now < entry.next_probe:
+                    return False
+                self._f64[base + 3] = now + interval
+            else:
+                if now < entry.open_until or now < entry.trial_until:
+                    return False
+                self._u32[index * ENTRY // 4] = HALF_OPEN
+                self._f64[base + 2] = now + self.policy.probe_timeout_s
+            self._u64[base + 7] = entry.probes + 1
+            return True
+
+    def take_trial(self, name: str, now: float | None = None) -> bool:
+        """For a provider that cannot be probed: may one live request try it now?"""
+        return self.take_probe(name, now) and self._entry(name).state != CLOSED
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _should_open(self, consecutive: int, calls: int, failures: int) -> bool:
+        threshold = self.policy.failure_threshold
+        if threshold <= 0:
+            return False
+        return consecutive >= threshold or (calls >= _RATE_MIN_CALLS and failures * 2 >= calls)
+
+    def _open(self, name: str, now: float, why: str) -> None:
+        index = self._index[name]
+        base = index * ENTRY
+        self._u32[base // 4] = OPEN
+        self._f64[base // 8 + 1] = now + self.policy.cooldown_s
+        self._f64[base // 8 + 2] = 0.0
+        self._u64[base // 8 + 5] += 1
+        self._f64[base // 8 + 6] = time.time()
+        logger.warning(
+            "%s circuit opened %s: routing skips it for %g s", name, why, self.policy.cooldown_s
+        )
+
+    def _close(self, index: int, now: float) -> None:
+        base = index * ENTRY
+        self._u32[base // 4] = CLOSED
+        self._f64[base // 8 + 2] = 0.0
+        self._f64[base // 8 + 6] = time.time()
+        if self.policy.probe_interval_s > 0:
+            self._f64[base // 8 + 3] = now + self.policy.probe_interval_s
+        for bucket in range(_BUCKETS):  # a fresh window: old failures must not reopen it
+            at = base + _WINDOW_OFFSET + bucket * _BUCKET.size
+            self._view[at : at + _BUCKET.size] = bytes(_BUCKET.size)
+
+    def _count(self, index: int, now: float, failed: bool, seconds: float) -> tuple[int, int]:
+        epoch = int(now / _BUCKET_S) + 1
+        at = index * ENTRY + _WINDOW_OFFSET + (epoch % _BUCKETS) * _BUCKET.size
+        stored, calls, failures, total = _BUCKET.unpack_from(self._view, at)
+        if stored != epoch:
+            calls, failures, total = 0, 0, 0.0
+        _BUCKET.pack_into(
+            self._view, at, epoch, calls + 1, failures + failed, total + max(seconds, 0.0)
+        )
+        window_calls, window_failures, _ = self._window(index, now)
+        return window_calls, window_failures
+
+    def _window(self, index: int, now: float) -> tuple[int, int, float]:
+        epoch = int(now / _BUCKET_S) + 1
+        calls = failures = 0
+        seconds = 0.0
+        for bucket in range(_BUCKETS):
+            at = index * ENTRY + _WINDOW_OFFSET + bucket * _BUCKET.size
+            stored, c, f, s = _BUCKET.unpack_from(self._view, at)
+            if epoch - _BUCKETS < stored <= epoch:
+                calls, failures, seconds = calls + c, failures + f, seconds + s
+        return calls, failures, seconds
+
+    def _entry(self, name: str) -> _Entry:
+        return _Entry(*_HEAD.unpack_from(self._view, self._index[name] * ENTRY))
+
+    def close(self) -> None:
+        self._lock.close()
+        for view in (self._f64, self._u64, self._u32, self._view):
+            view.release()
+
+
+class Circuit:
+    """One provider's circuit as routing sees it."""
+
+    __slots__ = ("_board", "_probe_able", "name")
+
+    def __init__(self, board: HealthBoard, name: str, probe_able: bool) -> None:
+        self._board = board
+        self._probe_able = probe_able
+        self.name = name
+
+    def allows(self) -> bool:
+        if self._board.closed(self.name):
+            return True
+        # Probed providers close through the probe; others let one live request try.
+        return not self._probe_able and self._board.take_trial(self.name)
+
+    def retry_after_s(self) -> float:
+        return self._board.retry_after(self.name)
+
+    def describe(self) -> str:
+        report = self._board.report(self.name)
+        last = report.get("last_failure")
+        return f"its circuit is {report['state']}" + (f" (last failure: {last})" if last else "")
+
+
+async def probe_loop(
+    board: HealthBoard,
+    providers: Mapping[str, Provider],
+    on_probe: Callable[[str, str], None] | None = None,
+    tick_s: float = 0.25,
+) -> None:
+    """Probe the providers when this worker's turn comes (run in every worker)."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(provider: Provider) -> None:
+        try:
+            outcome = await probe(board, provider)
+        except Exception:
+            logger.exception("the health probe of %s failed", provider.name)
+            return
+        if on_probe is not None:
+            on_probe(provider.name, outcome)
+
+    try:
+        while True:
+            await asyncio.sleep(tick_s)
+            for name in board.providers:
+                provider = providers.get(name)
+                if provider is None or not provider.usable:
+                    continue
+                if not isinstance(provider.adapter, ModelListAdapter):
+                    continue
+                if board.take_probe(name):
+                    task = asyncio.ensure_future(run(provider))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def probe(board: HealthBoard, provider: Provider) -> str:
+    """One cheap call (the model list); its outcome feeds the provider's health."""
+    adapter = provider.adapter
+    assert isinstance(adapter, ModelListAdapter)
+    call = adapter.models_call()
+    started = time.monotonic()
+    timeout = board.policy.probe_timeout_s
+    try:
+        response = await provider.client.send(
+            call.method, call.url, headers=call.headers, body=call.body, timeout_s=timeout
+        )
+        try:
+            await response.read(max(timeout - (time.monotonic() - started), 0.001))
+        finally:
+            await response.close()
+        outcome = outcome_of_status(response.status)
+    except UpstreamTimeout:
+        outcome = "timeout"
+    except UpstreamFailure:
+        outcome = "unreachable"
+    seconds = time.monotonic() - started
+    if outcome == "rate_limited":
+        outcome = "ok"  # it answered: alive, only busy
+    board.record(provider.name, outcome, seconds, probe=True)
+    logger.debug("probe of %s: %s in %.3f s", provider.name, outcome, seconds)
+    return outcome
+
+
+def outcome_of_status(status: int) -> str:
+    """The outcome of a provider call that got an HTTP answer."""
+    if 200 <= status < 300:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth_error"
+    if status >= 500 or status == 408:
+        return "server_error"
+    return "client_error"

@@ -1,0 +1,141 @@
+"""Who may call what: client keys for ``/v1/*``, the admin rule for ``/admin/*``.
+
+======================  ===================================================================
+``/v1/*``               with ``AI_GATEWAY_API_KEYS`` set: one of them as a Bearer token
+``/admin/*``            with ``AI_GATEWAY_ADMIN_KEY`` set: that key as a Bearer token;
+                        without it: clients on a loopback address only
+``/metrics``            the admin rule, unless ``METRICS_PUBLIC=true``
+``/health``, others     open
+======================  ===================================================================
+
+No key or an unknown one is a 401, a known key where it is not enough (a client key on
+``/admin``) or a client off loopback without an admin key a 403, both in OpenAI's error
+shape.  Keys are compared in constant time: the token's SHA-256 digest against every
+key's, with ``hmac.compare_digest``, all of them every time.  The client address is the
+TCP peer's: behind a proxy on the same host, set an admin key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from aigateway.api.http import error_response
+from aigateway.errors import AuthenticationFailed, GatewayError, PermissionDenied
+from aigateway.middleware._headers import header
+
+BEARER = "bearer "
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class KeySet:
+    """Keys compared in constant time: whether a token is one of them says nothing about
+    which one, nor how close a wrong one came."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self._digests = tuple(_digest(key) for key in keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def __contains__(self, token: object) -> bool:
+        if not isinstance(token, str):
+            return False
+        presented = _digest(token)
+        found = False
+        for digest in self._digests:
+            found |= hmac.compare_digest(presented, digest)
+        return found
+
+
+def bearer_token(scope: Scope) -> str | None:
+    value = header(scope, b"authorization")
+    if value is None or value[: len(BEARER)].lower() != BEARER:
+        return None
+    return value[len(BEARER) :].strip() or None
+
+
+def is_loopback(scope: Scope) -> bool:
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+class AuthMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_keys: Sequence[str] = (),
+        admin_key: str | None = None,
+        metrics_public: bool = False,
+    ) -> None:
+        self.app = app
+        self.client_keys = KeySet(api_keys)
+        self.admin_keys = KeySet([admin_key] if admin_key else [])
+        self.metrics_public = metrics_public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.check(scope)
+            if refusal is not None:
+                await error_response(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def check(self, scope: Scope) -> GatewayError | None:
+        """Why this request may not go on (None: it may)."""
+        path: str = scope.get("path", "")
+        if path == "/v1" or path.startswith("/v1/"):
+            return self._client(scope) if self.client_keys else None
+        if path == "/admin" or path.startswith("/admin/"):
+            return self._admin(scope)
+        if path == "/metrics" and not self.metrics_public:
+            return self._admin(scope)
+        return None
+
+    def _client(self, scope: Scope) -> GatewayError | None:
+        token = bearer_token(scope)
+        if token is None:
+            return AuthenticationFailed(
+                "missing API key: send one of the gateway's keys as 'Authorization: Bearer <key>'",
+                code="missing_api_key",
+            )
+        if token in self.client_keys or token in self.admin_keys:
+            return None
+        return AuthenticationFailed("invalid API key: it is not one of the gateway's keys")
+
+    def _admin(self, scope: Scope) -> GatewayError | None:
+        if not self.admin_keys:
+            if is_loopback(scope):
+                return None
+            return PermissionDenied(
+                "admin endpoints answer only clients on this machine (loopback) unless "
+                "AI_GATEWAY_ADMIN_KEY is set",
+                code="admin_loopback_only",
+            )
+        token = bearer_token(scope)
+        if token is None:
+            return AuthenticationFailed(
+                "missing admin key: send AI_GATEWAY_ADMIN_KEY as 'Authorization: Bearer <key>'",
+                code="missing_api_key",
+            )
+        if token in self.admin_keys:
+            return None
+        if token in self.client_keys:
+            return PermissionDenied("this API key may not use admin endpoints")
+        return AuthenticationFailed("invalid admin key")

@@ -1,0 +1,200 @@
+"""The outermost middleware: request id, node-wide request metrics, one log line a request.
+
+* The request id is the client's ``x-request-id`` when it is a sane token (at most 128
+  characters of letters, digits and ``._:-``), else a new random one; every response
+  carries it back in ``x-request-id``, and every log line written while the request is
+  handled names it.
+* Metrics: requests by route template, method and status class, end-to-end latency, time
+  to the first byte of streams, in-flight requests (see ``core.accounting``).  A request
+  is counted just before the last byte of its answer goes out, so a client that has its
+  whole answer always finds it counted in ``/metrics``.
+* The log line (logger ``aigateway.access``, info): request id, method, route, status,
+  provider, model, cached, retries, queue wait and latency.  Never a header (so never an
+  API key); request and answer bodies only at debug level, cut at 64 KiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Any, Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aigateway.core.accounting import CURRENT_ACCOUNTING, Accounting
+from aigateway.core.request_context import CURRENT_REQUEST, RequestRecord
+from aigateway.middleware._headers import header
+
+logger = logging.getLogger("aigateway.access")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
+_DEBUG_BODY_LIMIT = 64 * 1024
+_CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer
+
+
+class AccountingSource(Protocol):
+    """Where the worker's accounting is found once its lifespan has started."""
+
+    accounting: Accounting
+
+
+def request_id_from(scope: Scope) -> str:
+    given = header(scope, b"x-request-id")
+    if given is not None and _REQUEST_ID.match(given):
+        return given
+    return os.urandom(12).hex()
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, source: AccountingSource) -> None:
+        self.app = app
+        self.source = source
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        accounting = self.source.accounting
+        record = RequestRecord(request_id_from(scope))
+        token = CURRENT_REQUEST.set(record)
+        accounting_token = CURRENT_ACCOUNTING.set(accounting)
+        accounting.request_started()
+        state = _Exchange(record, accounting, scope)
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            receive = state.recording(receive)
+        try:
+            await self.app(scope, receive, state.wrap(send))
+        except Exception:
+            state.finish(500)
+            raise
+        finally:
+            state.finish(state.status or _CLIENT_CLOSED)
+            state.log(debug)  # after the answer went out: the client does not wait for it
+            CURRENT_ACCOUNTING.reset(accounting_token)
+            CURRENT_REQUEST.reset(token)
+
+
+class _Exchange:
+    """One request/answer exchange as the middleware watches it."""
+
+    __slots__ = (
+        "accounting",
+        "answer_body",
+        "counted",
+        "first_byte_s",
+        "record",
+        "request_body",
+        "response_headers",
+        "scope",
+        "seconds",
+        "status",
+        "streaming",
+    )
+
+    def __init__(self, record: RequestRecord, accounting: Accounting, scope: Scope) -> None:
+        self.record = record
+        self.accounting = accounting
+        self.scope = scope
+        self.status = 0
+        self.streaming = False
+        self.first_byte_s: float | None = None
+        self.counted = False
+        self.seconds = 0.0
+        self.response_headers: dict[bytes, bytes] = {}
+        self.request_body = bytearray()
+        self.answer_body = bytearray()
+
+    def wrap(self, send: Send) -> Send:
+        request_id = self.record.request_id.encode()
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                message = {**message, "headers": headers}
+                for key, value in headers:
+                    if key in _NOTED_HEADERS:
+                        self.response_headers[key] = value
+                content_type = self.response_headers.get(b"content-type", b"")
+                self.streaming = content_type.startswith(b"text/event-stream")
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if self.streaming and body and self.first_byte_s is None:
+                    self.first_byte_s = time.perf_counter() - self.record.started
+                if logger.isEnabledFor(logging.DEBUG):
+                    _keep(self.answer_body, body)
+                if not message.get("more_body", False):
+                    self.finish(self.status)
+            await send(message)
+
+        return wrapped
+
+    def recording(self, receive: Receive) -> Receive:
+        async def recorded() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                _keep(self.request_body, message.get("body", b""))
+            return message
+
+        return recorded
+
+    def finish(self, status: int) -> None:
+        """Count the request, once (just before the last byte of its answer leaves)."""
+        if self.counted:
+            return
+        self.counted = True
+        self.status = self.status or status
+        self.seconds = time.perf_counter() - self.record.started
+        self.accounting.request_finished(
+            self.route, self.scope.get("method", ""), self.status, self.seconds, self.record,
+            self.first_byte_s,
+        )  # fmt: skip
+
+    @property
+    def route(self) -> str:
+        return getattr(self.scope.get("route"), "path", None) or "unmatched"
+
+    def log(self, debug: bool) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            method = self.scope.get("method", "")
+            logger.info("request", extra={"fields": self.fields(self.route, method)})
+        if debug:
+            self.log_bodies()
+
+    def fields(self, route: str, method: str) -> dict[str, Any]:
+        record = self.record
+        noted = self.response_headers
+        client = self.scope.get("client")
+        return {
+            "request_id": record.request_id,
+            "method": method,
+            "route": route,
+            "path": self.scope.get("path", "")[:200],
+            "status": self.status,
+            "provider": record.provider or noted.get(b"x-aigateway-provider", b"").decode(),
+            "model": record.model,
+            "cached": noted.get(b"x-aigateway-cache", b"").decode(),
+            "retries": record.retries,
+            "failovers": record.failovers,
+            "queue_ms": round(record.queue_wait_s * 1000, 3),
+            "latency_ms": round(self.seconds * 1000, 3),
+            "client": client[0] if client else "",
+        }
+
+    def log_bodies(self) -> None:
+        if self.request_body:
+            logger.debug("request body: %s", self.request_body.decode(errors="replace"))
+        if self.answer_body:
+            logger.debug("answer body: %s", self.answer_body.decode(errors="replace"))
+
+
+_NOTED_HEADERS = frozenset({b"content-type", b"x-aigateway-provider", b"x-aigateway-cache"})
+
+
+def _keep(buffer: bytearray, chunk: bytes) -> None:
+    room = _DEBUG_BODY_LIMIT - len(buffer)
+    if room > 0:
+        buffer += chunk[:room]

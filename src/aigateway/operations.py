@@ -1,0 +1,317 @@
+"""What operators see and steer, wired for one worker process.
+
+``create_app`` makes one ``Operations`` from the settings: its middleware (request id,
+metrics and log line, CORS, authentication) and its routes (``/health``, ``/metrics``,
+``/admin/stats``, ``/admin/config``).  The worker's lifespan then attaches it to the
+node's shared-memory segment before the pipeline is built, starts it once the rest is
+ready, and stops it before the segment is closed::
+
+    operations.attach(segment, providers)   # accounting, provider health, live settings
+    pipeline = Pipeline(..., operations.retry, ..., accounting=operations.accounting)
+    operations.start(cache=cache, admission=admission)   # probes, live-settings watcher
+    ...
+    await operations.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from aigateway import shm
+from aigateway.config import Settings
+from aigateway.core.accounting import NULL_ACCOUNTING, Accounting
+from aigateway.core.health import HealthBoard, HealthPolicy, probe_loop
+from aigateway.core.providers import Provider, make_client
+from aigateway.core.retry import RetryPolicy
+from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
+from aigateway.middleware.auth import AuthMiddleware
+from aigateway.middleware.cors import CORSMiddleware
+from aigateway.middleware.requests import RequestMiddleware
+from aigateway.providers.base import ModelListAdapter
+from aigateway.runtime import LiveSettings, region_size
+from aigateway.stats.report import NodeNumbers
+from aigateway.stats.series import SeriesTable
+from aigateway.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from aigateway.cache.service import ResponseCache
+    from aigateway.core.admission import Admission
+
+logger = logging.getLogger("aigateway.operations")
+
+__all__ = ("Operations", "node_regions")
+
+SERIES_REGION = "series"
+HEALTH_REGION = "health"
+LIVE_REGION = "live"
+SERIES_CAPACITY = 4096
+CELL_CAPACITY = 16384
+RATE_WINDOW_S = 60.0
+
+
+def node_regions(settings: Settings, slots: int) -> tuple[shm.RegionSpec, ...]:
+    """The shared-memory regions operations needs in the node's segment."""
+    providers = [p.name for p in settings.providers]
+    series = {"series": SERIES_CAPACITY, "cells": CELL_CAPACITY, "slots": slots}
+    return (
+        shm.RegionSpec(
+            SERIES_REGION, SeriesTable.size(SERIES_CAPACITY, CELL_CAPACITY, slots), series
+        ),
+        shm.RegionSpec(HEALTH_REGION, HealthBoard.size(len(providers)), {"providers": providers}),
+        shm.RegionSpec(LIVE_REGION, region_size(slots), {"slots": slots}),
+    )
+
+
+def health_policy(settings: Settings) -> HealthPolicy:
+    return HealthPolicy(
+        failure_threshold=settings.circuit_failure_threshold,
+        cooldown_s=settings.circuit_cooldown_s,
+        probe_interval_s=settings.health_check_interval_s,
+        slow_s=settings.request_timeout_s / 2,
+        probe_timeout_s=min(10.0, settings.request_timeout_s),
+    )
+
+
+class Operations:
+    """One worker's accounting, provider health, live settings, ops middleware and routes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.accounting: Accounting = NULL_ACCOUNTING
+        self.health: HealthBoard | None = None
+        self.live: LiveSettings | None = None
+        self.table: SeriesTable | None = None
+        self.stats: SharedStats | None = None
+        self.providers: dict[str, Provider] = {}
+        self.cache: ResponseCache | None = None
+        self.admission: Admission | None = None
+        self.retry = RetryPolicy(
+            settings.max_retries, settings.initial_delay_ms / 1000.0, settings.max_delay_ms / 1000.0
+        )
+        self.started_at = time.time()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._retired: list[UpstreamClient] = []
+
+    # -- building the app ----------------------------------------------------------------
+
+    def middleware(self) -> list[Middleware]:
+        """Outermost first: request id, metrics and log line; CORS; authentication."""
+        settings = self.settings
+        stack = [Middleware(RequestMiddleware, source=self)]
+        if settings.cors_allow_origins:
+            stack.append(Middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins))
+        stack.append(
+            Middleware(
+                AuthMiddleware,
+                api_keys=settings.api_keys,
+                admin_key=settings.admin_key,
+                metrics_public=settings.metrics_public,
+            )
+        )
+        return stack
+
+    def routes(self) -> list[Route]:
+        from aigateway.api.ops import OpsRoutes
+
+        return OpsRoutes(self).routes()
+
+    # -- the worker's lifespan -----------------------------------------------------------
+
+    def attach(self, segment: shm.Segment | None, providers: dict[str, Provider]) -> None:
+        """Accounting, health and live settings on the node's segment (private ones
+        without it), and the providers' circuits; before the pipeline is built."""
+        settings = self.settings
+        names = [p.name for p in settings.providers]
+        slots = 2 * settings.workers + 2
+        regions = segment.region_names if segment is not None else ()
+        if segment is not None and not all(
+            r in regions for r in (SERIES_REGION, HEALTH_REGION, LIVE_REGION)
+        ):
+            logger.warning("the node's segment has no operations regions: metrics are per worker")
+        if segment is not None and SERIES_REGION in regions:
+            self.stats = segment.stats()
+            self.table = SeriesTable(
+                segment.region(SERIES_REGION),
+                segment.region_params(SERIES_REGION),
+                segment.region_lock_path(SERIES_REGION),
+            )
+            self.health = HealthBoard(
+                segment.region(HEALTH_REGION),
+                segment.region_params(HEALTH_REGION)["providers"],
+                health_policy(settings),
+                segment.region_lock_path(HEALTH_REGION),
+            )
+            self.live = LiveSettings(
+                settings,
+                segment.region(LIVE_REGION),
+                segment.region_params(LIVE_REGION)["slots"],
+                segment.region_lock_path(LIVE_REGION),
+            )
+            self.started_at = segment.created_at or self.started_at
+            self._buckets = {name: segment.bucket(name) for name in segment.bucket_names}
+        else:
+            self.stats = SharedStats(shm.DEFAULT_STATS)
+            params = {"series": SERIES_CAPACITY, "cells": CELL_CAPACITY, "slots": 1}
+            private = bytearray(SeriesTable.size(SERIES_CAPACITY, CELL_CAPACITY, 1))
+            self.table = SeriesTable(memoryview(private), params, None)
+            self.health = HealthBoard.private(names, health_policy(settings))
+            self.live = LiveSettings(settings, bytearray(region_size(slots)), slots)
+        self.accounting = Accounting(self.stats, self.table, self.health, tuple(names))
+        self.stats.incr(self.stats.schema.counter("worker_starts"))
+        self.providers = providers
+        for name, provider in list(providers.items()):
+            probe_able = isinstance(provider.adapter, ModelListAdapter)
+            providers[name] = dataclasses.replace(
+                provider, circuit=self.health.circuit(name, probe_able)
+            )
+
+    def start(self, cache: ResponseCache | None = None, admission: Admission | None = None) -> None:
+        """Apply the node's live settings, then watch them; probe providers; sample rates."""
+        self.cache, self.admission = cache, admission
+        assert self.live is not None and self.health is not None
+        self.live.subscribe(self._apply)
+        if admission is not None:
+            _apply_admission(admission, self.settings)  # PRIORITY_RESERVES from the start
+        self.live.refresh()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.live.watch()),
+            loop.create_task(probe_loop(self.health, self.providers, self.accounting.probe)),
+            loop.create_task(self._sample_rates()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the tasks and let go of the shared memory (before the segment closes)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for client in self._retired:
+            await client.close()
+        self._retired.clear()
+        self.accounting = NULL_ACCOUNTING
+        for closable in (self.table, self.health, self.live):
+            if closable is not None:
+                closable.close()
+        self.table = self.health = self.live = None
+
+    # -- what the endpoints read ---------------------------------------------------------
+
+    def numbers(self) -> NodeNumbers:
+        """Everything the node counts, read now."""
+        assert self.stats is not None and self.table is not None
+        health = {}
+        if self.health is not None:
+            health = {name: self.health.report(name) for name in self.health.providers}
+        cache = self.cache
+        return NodeNumbers(
+            snapshot=self.stats.snapshot(),
+            series=self.table.read(),
+            providers=tuple(p.name for p in self.current.providers),
+            health=health,
+            workers_configured=self.settings.workers,
+            workers_live=max(self.table.live_slots(), 1),
+            started_at=self.started_at,
+            cache=cache.store.counters() if cache is not None else None,
+            cache_budget_bytes=cache.store.max_bytes if cache is not None else 0,
+            pid=os.getpid(),
+        )
+
+    @property
+    def current(self) -> Settings:
+        """The settings in force now (the startup ones plus live changes)."""
+        return self.live.current if self.live is not None else self.settings
+
+    def per_second(self) -> tuple[float, float]:
+        """Requests a second over the last minute (node-wide), and the window it covers.
+
+        From this worker's samples of the node's total; while the node is younger than a
+        minute, over its whole life."""
+        if self.stats is None:
+            return 0.0, 0.0
+        now, total = time.monotonic(), self.stats.snapshot().counters.get("requests", 0)
+        uptime = max(time.time() - self.started_at, 1e-3)
+        if uptime <= RATE_WINDOW_S:
+            return total / uptime, uptime
+        past = [(t, n) for t, n in self._samples if now - t <= RATE_WINDOW_S + 0.5]
+        if not past or now - past[0][0] < 1.0:
+            return 0.0, 0.0
+        then, before = past[0]
+        return (total - before) / (now - then), now - then
+
+    def set_rates(self, old: Settings, new: Settings) -> None:
+        """Node-wide: move the providers' shared buckets to their new rates (once a change)."""
+        before = {p.name: p.rps for p in old.providers}
+        for provider in new.providers:
+            bucket = self._buckets.get(provider.name)
+            if bucket is not None and before.get(provider.name) != provider.rps:
+                spec = shm.provider_bucket(provider.name, provider.rps)
+                bucket.set_rate(spec.rate_per_s, spec.burst)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _apply(self, old: Settings, new: Settings) -> None:
+        """Apply live settings in this worker."""
+        logging.getLogger("aigateway").setLevel(new.log_level.upper())
+        self.retry.max_retries = new.max_retries
+        self.retry.initial_delay_s = new.initial_delay_ms / 1000.0
+        self.retry.max_delay_s = new.max_delay_ms / 1000.0
+        if self.cache is not None:
+            policy = TTLPolicy(provider_factors=dict(new.cache_ttl_factors))
+            self.cache.configure(new.cache_ttl_minutes * 60.0, policy)
+        if self.admission is not None:
+            _apply_admission(self.admission, new)
+        before = {p.name: p.max_connections for p in old.providers}
+        for p in new.providers:
+            current = self.providers.get(p.name)
+            if current is not None and before.get(p.name) != p.max_connections:
+                self._retire(current.client)
+                self.providers[p.name] = dataclasses.replace(current, client=make_client(p, new))
+
+    def _retire(self, client: UpstreamClient) -> None:
+        """Close a replaced client once the calls that use it have had time to finish."""
+        self._retired.append(client)
+        grace = self.settings.request_timeout_s + 5.0
+
+        async def close_later() -> None:
+            await asyncio.sleep(grace)
+            if client in self._retired:
+                self._retired.remove(client)
+                await client.close()
+
+        self._tasks.append(asyncio.get_running_loop().create_task(close_later()))
+
+    async def _sample_rates(self, every_s: float = 1.0) -> None:
+        while True:
+            if self.stats is not None:
+                total = self.stats.snapshot().counters.get("requests", 0)
+                self._samples.append((time.monotonic(), total))
+                while self._samples and time.monotonic() - self._samples[0][0] > RATE_WINDOW_S:
+                    self._samples.popleft()
+            await asyncio.sleep(every_s)
+
+
+def _apply_admission(admission: Admission, settings: Settings) -> None:
+    """Queue size, priority reserves and the providers' configured rates of admission."""
+    from aigateway.core.admission import DEFAULT_RESERVES
+
+    admission.queue_size = settings.queue_size
+    admission.reserves = {**DEFAULT_RESERVES, **dict(settings.priority_reserves)}
+    rates = {p.name: p.rps for p in settings.providers}
+    for name, gate in admission.gates.items():
+        if name in rates:
+            gate.configured_rate = rates[name]

@@ -1,0 +1,325 @@
+"""Live settings: changed with ``PUT /admin/config``, applied by every worker within a second.
+
+The settings that are safe to change while the gateway runs (``LIVE_VARIABLES``, plus
+``providers.<name>.rps`` and ``providers.<name>.max_connections`` of any provider) are
+validated with the parsers of ``config.VARIABLES``, so a bad value gets the same clear
+message as at startup, and nothing changes unless every value is good.
+
+The changes live in a region of the node's shared memory: the overrides (variable ->
+raw value) as JSON, and a version.  The worker that takes a change writes them (under the
+region's lock); every worker polls the version every ``POLL_S`` and, when it moved,
+rebuilds its settings from the startup ones plus the overrides and applies them (each
+``subscribe``d callback), then acknowledges the version in its slot.  A worker that
+starts (or is respawned) applies the current overrides before it serves.  Changes last
+until the server stops: the environment still rules the next start.
+
+Region layout::
+
+    0  u64 sequence (odd while being written)   8  u64 version   16 u32 length of the JSON
+    24 f64 time of the last change (wall)        64 slots x 16 bytes: i64 pid, u64 version
+    then the JSON document, at most ``MAX_DOCUMENT`` bytes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import orjson
+
+from aigateway.config import (
+    VARIABLES,
+    ConfigError,
+    ProviderSettings,
+    Settings,
+    _int,
+    _number,
+    describe,
+)
+from aigateway.errors import InvalidRequest
+from aigateway.hotpath._regions import RegionLock, pid_alive
+
+logger = logging.getLogger("aigateway.runtime")
+
+__all__ = ("LIVE_VARIABLES", "LiveSettings", "apply_overrides", "normalize_changes")
+
+LIVE_VARIABLES: Final = (
+    "LOG_LEVEL",
+    "CACHE_TTL_MINUTES",
+    "CACHE_PROVIDER_TTL_FACTORS",
+    "QUEUE_SIZE",
+    "PRIORITY_RESERVES",  # when admission has it
+    "MAX_RETRIES",
+    "INITIAL_DELAY_MS",
+    "MAX_DELAY_MS",
+    "OPENAI_RPS",
+    "OPENAI_MAX_CONNS",
+    "GOOGLE_RPS",
+    "GOOGLE_MAX_CONNS",
+    "ANTHROPIC_RPS",
+    "ANTHROPIC_MAX_CONNS",
+)
+PROVIDER_FIELDS: Final = {
+    "rps": ("rps", _number(0, strict=True)),
+    "max_connections": ("max_connections", _int(1, 10000)),
+}
+PROVIDER_NAMES: Final = ("providers.<name>.rps", "providers.<name>.max_connections")
+BUILT_IN: Final = {"openai": "OPENAI", "google": "GOOGLE", "anthropic": "ANTHROPIC"}
+POLL_S: Final = 0.2
+MAX_DOCUMENT: Final = 64 * 1024
+_HEAD = struct.Struct("=QQId")
+_SLOTS_AT = 64
+
+Applier = Callable[[Settings, Settings], None]
+
+
+def _variables() -> dict[str, tuple[str, Callable[[str, str], Any]]]:
+    known = {name: (path, parse) for name, path, parse, _ in VARIABLES}
+    return {name: known[name] for name in LIVE_VARIABLES if name in known}
+
+
+def region_size(slots: int) -> int:
+    return _SLOTS_AT + 16 * slots + MAX_DOCUMENT
+
+
+def _raw(name: str, value: Any) -> str:
+    """A JSON value as the text an environment variable would hold."""
+    if isinstance(value, bool) or value is None or isinstance(value, list):
+        raise InvalidRequest(
+            f"invalid {name}: expected a string or a number", param=name, code="invalid_config"
+        )
+    if isinstance(value, dict):  # {"google": 0.5} for CACHE_PROVIDER_TTL_FACTORS
+        return ",".join(f"{key}={item}" for key, item in value.items())
+    return str(value)
+
+
+def normalize_changes(settings: Settings, changes: Any) -> dict[str, str | None]:
+    """Canonical names and raw values of a PUT body (``None``: back to the startup value).
+
+    Raises ``InvalidRequest`` for a name that cannot change live or a value of no use.
+    """
+    if not isinstance(changes, dict) or not changes:
+        raise InvalidRequest(
+            'send a JSON object of settings to change, e.g. {"OPENAI_RPS": 20}',
+            code="invalid_config",
+        )
+    variables = _variables()
+    names = {p.name for p in settings.providers}
+    result: dict[str, str | None] = {}
+    for name, value in changes.items():
+        canonical = name
+        prefix, _, rest = name.partition(".")
+        provider, _, attribute = rest.partition(".")
+        if prefix == "providers" and provider in names and attribute in PROVIDER_FIELDS:
+            if provider in BUILT_IN:
+                suffix = "RPS" if attribute == "rps" else "MAX_CONNS"
+                canonical = f"{BUILT_IN[provider]}_{suffix}"
+        elif name not in variables:
+            live = ", ".join([*variables, *PROVIDER_NAMES])
+            raise InvalidRequest(
+                f"{name} cannot be changed while the gateway runs; these can: {live}",
+                param=name,
+                code="not_live",
+            )
+        result[canonical] = None if value is None else _raw(name, value)
+    return result
+
+
+def apply_overrides(base: Settings, overrides: Mapping[str, str]) -> Settings:
+    """``base`` with the overrides parsed and applied; ``ConfigError`` for a bad one."""
+    variables = _variables()
+    top: dict[str, Any] = {}
+    providers: dict[str, dict[str, Any]] = {}
+    for name, raw in overrides.items():
+        if name in variables:
+            path, parse = variables[name]
+            value = parse(name, raw)
+            if "." in path:
+                provider, attribute = path.split(".", 1)
+                providers.setdefault(provider, {})[attribute] = value
+            else:
+                top[path] = value
+            continue
+        _, provider, attribute = name.split(".", 2)
+        field, parse = PROVIDER_FIELDS[attribute]
+        providers.setdefault(provider, {})[field] = parse(name, raw)
+    for provider, values in providers.items():
+        if provider in BUILT_IN:
+            top[provider] = dataclasses.replace(getattr(base, provider), **values)
+    extra = tuple(
+        dataclasses.replace(p, **providers[p.name]) if p.name in providers else p
+        for p in base.extra_providers
+    )
+    settings = dataclasses.replace(base, **top, extra_providers=extra)
+    if settings.max_delay_ms < settings.initial_delay_ms:
+        raise ConfigError(
+            "MAX_DELAY_MS",
+            str(settings.max_delay_ms),
+            f"a value >= INITIAL_DELAY_MS ({settings.initial_delay_ms})",
+        )
+    return settings
+
+
+def effective(settings: Settings, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """What ``GET /admin/config`` shows: every setting (secrets masked), the providers of
+    the configuration file, what may change live, and what did."""
+    providers: dict[str, ProviderSettings] = {p.name: p for p in settings.providers}
+    return {
+        "settings": dict(describe(settings)),
+        "providers": {
+            name: {
+                "type": p.kind,
+                "base_url": p.base_url,
+                "rps": p.rps,
+                "max_connections": p.max_connections,
+                "key_configured": bool(p.api_key),
+            }
+            for name, p in providers.items()
+        },
+        "live": [*_variables(), *PROVIDER_NAMES],
+        "overrides": dict(overrides),
+    }
+
+
+class LiveSettings:
+    """This worker's view of the node's live settings."""
+
+    def __init__(
+        self,
+        base: Settings,
+        region: memoryview | bytearray,
+        slots: int,
+        lock_path: str | None = None,
+    ) -> None:
+        self.base = base
+        self.current = base
+        self._view = memoryview(region)[: region_size(slots)]
+        self._slots = slots
+        self._lock = RegionLock(lock_path)
+        self._appliers: list[Applier] = []
+        self._applied = 0
+        self._overrides: dict[str, str] = {}
+        self._slot = self._claim()
+
+    @property
+    def version(self) -> int:
+        return int(_HEAD.unpack_from(self._view, 0)[1])
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        return dict(self._overrides)
+
+    def subscribe(self, applier: Applier) -> None:
+        """Call ``applier(old, new)`` in this worker whenever the settings change."""
+        self._appliers.append(applier)
+
+    def update(self, changes: Any) -> Settings:
+        """Validate and publish a change for the node, and apply it here at once."""
+        normalized = normalize_changes(self.current, changes)
+        with self._lock:
+            overrides = self._read()[1]
+            for name, raw in normalized.items():
+                if raw is None:
+                    overrides.pop(name, None)
+                else:
+                    overrides[name] = raw
+            try:
+                apply_overrides(self.base, overrides)
+            except ConfigError as exc:
+                raise InvalidRequest(str(exc), param=exc.name, code="invalid_config") from None
+            document = orjson.dumps(overrides)
+            if len(document) > MAX_DOCUMENT:
+                raise InvalidRequest("too many live changes", code="invalid_config")
+            sequence, version, _, _ = _HEAD.unpack_from(self._view, 0)
+            sequence += sequence % 2  # even, even after a writer that died half-way
+            _HEAD.pack_into(self._view, 0, sequence + 1, version, 0, time.time())
+            start = self.data_offset
+            self._view[start : start + len(document)] = document
+            _HEAD.pack_into(self._view, 0, sequence + 2, version + 1, len(document), time.time())
+        self.refresh()
+        return self.current
+
+    def refresh(self) -> bool:
+        """Apply the node's live settings if they changed; whether they did."""
+        version, overrides = self._read()
+        if version == self._applied:
+            return False
+        old = self.current
+        try:
+            new = apply_overrides(self.base, overrides)
+        except ConfigError as exc:  # cannot happen: they were validated before publishing
+            logger.error("ignoring live settings: %s", exc)
+            self._applied = version
+            return False
+        self.current, self._overrides, self._applied = new, overrides, version
+        for applier in self._appliers:
+            try:
+                applier(old, new)
+            except Exception:
+                logger.exception("applying live settings failed")
+        self._ack(version)
+        if version:
+            logger.info("live settings version %d applied: %s", version, overrides)
+        return True
+
+    def acknowledged(self, version: int) -> tuple[int, int]:
+        """(live workers that applied ``version`` or later, live workers)."""
+        applied = alive = 0
+        for slot in range(self._slots):
+            pid, seen = struct.unpack_from("=qQ", self._view, _SLOTS_AT + 16 * slot)
+            if pid and (pid == os.getpid() or pid_alive(pid)):
+                alive += 1
+                applied += seen >= version
+        return applied, alive
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            self.refresh()
+
+    def close(self) -> None:
+        if self._slot >= 0:
+            with self._lock:
+                struct.pack_into("=qQ", self._view, _SLOTS_AT + 16 * self._slot, 0, 0)
+            self._slot = -1
+        self._lock.close()
+        self._view.release()
+
+    # -- internals -----------------------------------------------------------------------
+
+    @property
+    def data_offset(self) -> int:
+        return _SLOTS_AT + 16 * self._slots
+
+    def _read(self) -> tuple[int, dict[str, str]]:
+        """A consistent (version, overrides), read again while a writer is at it."""
+        deadline = time.monotonic() + 0.1
+        while True:
+            sequence, version, length, _ = _HEAD.unpack_from(self._view, 0)
+            start = self.data_offset
+            raw = bytes(self._view[start : start + length])
+            if not sequence % 2 and _HEAD.unpack_from(self._view, 0)[0] == sequence:
+                return version, (orjson.loads(raw) if raw else {})
+            if time.monotonic() > deadline:
+                return self._applied, dict(self._overrides)  # a writer died mid-write
+            time.sleep(0.0001)
+
+    def _ack(self, version: int) -> None:
+        if self._slot >= 0:
+            struct.pack_into("=qQ", self._view, _SLOTS_AT + 16 * self._slot, os.getpid(), version)
+
+    def _claim(self) -> int:
+        me = os.getpid()
+        with self._lock:
+            for slot in range(self._slots):
+                pid, _ = struct.unpack_from("=qQ", self._view, _SLOTS_AT + 16 * slot)
+                if pid == 0 or (pid != me and not pid_alive(pid)):
+                    struct.pack_into("=qQ", self._view, _SLOTS_AT + 16 * slot, me, 0)
+                    return slot
+        return -1  # more processes than slots: this one is not counted in acknowledgements

@@ -1,0 +1,66 @@
+"""The stream relay: provider events out as OpenAI events, errors as a last event."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+import orjson
+import pytest
+
+from aigateway.core.dispatch import Answer
+from aigateway.core.streaming import relay_stream
+from aigateway.core.types import ApiRequest
+from aigateway.providers.openai import OpenAIAdapter
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordedResponse:
+    """A provider's streamed answer, as bytes already received."""
+
+    status = 200
+    headers: Mapping[str, str] = {"content-type": "text/event-stream"}
+    closed = False
+
+    async def read(self, timeout_s: float) -> bytes:
+        return b""
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        yield b""
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def chunk(text: str) -> bytes:
+    body = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": text}}],
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+async def relay(first: bytes) -> list[bytes]:
+    adapter = OpenAIAdapter("openai", "http://provider/v1", None, "OPENAI_API_KEY")
+    request = ApiRequest("chat", "gpt-4o-mini", {}, b"{}", stream=True)
+    response = RecordedResponse()
+    answer = Answer(response, first, None, 1)
+    out = [
+        piece async for piece in relay_stream(answer, adapter, adapter.chat_stream(request, "m"))
+    ]
+    assert response.closed
+    return b"".join(out).split(b"\n\n")[:-1]
+
+
+async def test_events_are_relayed_and_done_is_sent_once() -> None:
+    events = await relay(chunk("Hel") + chunk("lo") + b"data: [DONE]\n\n")
+    assert events[-1] == b"data: [DONE]"
+    assert len(events) == 3
+
+
+async def test_content_before_an_error_in_the_same_read_is_not_lost() -> None:
+    error = b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+    events = await relay(chunk("kept") + error)
+    assert orjson.loads(events[0][6:])["choices"][0]["delta"]["content"] == "kept"
+    assert b"error" in events[1]
+    assert len(events) == 2  # no [DONE] after an error
