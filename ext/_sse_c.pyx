@@ -25,7 +25,8 @@ remembered until the scan passes it, so a chunk without any CR costs a single ex
 * otherwise the line is handled straight out of the chunk, without a copy.
 
 Handling a line means: empty line -> dispatch; ``data`` or ``data:...`` -> append the value
-(after an LF separator if the event already has data) to ``_data``; anything else is a
+(after an LF separator if the event already has data) to ``_data``; a line starting with
+``{`` -> append the whole line (Gemini's bare in-stream error JSON); anything else is a
 comment or an ignored field.  Dispatching creates the payload with a single
 ``PyBytes_FromStringAndSize`` over ``_data`` and empties it.  A CR that is the last byte of
 a chunk ends its line at once (no waiting for the next chunk) and sets ``_skip_lf`` so that
@@ -50,6 +51,7 @@ cdef enum:
     _CR = 0x0D
     _COLON = 0x3A
     _SPACE = 0x20
+    _BRACE = 0x7B
     _MIN_CAPACITY = 256
     _KEEP_CAPACITY = 64 * 1024
 
@@ -176,9 +178,11 @@ cdef class SSEDecoder:
         cdef Py_ssize_t value = 4
         if n == 0:
             return self._dispatch(events)
-        if n < 4 or line[0] != b"d" or line[1] != b"a" or line[2] != b"t" or line[3] != b"a":
+        if line[0] == _BRACE:
+            value = 0  # a bare JSON line, taken whole: Gemini's in-stream error
+        elif n < 4 or line[0] != b"d" or line[1] != b"a" or line[2] != b"t" or line[3] != b"a":
             return 0  # a comment or a field other than data
-        if n > 4:
+        elif n > 4:
             if line[4] != _COLON:
                 return 0  # a field whose name merely starts with "data"
             value = 6 if n > 5 and line[5] == _SPACE else 5

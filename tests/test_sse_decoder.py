@@ -286,6 +286,9 @@ def reference_decode(stream: bytes) -> list[bytes]:
                 events.append(b"\n".join(data))
             data = []
             continue
+        if line.startswith(b"{"):
+            data.append(line)  # the one deviation: a bare JSON line is data
+            continue
         field, _, value = line.partition(b":")
         if field == b"data":
             data.append(value.removeprefix(b" "))
@@ -334,3 +337,17 @@ def test_twins_agree_with_each_other_and_with_any_chunking(hotpath_impl, stream,
     assert whole == reference_decode(stream)
     assert decode(hotpath_impl, stream) == whole
     assert decode(hotpath_impl, *_chunked(stream, cuts)) == whole
+
+
+def test_a_bare_json_line_is_data_for_geminis_in_stream_errors(
+    hotpath_impl: types.ModuleType,
+) -> None:
+    stream = (
+        b'data: {"candidates": []}\r\n\r\n'
+        b'{"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}\n'
+    )
+    decoder = hotpath_impl.SSEDecoder()
+    assert decoder.feed(stream) == [b'{"candidates": []}']
+    assert decoder.flush() == [
+        b'{"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}'
+    ]

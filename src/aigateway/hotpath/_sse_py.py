@@ -14,7 +14,10 @@ relay needs, i.e. the ``data`` of each event:
   lines are joined with ``b"\\n"``;
 * lines starting with ``:`` are comments; every other field (``event``, ``id``,
   ``retry``, unknown names) is ignored;
-* an event without any data line yields nothing; ``data:`` alone yields ``b""``.
+* an event without any data line yields nothing; ``data:`` alone yields ``b""``;
+* one deviation: a line that starts with ``{`` is taken whole as a data line. Gemini
+  reports an error inside a stream as a bare JSON line without ``data:``; the spec
+  would drop it (as a field named ``{"error"``), and with it the provider's reason.
 
 A leading byte-order mark is not stripped: upstream providers never send one.
 """
@@ -86,6 +89,8 @@ class SSEDecoder:
                 data.append(line[6:] if line[5:6] == b" " else line[5:])
             elif line == b"data":
                 data.append(b"")
+            elif line[:1] == b"{":
+                data.append(line)  # a bare JSON line: Gemini's in-stream error
             # Anything else is a comment (":...") or a field the relay does not need.
         return events
 
