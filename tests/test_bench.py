@@ -26,7 +26,16 @@ from aigateway.bench.baselines import constant_reply
 from aigateway.bench.bodies import identical_body, unique_body_parts
 from aigateway.bench.compare import CompareError, compare, direction_of, render_comparison
 from aigateway.bench.derive import derive, goals
-from aigateway.bench.loadclient import parse_output, percentile
+from aigateway.bench.loadclient import (
+    PRIORITY_MIX,
+    observed_rate,
+    open_loop_schedule,
+    parse_output,
+    percentile,
+    priority_sequence,
+    priority_summary,
+    steady_window,
+)
 from aigateway.bench.report import cpu_per_request, render_results, saturation
 from aigateway.bench.scenarios import SCENARIOS, MockConfig, PlanOptions, build_plan
 from aigateway.bench.trace import PRIORITIES, TraceSpec, describe_trace, generate_trace
@@ -124,6 +133,137 @@ def test_overrides_replace_the_lists_but_overhead_stays_at_one_connection() -> N
     assert {s.concurrency for s in plan if s.scenario == "miss-frontier"} == {8}
     assert {s.mock.latency_ms for s in plan} == {5.0}
     assert {s.workers for s in plan if s.target != "direct"} == {3}
+
+
+def test_the_admission_step_limits_the_provider_and_sends_over_the_limit() -> None:
+    plan = build_plan(PlanOptions(scenarios=("admission",)))
+    assert len(plan) == 1
+    step = plan[0]
+    assert (step.target, step.workers, step.load) == ("gateway", 2, "open-loop")
+    assert step.provider_rps == 100.0 and step.offered_rps == 150.0
+    assert dict(step.gateway_env)["QUEUE_SIZE"] == "100"
+    assert "offered150" in step.key and "OPENAI_RPS=100" in step.key
+    assert "open loop" in step.describe()
+    # the other scenarios keep an unlimited provider (no settings of their own)
+    assert all(s.provider_rps is None for s in build_plan(PlanOptions()) if s is not step
+               and s.scenario != "admission")  # fmt: skip
+
+
+# --- open loop ----------------------------------------------------------------------------
+
+
+def test_the_open_loop_schedule_is_a_fixed_rate_bounded_in_time_and_count() -> None:
+    assert open_loop_schedule(4, 1.0, 100) == [0.0, 0.25, 0.5, 0.75]
+    assert len(open_loop_schedule(150, 5, 100_000)) == 750
+    assert len(open_loop_schedule(150, 5, 10)) == 10
+    assert open_loop_schedule(0, 5, 10) == [] and open_loop_schedule(10, 0, 10) == []
+    times = open_loop_schedule(3, 1.1, 100)
+    assert times == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0]) and max(times) < 1.1
+
+
+def test_the_priority_mix_is_exact_and_deterministic_for_a_seed() -> None:
+    sequence = priority_sequence(1000, seed=8)
+    assert Counter(sequence) == {"critical": 100, "high": 200, "normal": 400, "low": 300}
+    assert sequence == priority_sequence(1000, seed=8)
+    assert sequence != priority_sequence(1000, seed=9)
+    assert sequence[:10] != sorted(sequence[:10], key=[n for n, _ in PRIORITY_MIX].index)
+    odd = Counter(priority_sequence(7, seed=1))
+    assert sum(odd.values()) == 7 and odd["normal"] == 3  # largest remainders
+    assert priority_sequence(0, seed=1) == []
+
+
+def test_the_priority_summary_counts_sheds_timeouts_and_success_latency() -> None:
+    records = [
+        ("critical", 200, 10.0), ("critical", 200, 30.0),
+        ("low", 200, 5.0), ("low", 429, 1.0), ("low", 504, 1000.0), ("low", 0, 2.0),
+        ("odd", 200, 1.0),
+    ]  # fmt: skip
+    summary = priority_summary(records, ("critical", "high", "normal", "low"))
+    assert list(summary) == ["critical", "high", "normal", "low", "odd"]
+    assert summary["critical"]["p50"] == 20.0 and summary["critical"]["shed"] == 0
+    assert summary["high"] == {
+        "requests": 0, "ok": 0, "p50": None, "p99": None, "shed": 0, "shed_rate": None,
+        "timeouts": 0, "timeout_rate": None, "other_errors": 0,
+    }  # fmt: skip
+    low = summary["low"]
+    assert (low["requests"], low["ok"], low["shed"], low["timeouts"]) == (4, 1, 1, 1)
+    assert low["shed_rate"] == 0.25 and low["timeout_rate"] == 0.25
+    assert low["other_errors"] == 1 and low["p99"] == 5.0  # failures are not latency
+
+
+def test_the_provider_rate_is_counted_over_the_steady_middle() -> None:
+    assert steady_window(10, skip_start_s=1.0) == (2.0, 8.0)
+    assert steady_window(5, skip_start_s=2.0) == (2.0, 4.0)
+    assert steady_window(3, skip_start_s=2.5) == (1.5, 3)  # nothing left: second half
+    assert steady_window(0, skip_start_s=1.0) == (0.0, 0.0)
+    start = 1_000.0
+    # a burst of 150/s for the first 2 s, then 100/s
+    times = [start + i / 150 for i in range(300)]
+    times += [start + 2 + i / 100 for i in range(300)]
+    rate, calls = observed_rate(times, start, (2.0, 4.0))
+    assert (rate, calls) == (100.0, 200)
+    assert observed_rate(times, start, (1.0, 1.0)) == (None, 0)
+    assert observed_rate([], start, (0.0, 1.0)) == (0.0, 0)
+
+
+def admission_row(critical_p99: float, observed: float, mock_ms: float = 20.0) -> dict[str, Any]:
+    def prio(requests: int, p99: float, shed: int, timeouts: int) -> dict[str, Any]:
+        return {"requests": requests, "ok": requests - shed - timeouts, "p50": p99 / 2,
+                "p99": p99, "shed": shed, "shed_rate": shed / requests, "timeouts": timeouts,
+                "timeout_rate": timeouts / requests, "other_errors": 0}  # fmt: skip
+
+    return {
+        "key": "admission/gateway/open-loop/c1/w2", "scenario": "admission",
+        "target": "gateway", "concurrency": 1, "workers": 2, "mock_latency_ms": mock_ms,
+        "mock_chunk_delay_ms": 0.0, "load": "open-loop", "label": "", "rps": 140.0,
+        "requests": 700, "p50_ms": 30.0, "p90_ms": 60.0, "p99_ms": 900.0, "errors": 150,
+        "provider_calls": 520, "cpu_pct": {"target": 20.0, "mock": 5.0, "generator": 10.0},
+        "machine_busy_pct": 10.0, "other_pct": 1.0, "rss_per_worker_mb": 40.0,
+        "extra": {
+            "offered_rps": 150.0, "provider_limit_rps": 100.0,
+            "provider_observed_rps": observed, "provider_rate_calls": 200,
+            "provider_rate_window_s": [2.0, 4.0], "schedule_s": 5.0,
+            "by_priority": {
+                "critical": prio(70, critical_p99, 0, 0), "high": prio(140, 50.0, 0, 0),
+                "normal": prio(280, 100.0, 0, 5), "low": prio(210, 900.0, 40, 100),
+            },
+        },
+    }  # fmt: skip
+
+
+def test_admission_goals_are_reported_against_the_limit_and_the_mock_latency() -> None:
+    rows = [admission_row(critical_p99=35.0, observed=101.0)]
+    derived = derive(rows)
+    keys = {d["key"]: d["value"] for d in derived}
+    assert keys["admission/c1/w2/mock20ms/provider-rate-vs-limit"] == pytest.approx(1.01)
+    assert keys["admission/c1/w2/mock20ms/low-shed-rate"] == pytest.approx(40 / 210)
+    found = {g["goal"]: g for g in goals(rows, derived) if g["goal"].startswith("admission")}
+    rate, critical, low = found.values()
+    assert rate["status"] == "met" and "1.0% off" in rate["measured"]
+    assert critical["status"] == "met" and "mock latency 20 ms" in critical["goal"]
+    assert low["status"] == "met"
+    missed = [admission_row(critical_p99=80.0, observed=95.0)]
+    statuses = [g["status"] for g in goals(missed, derive(missed)) if "admission" in g["goal"]]
+    assert statuses == ["MISSED", "MISSED", "met"]
+
+
+def test_admission_with_a_0_ms_mock_compares_critical_with_the_direct_p50() -> None:
+    direct = {"scenario": "overhead", "target": "direct", "mock_latency_ms": 0.0,
+              "p50_ms": 0.2, "concurrency": 1, "workers": 0}  # fmt: skip
+    rows = [admission_row(critical_p99=0.3, observed=100.0, mock_ms=0.0)]
+    found = [g for g in goals([*rows, direct], []) if "critical p99" in g["goal"]]
+    assert "direct p50 0.200 ms" in found[0]["goal"] and found[0]["status"] == "met"
+    alone = [g for g in goals(rows, []) if "critical p99" in g["goal"]]
+    assert alone[0]["status"] == "n/a"
+
+
+def test_the_admission_table_shows_the_rate_and_every_priority() -> None:
+    text = render_results([admission_row(critical_p99=35.0, observed=101.0)])
+    assert "== admission ==" in text and "provider/s" in text and "101.0" in text
+    for name in ("critical", "high", "normal", "low"):
+        assert name in text
+    assert "19.0%" in text  # low: 40 of 210 shed
+    assert "| priority |" in render_results([admission_row(35.0, 101.0)], markdown=True)
 
 
 # --- wrk ----------------------------------------------------------------------------------
@@ -572,6 +712,30 @@ def test_smoke_overhead_runs_end_to_end_and_stops_everything(tmp_path: Path) -> 
     stdout, stderr = compared.communicate(timeout=60)
     assert compared.returncode == 0, stderr
     assert "0 worse, 0 better" in stdout
+
+
+@pytest.mark.e2e
+def test_smoke_admission_runs_open_loop_against_the_rate_limit(tmp_path: Path) -> None:
+    wrk_or_skip()
+    out = tmp_path / "run.json"
+    started = time.monotonic()
+    bench = run_bench_process(tmp_path, "--duration", "3", "--scenario", "admission",
+                              "--warmup", "0", "--retries", "0", "--json", str(out))  # fmt: skip
+    stdout, stderr = bench.communicate(timeout=60)
+    assert bench.returncode == 0, stderr
+    assert time.monotonic() - started < 30
+    document = orjson.loads(out.read_bytes())
+    (row,) = document["results"]
+    extra = row["extra"]
+    assert extra["scheduled"] == 450 and row["requests"] == 450
+    assert extra["unfinished"] == 0 and not extra["error_samples"]
+    assert set(extra["by_priority"]) == {"critical", "high", "normal", "low"}
+    assert extra["by_priority"]["critical"]["ok"] == extra["by_priority"]["critical"]["requests"]
+    # the provider never sees more than its limit (and the 1 s burst)
+    assert row["provider_calls"] <= 100 * 3 + 100 + 5
+    assert 80 <= extra["provider_observed_rps"] <= 120
+    assert "== admission ==" in stdout and "admission: provider rate" in stdout
+    assert_all_stopped(document)
 
 
 @pytest.mark.e2e

@@ -16,7 +16,13 @@ from typing import Any
 
 from aigateway.bench.report import fmt, table
 
-SKIP = frozenset({"concurrency", "workers", "mock_latency_ms", "mock_chunk_delay_ms", "window_s"})
+SKIP = frozenset(
+    {
+        "concurrency", "workers", "mock_latency_ms", "mock_chunk_delay_ms", "window_s",
+        # open loop: when it started, its seed and schedule are settings, not figures
+        "started_wall", "seed", "schedule_s", "sent_s", "offered_rps", "provider_limit_rps",
+    }
+)  # fmt: skip
 HIGHER_IS_BETTER = (
     "rps",
     "hit_rate",

@@ -100,6 +100,8 @@ def derive(results: Sequence[Row]) -> list[Derived]:
                 extra.get("provider_calls_avoided"),
                 "calls",
             )
+        elif scenario == "admission":
+            _derive_admission(gw, add)
     for pt in (r for r in results if r["target"] == "passthrough" and r["scenario"] == "overhead"):
         direct = _find(results, "overhead", "direct", mock_latency_ms=pt["mock_latency_ms"])
         if direct is not None:
@@ -110,6 +112,98 @@ def derive(results: Sequence[Row]) -> list[Derived]:
                     _diff(pt[f"{p}_ms"], direct[f"{p}_ms"]),
                     "ms",
                 )
+    return out
+
+
+def _derive_admission(row: Row, add: Any) -> None:
+    extra, where = row["extra"], _where(row)
+    add(
+        f"admission/{where}/provider-rate-vs-limit",
+        "provider calls/s (steady middle) / its limit",
+        _ratio(extra.get("provider_observed_rps"), extra.get("provider_limit_rps")),
+        "ratio",
+    )
+    for name, figures in extra.get("by_priority", {}).items():
+        add(f"admission/{where}/{name}-p99", f"{name}: p99 of successes", figures["p99"], "ms")
+        add(
+            f"admission/{where}/{name}-shed-rate",
+            f"{name}: 429 share",
+            figures["shed_rate"],
+            "ratio",
+        )
+        add(
+            f"admission/{where}/{name}-timeout-rate",
+            f"{name}: 504 share",
+            figures["timeout_rate"],
+            "ratio",
+        )
+
+
+def _loss(figures: dict[str, Any]) -> float | None:
+    """Share of requests shed (429) or timed out (504)."""
+    n = figures.get("requests") or 0
+    return (figures["shed"] + figures["timeouts"]) / n if n else None
+
+
+def admission_goals(results: Sequence[Row]) -> list[dict[str, str]]:
+    """Goals of the admission scenario: the provider sees its limit, critical requests
+    stay near the provider's latency, low priority absorbs the overload."""
+    out: list[dict[str, str]] = []
+    direct = next(
+        (
+            r
+            for r in results
+            if r["target"] == "direct" and r["mock_latency_ms"] == 0.0 and r.get("p50_ms")
+        ),
+        None,
+    )
+    for row in (r for r in results if r["scenario"] == "admission"):
+        extra = row["extra"]
+        limit = extra.get("provider_limit_rps")
+        observed = extra.get("provider_observed_rps")
+        off = None if not limit or observed is None else 100.0 * abs(observed / limit - 1)
+        out.append(
+            {
+                "goal": f"admission: provider rate within 2% of its limit ({fmt(limit, 0)}/s)",
+                "measured": "-" if off is None else f"{observed:.1f}/s ({off:.1f}% off)",
+                "target": "<= 2%",
+                "status": _status(None if off is None else off <= 2.0),
+            }
+        )
+        by_priority = extra.get("by_priority", {})
+        critical = by_priority.get("critical", {})
+        if row["mock_latency_ms"] > 0:
+            reference, what = row["mock_latency_ms"], f"mock latency {row['mock_latency_ms']:g} ms"
+        elif direct is not None:
+            reference, what = direct["p50_ms"], f"direct p50 {direct['p50_ms']:.3f} ms"
+        else:
+            reference, what = None, "0 ms mock and no direct row"
+        p99 = critical.get("p99")
+        ratio = _ratio(p99, reference)
+        out.append(
+            {
+                "goal": f"admission: critical p99 within 2x the provider latency ({what})",
+                "measured": "-" if ratio is None else f"{p99:.1f} ms ({ratio:.2f}x)",
+                "target": "<= 2x",
+                "status": _status(None if ratio is None else ratio <= 2.0),
+            }
+        )
+        losses = {name: _loss(f) for name, f in by_priority.items()}
+        low = losses.get("low")
+        others = [v for k, v in losses.items() if k != "low" and v is not None]
+        ok = None
+        if low is not None and others:
+            ok = low > 0 and low >= max(others) and (losses.get("critical") or 0.0) == 0.0
+        out.append(
+            {
+                "goal": "admission: low absorbs the overload (429+504 share)",
+                "measured": "-"
+                if low is None
+                else f"low {low:.0%}, others <= {max(others, default=0.0):.0%}",
+                "target": "low most, critical 0",
+                "status": _status(ok),
+            }
+        )
     return out
 
 
@@ -214,7 +308,7 @@ def goals(results: Sequence[Row], derived: Sequence[Derived]) -> list[dict[str, 
         if r["target"] == "gateway" and r.get("rss_per_worker_mb")
     ]
     goal("gateway RSS per worker (largest seen)", max(rss) if rss else None, 150, " MB", True)
-    return out
+    return out + admission_goals(results)
 
 
 def render_goals(rows: Sequence[dict[str, str]], markdown: bool = False) -> str:

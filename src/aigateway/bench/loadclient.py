@@ -10,6 +10,13 @@ line ``AIGATEWAY_BENCH_JSON {...}``.
 * ``trace``: replays a trace file (JSON lines: ``body``, ``stream``, ``priority``) in order,
   wrapping around; latency per priority, and cache hits from the ``x-aigateway-cache``
   response header.
+* ``open-loop``: ``python -m aigateway.bench.loadclient open-loop --url URL --rate R
+  --duration S [--seed N]`` sends unique chat requests on a fixed schedule (R per second
+  for S seconds, at most ``--max-requests``), whether or not earlier ones have answered,
+  each with a priority drawn from :data:`PRIORITY_MIX` (deterministic for a seed); then
+  waits ``--grace`` seconds at most for the last answers. Latency counts from each
+  request's scheduled time; per priority: successes' latency, 429s (shed), 504s (timed out).
+  It only speaks to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import random
 import secrets
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -52,6 +61,101 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 
 def summarize(values_ms: Sequence[float]) -> dict[str, float | None]:
     return {f"p{p:g}": percentile(values_ms, p) for p in (50, 90, 99)}
+
+
+# --- open loop: pure parts ----------------------------------------------------------------
+
+# (priority, share in %) of the open-loop load, most urgent first
+PRIORITY_MIX: tuple[tuple[str, int], ...] = (
+    ("critical", 10), ("high", 20), ("normal", 40), ("low", 30),
+)  # fmt: skip
+SHED_STATUS = 429
+TIMEOUT_STATUS = 504
+
+
+def open_loop_schedule(rate: float, duration_s: float, max_requests: int) -> list[float]:
+    """Send times (seconds from the start) of a fixed arrival rate: ``i / rate`` for every
+    request that starts before ``duration_s``, ``max_requests`` at most."""
+    if rate <= 0 or duration_s <= 0 or max_requests <= 0:
+        return []
+    count = min(max_requests, int(rate * duration_s - 1e-9) + 1)
+    return [i / rate for i in range(count)]
+
+
+def priority_sequence(
+    count: int, seed: int, mix: Sequence[tuple[str, int]] = PRIORITY_MIX
+) -> list[str]:
+    """``count`` priorities in the shares of ``mix`` (exact up to rounding: largest
+    remainders), shuffled by a generator seeded with ``seed``."""
+    total = sum(weight for _, weight in mix)
+    if count <= 0 or total <= 0:
+        return []
+    exact = [count * weight / total for _, weight in mix]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(mix)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[: count - sum(counts)]:
+        counts[i] += 1
+    out = [name for (name, _), n in zip(mix, counts, strict=True) for _ in range(n)]
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def priority_summary(
+    records: Sequence[tuple[str, int, float]], order: Sequence[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """Per priority, from (priority, HTTP status or 0 for no answer, latency ms) records:
+    requests, successes and their p50/p99, shed (429) and timed out (504) with their rates,
+    other errors. Priorities in ``order`` first (even without requests), then the rest."""
+    names = list(order) + sorted({r[0] for r in records} - set(order))
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        mine = [r for r in records if r[0] == name]
+        ok = [ms for _, status, ms in mine if 200 <= status < 300]
+        shed = sum(1 for _, status, _ in mine if status == SHED_STATUS)
+        timed_out = sum(1 for _, status, _ in mine if status == TIMEOUT_STATUS)
+        n = len(mine)
+        out[name] = {
+            "requests": n,
+            "ok": len(ok),
+            "p50": percentile(ok, 50),
+            "p99": percentile(ok, 99),
+            "shed": shed,
+            "shed_rate": shed / n if n else None,
+            "timeouts": timed_out,
+            "timeout_rate": timed_out / n if n else None,
+            "other_errors": n - len(ok) - shed - timed_out,
+        }
+    return out
+
+
+def steady_window(duration_s: float, skip_start_s: float, trim: float = 0.2) -> tuple[float, float]:
+    """The steady middle of a run of ``duration_s`` (seconds from its start): without its
+    first ``max(skip_start_s, trim * duration)`` and its last ``trim * duration``; the
+    second half when that leaves nothing, the whole run when even that does."""
+    low = max(skip_start_s, trim * duration_s)
+    high = duration_s * (1 - trim)
+    if high - low > 0:
+        return low, high
+    if duration_s > 0:
+        return duration_s / 2, duration_s
+    return 0.0, 0.0
+
+
+def observed_rate(
+    call_times: Sequence[float], start: float, window: tuple[float, float]
+) -> tuple[float | None, int]:
+    """(calls per second, calls) among ``call_times`` (absolute, like ``start``) that fall
+    in ``window`` (seconds after ``start``, half-open); None for an empty window."""
+    low, high = start + window[0], start + window[1]
+    calls = sum(1 for t in call_times if low <= t < high)
+    span = window[1] - window[0]
+    return (calls / span if span > 0 else None), calls
+
+
+def _local_only(url: str) -> None:
+    host = urlsplit(url).hostname
+    if host != "127.0.0.1":
+        raise SystemExit(f"the open-loop load only speaks to 127.0.0.1, not {host!r}")
 
 
 class _Stats:
@@ -177,15 +281,92 @@ async def _run(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[
     return result
 
 
+async def _open_loop(args: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp
+
+    url = args.url.rstrip("/") + CHAT_PATH
+    offsets = open_loop_schedule(args.rate, args.duration, args.max_requests)
+    priorities = priority_sequence(len(offsets), args.seed)
+    nonce = secrets.token_hex(4)
+    records: list[tuple[str, int, float]] = []
+    samples: list[str] = []
+    connector = aiohttp.TCPConnector(limit=args.max_in_flight)
+    timeout = aiohttp.ClientTimeout(total=args.request_timeout)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(index: int, priority: str, scheduled: float) -> None:
+            body = orjson.dumps(chat_body(f"admission {nonce} {index}"))
+            headers = {**_HEADERS, PRIORITY_HEADER: priority}
+            status = 0
+            try:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    status = resp.status
+            except Exception as exc:  # one failed request, never the run's end
+                if len(samples) < 5:
+                    samples.append(f"{type(exc).__name__}: {exc}")
+            records.append((priority, status, (time.perf_counter() - scheduled) * 1000))
+
+        wall = time.time()
+        started = time.perf_counter()
+        tasks: list[asyncio.Task[None]] = []
+        for index, (offset, priority) in enumerate(zip(offsets, priorities, strict=True)):
+            delay = started + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(index, priority, started + offset)))
+        sent_s = time.perf_counter() - started
+        pending: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=args.grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        duration = time.perf_counter() - started
+    order = [name for name, _ in PRIORITY_MIX]
+    ok = [ms for _, status, ms in records if 200 <= status < 300]
+    errors = sum(1 for _, status, _ in records if not 200 <= status < 300)
+    return {
+        "requests": len(records),
+        "errors": errors,
+        "error_samples": samples,
+        "duration_s": duration,
+        "schedule_s": args.duration,
+        "sent_s": sent_s,
+        "started_wall": wall,
+        "offered_rps": args.rate,
+        "scheduled": len(offsets),
+        "unfinished": len(pending),
+        "seed": args.seed,
+        "latency_ms": summarize(ok),
+        "by_priority": priority_summary(records, order),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aigateway.bench.loadclient")
-    parser.add_argument("mode", choices=("stream", "trace"))
+    parser.add_argument("mode", choices=("stream", "trace", "open-loop"))
     parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8081")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first")
     parser.add_argument("--trace", help="trace file (JSON lines), for the trace mode")
+    parser.add_argument("--rate", type=float, default=100.0, help="open loop: requests/s")
+    parser.add_argument("--seed", type=int, default=8, help="open loop: seed of the priorities")
+    parser.add_argument("--max-requests", type=int, default=100_000, help="open loop: at most")
+    parser.add_argument("--max-in-flight", type=int, default=2000, help="open loop: connections")
+    parser.add_argument(
+        "--request-timeout", type=float, default=30.0, help="open loop: seconds per request"
+    )
+    parser.add_argument(
+        "--grace", type=float, default=15.0, help="open loop: seconds to wait for the last answers"
+    )
     args = parser.parse_args(argv)
+    if args.mode == "open-loop":
+        _local_only(args.url)
+        if not args.rate > 0:
+            parser.error("--rate must be > 0")
     if args.mode == "trace" and not args.trace:
         parser.error("the trace mode needs --trace FILE")
     entries: list[dict[str, Any]] = []
@@ -196,7 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result = runner.run(_run(args, entries))
+        if args.mode == "open-loop":
+            result = runner.run(_open_loop(args))
+        else:
+            result = runner.run(_run(args, entries))
     sys.stdout.write(JSON_MARKER + orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -257,6 +257,11 @@ class MockService(Service):
         stats = orjson.loads(http_get(self.url + "/_mock/stats"))
         return int(stats["calls"])
 
+    def call_times(self) -> list[float]:
+        """Wall-clock arrival times of the mock's most recent calls (10,000 at most)."""
+        stats = orjson.loads(http_get(self.url + "/_mock/stats"))
+        return [float(t) for t in stats.get("call_times", [])]
+
     def reset(self) -> None:
         http_post(self.url + "/_mock/reset")
 

@@ -169,8 +169,61 @@ def scenario_table(scenario: str, rows: Sequence[Row], markdown: bool = False) -
                     ["priority", "requests", "p50 ms", "p99 ms"], prio_rows, markdown
                 )
         return text
+    if scenario == "admission":
+        return admission_table(rows, markdown)
     headers = [*_BASE_HEADERS, *_TAIL_HEADERS]
     return table(headers, [[*_base(row), *_tail(row)] for row in rows], markdown)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100.0 * value:.1f}%"
+
+
+def admission_table(rows: Sequence[Row], markdown: bool = False) -> str:
+    """The open-loop runs: the usual row, the provider's rate against its limit, and
+    per priority the successes' latency, 429s (shed) and 504s (timed out)."""
+    headers = [*_BASE_HEADERS, "offered/s", "limit/s", "provider/s", *_TAIL_HEADERS]
+    body = []
+    for row in rows:
+        extra = row.get("extra", {})
+        figures = [
+            fmt(extra.get("offered_rps"), 0),
+            fmt(extra.get("provider_limit_rps"), 0),
+            fmt(extra.get("provider_observed_rps"), 1),
+        ]
+        body.append([*_base(row), *figures, *_tail(row)])
+    text = table(headers, body, markdown)
+    for row in rows:
+        extra = row.get("extra", {})
+        window = extra.get("provider_rate_window_s")
+        if window:
+            text += (
+                f"\n\nprovider/s: {fmt(extra.get('provider_rate_calls'))} calls the mock saw "
+                f"from {window[0]:g} s to {window[1]:g} s of the "
+                f"{fmt(extra.get('schedule_s'), 0)} s schedule (its steady middle)"
+            )
+        prio_rows = [
+            [
+                name,
+                fmt(v.get("requests")),
+                fmt(v.get("ok")),
+                fmt(v.get("p50"), 1),
+                fmt(v.get("p99"), 1),
+                fmt(v.get("shed")),
+                _pct(v.get("shed_rate")),
+                fmt(v.get("timeouts")),
+                _pct(v.get("timeout_rate")),
+                fmt(v.get("other_errors")),
+            ]
+            for name, v in extra.get("by_priority", {}).items()
+        ]
+        if prio_rows:
+            headers = [
+                "priority", "requests", "ok", "p50 ms", "p99 ms", "429", "shed",
+                "504", "timed out", "other errors",
+            ]  # fmt: skip
+            text += "\n\n" + table(headers, prio_rows, markdown)
+    return text
 
 
 def render_results(results: Sequence[Row], markdown: bool = False) -> str:

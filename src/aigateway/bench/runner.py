@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from aigateway.bench import bodies, procs
-from aigateway.bench.loadclient import parse_output
+from aigateway.bench.loadclient import observed_rate, parse_output, steady_window
 from aigateway.bench.procs import HOST, MockService, Service, ServiceError, free_port
 from aigateway.bench.progress import Progress
 from aigateway.bench.scenarios import MockConfig, Step
@@ -71,7 +71,7 @@ class Environment:
         self.progress = progress
         self.mock: MockService | None = None
         self.mock_config: MockConfig | None = None
-        self.targets: dict[tuple[str, int], Service] = {}
+        self.targets: dict[tuple[str, int, tuple[tuple[str, str], ...]], Service] = {}
         # every server started: name, pid, url
         self.started: list[dict[str, Any]] = [] if started is None else started
         self._names: dict[str, int] = {}
@@ -105,12 +105,15 @@ class Environment:
         self.mock_config = config
         return self.mock
 
-    def target(self, kind: str, workers: int) -> Service | None:
-        """The server of a target (None for direct: the mock itself), started on first use."""
+    def target(
+        self, kind: str, workers: int, settings: tuple[tuple[str, str], ...] = ()
+    ) -> Service | None:
+        """The server of a target (None for direct: the mock itself), started on first use;
+        ``settings``: more environment of the gateway (e.g. its ``OPENAI_RPS``)."""
         if kind == "direct":
             return None
         assert self.mock is not None, "start the mock first"
-        running = self.targets.get((kind, workers))
+        running = self.targets.get((kind, workers, settings))
         if running is not None:
             if running.alive():
                 return running
@@ -132,6 +135,7 @@ class Environment:
                 OPENAI_RPS=str(UNLIMITED_RPS),
                 UPSTREAM_CLIENT=self.config.upstream_client,
             )
+            env.update(dict(settings))  # a scenario's own limits (admission)
         else:
             args = [
                 self.config.python, "-m", "aigateway.bench.baselines", kind,
@@ -151,7 +155,7 @@ class Environment:
             self.config.work_dir,
         )  # fmt: skip
         self._record(service)
-        self.targets[(kind, workers)] = service
+        self.targets[(kind, workers, settings)] = service
         return service
 
     def _record(self, service: Service) -> None:
@@ -293,6 +297,8 @@ def _run_client(
         config.python, "-m", "aigateway.bench.loadclient", step.load, "--url", url,
         "--concurrency", str(step.concurrency), "--duration", str(config.duration_s),
     ]  # fmt: skip
+    if step.load == "open-loop":
+        command += ["--rate", f"{step.offered_rps:g}", "--seed", str(config.trace.seed)]
     if step.load == "trace":
         trace_file = config.work_dir / "trace.jsonl"
         if not trace_file.exists():
@@ -326,7 +332,7 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
     """One measurement: warm up, snapshot, load, snapshot; the result row as a dict."""
     config = env.config
     mock = env.mock_for(step.mock)
-    target = env.target(step.target, step.workers)
+    target = env.target(step.target, step.workers, step.gateway_env)
     url = (target or mock).url
     if config.max_other_pct is not None:
         _wait_quiet(config.max_other_pct, progress)
@@ -391,4 +397,23 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
         requests = int(row["requests"])
         extra["hit_rate"] = extra.get("hits", 0) / requests if requests else 0.0
         extra["provider_calls_avoided"] = requests - row["provider_calls"]
+    if step.load == "open-loop":
+        _add_provider_rate(row, step, mock)
     return row
+
+
+def _add_provider_rate(row: dict[str, Any], step: Step, mock: MockService) -> None:
+    """The rate the provider saw over the steady middle of an open-loop run, from the
+    mock's call times: the bucket's burst (one second's worth) first drains at
+    ``offered - limit`` per second, so that long is skipped at the start."""
+    extra = row["extra"]
+    limit = step.provider_rps
+    extra["provider_limit_rps"] = limit
+    skip = 1.0
+    if limit and step.offered_rps > limit:
+        skip = max(skip, limit / (step.offered_rps - limit))
+    window = steady_window(float(extra["schedule_s"]), skip)
+    rate, calls = observed_rate(mock.call_times(), float(extra["started_wall"]), window)
+    extra["provider_rate_window_s"] = list(window)
+    extra["provider_rate_calls"] = calls
+    extra["provider_observed_rps"] = rate

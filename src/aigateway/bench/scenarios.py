@@ -6,13 +6,19 @@ A scenario expands into steps; a step is one measurement of one target:
 * ``passthrough``  a bare Starlette-on-Granian relay with one pooled client per worker
 * ``constant``     a bare Starlette-on-Granian app answering one fixed completion
 * ``gateway``      ``aigateway serve``
+
+The ``admission`` scenario runs the gateway with a provider rate limit (``OPENAI_RPS``),
+a small queue and a short deadline, under an open-loop load (a fixed arrival rate above
+the limit) of unique requests with mixed priorities.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-SCENARIOS = ("overhead", "miss-frontier", "hit-frontier", "stream", "trace", "workers")
+SCENARIOS = (
+    "overhead", "miss-frontier", "hit-frontier", "stream", "trace", "workers", "admission",
+)  # fmt: skip
 TARGETS = ("direct", "passthrough", "constant", "gateway")
 FRONTIER_CONCURRENCY = (16, 64, 256)
 # the 50 ms mock also runs at 128 connections: the goal's "128 x 20 requests/s" point
@@ -23,6 +29,13 @@ STREAM_CHUNK_DELAY_MS = 2.0
 TRACE_CONCURRENCY = (16,)
 WORKER_COUNTS = (1, 2, 4)
 HIT_LABEL = "identical requests: cache hits after the first"
+# admission: the provider's limit, the offered load over it, and the gateway's queue
+ADMISSION_PROVIDER_RPS = 100.0
+ADMISSION_OVERLOAD = 1.5  # offered arrival rate / the limit
+ADMISSION_MOCK_MS = 20.0
+ADMISSION_QUEUE_SIZE = 100
+ADMISSION_TIMEOUT_S = 1.0
+ADMISSION_LABEL = "open loop, mixed priorities, over the provider's rate limit"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -42,8 +55,17 @@ class Step:
     concurrency: int
     workers: int  # of the target's server; 0 for direct
     mock: MockConfig
-    load: str  # "unique", "identical", "stream" or "trace"
+    load: str  # "unique", "identical", "stream", "trace" or "open-loop"
     label: str = ""
+    offered_rps: float = 0.0  # open loop: requests sent per second, whatever comes back
+    # settings of the gateway beyond the bench's own (e.g. OPENAI_RPS), as (name, value)
+    gateway_env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def provider_rps(self) -> float | None:
+        """The provider rate limit the gateway runs with (None: unlimited)."""
+        value = dict(self.gateway_env).get("OPENAI_RPS")
+        return None if value is None else float(value)
 
     @property
     def key(self) -> str:
@@ -52,10 +74,18 @@ class Step:
         if self.mock.chunk_delay_ms:
             mock += f"+{self.mock.chunk_delay_ms:g}ms/chunk"
         where = f"c{self.concurrency}/w{self.workers}/{mock}"
+        if self.offered_rps:
+            where += f"/offered{self.offered_rps:g}"
+        where += "".join(f"/{name}={value}" for name, value in self.gateway_env)
         return f"{self.scenario}/{self.target}/{self.load}/{where}"
 
     def describe(self) -> str:
         workers = f" w={self.workers}" if self.workers else ""
+        if self.offered_rps:
+            return (
+                f"{self.scenario}: {self.target}{workers} {self.offered_rps:g} req/s open loop, "
+                f"limit {self.provider_rps or 0:g}/s, mock={self.mock.describe()}"
+            )
         return (
             f"{self.scenario}: {self.target} c={self.concurrency}{workers} "
             f"mock={self.mock.describe()} ({self.load})"
@@ -124,6 +154,17 @@ def _scenario_steps(name: str, options: PlanOptions) -> list[Step]:
                     ):
                         label = HIT_LABEL if load == "identical" else ""
                         steps.append(Step(name, target, c, workers, mock, load, label))
+    elif name == "admission":
+        for latency in _latencies(options, (ADMISSION_MOCK_MS,)):
+            env = (
+                ("OPENAI_RPS", f"{ADMISSION_PROVIDER_RPS:g}"),
+                ("QUEUE_SIZE", str(ADMISSION_QUEUE_SIZE)),
+                ("REQUEST_TIMEOUT_SEC", f"{ADMISSION_TIMEOUT_S:g}"),
+            )
+            offered = ADMISSION_PROVIDER_RPS * ADMISSION_OVERLOAD
+            # concurrency 1: the warm-up's; the measured load is open loop
+            step = Step(name, "gateway", 1, w, MockConfig(latency), "open-loop", ADMISSION_LABEL)
+            steps.append(replace(step, offered_rps=offered, gateway_env=env))
     else:
         raise ValueError(f"unknown scenario {name!r}: expected one of {', '.join(SCENARIOS)}")
     return steps
