@@ -9,7 +9,6 @@ import base64
 import json
 import struct
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,43 +31,11 @@ from aigateway.providers._gemini_request import CallRef, decode_call_id
 from aigateway.providers.base import StreamTranslator, UpstreamCall
 from aigateway.providers.gemini import GeminiAdapter
 from servers import MockProvider
+from wire_fixtures import chat, fixture, fixture_json, http_fixture, sent, user
 
-WIRE = Path(__file__).parent / "fixtures" / "wire"
 KEY = "AIza-test-key-0123456789"
 BASE = "https://generativelanguage.googleapis.com/v1beta"
 MODEL = "gemini-2.5-flash"
-
-
-def fixture(name: str) -> bytes:
-    return (WIRE / name).read_bytes()
-
-
-def fixture_json(name: str) -> Any:
-    return json.loads(fixture(name))
-
-
-def http_fixture(name: str) -> tuple[int, dict[str, str], bytes]:
-    """(status, lower-case headers, body) of a whole HTTP message."""
-    head, _, body = fixture(name).partition(b"\n\n")
-    status_line, *lines = head.decode().splitlines()
-    headers = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
-
-
-def chat(body: dict[str, Any], stream: bool = False) -> ApiRequest:
-    return ApiRequest("chat", str(body.get("model", "m")), body, orjson.dumps(body), stream)
-
-
-def user(text: str, **extra: Any) -> dict[str, Any]:
-    return {"model": "m", "messages": [{"role": "user", "content": text}], **extra}
-
-
-def sent(call: UpstreamCall) -> Any:
-    assert call.body is not None
-    return json.loads(call.body)
 
 
 def run_stream(translator: StreamTranslator, raw: bytes, piece: int = 7) -> list[dict[str, Any]]:
