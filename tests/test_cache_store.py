@@ -98,6 +98,41 @@ def test_an_in_flight_mark_of_another_live_process_is_reported(store: LmdbStore)
     assert store.flight_owner(b"k") is None
 
 
+def test_storing_the_answer_clears_this_process_in_flight_mark_in_the_same_write(
+    store: LmdbStore,
+) -> None:
+    assert store.claim_flight(b"k", time.time() + 5) is None
+    store.put(b"k", entry())
+    assert store.flight_owner(b"k") is None
+    store.release_flight(b"k")  # the leader's usual release afterwards is harmless
+    assert store.get(b"k") is not None
+
+
+def test_a_process_never_clears_an_in_flight_mark_it_does_not_hold(
+    store: LmdbStore, tmp_path: Path
+) -> None:
+    # Another worker: claims the key, says so, and stays alive until told to go.
+    script = (
+        "import sys, time\n"
+        "from aigateway.cache.store import LmdbStore\n"
+        "s = LmdbStore(sys.argv[1], 64 * 1024)\n"
+        "assert s.claim_flight(b'k', time.time() + 30) is None\n"
+        "print('claimed', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "cache")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "claimed\n"
+        store.release_flight(b"k")
+        store.put(b"k", entry())
+        assert store.flight_owner(b"k") == (other.pid, pytest.approx(time.time() + 30, abs=5))
+    finally:
+        other.communicate("")
+
+
 def test_stale_cache_directories_of_dead_servers_are_removed(tmp_path: Path) -> None:
     (tmp_path / "aigateway-cache-999999999").mkdir()
     (tmp_path / f"aigateway-cache-{os_getppid()}").mkdir()

@@ -20,6 +20,7 @@ Failures are reported as the exceptions below, whatever the library:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,9 +56,11 @@ class PoolLimits:
 
 class UpstreamResponse(Protocol):
     status: int
-    headers: Mapping[str, str]  # lower-case names
+    headers: Mapping[str, str]  # names looked up case-insensitively
 
-    async def read(self, timeout_s: float) -> bytes: ...
+    async def read(self, timeout_s: float | None) -> bytes:
+        """The whole body, within ``timeout_s`` (None: the caller bounds the time)."""
+        ...
 
     def iter_chunks(self) -> AsyncIterator[bytes]: ...
 
@@ -72,9 +75,10 @@ class UpstreamClient(Protocol):
         *,
         headers: Mapping[str, str],
         body: bytes | None,
-        timeout_s: float,
+        timeout_s: float | None,
     ) -> UpstreamResponse:
-        """Send a request and wait, at most ``timeout_s``, for the status line and headers."""
+        """Send a request and wait, at most ``timeout_s``, for the status line and headers
+        (None: the caller bounds the time, e.g. one deadline over sending and reading)."""
         ...
 
     async def close(self) -> None: ...
@@ -99,11 +103,11 @@ class _AiohttpResponse:
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
         self.status = resp.status
-        self.headers: Mapping[str, str] = {k.lower(): v for k, v in resp.headers.items()}
+        self.headers: Mapping[str, str] = resp.headers  # case-insensitive already
 
-    async def read(self, timeout_s: float) -> bytes:
+    async def read(self, timeout_s: float | None) -> bytes:
         try:
-            async with asyncio.timeout(timeout_s):
+            async with _within(timeout_s):
                 return await self._resp.read()
         except TimeoutError:
             raise UpstreamTimeout("provider answer did not complete in time") from None
@@ -164,11 +168,11 @@ class AiohttpClient:
         *,
         headers: Mapping[str, str],
         body: bytes | None,
-        timeout_s: float,
+        timeout_s: float | None,
     ) -> UpstreamResponse:
         session = self._get_session()
         try:
-            async with asyncio.timeout(timeout_s):
+            async with _within(timeout_s):
                 resp = await session.request(method, url, headers=headers, data=body)
         except TimeoutError:
             raise UpstreamTimeout("provider did not answer in time") from None
@@ -193,11 +197,11 @@ class _HttpxResponse:
     def __init__(self, resp: httpx.Response) -> None:
         self._resp = resp
         self.status = resp.status_code
-        self.headers: Mapping[str, str] = {k.lower(): v for k, v in resp.headers.items()}
+        self.headers: Mapping[str, str] = resp.headers  # case-insensitive already
 
-    async def read(self, timeout_s: float) -> bytes:
+    async def read(self, timeout_s: float | None) -> bytes:
         try:
-            async with asyncio.timeout(timeout_s):
+            async with _within(timeout_s):
                 return await self._resp.aread()
         except TimeoutError:
             raise UpstreamTimeout("provider answer did not complete in time") from None
@@ -245,11 +249,11 @@ class HttpxClient:
         *,
         headers: Mapping[str, str],
         body: bytes | None,
-        timeout_s: float,
+        timeout_s: float | None,
     ) -> UpstreamResponse:
         request = self._client.build_request(method, url, headers=headers, content=body)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with _within(timeout_s):
                 resp = await self._client.send(request, stream=True)
         except TimeoutError:
             raise UpstreamTimeout("provider did not answer in time") from None
@@ -262,6 +266,12 @@ class HttpxClient:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _within(timeout_s: float | None) -> contextlib.AbstractAsyncContextManager[object]:
+    """A bound of ``timeout_s`` seconds, or none when the caller already keeps one: every
+    ``asyncio.timeout`` schedules (and cancels) a timer on the event loop."""
+    return contextlib.nullcontext() if timeout_s is None else asyncio.timeout(timeout_s)
 
 
 def _describe(exc: BaseException) -> str:

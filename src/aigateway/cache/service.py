@@ -72,8 +72,10 @@ class ResponseCache:
     ) -> Completed | Streaming:  # fmt: skip
         """``result`` as it goes to the client, stored once complete if it may be."""
         if isinstance(result, Completed):
-            completion = orjson.loads(result.body)
-            self._store(key, request, result.provider, result.model, completion)
+            completion = result.completion
+            if completion is None:
+                completion = orjson.loads(result.body)
+            self._store(key, request, result.provider, result.model, completion, result.body)
             if on_complete is not None:
                 on_complete(result.body)
             return result
@@ -110,13 +112,15 @@ class ResponseCache:
             completion = assemble(payloads) if complete else None
             if completion is not None:
                 body = orjson.dumps(completion)
-                self._store(key, request, result.provider, result.model, completion)
+                self._store(key, request, result.provider, result.model, completion, body)
             if on_complete is not None:
                 on_complete(body)
 
     def _store(
-        self, key: bytes, request: ApiRequest, provider: str, model: str, completion: Any
-    ) -> CacheEntry | None:
+        self, key: bytes, request: ApiRequest, provider: str, model: str, completion: Any,
+        body: bytes,
+    ) -> CacheEntry | None:  # fmt: skip
+        """Keep ``body`` (``completion`` serialised) if the request and the answer allow."""
         if not request.cache.write or not isinstance(completion, dict):
             return None
         if not is_cacheable(completion, request.body):
@@ -129,7 +133,7 @@ class ResponseCache:
         usage = completion.get("usage") or {}
         now = time.time()
         entry = CacheEntry(
-            orjson.dumps(completion), provider, model, now, now + ttl,
+            body, provider, model, now, now + ttl,
             usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
         )  # fmt: skip
         self.store.put(key, entry)

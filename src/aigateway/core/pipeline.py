@@ -17,6 +17,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from aigateway.cache.service import ResponseCache
 from aigateway.core.accounting import current_accounting
 from aigateway.core.admission import Admission, ProviderGate
@@ -121,8 +123,9 @@ class Pipeline:
                 events = relay_stream(answer, adapter, translator, model=model)
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
-            current_accounting().usage_from_body(provider.name, model, body)
-            return Completed(body, provider.name, model, answer.attempts)
+            completion = _parsed(body)  # once, for the accounting and the cache
+            current_accounting().usage(provider.name, model, completion.get("usage"))
+            return Completed(body, provider.name, model, answer.attempts, completion=completion)
         assert failure is not None
         raise failure
 
@@ -239,6 +242,15 @@ def _watch_rate_limits(classify: Classifier, gate: ProviderGate) -> Classifier:
         return failure
 
     return watched
+
+
+def _parsed(body: bytes) -> dict[str, Any]:
+    """An adapter's OpenAI-format answer as a dict (empty if it somehow is not one)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _note_failover(provider: Provider, model: str, error: GatewayError) -> GatewayError:

@@ -58,6 +58,7 @@ class Completed:
     model: str
     attempts: int
     cache: str = "miss"  # hit, miss or bypass: the x-aigateway-cache header
+    completion: Any = None  # ``body`` parsed, when the pipeline had to parse it anyway
 
 
 @dataclass(slots=True)
