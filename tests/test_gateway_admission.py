@@ -186,7 +186,9 @@ def test_concurrent_single_embeddings_share_provider_calls(
     bodies = [{"model": "text-embedding-3-small", "input": f"text {i}"} for i in range(32)]
     results = asyncio.run(_fire(gateway.url, bodies, path="/v1/embeddings"))
     assert all(status == 200 for status, _, _ in results)
-    assert mock.calls() <= 4  # BATCH_SIZE=10: 16 per worker in two calls each
+    # BATCH_SIZE=10 on each of the 2 workers: however the connections split between them
+    # (16+16, 21+11, 31+1), 32 requests take at most 5 provider calls.
+    assert mock.calls() <= 5
 
 
 def test_each_caller_gets_its_own_vector(gateway: Gateway, mock: MockProvider) -> None:

@@ -152,6 +152,7 @@ class ProviderGate:
         self._queue = PriorityQueue()
         self._waiting: dict[int, _Waiter] = {}
         self._pump: asyncio.Task[None] | None = None
+        self._nudge: asyncio.Future[None] | None = None  # wakes a napping pump early
         self._last_change = 0.0
 
     def reserve(self, priority: str) -> float:
@@ -160,7 +161,11 @@ class ProviderGate:
 
     async def admit(self, priority: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        if not self._queue and not self.paused() and self._take(priority) == 0.0:
+        rank = PRIORITY_RANK[priority]
+        # Straight on when nobody here would go first: an empty queue, or one whose most
+        # urgent waiter is less urgent than this request.
+        ahead = bool(self._queue) and self._queue.peek_priority() <= rank
+        if not ahead and not self.paused() and self._take(priority) == 0.0:
             self._admission.count(self.name, priority, "admitted")
             return
         wait = self._estimated_wait()
@@ -173,10 +178,15 @@ class ProviderGate:
             )
         self._make_room(priority, wait)
         waiter = _Waiter(priority, loop.create_future())
-        waiter.handle = self._queue.push(PRIORITY_RANK[priority], waiter)
+        new_head = not self._queue or rank < self._queue.peek_priority()
+        waiter.handle = self._queue.push(rank, waiter)
         self._waiting[waiter.handle] = waiter
         self._admission.queued(self.name, priority, +1)
         self._ensure_pump()
+        if new_head and self._nudge is not None and not self._nudge.done():
+            # The pump naps for the old head's token (a low one waits for more tokens
+            # than a critical one): the new head must not wait out that nap.
+            self._nudge.set_result(None)
         try:
             async with asyncio.timeout(deadline - loop.time()):
                 await waiter.future
@@ -273,17 +283,29 @@ class ProviderGate:
                 self._queue.pop()
                 continue
             if self.paused():
-                await asyncio.sleep(min(max(self.pause_clock.left_s(), 0.001), MAX_POLL_S))
+                await self._nap(min(max(self.pause_clock.left_s(), 0.001), MAX_POLL_S))
                 continue
             wait = self._take(head.priority)
             if wait > 0.0:
-                await asyncio.sleep(min(wait, MAX_POLL_S))
+                await self._nap(min(wait, MAX_POLL_S))
                 continue
             self._queue.pop()
             del self._waiting[head.handle]
             self._admission.queued(self.name, head.priority, -1)
             if not head.future.done():
                 head.future.set_result(None)
+
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a more urgent waiter arrives meanwhile."""
+        nudge = self._nudge = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(seconds):
+                await nudge
+        except TimeoutError:
+            pass
+        finally:
+            self._nudge = None
 
 
 class Admission:
