@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import types
 
 import pytest
@@ -30,7 +31,14 @@ from collections.abc import Iterator  # noqa: E402
 import httpx  # noqa: E402
 import openai  # noqa: E402
 
-from servers import Gateway, MockProvider  # noqa: E402
+from servers import LOG_DIR, Gateway, MockProvider  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus == 0:
+        shutil.rmtree(LOG_DIR, ignore_errors=True)
+    else:
+        print(f"\nthe test servers' logs are kept in {LOG_DIR}")
 
 
 @pytest.fixture(scope="session")

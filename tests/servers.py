@@ -28,6 +28,11 @@ def free_port() -> int:
         return port
 
 
+# The servers' logs of this test run, in one directory that conftest removes when every
+# test passed (and keeps, saying where, when one failed).
+LOG_DIR = Path(tempfile.mkdtemp(prefix="aigateway-test-logs-"))
+
+
 def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -44,7 +49,7 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s:
 
 class _Process:
     def __init__(self, args: list[str], env: Mapping[str, str], ready_url: str) -> None:
-        fd, name = tempfile.mkstemp(prefix="aigateway-test-", suffix=".log")
+        fd, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=LOG_DIR)
         self.log_path = Path(name)
         with os.fdopen(fd, "wb") as log:
             self.process = subprocess.Popen(
