@@ -37,7 +37,13 @@ from aigateway.bench.loadclient import (
     steady_window,
 )
 from aigateway.bench.report import cpu_per_request, render_results, saturation
-from aigateway.bench.scenarios import SCENARIOS, MockConfig, PlanOptions, build_plan
+from aigateway.bench.scenarios import (
+    DEFAULT_SCENARIOS,
+    SCENARIOS,
+    MockConfig,
+    PlanOptions,
+    build_plan,
+)
 from aigateway.bench.trace import PRIORITIES, TraceSpec, describe_trace, generate_trace
 from aigateway.bench.wrk import (
     JSON_MARKER,
@@ -100,9 +106,9 @@ def test_bad_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[
     assert "error" in capsys.readouterr().err
 
 
-def test_the_plan_covers_every_scenario_and_starts_each_mock_once() -> None:
+def test_the_plan_covers_every_default_scenario_and_starts_each_mock_once() -> None:
     plan = build_plan(PlanOptions())
-    assert {s.scenario for s in plan} == set(SCENARIOS)
+    assert {s.scenario for s in plan} == set(DEFAULT_SCENARIOS) == set(SCENARIOS) - {"soak"}
     assert len({s.key for s in plan}) == len(plan)  # keys name measurements uniquely
     mocks = [s.mock for s in plan]
     changes = sum(1 for a, b in itertools.pairwise(mocks) if a != b)
@@ -144,6 +150,8 @@ def test_the_admission_step_limits_the_provider_and_sends_over_the_limit() -> No
     assert dict(step.gateway_env)["QUEUE_SIZE"] == "100"
     assert "offered150" in step.key and "OPENAI_RPS=100" in step.key
     assert "open loop" in step.describe()
+    # a rate is judged over many seconds: 30 of load unless --admission-duration says
+    assert step.duration_s == 30 and "for 30 s" in step.describe()
     # the other scenarios keep an unlimited provider (no settings of their own)
     assert all(s.provider_rps is None for s in build_plan(PlanOptions()) if s is not step
                and s.scenario != "admission")  # fmt: skip
@@ -719,7 +727,7 @@ def test_smoke_admission_runs_open_loop_against_the_rate_limit(tmp_path: Path) -
     wrk_or_skip()
     out = tmp_path / "run.json"
     started = time.monotonic()
-    bench = run_bench_process(tmp_path, "--duration", "3", "--scenario", "admission",
+    bench = run_bench_process(tmp_path, "--admission-duration", "3", "--scenario", "admission",
                               "--warmup", "0", "--retries", "0", "--json", str(out))  # fmt: skip
     stdout, stderr = bench.communicate(timeout=60)
     assert bench.returncode == 0, stderr

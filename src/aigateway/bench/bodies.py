@@ -2,11 +2,13 @@
 
 ``unique`` loads put a per-request counter inside the message text, so no two requests
 of one run are alike (every one a cache miss); ``identical`` loads send one fixed body
-(every one but the first a cache hit, once the gateway has a cache).
+(every one but the first a cache hit, once the gateway has a cache); ``soak`` loads mix
+the two (:class:`MixedBodies`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,6 +43,24 @@ def unique_body_parts(nonce: str) -> tuple[bytes, bytes]:
     if not suffix:
         raise AssertionError("the request id marker was not found in the body")
     return prefix, suffix
+
+
+@dataclass(frozen=True, slots=True)
+class MixedBodies:
+    """Unique bodies, except that every ``every``-th request repeats one of ``pool`` fixed
+    bodies in turn. Each part is (prefix, suffix) around an id, as in
+    :func:`unique_body_parts`."""
+
+    unique: tuple[bytes, bytes]
+    repeated: tuple[bytes, bytes]
+    every: int
+    pool: int
+
+
+def mixed_body_parts(nonce: str, every: int, pool: int) -> MixedBodies:
+    """``nonce`` makes the unique bodies differ between runs; the repeated ones never carry
+    it, so they stay the same across warm-up and measurement."""
+    return MixedBodies(unique_body_parts(nonce), unique_body_parts("repeated"), every, pool)
 
 
 def stream_body(nonce: str, index: int) -> bytes:

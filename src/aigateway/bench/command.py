@@ -1,7 +1,7 @@
 """``aigateway bench``: its options (:func:`add_bench_arguments`) and its run (:func:`run_bench`).
 
 Exit codes: 0 done; 1 a measurement failed (a process did not start, wrk failed); 2 bad
-options, an unreadable ``--compare`` file, missing wrk or matplotlib; 130 interrupted
+options, an unreadable ``--compare`` file, missing wrk, matplotlib or py-spy; 130 interrupted
 (what was measured until then is still printed and saved).
 """
 
@@ -25,7 +25,13 @@ from typing import Any
 
 import orjson
 
-from aigateway.bench.scenarios import SCENARIOS
+from aigateway.bench.scenarios import (
+    ADMISSION_DURATION_S,
+    DEFAULT_SCENARIOS,
+    OPT_IN_SCENARIOS,
+    SCENARIOS,
+    SOAK_DURATION_S,
+)
 
 SCHEMA = 1
 INTERRUPTED = "interrupted"
@@ -72,7 +78,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=(*SCENARIOS, "all"),
         metavar="NAME",
-        help=f"scenario to run, repeatable: {', '.join(SCENARIOS)} (default: all)",
+        help=f"scenario to run, repeatable: {', '.join(SCENARIOS)} (default: all, which "
+        f"leaves out the long {', '.join(OPT_IN_SCENARIOS)})",
     )
     parser.add_argument(
         "--duration",
@@ -156,6 +163,28 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trace-seed", type=int, default=8, help="seed of the synthetic trace (default: 8)"
+    )
+    parser.add_argument(
+        "--soak-duration",
+        type=_positive_int,
+        default=SOAK_DURATION_S,
+        metavar="S",
+        help=f"seconds of load of the soak scenario (default: {SOAK_DURATION_S})",
+    )
+    parser.add_argument(
+        "--admission-duration",
+        type=_positive_int,
+        default=ADMISSION_DURATION_S,
+        metavar="S",
+        help="seconds of load of the admission scenario: a bucket may run ahead of its rate "
+        f"by its burst, so a rate is judged over many seconds (default: {ADMISSION_DURATION_S})",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record a py-spy profile of one gateway worker during each gateway measurement "
+        "and write a summary per measurement into DIR (needs py-spy)",
     )
     parser.add_argument(
         "--keep-logs",
@@ -245,24 +274,37 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def chosen_scenarios(names: list[str] | None) -> tuple[str, ...]:
+    """The scenarios ``--scenario`` names, in plan order; "all" (the default) is every
+    scenario but the opt-in ones, which run only when named."""
+    chosen = set(names or ["all"])
+    if "all" in chosen:
+        chosen |= set(DEFAULT_SCENARIOS)
+    return tuple(s for s in SCENARIOS if s in chosen)
+
+
 def _measure(
-    args: argparse.Namespace, wrk: str, work_dir: Path, started: list[dict[str, Any]]
+    args: argparse.Namespace,
+    wrk: str,
+    work_dir: Path,
+    started: list[dict[str, Any]],
+    pyspy: str | None = None,
 ) -> tuple[list[Any], str | None]:
     """Run the plan: (result rows, why it stopped early or None). ``started`` receives
-    every server the run started (name, pid, url)."""
+    every server the run started (name, pid, url); ``pyspy``: the py-spy of --profile."""
     from aigateway.bench.progress import Progress
     from aigateway.bench.runner import Environment, RunConfig, measure_undisturbed
     from aigateway.bench.scenarios import PlanOptions, build_plan
     from aigateway.bench.trace import TraceSpec
 
-    chosen = args.scenario or ["all"]
-    scenarios = SCENARIOS if "all" in chosen else tuple(s for s in SCENARIOS if s in chosen)
     plan = build_plan(
         PlanOptions(
-            scenarios=scenarios,
+            scenarios=chosen_scenarios(args.scenario),
             workers=args.workers,
             concurrency=_flat(args.concurrency),
             mock_latency_ms=_flat(args.mock_latency_ms),
+            soak_duration_s=args.soak_duration,
+            admission_duration_s=args.admission_duration,
         )
     )
     config = RunConfig(
@@ -276,10 +318,12 @@ def _measure(
         max_other_pct=args.max_other_cpu if args.max_other_cpu > 0 else None,
         retries=args.retries,
         trace=TraceSpec(seed=args.trace_seed),
+        profile_dir=args.profile,
+        pyspy=pyspy or "py-spy",
     )
     progress = Progress(len(plan))
-    per_step = args.duration + args.warmup + 1
-    progress.say(f"{len(plan)} measurements, about {len(plan) * per_step / 60:.1f} min of load")
+    load_s = sum((step.duration_s or args.duration) + args.warmup + 1 for step in plan)
+    progress.say(f"{len(plan)} measurements, about {load_s / 60:.1f} min of load")
     rows: list[Any] = []
     with _sigterm_as_interrupt(), Environment(config, progress, started) as env:
         try:
@@ -326,6 +370,17 @@ def run_bench(args: argparse.Namespace) -> int:
             load_pyplot()
         except PlotUnavailable as exc:
             return _fail(str(exc), 2)
+    pyspy: str | None = None
+    if args.profile and saved is None:
+        from aigateway.bench.pyspy import MISSING, find_pyspy
+
+        pyspy = find_pyspy()
+        if pyspy is None:
+            return _fail(MISSING, 2)
+        try:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return _fail(f"cannot create the --profile directory: {exc}", 2)
 
     stopped: str | None = None
     if saved is not None:
@@ -338,7 +393,7 @@ def run_bench(args: argparse.Namespace) -> int:
         work_dir = Path(tempfile.mkdtemp(prefix="aigateway-bench-"))
         started = time.time()
         services: list[dict[str, Any]] = []
-        rows, stopped = _measure(args, wrk, work_dir, services)
+        rows, stopped = _measure(args, wrk, work_dir, services, pyspy)
         if args.keep_logs:
             print(f"bench: logs and scripts kept in {work_dir}", file=sys.stderr)
         elif stopped is None or stopped == INTERRUPTED:

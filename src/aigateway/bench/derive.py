@@ -102,6 +102,27 @@ def derive(results: Sequence[Row]) -> list[Derived]:
             )
         elif scenario == "admission":
             _derive_admission(gw, add)
+        elif scenario == "soak":
+            extra = gw["extra"]
+            add(f"soak/{where}/rss-max", "largest RSS of a worker", extra.get("rss_max_mb"), "MB")
+            add(
+                f"soak/{where}/rss-growth-after-1min",
+                "RSS growth of the worst worker after the first minute",
+                extra.get("rss_growth_after_settle_mb_per_min"),
+                "MB/min",
+            )
+            add(
+                f"soak/{where}/private-max",
+                "largest private memory (RssAnon) of a worker",
+                extra.get("rss_anon_max_mb"),
+                "MB",
+            )
+            add(
+                f"soak/{where}/private-growth-after-1min",
+                "private memory growth of the worst worker after the first minute",
+                extra.get("rss_anon_growth_after_settle_mb_per_min"),
+                "MB/min",
+            )
     for pt in (r for r in results if r["target"] == "passthrough" and r["scenario"] == "overhead"):
         direct = _find(results, "overhead", "direct", mock_latency_ms=pt["mock_latency_ms"])
         if direct is not None:
@@ -202,6 +223,45 @@ def admission_goals(results: Sequence[Row]) -> list[dict[str, str]]:
                 else f"low {low:.0%}, others <= {max(others, default=0.0):.0%}",
                 "target": "low most, critical 0",
                 "status": _status(ok),
+            }
+        )
+    return out
+
+
+SOAK_RSS_LIMIT_MB = 150.0
+SOAK_GROWTH_LIMIT_MB_PER_MIN = 1.0
+
+
+def soak_goals(results: Sequence[Row]) -> list[dict[str, str]]:
+    """Goals of the soak, judged on each worker's private memory (``RssAnon``): its
+    largest sample stays under the limit, and its least-squares slope after the first
+    minute under a MB per minute. ``VmRSS`` is shown beside it: it also counts the pages
+    of the node's shared cache a worker has touched, which grow until the cache holds
+    ``CACHE_MAX_MB`` and exist once for the node, not once per worker."""
+    out: list[dict[str, str]] = []
+    for row in (r for r in results if r["scenario"] == "soak" and r["target"] == "gateway"):
+        extra = row["extra"]
+        private, rss = extra.get("rss_anon_max_mb"), extra.get("rss_max_mb")
+        shown = "" if rss is None else f" (RSS with shared cache pages {rss:.1f})"
+        out.append(
+            {
+                "goal": "soak: private memory per worker at steady load (largest sample)",
+                "measured": "-" if private is None else f"{private:.1f} MB{shown}",
+                "target": f"< {SOAK_RSS_LIMIT_MB:g} MB",
+                "status": _status(None if private is None else private < SOAK_RSS_LIMIT_MB),
+            }
+        )
+        growth = extra.get("rss_anon_growth_after_settle_mb_per_min")
+        rss_growth = extra.get("rss_growth_after_settle_mb_per_min")
+        shown = "" if rss_growth is None else f" (RSS {rss_growth:+.2f})"
+        out.append(
+            {
+                "goal": "soak: memory flat over the run (worst worker, after the first minute)",
+                "measured": "-" if growth is None else f"{growth:+.2f} MB/min{shown}",
+                "target": f"< {SOAK_GROWTH_LIMIT_MB_PER_MIN:g} MB/min",
+                "status": "n/a (run too short)"
+                if growth is None
+                else _status(growth < SOAK_GROWTH_LIMIT_MB_PER_MIN),
             }
         )
     return out
@@ -308,7 +368,7 @@ def goals(results: Sequence[Row], derived: Sequence[Derived]) -> list[dict[str, 
         if r["target"] == "gateway" and r.get("rss_per_worker_mb")
     ]
     goal("gateway RSS per worker (largest seen)", max(rss) if rss else None, 150, " MB", True)
-    return out + admission_goals(results)
+    return out + admission_goals(results) + soak_goals(results)
 
 
 def render_goals(rows: Sequence[dict[str, str]], markdown: bool = False) -> str:

@@ -101,14 +101,49 @@ def cpu_seconds(root: int) -> float:
     return ticks / _TICKS
 
 
-def rss_bytes(pid: int) -> int:
+def memory_bytes(pid: int) -> dict[str, int]:
+    """``VmRSS`` (all resident memory) and its parts ``RssAnon`` (private: the heap),
+    ``RssFile`` and ``RssShmem`` (mapped files, e.g. the cache's shared segment) of a
+    process, in bytes; empty if it is gone."""
+    out: dict[str, int] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[name] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float | None:
+    """User + system CPU seconds of one thread (the main thread's ``tid`` is ``pid``)."""
+    try:
+        raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
     except OSError:
-        pass
-    return 0
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    return memory_bytes(pid).get("VmRSS", 0)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+def spawned_workers(pid: int) -> list[int]:
+    """The worker processes Granian spawned under ``pid`` (multiprocessing's
+    ``spawn_main`` children), lowest id first; its ``resource_tracker`` child is no worker."""
+    children = children_map().get(pid, [])
+    return sorted(child for child in children if "spawn_main" in cmdline(child))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +261,9 @@ class Service:
         return cpu_seconds(self.pid)
 
     def worker_pids(self) -> list[int]:
-        """The worker processes (direct children), or the process itself if it has none."""
-        return children_map().get(self.pid, []) or [self.pid]
+        """The worker processes Granian spawned, else the direct children, else the process
+        itself (a single-process server)."""
+        return spawned_workers(self.pid) or children_map().get(self.pid, []) or [self.pid]
 
     def worker_rss_bytes(self) -> tuple[int, int]:
         """(sum of the workers' resident memory, number of workers)."""

@@ -171,6 +171,8 @@ def scenario_table(scenario: str, rows: Sequence[Row], markdown: bool = False) -
         return text
     if scenario == "admission":
         return admission_table(rows, markdown)
+    if scenario == "soak":
+        return soak_table(rows, markdown)
     headers = [*_BASE_HEADERS, *_TAIL_HEADERS]
     return table(headers, [[*_base(row), *_tail(row)] for row in rows], markdown)
 
@@ -226,6 +228,28 @@ def admission_table(rows: Sequence[Row], markdown: bool = False) -> str:
     return text
 
 
+def soak_table(rows: Sequence[Row], markdown: bool = False) -> str:
+    """The usual row and the workers' resident memory over the run (the worst worker's
+    figures; each worker's are in the JSON)."""
+    headers = [*_BASE_HEADERS, "secs", "rss start", "rss end", "rss max", "MB/min",
+               "MB/min >1m", "anon max", "anon MB/min >1m", *_TAIL_HEADERS]  # fmt: skip
+    body = []
+    for row in rows:
+        extra = row.get("extra", {})
+        figures = [
+            fmt(row.get("duration_s"), 0),
+            fmt(extra.get("rss_start_mb"), 1),
+            fmt(extra.get("rss_end_mb"), 1),
+            fmt(extra.get("rss_max_mb"), 1),
+            fmt(extra.get("rss_growth_mb_per_min"), 2),
+            fmt(extra.get("rss_growth_after_settle_mb_per_min"), 2),
+            fmt(extra.get("rss_anon_max_mb"), 1),
+            fmt(extra.get("rss_anon_growth_after_settle_mb_per_min"), 2),
+        ]
+        body.append([*_base(row), *figures, *_tail(row)])
+    return table(headers, body, markdown)
+
+
 def render_results(results: Sequence[Row], markdown: bool = False) -> str:
     parts = []
     for scenario in SCENARIOS:
@@ -249,5 +273,8 @@ LEGEND = (
     "cpu% t/m/g/o: CPU of the target, the mock, the load generator and of other processes\n"
     "on the machine, in % of one core; t cpu/req: CPU time of the target per request;\n"
     "busy%: the whole machine, in % of all its cores;\n"
-    "rss/w: resident memory per worker process of the target."
+    "rss/w: resident memory per worker process of the target;\n"
+    "soak: rss start/end/max in MB of the worst worker (VmRSS), MB/min: growth from a\n"
+    "least-squares line over all samples or those after the first minute (>1m); anon: the\n"
+    "private (heap) part of it (RssAnon), without the pages of the shared cache segment."
 )

@@ -5,6 +5,9 @@ the targets in front of it start on first use and stay up until the mock configu
 changes. Each step: a short warm-up with unique requests, then a snapshot (CPU of the
 target, the mock and the machine; the mock's call counter), the measured load, and a
 second snapshot. :meth:`Environment.close` stops every process the bench started.
+
+With ``--profile`` py-spy records one gateway worker during each gateway measurement; a
+``soak`` step samples the workers' resident memory while its load runs.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from typing import Any
 
 import orjson
 
-from aigateway.bench import bodies, procs
+from aigateway.bench import bodies, procs, soak
 from aigateway.bench.loadclient import observed_rate, parse_output, steady_window
 from aigateway.bench.procs import HOST, MockService, Service, ServiceError, free_port
+from aigateway.bench.profile import file_stem
 from aigateway.bench.progress import Progress
-from aigateway.bench.scenarios import MockConfig, Step
+from aigateway.bench.pyspy import Profiler
+from aigateway.bench.scenarios import SOAK_REPEAT_EVERY, SOAK_REPEAT_POOL, MockConfig, Step
 from aigateway.bench.trace import TraceSpec, generate_trace
 from aigateway.bench.wrk import WrkError, lua_script, parse_wrk_output, wrk_command
 
@@ -48,6 +53,8 @@ class RunConfig:
     retries: int = 1
     python: str = sys.executable
     trace: TraceSpec = field(default_factory=TraceSpec)
+    profile_dir: Path | None = None  # --profile: py-spy profiles of gateway workers go here
+    pyspy: str = "py-spy"
 
 
 UNLIMITED_RPS = 1_000_000
@@ -75,6 +82,17 @@ class Environment:
         # every server started: name, pid, url
         self.started: list[dict[str, Any]] = [] if started is None else started
         self._names: dict[str, int] = {}
+        self._profile_stems: set[str] = set()
+
+    def profile_stem(self, key: str) -> str:
+        """A file name for a measurement's profile; a repeated measurement gets its own."""
+        stem = base = file_stem(key)
+        number = 1
+        while stem in self._profile_stems:
+            number += 1
+            stem = f"{base}.{number}"
+        self._profile_stems.add(stem)
+        return stem
 
     def __enter__(self) -> Environment:
         return self
@@ -224,14 +242,16 @@ def measure_undisturbed(step: Step, env: Environment, progress: Progress) -> dic
     the bench took more than ``config.max_other_pct`` of a core; the least disturbed row."""
     config = env.config
     best: dict[str, Any] | None = None
-    for attempt in range(1, config.retries + 2):
+    # a soak is about memory over minutes: never run it twice for a disturbed throughput
+    retries = 0 if step.load == "soak" else config.retries
+    for attempt in range(1, retries + 2):
         row = measure(step, env, progress)
         row["attempts"] = attempt
         if best is None or row["other_pct"] < best["other_pct"]:
             best = row
         if config.max_other_pct is None or row["other_pct"] <= config.max_other_pct:
             break
-        if attempt <= config.retries:
+        if attempt <= retries:
             progress.say(
                 f"other processes took {row['other_pct']:.0f}% of a core during the "
                 "measurement: measuring again"
@@ -251,9 +271,11 @@ def _settle(mock: MockService, timeout_s: float = 3.0) -> None:
         last = now
 
 
-def _wrk_body(load: str) -> bytes | tuple[bytes, bytes]:
+def _wrk_body(load: str) -> bytes | tuple[bytes, bytes] | bodies.MixedBodies:
     if load == "identical":
         return bodies.identical_body()
+    if load == "soak":
+        return bodies.mixed_body_parts(secrets.token_hex(4), SOAK_REPEAT_EVERY, SOAK_REPEAT_POOL)
     return bodies.unique_body_parts(secrets.token_hex(4))
 
 
@@ -290,12 +312,12 @@ def _run_wrk(
 
 
 def _run_client(
-    config: RunConfig, url: str, step: Step, tick: Callable[[float], None]
+    config: RunConfig, url: str, step: Step, seconds: int, tick: Callable[[float], None]
 ) -> tuple[dict[str, Any], float]:
     name = f"client-{secrets.token_hex(3)}"
     command = [
         config.python, "-m", "aigateway.bench.loadclient", step.load, "--url", url,
-        "--concurrency", str(step.concurrency), "--duration", str(config.duration_s),
+        "--concurrency", str(step.concurrency), "--duration", str(seconds),
     ]  # fmt: skip
     if step.load == "open-loop":
         command += ["--rate", f"{step.offered_rps:g}", "--seed", str(config.trace.seed)]
@@ -306,7 +328,7 @@ def _run_client(
             trace_file.write_bytes(b"\n".join(lines) + b"\n")
         command += ["--trace", str(trace_file)]
     code, out, cpu = procs.run_generator(
-        command, config.work_dir / f"{name}.out", config.duration_s + 90, tick
+        command, config.work_dir / f"{name}.out", seconds + 90, tick
     )
     if code != 0:
         raise ServiceError(f"the load client exited with code {code}:\n{out.strip()[-1000:]}")
@@ -343,14 +365,36 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
         )  # fmt: skip
     _settle(mock)
     before = _Snapshot.take(mock, target)
+    seconds = step.duration_s or config.duration_s
+    memory = None
+    if step.load == "soak" and target is not None:
+        memory = soak.RssRecorder(_worker_memory(target))
+        memory.sample(0.0)
+    profiler = _profiler(step, target, env, seconds)
+    profile: dict[str, Any] | None = None
+    profiler_cpu = 0.0
+    load_started = time.monotonic()
 
     def tick(elapsed: float) -> None:
-        progress.tick("measuring", elapsed, config.duration_s)
+        progress.tick("measuring", elapsed, seconds)
+        if memory is not None:
+            memory.tick(elapsed)
+        if profiler is not None:
+            profiler.tick(elapsed)
 
-    if step.load in ("unique", "identical"):
-        figures, generator_cpu = _run_wrk(config, url, step, step.load, config.duration_s, tick)
-    else:
-        figures, generator_cpu = _run_client(config, url, step, tick)
+    try:
+        if step.load in ("unique", "identical", "soak"):
+            figures, generator_cpu = _run_wrk(config, url, step, step.load, seconds, tick)
+        else:
+            figures, generator_cpu = _run_client(config, url, step, seconds, tick)
+        if memory is not None:
+            memory.finish(time.monotonic() - load_started)
+        if profiler is not None:
+            profile, profiler_cpu = profiler.finish(figures["requests"], seconds + 30.0)
+            _say_profile(progress, profile)
+    finally:
+        if profiler is not None:
+            profiler.stop()
     _settle(mock)
     after = _Snapshot.take(mock, target)
     window = max(after.at - before.at, 1e-9)
@@ -362,7 +406,7 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
     # CPU that none of the measured processes used: other processes on the machine
     # (interrupt time, mostly our own loopback traffic, is left out)
     other = machine_busy - (after.machine.interrupts - before.machine.interrupts)
-    other -= sum(cpu_s.values()) + after.own_cpu - before.own_cpu
+    other -= sum(cpu_s.values()) + after.own_cpu - before.own_cpu + profiler_cpu
     row: dict[str, Any] = {
         "key": step.key,
         "scenario": step.scenario,
@@ -399,7 +443,36 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
         extra["provider_calls_avoided"] = requests - row["provider_calls"]
     if step.load == "open-loop":
         _add_provider_rate(row, step, mock)
+    if memory is not None:
+        row["extra"].update(soak.summarise_rss(memory.samples))
+    if profile is not None:
+        row["profile"] = profile
     return row
+
+
+def _worker_memory(target: Service) -> Callable[[], soak.Reading]:
+    def read() -> soak.Reading:
+        return {pid: procs.memory_bytes(pid) for pid in target.worker_pids()}
+
+    return read
+
+
+def _profiler(
+    step: Step, target: Service | None, env: Environment, seconds: int
+) -> Profiler | None:
+    """py-spy on one gateway worker for the load's duration (``--profile`` only)."""
+    config = env.config
+    if config.profile_dir is None or step.target != "gateway" or target is None:
+        return None
+    stem = env.profile_stem(step.key)
+    return Profiler(config.pyspy, target.pid, seconds, config.profile_dir, stem)
+
+
+def _say_profile(progress: Progress, profile: dict[str, Any]) -> None:
+    if "error" in profile:
+        progress.say(f"profile: py-spy failed ({profile['error']}); measuring on without it")
+    else:
+        progress.say(f"profile: {profile['summary']}")
 
 
 def _add_provider_rate(row: dict[str, Any], step: Step, mock: MockService) -> None:

@@ -10,6 +10,10 @@ A scenario expands into steps; a step is one measurement of one target:
 The ``admission`` scenario runs the gateway with a provider rate limit (``OPENAI_RPS``),
 a small queue and a short deadline, under an open-loop load (a fixed arrival rate above
 the limit) of unique requests with mixed priorities.
+
+The ``soak`` scenario (memory over time) runs the gateway alone for ``--soak-duration``
+seconds under a steady mix of cache misses and hits. It takes minutes, so it is not part
+of the default set (:data:`DEFAULT_SCENARIOS`): it runs only when named.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from dataclasses import dataclass, replace
 
 SCENARIOS = (
     "overhead", "miss-frontier", "hit-frontier", "stream", "trace", "workers", "admission",
+    "soak",
 )  # fmt: skip
+OPT_IN_SCENARIOS = ("soak",)  # too long for "all": run only when named
+DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s not in OPT_IN_SCENARIOS)
 TARGETS = ("direct", "passthrough", "constant", "gateway")
 FRONTIER_CONCURRENCY = (16, 64, 256)
 # the 50 ms mock also runs at 128 connections: the goal's "128 x 20 requests/s" point
@@ -35,7 +42,20 @@ ADMISSION_OVERLOAD = 1.5  # offered arrival rate / the limit
 ADMISSION_MOCK_MS = 20.0
 ADMISSION_QUEUE_SIZE = 100
 ADMISSION_TIMEOUT_S = 1.0
+# A token bucket may run ahead of its rate by up to its burst (one second's worth here)
+# in any window, so a rate is judged to 2% only over a window of many seconds.
+ADMISSION_DURATION_S = 30
 ADMISSION_LABEL = "open loop, mixed priorities, over the provider's rate limit"
+# soak: a steady closed loop; every SOAK_REPEAT_EVERY-th request repeats one of
+# SOAK_REPEAT_POOL fixed bodies (cache hits once seen), the others are unique (misses)
+SOAK_CONCURRENCY = (64,)
+SOAK_DURATION_S = 600
+SOAK_REPEAT_EVERY = 4
+SOAK_REPEAT_POOL = 100
+SOAK_LABEL = (
+    f"every {SOAK_REPEAT_EVERY}th request repeats one of {SOAK_REPEAT_POOL} bodies, "
+    "the others are unique"
+)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -55,11 +75,12 @@ class Step:
     concurrency: int
     workers: int  # of the target's server; 0 for direct
     mock: MockConfig
-    load: str  # "unique", "identical", "stream", "trace" or "open-loop"
+    load: str  # "unique", "identical", "stream", "trace", "open-loop" or "soak"
     label: str = ""
     offered_rps: float = 0.0  # open loop: requests sent per second, whatever comes back
     # settings of the gateway beyond the bench's own (e.g. OPENAI_RPS), as (name, value)
     gateway_env: tuple[tuple[str, str], ...] = ()
+    duration_s: int = 0  # seconds of load; 0: the run's --duration
 
     @property
     def provider_rps(self) -> float | None:
@@ -85,20 +106,24 @@ class Step:
             return (
                 f"{self.scenario}: {self.target}{workers} {self.offered_rps:g} req/s open loop, "
                 f"limit {self.provider_rps or 0:g}/s, mock={self.mock.describe()}"
+                + (f" for {self.duration_s} s" if self.duration_s else "")
             )
-        return (
+        text = (
             f"{self.scenario}: {self.target} c={self.concurrency}{workers} "
             f"mock={self.mock.describe()} ({self.load})"
         )
+        return text + (f" for {self.duration_s} s" if self.duration_s else "")
 
 
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
-    scenarios: tuple[str, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = DEFAULT_SCENARIOS
     workers: int = 2
     concurrency: tuple[int, ...] | None = None  # overrides every list but overhead's
     mock_latency_ms: tuple[float, ...] | None = None  # overrides every scenario's
     stream_chunk_delay_ms: float = STREAM_CHUNK_DELAY_MS
+    soak_duration_s: int = SOAK_DURATION_S
+    admission_duration_s: int = ADMISSION_DURATION_S
 
 
 def _latencies(options: PlanOptions, default: tuple[float, ...]) -> tuple[float, ...]:
@@ -164,7 +189,13 @@ def _scenario_steps(name: str, options: PlanOptions) -> list[Step]:
             offered = ADMISSION_PROVIDER_RPS * ADMISSION_OVERLOAD
             # concurrency 1: the warm-up's; the measured load is open loop
             step = Step(name, "gateway", 1, w, MockConfig(latency), "open-loop", ADMISSION_LABEL)
-            steps.append(replace(step, offered_rps=offered, gateway_env=env))
+            step = replace(step, offered_rps=offered, gateway_env=env)
+            steps.append(replace(step, duration_s=options.admission_duration_s))
+    elif name == "soak":
+        for latency in _latencies(options, (0.0,)):
+            for c in _levels(options, SOAK_CONCURRENCY):
+                step = Step(name, "gateway", c, w, MockConfig(latency), "soak", SOAK_LABEL)
+                steps.append(replace(step, duration_s=options.soak_duration_s))
     else:
         raise ValueError(f"unknown scenario {name!r}: expected one of {', '.join(SCENARIOS)}")
     return steps

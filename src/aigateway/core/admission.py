@@ -295,7 +295,6 @@ class ProviderGate:
             if not head.future.done():
                 head.future.set_result(None)
 
-
     async def _nap(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a more urgent waiter arrives meanwhile."""
         nudge = self._nudge = asyncio.get_running_loop().create_future()
