@@ -358,16 +358,26 @@ def goals(results: Sequence[Row], derived: Sequence[Derived]) -> list[dict[str, 
         "",
         False,
     )
-    for figure, limit in (("ttfb", 0.5), ("gap", 0.1)):
-        found = [k for k in values if f"added-{figure}-p50-over-direct" in k and f"/{w}/" in k]
+    for figure, limit in (("ttfb", 0.5), ("gap", 0.1)):  # the reference: passthrough
+        found = [k for k in values if f"added-{figure}-p50-over-passthrough" in k and f"/{w}/" in k]
         value = values[found[0]] if found else None
-        goal(f"stream added {figure} p50 over direct", value, limit, " ms", True)
-    rss = [
-        r["rss_per_worker_mb"]
-        for r in results
-        if r["target"] == "gateway" and r.get("rss_per_worker_mb")
-    ]
-    goal("gateway RSS per worker (largest seen)", max(rss) if rss else None, 150, " MB", True)
+        goal(f"stream added {figure} p50 over passthrough", value, limit, " ms", True)
+    # Private memory: VmRSS also counts the shared cache's pages a worker touched (once
+    # per node, up to CACHE_MAX_MB), shown beside it.
+    gateway_rows = [r for r in results if r["target"] == "gateway"]
+    private = [r["private_per_worker_mb"] for r in gateway_rows if r.get("private_per_worker_mb")]
+    rss = [r["rss_per_worker_mb"] for r in gateway_rows if r.get("rss_per_worker_mb")]
+    largest = max(private) if private else None
+    out.append(
+        {
+            "goal": "gateway private memory per worker (largest seen)",
+            "measured": "-"
+            if largest is None
+            else f"{largest:.1f} MB (RSS with shared cache pages {max(rss):.1f})",
+            "target": "<= 150 MB",
+            "status": _status(None if largest is None else largest <= 150),
+        }
+    )
     return out + admission_goals(results) + soak_goals(results)
 
 

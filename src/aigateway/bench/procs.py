@@ -270,6 +270,11 @@ class Service:
         pids = self.worker_pids()
         return sum(rss_bytes(pid) for pid in pids), len(pids)
 
+    def worker_private_bytes(self) -> int:
+        """The sum of the workers' private resident memory (``RssAnon``): ``VmRSS``
+        without the pages of files and shared segments, such as the node's cache."""
+        return sum(memory_bytes(pid).get("RssAnon", 0) for pid in self.worker_pids())
+
     def log_tail(self, chars: int = 2000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]

@@ -431,11 +431,13 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
         "other_pct": max(0.0, 100.0 * other / window),
         "rss_mb": None,
         "rss_per_worker_mb": None,
+        "private_per_worker_mb": None,
     }
     if target is not None:
         rss, count = target.worker_rss_bytes()
         row["rss_mb"] = rss / 2**20
         row["rss_per_worker_mb"] = rss / 2**20 / max(count, 1)
+        row["private_per_worker_mb"] = target.worker_private_bytes() / 2**20 / max(count, 1)
     if step.load == "trace":
         extra = row["extra"]
         requests = int(row["requests"])
