@@ -79,6 +79,46 @@ def test_eviction_keeps_popular_entries_of_the_same_age(store: LmdbStore) -> Non
     assert store.get(b"popular") is not None
 
 
+def test_the_budget_limits_the_pages_the_entries_occupy_not_only_their_bytes(
+    tmp_path: Path,
+) -> None:
+    # B-tree pages are partly empty and meta repeats each header: pages run to three or
+    # four times the bytes. A 1 MiB budget must hold for the pages themselves.
+    store = LmdbStore(str(tmp_path / "cache"), max_bytes=1 << 20)
+    try:
+        for i in range(5000):  # about 3 MB of answers
+            store.put(i.to_bytes(16, "big"), entry(b"x" * 500))
+        assert store.footprint() <= store.max_bytes
+        assert store.counters()["evictions"] > 0
+    finally:
+        store.close()
+
+
+def test_a_full_map_makes_room_instead_of_failing_the_write(tmp_path: Path) -> None:
+    # A map far smaller than the budget: the pages fill it before the budget is reached.
+    store = LmdbStore(str(tmp_path / "cache"), max_bytes=64 << 20, map_bytes=2 << 20)
+    try:
+        for i in range(20_000):  # about 10 MB of answers into a 2 MB map
+            store.put(i.to_bytes(16, "big"), entry(b"x" * 500))
+        assert store.get((19_999).to_bytes(16, "big")) is not None  # the latest is kept
+        assert store.counters()["map_full"] > 0
+    finally:
+        store.close()
+
+
+def test_an_answer_larger_than_the_map_is_refused_with_an_lmdb_error(tmp_path: Path) -> None:
+    import lmdb
+
+    store = LmdbStore(str(tmp_path / "cache"), max_bytes=64 << 20, map_bytes=1 << 20)
+    try:
+        with pytest.raises(lmdb.Error):
+            store.put(b"huge", entry(b"x" * (2 << 20)))
+        store.put(b"small", entry())  # and the store goes on working
+        assert store.get(b"small") is not None
+    finally:
+        store.close()
+
+
 def test_hits_are_counted_node_wide_after_a_flush(store: LmdbStore) -> None:
     store.put(b"k", entry())
     store.get(b"k")

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import lmdb
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -166,10 +167,13 @@ async def cache_upkeep(cache: ResponseCache) -> None:
     rounds = 0
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_S)
-        cache.store.flush()
         rounds += 1
-        if rounds % SWEEP_EVERY_FLUSHES == 0:
-            cache.store.sweep()
+        try:
+            cache.store.flush()
+            if rounds % SWEEP_EVERY_FLUSHES == 0:
+                cache.store.sweep()
+        except lmdb.Error as exc:  # keep going: the next round may well succeed
+            logging.getLogger("aigateway.cache").warning("cache upkeep failed: %s", exc)
 
 
 def build_router(settings: Settings) -> Router:

@@ -11,16 +11,20 @@ can ask, per request (headers, or the native body's ``cache`` field):
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import lmdb
 import orjson
 
 from aigateway.cache.replay import assemble, is_cacheable, replay
 from aigateway.cache.store import CacheEntry, LmdbStore
 from aigateway.core.types import ApiRequest, Completed, Streaming
 from aigateway.hotpath import TTLPolicy, cache_key, compute_ttl
+
+logger = logging.getLogger("aigateway.cache")
 
 
 def client_scope(authorization: str | None) -> str:
@@ -136,7 +140,12 @@ class ResponseCache:
             body, provider, model, now, now + ttl,
             usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
         )  # fmt: skip
-        self.store.put(key, entry)
+        try:
+            self.store.put(key, entry)
+        except lmdb.Error as exc:  # the answer still goes out; only the cache misses it
+            self.store.count("store_failures")
+            _log_store_failure(exc)
+            return None
         return entry
 
     def _count_avoided(self, how: str, provider: str, model: str, entry: CacheEntry) -> None:
@@ -144,6 +153,17 @@ class ResponseCache:
         self.store.count(prefix + "calls")
         self.store.count(prefix + "prompt_tokens", entry.prompt_tokens)
         self.store.count(prefix + "completion_tokens", entry.completion_tokens)
+
+
+_last_failure_log = 0.0
+
+
+def _log_store_failure(exc: Exception) -> None:
+    global _last_failure_log
+    now = time.monotonic()
+    if now - _last_failure_log >= 60.0:  # once a minute at most: it repeats under load
+        _last_failure_log = now
+        logger.warning("the cache could not store an answer (served anyway): %s", exc)
 
 
 async def _replayed(chunks: list[bytes]) -> AsyncIterator[bytes]:

@@ -19,20 +19,30 @@ claim in the same transaction. The map is writable (``writemap``): commits write
 tmpfs pages directly instead of copying dirty pages out with ``pwrite``, which made a
 miss's writes three times cheaper (28 µs -> 9 µs, measured in isolation).
 
-Retention: the ``max_bytes`` budget counts every entry's key, header and answer. When a
-write takes the total over the budget, entries are evicted down to ``LOW_WATER`` of it:
-expired ones first, then those with the lowest score ``(hits + 1) / (age_s + 60)``, so
-among entries of the same age the ones with few hits go before popular ones, and a
-popular entry still ages out eventually. Expired entries are never served and are swept
-in the background.
+Retention: the ``max_bytes`` budget counts the LMDB pages the entries occupy (B-tree
+pages are partly empty, and ``meta`` repeats each header: the pages take three to four
+times the entries' own bytes, which ``bytes`` counts). When a write takes the pages over
+the budget, entries are evicted until their bytes fit ``LOW_WATER`` of it at the current
+ratio of pages to bytes: expired ones first, then those with the lowest score
+``(hits + 1) / (age_s + 60)``, so among entries of the same age the ones with few hits go
+before popular ones, and a popular entry still ages out eventually. Expired entries are
+never served and are swept in the background.
+
+The map is sized well above the budget (it is address space: tmpfs pages exist only once
+written) so that pages freed but not yet reusable never fill it; if it fills anyway, a
+write evicts half the entries (or, if even deleting needs pages it does not have, empties
+the cache) and tries once more; and a cache that cannot write never fails a request: the
+caller answers without storing.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import struct
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +56,7 @@ _HEADER = struct.Struct("<ddQQIII")
 _U64 = struct.Struct("<Q")
 _INFLIGHT = struct.Struct("<qd")
 LOW_WATER = 0.9
+MAP_FULL_KEEP = 0.5  # the map filled up anyway: keep half of the entries' bytes
 FLUSH_INTERVAL_S = 0.5
 
 
@@ -83,12 +94,16 @@ def _unpack_meta(raw: Any) -> tuple[float, float, int, int, int, int, str, str, 
 class LmdbStore:
     """One worker's handle on the node's cache."""
 
-    def __init__(self, path: str, max_bytes: int) -> None:
+    def __init__(self, path: str, max_bytes: int, map_bytes: int | None = None) -> None:
+        """``map_bytes``: the size of the map (default: four times the budget, at least
+        256 MB; it costs address space only)."""
         os.makedirs(path, exist_ok=True)
         self.max_bytes = max_bytes
-        # The map must hold the budget plus LMDB's own pages and free-list slack.
+        # The budget's pages, plus pages freed but still held for readers, plus the
+        # free list and the copies a write transaction makes before it commits.
+        map_size = map_bytes or max(4 * max_bytes + (64 << 20), 256 << 20)
         self._env = lmdb.open(
-            path, map_size=max(2 * max_bytes + (64 << 20), 128 << 20), max_dbs=4,
+            path, map_size=map_size, max_dbs=4,
             subdir=True, sync=False, metasync=False, lock=True, readahead=False, writemap=True,
         )  # fmt: skip
         self._entries = self._env.open_db(b"entries")
@@ -129,12 +144,37 @@ class LmdbStore:
     # -- writes -----------------------------------------------------------------------
 
     def put(self, key: bytes, entry: CacheEntry) -> None:
-        """Store ``entry``; an in-flight mark this process holds on ``key`` goes with it."""
+        """Store ``entry``; an in-flight mark this process holds on ``key`` goes with it.
+        Raises ``lmdb.Error`` only if even a harder eviction leaves no room."""
+        try:
+            self._put(key, entry)
+        except lmdb.MapFullError:
+            self.count("map_full")
+            try:
+                self._make_room()
+            except lmdb.MapFullError:
+                self.clear()  # too full even to delete: dropping whole trees still works
+            self._put(key, entry)
+
+    def _make_room(self) -> None:
+        """The map is full: halve the entries' bytes, a sixteenth per transaction (even a
+        delete needs fresh pages, and each commit frees pages the next one can use)."""
+        with self._env.begin(db=self._counters) as txn:
+            raw = txn.get(b"bytes")
+        total = _U64.unpack(raw)[0] if raw is not None else 0
+        target, step = int(total * MAP_FULL_KEEP), max(total // 16, 1)
+        while total > target:
+            with self._env.begin(write=True) as txn:
+                left = self._evict_to(txn, max(target, total - step), total, time.time())
+            if left == total:
+                return  # nothing left to evict
+            total = left
+
+    def _put(self, key: bytes, entry: CacheEntry) -> None:
         meta, value = _pack(entry)
         size = _HEADER.unpack_from(meta)[2] + len(key)
         with self._env.begin(write=True) as txn:
             if key in self._claimed:
-                self._claimed.discard(key)
                 self._unmark(txn, key)
             old = txn.get(key, db=self._meta)
             old_size = _HEADER.unpack_from(old)[2] + len(key) if old is not None else 0
@@ -143,8 +183,9 @@ class LmdbStore:
             total = self._add(txn, "bytes", size - old_size)
             if old is None:
                 self._add(txn, "entries", 1)
-            if total > self.max_bytes:
+            if self._footprint(txn) > self.max_bytes:
                 self._evict(txn, total, time.time())
+        self._claimed.discard(key)
 
     def clear(self) -> int:
         """Empty the cache for the whole node; the counters stay (they never go down)."""
@@ -195,7 +236,8 @@ class LmdbStore:
     # -- in-flight markers (de-duplication across workers) -------------------------------
 
     def claim_flight(self, key: bytes, deadline: float) -> tuple[int, float] | None:
-        """Mark ``key`` as being fetched by this process; the current owner if another is."""
+        """Mark ``key`` as being fetched by this process; the current owner if another is.
+        Raises ``lmdb.Error`` if the mark cannot be written."""
         now = time.time()
         with self._env.begin(write=True, db=self._inflight) as txn:
             raw = txn.get(key)
@@ -224,6 +266,11 @@ class LmdbStore:
             self._unmark(txn, key)
 
     # -- reporting ----------------------------------------------------------------------
+
+    def footprint(self) -> int:
+        """Bytes of the LMDB pages the entries occupy: what the budget limits."""
+        with self._env.begin() as txn:
+            return self._footprint(txn)
 
     def counters(self) -> dict[str, int]:
         self.flush()
@@ -265,19 +312,43 @@ class LmdbStore:
         self._add(txn, "bytes", -size)
         self._add(txn, "entries", -1)
 
+    def _footprint(self, txn: lmdb.Transaction) -> int:
+        """Bytes of the pages the entries occupy (both databases that hold them)."""
+        pages = 0
+        for db in (self._entries, self._meta):
+            stat = txn.stat(db)
+            pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        return pages * self._env.stat()["psize"]
+
     def _evict(self, txn: lmdb.Transaction, total: int, now: float) -> None:
-        candidates = []
-        for key, raw in txn.cursor(db=self._meta):
-            expires_at, created, size, hits, *_ = _HEADER.unpack_from(raw)
-            score = -1.0 if expires_at <= now else (hits + 1) / (max(now - created, 0.0) + 60.0)
-            candidates.append((score, created, bytes(key), size + len(key)))
-        candidates.sort()
-        target = int(self.max_bytes * LOW_WATER)
+        """Bring the pages back under the budget: evict until the entries' bytes fit
+        ``LOW_WATER`` of it at the current ratio of pages to bytes."""
+        footprint = max(self._footprint(txn), 1)
+        self._evict_to(txn, int(total * LOW_WATER * self.max_bytes / footprint), total, now)
+
+    def _evict_to(self, txn: lmdb.Transaction, target: int, total: int, now: float) -> int:
+        """Delete the least valuable entries until their bytes are at most ``target``;
+        the bytes left."""
+        if total <= target:
+            return total
+        raw = txn.get(b"entries", db=self._counters)
+        count = max(_U64.unpack(raw)[0] if raw is not None else 1, 1)
+        # How many to look at: enough for the excess at the average size, with margin;
+        # nsmallest keeps only those, never a list of the whole cache.
+        wanted = int((total - target) / max(total / count, 1.0) * 1.2) + 8
+
+        def candidates() -> Iterator[tuple[float, float, bytes, int]]:
+            for key, raw in txn.cursor(db=self._meta):
+                expires_at, created, size, hits, *_ = _HEADER.unpack_from(raw)
+                score = -1.0 if expires_at <= now else (hits + 1) / (max(now - created, 0.0) + 60.0)
+                yield score, created, bytes(key), size + len(key)
+
         evicted = 0
-        for _, _, key, size in candidates:
+        for _, _, key, size in heapq.nsmallest(wanted, candidates()):
             if total <= target:
                 break
             self._delete(txn, key, size)
             total -= size
             evicted += 1
         self._add(txn, "evictions", evicted)
+        return total
