@@ -54,6 +54,7 @@ def cache_report(cache: ResponseCache) -> dict[str, Any]:
         "enabled": True,
         "entries": counters.get("entries", 0),
         "bytes": counters.get("bytes", 0),
+        "pages_bytes": store.footprint(),  # what the budget limits
         "budget_bytes": store.max_bytes,
         "hits": hits,
         "misses": misses,
@@ -62,6 +63,7 @@ def cache_report(cache: ResponseCache) -> dict[str, Any]:
         "dedup_joins": counters.get("dedup_joins", 0),
         "evictions": counters.get("evictions", 0),
         "expirations": counters.get("expirations", 0),
+        "store_failures": counters.get("store_failures", 0),  # answers served unstored
         "top_entries": store.top_entries(),
         "avoided": sorted(avoided.values(), key=lambda row: (row["provider"], row["model"])),
     }
