@@ -25,8 +25,12 @@ times the entries' own bytes, which ``bytes`` counts). When a write takes the pa
 the budget, entries are evicted until their bytes fit ``LOW_WATER`` of it at the current
 ratio of pages to bytes: expired ones first, then those with the lowest score
 ``(hits + 1) / (age_s + 60)``, so among entries of the same age the ones with few hits go
-before popular ones, and a popular entry still ages out eventually. Expired entries are
-never served and are swept in the background.
+before popular ones, and a popular entry still ages out eventually. A large cache
+chooses among a random sample (runs of consecutive keys from random places, four times
+the entries to evict) rather than among all entries, as Redis does; and it evicts 3% at
+a time: with 200,000 entries a full scan evicting a tenth paused the writer for 0.5 s,
+a sampled 3% for 0.1 s. Expired entries are never served and are swept in the
+background.
 
 The map is sized well above the budget (it is address space: tmpfs pages exist only once
 written) so that pages freed but not yet reusable never fill it; if it fills anyway, a
@@ -42,7 +46,7 @@ import os
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +59,9 @@ from aigateway.cache.node_cache import pid_alive
 _HEADER = struct.Struct("<ddQQIII")
 _U64 = struct.Struct("<Q")
 _INFLIGHT = struct.Struct("<qd")
-LOW_WATER = 0.9
+LOW_WATER = 0.97  # evict a small slice at a time: short pauses for the writer
+SAMPLE_FACTOR = 4  # a large cache's eviction looks at this many times the entries it evicts
+SAMPLE_RUN = 32  # consecutive keys read from each random place
 MAP_FULL_KEEP = 0.5  # the map filled up anyway: keep half of the entries' bytes
 FLUSH_INTERVAL_S = 0.5
 
@@ -333,12 +339,18 @@ class LmdbStore:
             return total
         raw = txn.get(b"entries", db=self._counters)
         count = max(_U64.unpack(raw)[0] if raw is not None else 1, 1)
-        # How many to look at: enough for the excess at the average size, with margin;
-        # nsmallest keeps only those, never a list of the whole cache.
+        # How many to evict: enough for the excess at the average size, with margin.
         wanted = int((total - target) / max(total / count, 1.0) * 1.2) + 8
+        cursor = txn.cursor(db=self._meta)
+        if count <= SAMPLE_FACTOR * wanted + SAMPLE_RUN:
+            rows: Iterable[tuple[Any, Any]] = cursor  # a small cache: look at all
+        else:
+            # A large one: random runs of consecutive keys (keys are uniform hashes), so
+            # an eviction reads a few times the entries it removes, not the whole cache.
+            rows = _sample(cursor, SAMPLE_FACTOR * wanted)
 
         def candidates() -> Iterator[tuple[float, float, bytes, int]]:
-            for key, raw in txn.cursor(db=self._meta):
+            for key, raw in rows:
                 expires_at, created, size, hits, *_ = _HEADER.unpack_from(raw)
                 score = -1.0 if expires_at <= now else (hits + 1) / (max(now - created, 0.0) + 60.0)
                 yield score, created, bytes(key), size + len(key)
@@ -352,3 +364,15 @@ class LmdbStore:
             evicted += 1
         self._add(txn, "evictions", evicted)
         return total
+
+
+def _sample(cursor: lmdb.Cursor, size: int) -> list[tuple[bytes, bytes]]:
+    """About ``size`` distinct (key, header) rows, in runs of ``SAMPLE_RUN`` consecutive
+    keys that start at random places."""
+    rows: dict[bytes, bytes] = {}
+    for _ in range(size // SAMPLE_RUN + 1):
+        if not cursor.set_range(os.urandom(16)) and not cursor.first():
+            break
+        for _, (key, raw) in zip(range(SAMPLE_RUN), cursor.iternext(), strict=False):
+            rows[bytes(key)] = bytes(raw)
+    return list(rows.items())
