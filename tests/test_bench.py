@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import http.server
 import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -53,6 +51,7 @@ from aigateway.bench.wrk import (
     parse_wrk_output,
     wrk_command,
 )
+from recording_http import recording_http_server
 
 # --- options ------------------------------------------------------------------------------
 
@@ -643,29 +642,8 @@ def wrk_or_skip() -> str:
 
 @pytest.fixture
 def recording_server() -> Iterator[tuple[str, list[bytes]]]:
-    bodies: list[bytes] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-            status = 500 if len(bodies) % 10 == 0 else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with recording_http_server(fail_every=10) as server:
+        yield server
 
 
 @pytest.mark.e2e

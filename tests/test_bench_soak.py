@@ -4,10 +4,8 @@ resident memory sampled over the run."""
 from __future__ import annotations
 
 import argparse
-import http.server
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from aigateway.bench.report import render_results
 from aigateway.bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, PlanOptions, build_plan
 from aigateway.bench.soak import Reading, RssRecorder, slope_per_minute, summarise_rss
 from aigateway.bench.wrk import WrkError, ensure_wrk, lua_script, parse_wrk_output, wrk_command
+from recording_http import recording_http_server
 
 MB = 2**20
 
@@ -80,28 +79,8 @@ def test_the_soak_script_repeats_every_4th_request_from_a_pool() -> None:
 
 @pytest.fixture
 def recording_server() -> Iterator[tuple[str, list[bytes]]]:
-    received: list[bytes] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", received
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with recording_http_server() as server:
+        yield server
 
 
 def wrk_or_skip() -> str:

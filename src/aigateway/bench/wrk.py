@@ -171,11 +171,7 @@ def lua_script(
         lines += [
             f"local prefix = {lua_string(prefix)}",
             f"local suffix = {lua_string(suffix)}",
-            "local made = 0",
-            "function setup(thread)",
-            "  made = made + 1",
-            '  thread:set("tid", made)',
-            "end",
+            *_THREAD_IDS,
             "local counter = 0",
             "function request()",
             "  counter = counter + 1",
@@ -187,6 +183,16 @@ def lua_script(
     return "\n".join(lines) + "\n" + hook
 
 
+# Each wrk thread gets its own id (a global of its Lua state), so bodies differ per thread.
+_THREAD_IDS = (
+    "local made = 0",
+    "function setup(thread)",
+    "  made = made + 1",
+    '  thread:set("tid", made)',
+    "end",
+)
+
+
 def _mixed_lua(bodies: MixedBodies) -> list[str]:
     (prefix, suffix), (rprefix, rsuffix) = bodies.unique, bodies.repeated
     return [
@@ -194,11 +200,7 @@ def _mixed_lua(bodies: MixedBodies) -> list[str]:
         f"local suffix = {lua_string(suffix)}",
         f"local rprefix = {lua_string(rprefix)}",
         f"local rsuffix = {lua_string(rsuffix)}",
-        "local made = 0",
-        "function setup(thread)",
-        "  made = made + 1",
-        '  thread:set("tid", made)',
-        "end",
+        *_THREAD_IDS,
         "local counter = 0",
         "function request()",
         "  counter = counter + 1",
