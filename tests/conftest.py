@@ -53,6 +53,15 @@ def mock_provider() -> Iterator[MockProvider]:
     provider.stop()
 
 
+@pytest.fixture(scope="module")
+def flaky_provider() -> Iterator[MockProvider]:
+    """A second mock provider, for the first target of a fallback chain (faults set by
+    each test module's own fixture)."""
+    provider = MockProvider()
+    yield provider
+    provider.stop()
+
+
 @pytest.fixture
 def mock(mock_provider: MockProvider) -> MockProvider:
     """The session's mock provider with its counters and faults cleared."""

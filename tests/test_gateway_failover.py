@@ -13,13 +13,6 @@ from servers import Gateway, MockProvider, chat_body
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def flaky_provider() -> Iterator[MockProvider]:
-    provider = MockProvider()
-    yield provider
-    provider.stop()
-
-
 @pytest.fixture
 def flaky(flaky_provider: MockProvider) -> MockProvider:
     flaky_provider.reset()

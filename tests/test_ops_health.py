@@ -22,13 +22,6 @@ CIRCUIT = {
 }
 
 
-@pytest.fixture(scope="module")
-def flaky_provider() -> Iterator[MockProvider]:
-    provider = MockProvider()
-    yield provider
-    provider.stop()
-
-
 @pytest.fixture
 def flaky(flaky_provider: MockProvider) -> MockProvider:
     flaky_provider.reset()

@@ -11,6 +11,8 @@ import os
 import shutil
 import tempfile
 
+from aigateway.hotpath._regions import pid_alive
+
 PREFIX = "aigateway-cache-"
 
 
@@ -40,13 +42,3 @@ def clean_stale(root: str) -> list[str]:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             removed.append(name)
     return removed
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

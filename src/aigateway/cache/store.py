@@ -41,6 +41,7 @@ caller answers without storing.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import struct
@@ -52,7 +53,7 @@ from typing import Any
 
 import lmdb
 
-from aigateway.cache.node_cache import pid_alive
+from aigateway.hotpath._regions import pid_alive
 
 # expires_at, created, size, hits, prompt_tokens, completion_tokens, label length; then
 # the label (provider NUL model) and, in `entries` only, the answer.
@@ -112,6 +113,7 @@ class LmdbStore:
             path, map_size=map_size, max_dbs=4,
             subdir=True, sync=False, metasync=False, lock=True, readahead=False, writemap=True,
         )  # fmt: skip
+        self._page_size: int = self._env.stat()["psize"]
         self._entries = self._env.open_db(b"entries")
         self._meta = self._env.open_db(b"meta")
         self._inflight = self._env.open_db(b"inflight")
@@ -243,15 +245,19 @@ class LmdbStore:
 
     def claim_flight(self, key: bytes, deadline: float) -> tuple[int, float] | None:
         """Mark ``key`` as being fetched by this process; the current owner if another is.
-        Raises ``lmdb.Error`` if the mark cannot be written."""
+        A mark that cannot be written only costs the de-duplication across workers: the
+        caller fetches as if it held it."""
         now = time.time()
-        with self._env.begin(write=True, db=self._inflight) as txn:
-            raw = txn.get(key)
-            if raw is not None:
-                pid, until = _INFLIGHT.unpack(raw)
-                if until > now and pid != self._pid and pid_alive(pid):
-                    return pid, until
-            txn.put(key, _INFLIGHT.pack(self._pid, deadline))
+        try:
+            with self._env.begin(write=True, db=self._inflight) as txn:
+                raw = txn.get(key)
+                if raw is not None:
+                    pid, until = _INFLIGHT.unpack(raw)
+                    if until > now and pid != self._pid and pid_alive(pid):
+                        return pid, until
+                txn.put(key, _INFLIGHT.pack(self._pid, deadline))
+        except lmdb.Error:
+            return None
         self._claimed.add(key)
         return None
 
@@ -268,8 +274,8 @@ class LmdbStore:
         if key not in self._claimed:
             return
         self._claimed.discard(key)
-        with self._env.begin(write=True) as txn:
-            self._unmark(txn, key)
+        with contextlib.suppress(lmdb.Error), self._env.begin(write=True) as txn:
+            self._unmark(txn, key)  # a mark left behind expires with its deadline
 
     # -- reporting ----------------------------------------------------------------------
 
@@ -324,7 +330,7 @@ class LmdbStore:
         for db in (self._entries, self._meta):
             stat = txn.stat(db)
             pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
-        return pages * self._env.stat()["psize"]
+        return pages * self._page_size
 
     def _evict(self, txn: lmdb.Transaction, total: int, now: float) -> None:
         """Bring the pages back under the budget: evict until the entries' bytes fit

@@ -16,12 +16,9 @@ to their own call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-
-import lmdb
 
 from aigateway.cache.service import ResponseCache
 from aigateway.core.types import ApiRequest, Completed, Streaming
@@ -99,20 +96,12 @@ class Coalescer:
         if flight is not None:
             return await self._follow(flight, request)
         wall_deadline = time.time() + (deadline - asyncio.get_running_loop().time())
-        if self._claim(key, wall_deadline) is not None:
+        if self._store.claim_flight(key, wall_deadline) is not None:
             answer = await self._wait_for_other_worker(key, request, deadline)
             if answer is not None:
                 return answer
-            self._claim(key, wall_deadline)
+            self._store.claim_flight(key, wall_deadline)
         return await self._lead(key, request, fetch)
-
-    def _claim(self, key: bytes, wall_deadline: float) -> tuple[int, float] | None:
-        """The other worker fetching ``key``, if any; a cache that cannot write the mark
-        only costs the de-duplication across workers, never the request."""
-        try:
-            return self._store.claim_flight(key, wall_deadline)
-        except lmdb.Error:
-            return None
 
     async def _lead(self, key: bytes, request: ApiRequest, fetch: Fetch) -> Completed | Streaming:
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
@@ -192,8 +181,7 @@ class Coalescer:
     def _forget(self, key: bytes, flight: Flight) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
-        with contextlib.suppress(lmdb.Error):  # a stale mark expires with its deadline
-            self._store.release_flight(key)
+        self._store.release_flight(key)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)

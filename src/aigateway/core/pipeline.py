@@ -17,8 +17,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from aigateway.cache.service import ResponseCache
 from aigateway.core.accounting import current_accounting
 from aigateway.core.admission import Admission, ProviderGate
@@ -41,6 +39,7 @@ from aigateway.errors import (
     QuotaExceeded,
     RateLimited,
 )
+from aigateway.providers._openai_format import load_any
 from aigateway.providers.base import (
     EmbeddingsAdapter,
     ModelListAdapter,
@@ -246,10 +245,7 @@ def _watch_rate_limits(classify: Classifier, gate: ProviderGate) -> Classifier:
 
 def _parsed(body: bytes) -> dict[str, Any]:
     """An adapter's OpenAI-format answer as a dict (empty if it somehow is not one)."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
+    parsed = load_any(body)
     return parsed if isinstance(parsed, dict) else {}
 
 

@@ -24,6 +24,7 @@ from aigateway.errors import (
     QuotaExceeded,
     RateLimited,
 )
+from aigateway.providers._openai_format import load_any, load_object
 from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
 
 
@@ -56,7 +57,7 @@ class OpenAIAdapter:
         return self._forward("/chat/completions", request, model)
 
     def chat_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
-        _require_object(self.name, body)
+        load_object(self.name, body)
         return body
 
     def chat_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
@@ -68,7 +69,7 @@ class OpenAIAdapter:
         return self._forward("/embeddings", request, model)
 
     def embeddings_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
-        _require_object(self.name, body)
+        load_object(self.name, body)
         return body
 
     # models ---------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class OpenAIAdapter:
         return UpstreamCall("GET", self._base_url + "/models", self._get_headers)
 
     def models_response(self, body: bytes) -> list[dict[str, Any]]:
-        data = _require_object(self.name, body).get("data")
+        data = load_object(self.name, body).get("data")
         if not isinstance(data, list):
             raise ProviderError(f"{self.name} listed its models in an unexpected shape")
         return [item for item in data if isinstance(item, dict) and "id" in item]
@@ -140,21 +141,8 @@ class _PassThroughStream:
         return []
 
 
-def _require_object(provider: str, body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise ProviderError(f"{provider} answered with a body that is not a JSON object")
-    return parsed
-
-
 def _error_detail(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
+    parsed = load_any(body)
     if isinstance(parsed, dict):
         inner = parsed.get("error")
         if isinstance(inner, dict):
