@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 import lmdb
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -43,6 +44,7 @@ from aigateway.core.providers import build_providers
 from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
+from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
 from aigateway.operations import Operations
 from aigateway.upstream import PoolLimits, create_upstream_client
 
@@ -130,7 +132,11 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
-        middleware=operations.middleware(),
+        middleware=[
+            *operations.middleware(),
+            # innermost: a slow body ends in a 408 the outer middleware count and log
+            Middleware(BodyTimeoutMiddleware, timeout_s=settings.client_body_timeout_s),
+        ],
         lifespan=lifespan,
     )
 
