@@ -23,15 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
 from aigateway.config import ConfigError, load_settings
-from servers import Gateway, MockProvider, chat_body
+from servers import Gateway, MockProvider, _Process, chat_body, free_port, gateway_env
 
 pytestmark = pytest.mark.e2e
 
@@ -309,6 +311,63 @@ def test_past_the_connection_limit_a_newcomer_waits_until_the_header_timeout_fre
                 assert any(answer == b"" for answer in closed)
 
         asyncio.run(scenario())
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+
+
+# --- open files -------------------------------------------------------------------------------
+
+
+class _LimitedGateway(_Process):
+    """``aigateway serve`` started with an open-file limit of (soft, hard), as on a fresh
+    machine where the soft limit is often 1,024."""
+
+    def __init__(self, mock: MockProvider, soft: int, hard: int, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = gateway_env(mock, AI_GATEWAY_PORT=str(self.port), MAX_WORKERS="1", **env)
+        start = (
+            "import os, resource, sys; "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'aigateway.cli', 'serve'])"
+        )
+        super().__init__([sys.executable, "-c", start], full_env, self.url + "/health")
+
+    def worker_soft_limits(self) -> list[int]:
+        limits = []
+        for child in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
+            for pid in child.read_text().split():
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+                        if line.startswith("Max open files"):
+                            limits.append(int(line.split()[3]))
+        return limits
+
+
+def test_a_low_soft_open_file_limit_is_raised_for_the_workers(mock_provider: MockProvider) -> None:
+    """``aigateway serve`` raises it as far as the connections need; Granian's import
+    (its sysinfo crate) happens to raise it to the hard limit too."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2600:
+        pytest.skip(f"the hard open-file limit is {hard}")
+    gateway = _LimitedGateway(mock_provider, 1024, hard, CLIENT_MAX_CONNECTIONS="2000")
+    try:
+        (limit,) = gateway.worker_soft_limits()
+        assert limit >= 2000 + 512
+        assert "open files" not in gateway.log()  # no warning: the limit could be raised
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+
+
+def test_a_hard_open_file_limit_too_low_lowers_the_connections_and_says_so(
+    mock_provider: MockProvider,
+) -> None:
+    gateway = _LimitedGateway(mock_provider, 1024, 1024)
+    try:
+        log = gateway.log()
+        assert "CLIENT_MAX_CONNECTIONS=10000 needs 10512 open files" in log
+        assert "each worker holds at most 512 client connections" in log
+        assert asyncio.run(_normal_chat(gateway.port)) == 200
     finally:
         assert gateway.stop() == 0, gateway.log()
 

@@ -3,8 +3,11 @@
 
 A hostile measurement is the same closed-loop load as its quiet twin, on the same gateway
 process, while the attacker holds its connections. The goals: the normal clients' p99
-within 2x of the quiet run's, no error for them, every worker under 150 MB (the largest
-resident memory sampled each second while the load ran).
+within 2x of the quiet run's, no error for them, every worker under 150 MB: its private
+memory (``RssAnon``, the largest sampled each second while the load ran), as for the
+soak. ``VmRSS`` is shown beside it; it also counts the pages of the node's shared cache a
+worker has touched, which grow with every unique request stored and exist once for the
+node, not once per worker.
 """
 
 from __future__ import annotations
@@ -147,11 +150,12 @@ def hostile_goals(results: Sequence[Row]) -> list[dict[str, str]]:
                 "status": _status(row["errors"] == 0),
             }
         )
-        largest = row["extra"].get("rss_max_mb")
+        largest, rss = row["extra"].get("rss_anon_max_mb"), row["extra"].get("rss_max_mb")
+        shown = "" if rss is None else f" (RSS with shared cache pages {rss:.1f})"
         out.append(
             {
-                "goal": "hostile: resident memory of every worker (largest sample)",
-                "measured": "-" if largest is None else f"{largest:.1f} MB",
+                "goal": "hostile: private memory of every worker (largest sample)",
+                "measured": "-" if largest is None else f"{largest:.1f} MB{shown}",
                 "target": f"< {WORKER_RSS_LIMIT_MB:g} MB",
                 "status": _status(None if largest is None else largest < WORKER_RSS_LIMIT_MB),
             }

@@ -256,9 +256,9 @@ def soak_table(rows: Sequence[Row], markdown: bool = False) -> str:
 def hostile_table(rows: Sequence[Row], markdown: bool = False) -> str:
     """The usual row, what the attacker held (the fewest open at any sampled second, how
     many the gateway closed and it opened again, what its slow reader got) and each
-    worker's largest resident memory while the load ran."""
+    worker's largest private memory (``RssAnon``) and resident memory while the load ran."""
     headers = [*_BASE_HEADERS, "held idle+slow", "fewest open", "reopened", "slow KB",
-               "rss max/worker", *_TAIL_HEADERS]  # fmt: skip
+               "anon max/w", "rss max/w", *_TAIL_HEADERS]  # fmt: skip
     body = []
     for row in rows:
         extra = row.get("extra", {})
@@ -269,6 +269,7 @@ def hostile_table(rows: Sequence[Row], markdown: bool = False) -> str:
             fmt(attack.get("fewest_open")),
             fmt(attack.get("closed_by_server")),
             fmt(attack["slow_bytes"] / 1024, 0) if attack else "-",
+            "/".join(fmt(w.get("anon_max_mb"), 0) for w in workers.values()) or "-",
             "/".join(fmt(w.get("max_mb"), 0) for w in workers.values()) or "-",
         ]
         body.append([*_base(row), *figures, *_tail(row)])
