@@ -110,6 +110,10 @@ class RequestTimeout(GatewayError):
     error_type = "invalid_request_error"
     default_code = "request_body_timeout"
 
+    def headers(self) -> dict[str, str]:
+        # the rest of the body may still come: it must not be read as the next request
+        return {"connection": "close"}
+
 
 class PayloadTooLarge(GatewayError):
     status = 413
