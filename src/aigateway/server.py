@@ -46,8 +46,9 @@ LOG_FORMAT = logs.TEXT_FORMAT
 # Connections that have been accepted by the kernel but not yet by a worker (per worker:
 # on Linux each worker listens on its own SO_REUSEPORT socket); capped by somaxconn.
 LISTEN_BACKLOG = 2048
-# hyper's read buffer grows up to this, so it bounds a request head (431 past it); the
-# default ~400 KiB let each slow connection pin that much memory.
+# hyper's read buffer grows up to this, so it bounds a request head (431 past it; a head
+# that arrives in one burst may reach twice this); the default ~400 KiB let each slow
+# connection pin that much memory.
 MAX_HEAD_BYTES = 64 * 1024
 # File descriptors a worker needs beside its client connections: provider pools, the
 # cache, the shared segment, logs, the loop's own.
