@@ -129,17 +129,17 @@ class Pipeline:
         raise failure
 
     async def embeddings(self, request: ApiRequest) -> Completed:
+        deadline = self._deadline(request)
         if self._batcher is not None:
-            return await self._batcher.embed(request)  # coalesced with its neighbours
-        return await self._embed(request)
+            return await self._batcher.embed(request, deadline)  # coalesced with its neighbours
+        return await self._embed(request, deadline)
 
     def _saved_calls(self, provider: str, model: str, n: int) -> None:
         if self._admission is not None:
             self._admission.counters.add("embedding_calls_saved", n)
         current_accounting().avoided(provider, model, "batch", calls=n)
 
-    async def _embed(self, request: ApiRequest) -> Completed:
-        deadline = self._deadline(request)
+    async def _embed(self, request: ApiRequest, deadline: float) -> Completed:
         failure: GatewayError | None = None
         for provider, model in self._route(request):
             adapter = provider.adapter
