@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
     batch_routes = BatchRoutes(settings.max_body_bytes)
     document = openapi_document()
     operations = Operations(settings)  # metrics, health, live settings, auth, CORS, logs
+    scrubber = operations.scrubber  # the node's secrets, out of what is relayed
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> Starlette:
             cache,
             admission,
             embedding_batches=(settings.batch_size, settings.batch_timeout_ms / 1000.0),
+            scrubber=scrubber,
         )
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         admin_routes.cache = cache

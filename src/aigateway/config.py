@@ -6,6 +6,9 @@ This is the only module that reads the environment. ``aigateway serve`` calls
 Granian worker processes as one JSON document in ``AIGATEWAY_WORKER_SETTINGS``
 (:func:`settings_to_worker_env` / :func:`settings_from_worker_env`), so every
 worker runs with exactly what the main process validated.
+
+A field declared with ``repr=False`` holds a secret: ``aigateway.scrub`` masks its value
+in whatever the gateway relays or logs.
 """
 
 from __future__ import annotations
@@ -196,15 +199,35 @@ def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
 
 
 def _url(name: str, raw: str) -> str:
+    """A provider's base URL. Refused with credentials, a query or a fragment: keys go in
+    their own variable (a URL is shown by /health, /admin/config and error messages, and
+    adapters append paths to it, so a query never worked). Errors mask those parts."""
     value = raw.strip().rstrip("/")
+    shown = mask_url(value)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(name, raw, "an http:// or https:// URL with a host")
+        raise ConfigError(name, shown, "an http:// or https:// URL with a host")
+    if shown != value:
+        expected = "a URL without user:password@, ?query or #fragment (a key goes in its variable)"
+        raise ConfigError(name, shown, expected)
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
-        raise ConfigError(name, raw, "an http:// or https:// URL with a valid port") from None
+        raise ConfigError(name, shown, "an http:// or https:// URL with a valid port") from None
     return value
+
+
+def mask_url(value: str) -> str:
+    """``value`` with what may hold a secret hidden: user:password@ (everything before the
+    last ``@`` ahead of any query, a password may hold a ``/``), ?query and #fragment."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "", value
+    mark = min((i for i in map(rest.find, "?#") if i >= 0), default=-1)
+    front, tail = (rest[:mark], rest[mark] + "****") if mark >= 0 else (rest, "")
+    if "@" in front:
+        front = "****@" + front.rpartition("@")[2]
+    return scheme + sep + front + tail
 
 
 def _host(name: str, raw: str) -> str:

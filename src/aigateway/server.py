@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from typing import IO, Any
 
 from granian.constants import Interfaces, Loops
@@ -32,6 +33,7 @@ from aigateway.config import (
     Settings,
     settings_to_worker_env,
 )
+from aigateway.scrub import secrets_of
 
 logger = logging.getLogger("aigateway")
 
@@ -42,13 +44,14 @@ MOCK_PATHS = {"openai": "/v1", "gemini": "/gemini/v1beta", "anthropic": "/anthro
 LOG_FORMAT = logs.TEXT_FORMAT
 
 
-def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
+def logging_config(level: str, fmt: str = "text", secrets: Sequence[str] = ()) -> dict[str, Any]:
     """One format (text or JSON) for the gateway's and Granian's log lines, on stderr."""
-    return logs.logging_config(level, fmt)
+    return logs.logging_config(level, fmt, secrets)
 
 
 def serve(settings: Settings) -> int:
-    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    log_config = logging_config(settings.log_level, settings.log_format, secrets_of(settings))
+    logging.config.dictConfig(log_config)
     mock: MockProviderProcess | None = None
     if wants_mock_provider(settings):
         mock = MockProviderProcess.start(settings.host)
@@ -92,7 +95,7 @@ def serve(settings: Settings) -> int:
         loop=Loops.uvloop,
         backlog=2048,
         log_level=LogLevels(settings.log_level if settings.log_level != "critical" else "error"),
-        log_dictconfig=logging_config(settings.log_level, settings.log_format),
+        log_dictconfig=log_config,
         respawn_failed_workers=True,
         # On SIGTERM: stop accepting, let in-flight (and queued) requests finish for up to
         # DRAIN_TIMEOUT_SEC, then stop the workers that are still busy.

@@ -46,6 +46,7 @@ from aigateway.providers.base import (
     ProviderFailure,
     UpstreamCall,
 )
+from aigateway.scrub import Scrubber
 
 logger = logging.getLogger("aigateway.pipeline")
 
@@ -71,8 +72,10 @@ class Pipeline:
         cache: ResponseCache | None = None,
         admission: Admission | None = None,
         embedding_batches: tuple[int, float] | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
-        """``embedding_batches`` is (most inputs per call, longest wait in seconds)."""
+        """``embedding_batches`` is (most inputs per call, longest wait in seconds);
+        ``scrubber`` takes the node's secrets out of what providers say in errors."""
         self._providers = providers
         self._router = router
         self._retry = retry
@@ -80,6 +83,7 @@ class Pipeline:
         self._media = media
         self._cache = cache
         self._admission = admission
+        self._scrubber = scrubber or Scrubber(())
         self._batcher = None
         if embedding_batches is not None:
             self._batcher = EmbeddingBatcher(self._embed, *embedding_batches, self._saved_calls)
@@ -118,7 +122,7 @@ class Pipeline:
                 failure = _note_failover(provider, model, exc)
                 continue
             if request.stream:
-                translator = adapter.chat_stream(prepared, model)
+                translator = self._scrubber.translator(adapter.chat_stream(prepared, model))
                 events = relay_stream(answer, adapter, translator, model=model)
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
@@ -219,7 +223,7 @@ class Pipeline:
         model: str = "",
     ) -> Answer:
         gate = self._admission.gate(provider.name) if self._admission is not None else None
-        classify: Classifier = provider.adapter.classify_error
+        classify: Classifier = self._scrubber.classifier(provider.adapter.classify_error)
         if gate is not None:
             classify = _watch_rate_limits(classify, gate)
         answer = await send_with_retries(
