@@ -1,7 +1,10 @@
 """Parse and check OpenAI-format request bodies; a bad one is a 400 naming the field.
 
 Only the fields the gateway relies on, or that providers would reject late and
-expensively, are checked; unknown fields pass through to the provider.
+expensively, are checked; unknown fields pass through to the provider. Whatever the
+body holds (any JSON value in any field, nesting up to JSON's limit), the outcome is a
+request or an ``InvalidRequest``, never another exception. ``openapi.py`` states the same
+rules as JSON schemas; tests/test_api_schema_mirror.py keeps the two in step.
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ import orjson
 
 from aigateway.core.types import ApiRequest
 from aigateway.errors import InvalidRequest
+from aigateway.hotpath import MAX_DEPTH
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# The integers orjson reads as integers (a larger literal becomes a float): the schemas'
+# bounds of whole-number fields.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
+def parse_json_object(raw: bytes, check_nesting: bool = True) -> dict[str, Any]:
+    """The body as a JSON object; ``check_nesting=False`` leaves the depth to the caller
+    (a batch checks each item alone, so one deep item fails only itself)."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -29,7 +38,27 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(
             f"the request body must be a JSON object, not {_kind(body)}", code="invalid_json"
         )
+    if check_nesting:
+        check_depth(body, raw)
     return body
+
+
+def check_depth(value: Any, raw: bytes | None = None) -> None:
+    """400 for lists and objects nested deeper than ``MAX_DEPTH`` (the body is depth 1):
+    the cache key, the re-encoding for other providers and the providers themselves all
+    stop somewhere, so the gateway states one limit up front."""
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return  # too few brackets to nest that deep: the common case costs two scans
+    stack = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(
+                f"the request is nested deeper than {MAX_DEPTH} levels of lists and objects",
+                code="too_deeply_nested",
+            )
+        items = container.values() if isinstance(container, dict) else container
+        stack.extend((item, depth + 1) for item in items if isinstance(item, dict | list))
 
 
 def parse_chat_request(raw: bytes) -> ApiRequest:
@@ -53,7 +82,10 @@ def parse_chat_request(raw: bytes) -> ApiRequest:
     _check_stop(body)
     for name in ("tools", "functions"):
         _optional(body, name, list, "a list")
-    return ApiRequest("chat", model, body, raw, bool(stream))
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | dict):
+        raise _wrong("tool_choice", "a string or an object", choice)
+    return ApiRequest("chat", model, body, raw, stream=bool(stream))
 
 
 def parse_embeddings_request(raw: bytes) -> ApiRequest:
@@ -79,7 +111,7 @@ def _model(body: dict[str, Any]) -> str:
         raise _missing("model", "a model name such as 'gpt-4o-mini'")
     model = body["model"]
     if not isinstance(model, str) or not model.strip():
-        raise _wrong("model", "a non-empty string", model)
+        raise _wrong("model", "a string with more than white space", model)
     return model
 
 
@@ -90,11 +122,18 @@ def _check_message(i: int, message: Any) -> None:
     role = message.get("role")
     if role is None:
         raise _missing(f"{where}.role", "one of " + ", ".join(sorted(CHAT_ROLES)))
-    if role not in CHAT_ROLES:
+    if not isinstance(role, str) or role not in CHAT_ROLES:
         raise _wrong(f"{where}.role", "one of " + ", ".join(sorted(CHAT_ROLES)), role)
+    calls = None
+    if len(message) > 2 or "content" not in message:  # the other fields the schema names
+        for name in ("name", "tool_call_id"):
+            _optional(message, name, str, "a string", prefix=f"{where}.")
+        tool_calls = _optional(message, "tool_calls", list, "a list", prefix=f"{where}.")
+        function_call = _optional(message, "function_call", dict, "an object", prefix=f"{where}.")
+        calls = tool_calls or function_call
     content = message.get("content")
     if content is None:
-        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+        if role == "assistant" and calls:
             return
         if "content" not in message:
             raise _missing(f"{where}.content", "a string or a list of content parts")

@@ -14,6 +14,7 @@ failed merged call fails only the callers in it, each with the provider's error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,10 +109,9 @@ class EmbeddingBatcher:
             first = callers[0].request
             body = {**first.body, "input": [i for c in callers for i in c.inputs]}
             priority = min((c.request.priority for c in callers), key=PRIORITY_ORDER.index)
-            merged = ApiRequest(
-                "embeddings", first.model, body, orjson.dumps(body),
-                provider=first.provider, priority=priority,
-            )  # fmt: skip
+            merged = dataclasses.replace(
+                first, body=body, raw=orjson.dumps(body), priority=priority
+            )
         try:
             result = await self._embed(merged)
             if len(callers) > 1:
