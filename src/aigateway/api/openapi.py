@@ -17,7 +17,13 @@ from typing import Any
 
 from aigateway import __version__
 from aigateway.api.batch import MAX_BATCH_ITEMS
-from aigateway.api.validation import CHAT_ROLES, INT_MAX, INT_MIN
+from aigateway.api.validation import (
+    CHAT_ROLES,
+    INT_MAX,
+    INT_MIN,
+    MAX_CHOICES,
+    MAX_DIMENSIONS,
+)
 from aigateway.core.types import PRIORITIES
 from aigateway.runtime import LIVE_VARIABLES
 
@@ -36,6 +42,8 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": _ERRO
 # Optional fields may be null: the checks treat null as absent, as OpenAI does.
 _BOOL = {"type": ["boolean", "null"]}
 _COUNT = {"type": ["integer", "null"], "minimum": 1, "maximum": INT_MAX}
+_CHOICES = {**_COUNT, "maximum": MAX_CHOICES}
+_DIMENSIONS = {**_COUNT, "maximum": MAX_DIMENSIONS}
 _TOKEN = {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX}
 _MODEL = {"type": "string", "pattern": r"\S"}  # more than white space
 
@@ -99,7 +107,7 @@ CHAT_COMPLETION_REQUEST = {
         "messages": _MESSAGES,
         **_SAMPLING,
         "max_completion_tokens": _COUNT,
-        "n": _COUNT,
+        "n": _CHOICES,
         "presence_penalty": _range(-2, 2),
         "frequency_penalty": _range(-2, 2),
         "functions": {"type": ["array", "null"]},
@@ -120,7 +128,7 @@ EMBEDDINGS_REQUEST = {
         "input": {
             "anyOf": [
                 {"type": "string", "minLength": 1},
-                {"type": "array", "items": _STRING, "minItems": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
                 {"type": "array", "items": _TOKEN, "minItems": 1},
                 {
                     "type": "array",
@@ -129,8 +137,8 @@ EMBEDDINGS_REQUEST = {
                 },
             ]
         },
-        "dimensions": _COUNT,
-        "encoding_format": {"enum": ["float", "base64", None]},
+        "dimensions": _DIMENSIONS,
+        "encoding_format": {"enum": ["float", "base64"]},  # OpenAI refuses null here
     },
 }
 _ATTACHMENT = {
@@ -267,7 +275,9 @@ def openapi_document(
 ) -> dict[str, Any]:
     """The document for a gateway whose configured providers are ``providers``."""
     ref = "#/components/schemas/"
-    sse = {"text/event-stream": {"schema": {"type": "string"}}}
+    # One server-sent event: its data is a JSON chunk, or [DONE] last.
+    event = {"type": "object", "required": ["data"], "properties": {"data": _STRING}}
+    sse = {"text/event-stream": {"schema": event}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "aigateway", "version": __version__},

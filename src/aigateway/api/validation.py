@@ -21,6 +21,9 @@ CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "fun
 # The integers orjson reads as integers (a larger literal becomes a float): the schemas'
 # bounds of whole-number fields.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+MAX_CHOICES = 128  # OpenAI's bound on n
+MAX_DIMENSIONS = 8192  # more than any embedding model offers
+WHOLE_NUMBERS = (("max_tokens", INT_MAX), ("max_completion_tokens", INT_MAX), ("n", MAX_CHOICES))
 
 
 def parse_json_object(raw: bytes, check_nesting: bool = True) -> dict[str, Any]:
@@ -77,14 +80,21 @@ def parse_chat_request(raw: bytes) -> ApiRequest:
     _number_in(body, "top_p", 0.0, 1.0)
     _number_in(body, "presence_penalty", -2.0, 2.0)
     _number_in(body, "frequency_penalty", -2.0, 2.0)
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        _positive_int(body, name)
+    changed = False
+    for name, most in (
+        ("max_tokens", INT_MAX),
+        ("max_completion_tokens", INT_MAX),
+        ("n", MAX_CHOICES),
+    ):
+        changed |= _whole_number(body, name, most)
     _check_stop(body)
     for name in ("tools", "functions"):
         _optional(body, name, list, "a list")
     choice = body.get("tool_choice")
     if choice is not None and not isinstance(choice, str | dict):
         raise _wrong("tool_choice", "a string or an object", choice)
+    if changed:  # a whole number written as 5.0 goes on as 5, as providers expect
+        raw = orjson.dumps(body)
     return ApiRequest("chat", model, body, raw, stream=bool(stream))
 
 
@@ -94,12 +104,20 @@ def parse_embeddings_request(raw: bytes) -> ApiRequest:
     if "input" not in body:
         raise _missing("input", "a string or a list of strings")
     value = body["input"]
-    if not _is_embedding_input(value):
-        raise _wrong("input", "a non-empty string, list of strings, or list of token lists", value)
-    _positive_int(body, "dimensions")
-    fmt = body.get("encoding_format")
-    if fmt is not None and fmt not in ("float", "base64"):
+    tokens = _embedding_input(value)
+    if tokens is None:
+        raise _wrong(
+            "input", "a non-empty string, list of non-empty strings, or list of token lists", value
+        )
+    changed = tokens is not value
+    if changed:
+        body["input"] = tokens
+    changed |= _whole_number(body, "dimensions", MAX_DIMENSIONS)
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
         raise _wrong("encoding_format", "'float' or 'base64'", fmt)
+    if changed:
+        raw = orjson.dumps(body)
     return ApiRequest("embeddings", model, body, raw)
 
 
@@ -172,16 +190,29 @@ def _check_stop(body: dict[str, Any]) -> None:
         raise _wrong("stop", "a string or a list of 1 to 4 strings", stop)
 
 
-def _is_embedding_input(value: Any) -> bool:
+def _embedding_input(value: Any) -> Any:
+    """``value`` if it is a valid input (token ids written as 5.0 made ints), else None."""
     if isinstance(value, str):
-        return bool(value)
+        return value if value else None
     if not isinstance(value, list) or not value:
-        return False
-    if all(isinstance(item, str) for item in value):
-        return True
-    if all(_is_int(item) for item in value):
-        return True
-    return all(isinstance(item, list) and item and all(_is_int(t) for t in item) for item in value)
+        return None
+    if all(isinstance(item, str) and item for item in value):
+        return value
+    if all(isinstance(item, list) for item in value):
+        lists = [_token_ids(item) for item in value]
+        if not all(lists):
+            return None
+        return value if all(a is b for a, b in zip(lists, value, strict=True)) else lists
+    return _token_ids(value)
+
+
+def _token_ids(items: list[Any]) -> list[Any] | None:
+    if not items:
+        return None
+    if all(_is_int(t) and INT_MIN <= t <= INT_MAX for t in items):
+        return items
+    ids = [_as_whole(t) for t in items]
+    return ids if all(t is not None and INT_MIN <= t <= INT_MAX for t in ids) else None
 
 
 def _number_in(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
@@ -192,10 +223,25 @@ def _number_in(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
         raise _wrong(name, f"a number from {lo:g} to {hi:g}", value)
 
 
-def _positive_int(body: dict[str, Any], name: str) -> None:
+def _whole_number(body: dict[str, Any], name: str, most: int) -> bool:
+    """Check a whole-number field from 1 to ``most``; whether it had to be made an int
+    (JSON Schema counts 5.0 as an integer, so the gateway does too)."""
     value = body.get(name)
-    if value is not None and (not _is_int(value) or value < 1):
-        raise _wrong(name, "a whole number >= 1", value)
+    if value is None:
+        return False
+    number = _as_whole(value)
+    if number is None or not 1 <= number <= most:
+        raise _wrong(name, f"a whole number from 1 to {most}", value)
+    body[name] = number
+    return number is not value
+
+
+def _as_whole(value: Any) -> int | None:
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _optional(body: dict[str, Any], name: str, kind: type, expected: str, prefix: str = "") -> Any:
