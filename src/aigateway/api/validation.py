@@ -52,16 +52,23 @@ def check_depth(value: Any, raw: bytes | None = None) -> None:
     stop somewhere, so the gateway states one limit up front."""
     if raw is not None and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return  # too few brackets to nest that deep: the common case costs two scans
-    stack = [(value, 1)]
-    while stack:
-        container, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidRequest(
-                f"the request is nested deeper than {MAX_DEPTH} levels of lists and objects",
-                code="too_deeply_nested",
-            )
-        items = container.values() if isinstance(container, dict) else container
-        stack.extend((item, depth + 1) for item in items if isinstance(item, dict | list))
+    if _deeper_than(value, MAX_DEPTH):
+        raise InvalidRequest(
+            f"the request is nested deeper than {MAX_DEPTH} levels of lists and objects",
+            code="too_deeply_nested",
+        )
+
+
+def _deeper_than(container: Any, room: int) -> bool:
+    """Whether lists and objects nest more than ``room`` levels, ``container`` the first
+    (recursion is bounded by ``room``; orjson's own limit is 1024)."""
+    if room == 0:
+        return True
+    for item in container.values() if type(container) is dict else container:
+        kind = type(item)
+        if (kind is dict or kind is list) and _deeper_than(item, room - 1):
+            return True
+    return False
 
 
 def parse_chat_request(raw: bytes) -> ApiRequest:
@@ -81,11 +88,7 @@ def parse_chat_request(raw: bytes) -> ApiRequest:
     _number_in(body, "presence_penalty", -2.0, 2.0)
     _number_in(body, "frequency_penalty", -2.0, 2.0)
     changed = False
-    for name, most in (
-        ("max_tokens", INT_MAX),
-        ("max_completion_tokens", INT_MAX),
-        ("n", MAX_CHOICES),
-    ):
+    for name, most in WHOLE_NUMBERS:
         changed |= _whole_number(body, name, most)
     _check_stop(body)
     for name in ("tools", "functions"):
