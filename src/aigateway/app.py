@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 import lmdb
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from aigateway import shm
 from aigateway.api.admin import AdminRoutes
 from aigateway.api.batch import BatchRoutes
+from aigateway.api.builder import RequestBuilder
 from aigateway.api.http import error_response, json_response
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
@@ -43,6 +45,7 @@ from aigateway.core.providers import build_providers
 from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
+from aigateway.middleware.errors import UnexpectedErrorMiddleware
 from aigateway.operations import Operations
 from aigateway.upstream import PoolLimits, create_upstream_client
 
@@ -52,12 +55,12 @@ SWEEP_EVERY_FLUSHES = 20  # expired entries are swept every 10 s
 
 
 def create_app(settings: Settings) -> Starlette:
-    by_key = settings.cache_scope == "key"
-    openai_routes = OpenAIRoutes(settings.max_body_bytes, scope_by_key=by_key)
-    native_routes = NativeRoutes(settings.max_body_bytes, scope_by_key=by_key)
+    builder = RequestBuilder(scope_by_key=settings.cache_scope == "key")
+    openai_routes = OpenAIRoutes(settings.max_body_bytes, builder)
+    native_routes = NativeRoutes(settings.max_body_bytes, builder)
     admin_routes = AdminRoutes()
-    batch_routes = BatchRoutes(settings.max_body_bytes)
-    document = openapi_document()
+    batch_routes = BatchRoutes(settings.max_body_bytes, builder)
+    document = openapi_document([p.name for p in settings.providers])
     operations = Operations(settings)  # metrics, health, live settings, auth, CORS, logs
     scrubber = operations.scrubber  # the node's secrets, out of what is relayed
 
@@ -118,7 +121,7 @@ def create_app(settings: Settings) -> Starlette:
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *openai_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
@@ -132,9 +135,13 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
-        middleware=operations.middleware(),
+        middleware=[*operations.middleware(), Middleware(UnexpectedErrorMiddleware)],
         lifespan=lifespan,
     )
+    # No redirect from /path/ to /path: Starlette builds its Location from the Host
+    # header, which the client chose; an unknown path is a 404.
+    app.router.redirect_slashes = False
+    return app
 
 
 def build_admission(
@@ -230,6 +237,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log only; the client gets no internals.
+    # Only what fails outside UnexpectedErrorMiddleware (in the outer middleware) lands
+    # here. The traceback goes to the log only; the client gets no internals.
     logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(GatewayError("internal gateway error", code="internal_error"))

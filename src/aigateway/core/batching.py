@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,10 +179,9 @@ class EmbeddingBatcher:
                 first = callers[0].request
                 body = {**first.body, "input": [i for c in callers for i in c.inputs]}
                 priority = min((c.request.priority for c in callers), key=PRIORITY_ORDER.index)
-                merged = ApiRequest(
-                    "embeddings", first.model, body, orjson.dumps(body),
-                    provider=first.provider, priority=priority,
-                )  # fmt: skip
+                merged = dataclasses.replace(
+                    first, body=body, raw=orjson.dumps(body), priority=priority
+                )
             result = await self._embed(merged, deadline)
             if len(callers) > 1:
                 self._on_saved(result.provider, result.model, len(callers) - 1)

@@ -31,7 +31,7 @@ from aigateway.core.streaming import relay_stream
 from aigateway.core.types import ApiRequest, Completed, Streaming, Target
 from aigateway.errors import (
     GatewayError,
-    InvalidRequest,
+    NotFound,
     ProviderAuthFailed,
     ProviderError,
     ProviderUnavailable,
@@ -148,7 +148,7 @@ class Pipeline:
         for provider, model in self._route(request):
             adapter = provider.adapter
             if not isinstance(adapter, EmbeddingsAdapter):
-                failure = InvalidRequest(
+                failure = NotFound(  # like OpenAI's answer for a model of another kind
                     f"provider {provider.name!r} does not offer embeddings",
                     param="model",
                     code="unsupported_operation",

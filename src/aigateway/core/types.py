@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Operation = Literal["chat", "embeddings"]
+#: Admission priorities, most urgent first.
+PRIORITIES = ("critical", "high", "normal", "low")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +23,14 @@ class CacheControl:
 DEFAULT_CACHE_CONTROL = CacheControl()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ApiRequest:
     """One validated client request in OpenAI's format.
 
     ``raw`` keeps the exact bytes the client sent, so a provider that speaks the
-    same format gets them forwarded without a re-encode.
+    same format gets them forwarded without a re-encode. Routes build it in one place
+    (``api/builder.py``); a request derived from another is ``dataclasses.replace(...)``
+    of it, so nothing the client asked for (scope, deadline, cache controls) is dropped.
     """
 
     operation: Operation

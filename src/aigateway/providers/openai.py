@@ -89,7 +89,7 @@ class OpenAIAdapter:
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> ProviderFailure:
         detail = _error_detail(body)
-        message = detail.get("message") or f"HTTP {status}"
+        message = _message(detail) or f"HTTP {status}"
         code = detail.get("code")
         kind = detail.get("type")
         retry_after = retry_after_from_headers(headers)
@@ -134,7 +134,8 @@ class _PassThroughStream:
 
     def event(self, data: bytes) -> list[bytes]:
         if data.startswith(b'{"error"'):
-            raise ProviderError(f"provider reported an error mid-stream: {_error_detail(data)}")
+            message = _message(_error_detail(data)) or "no message"
+            raise ProviderError(f"provider reported an error mid-stream: {message}")
         return [data]
 
     def end(self) -> list[bytes]:
@@ -150,6 +151,12 @@ def _error_detail(body: bytes) -> dict[str, Any]:
         if isinstance(inner, str):
             return {"message": inner}
     return {}
+
+
+def _message(detail: dict[str, Any]) -> str:
+    """The provider's own message: a string, never the repr of whatever it sent."""
+    message = detail.get("message")
+    return message if isinstance(message, str) else ""
 
 
 def _str_or_none(value: Any) -> str | None:
