@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from aigateway.api.http import apply_headers, json_response, read_body
+from aigateway.api.http import apply_headers, event_stream, json_response, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
 from aigateway.cache.service import client_scope
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.types import Streaming
-
-STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class OpenAIRoutes:
@@ -42,11 +40,7 @@ class OpenAIRoutes:
         result = await self._pipeline().chat(chat)
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
-            return StreamingResponse(
-                result.events,
-                media_type="text/event-stream",
-                headers={**STREAM_HEADERS, **headers},
-            )
+            return event_stream(result, chat, headers)
         return json_response(result.body, headers=headers)
 
     async def embeddings(self, request: Request) -> Response:

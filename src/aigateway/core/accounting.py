@@ -29,6 +29,7 @@ import orjson
 
 from aigateway.core.health import HealthBoard
 from aigateway.core.request_context import CURRENT_REQUEST, RequestRecord, current_request
+from aigateway.core.usage import token_counts
 from aigateway.hotpath import SharedStats
 from aigateway.stats.families import FAMILIES
 from aigateway.stats.series import SeriesTable, series_key
@@ -140,15 +141,9 @@ class Accounting:
             self._add(("tokens", provider, model, "out"), completion)
 
     def usage(self, provider: str, model: str, usage: Any) -> None:
-        """Tokens from an OpenAI ``usage`` object (anything else is ignored)."""
+        """Tokens from an OpenAI ``usage`` object (odd counts clamped, see ``core.usage``)."""
         if isinstance(usage, Mapping):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            self.tokens(
-                provider,
-                model,
-                prompt if isinstance(prompt, int) else 0,
-                completion if isinstance(completion, int) else 0,
-            )
+            self.tokens(provider, model, *token_counts(usage))
 
     def usage_from_body(self, provider: str, model: str, body: bytes) -> None:
         """Tokens from an OpenAI-format answer body (chat completion or embeddings)."""
