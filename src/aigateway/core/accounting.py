@@ -94,7 +94,7 @@ class Accounting:
         stats.incr(self._requests)
         stats.observe(self._request_s, seconds)
         method = method if method in METHODS else "OTHER"
-        status_class = f"{status // 100}xx" if 100 <= status < 600 else "other"
+        status_class = _status_class(status)
         self._add(("requests", route, method, status_class))
         if first_byte_s is not None:
             stats.observe(self._ttfb_s, first_byte_s)
@@ -223,6 +223,13 @@ class Accounting:
             return "other"
         seen.add(model)
         return model
+
+
+def _status_class(status: int) -> str:
+    """``2xx``...; 499 (the client left before its answer was complete) stands apart."""
+    if status == 499:
+        return "499"
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
 
 
 def _label(value: str) -> str:

@@ -128,9 +128,13 @@ class _ClientWatch:
 
     def _shared(self) -> asyncio.Future[Message]:
         if self._pending is None:
-            self._pending = asyncio.ensure_future(self._receive())
+            # A task of our own: the server's receive may return a future of its own kind.
+            self._pending = asyncio.ensure_future(self._receive_later())
             self._pending.add_done_callback(self._received)
         return self._pending
+
+    async def _receive_later(self) -> Message:
+        return await self._receive()
 
     def _received(self, pending: asyncio.Future[Message]) -> None:
         if pending.cancelled() or pending.exception() is not None:
