@@ -89,8 +89,8 @@ class Settings:
     connection_timeout_s: float = 30.0
     request_timeout_s: float = 60.0
     max_body_bytes: int = 10 * 1024 * 1024
-    # Provider answers: the largest one held in memory (a whole answer, or one stream
-    # event), how far a listener of a shared stream may fall behind, the largest cached.
+    # Provider answers: the largest whole answer held in memory, how far a reader of a
+    # shared stream may fall behind, the largest answer cached.
     max_response_bytes: int = 32 * 1024 * 1024
     stream_max_lag_bytes: int = 1024 * 1024
     cache_max_entry_bytes: int = 1024 * 1024
@@ -379,7 +379,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         "MAX_RESPONSE_BYTES",
         "max_response_bytes",
         _int(1024),
-        "largest provider answer (or stream event) accepted (502 past it)",
+        "largest whole provider answer accepted (502 past it)",
     ),
     (
         "STREAM_MAX_LAG_BYTES",
