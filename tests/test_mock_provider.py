@@ -425,7 +425,13 @@ def test_reset_clears_counters_requests_and_faults(client: httpx.Client) -> None
     set_faults(client, next=[{"status": 500}], default={"status": 503})
     client.get("/v1/models")
     assert client.post("/_mock/reset").json() == {"ok": True}
-    assert stats(client) == {"calls": 0, "by_path": {}, "last_requests": [], "call_times": []}
+    assert stats(client) == {
+        "calls": 0,
+        "by_path": {},
+        "last_requests": [],
+        "call_times": [],
+        "streams": [],
+    }
     assert client.get("/_mock/faults").json() == {"next": [], "default": None}
     assert client.get("/v1/models").status_code == 200
 

@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
             admission,
             embedding_batches=(settings.batch_size, settings.batch_timeout_ms / 1000.0),
             scrubber=scrubber,
+            stream_max_lag_bytes=settings.stream_max_lag_bytes,
         )
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         admin_routes.cache = cache
@@ -168,7 +169,9 @@ def open_cache(settings: Settings) -> ResponseCache | None:
         return None
     store = LmdbStore(settings.cache_path, int(settings.cache_max_mb * 1024 * 1024))
     policy = TTLPolicy(provider_factors=dict(settings.cache_ttl_factors))
-    return ResponseCache(store, settings.cache_ttl_minutes * 60.0, policy)
+    return ResponseCache(
+        store, settings.cache_ttl_minutes * 60.0, policy, settings.cache_max_entry_bytes
+    )
 
 
 async def cache_upkeep(cache: ResponseCache) -> None:

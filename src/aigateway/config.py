@@ -89,6 +89,11 @@ class Settings:
     connection_timeout_s: float = 30.0
     request_timeout_s: float = 60.0
     max_body_bytes: int = 10 * 1024 * 1024
+    # Provider answers: the largest whole answer held in memory, how far a reader of a
+    # shared stream may fall behind, the largest answer cached.
+    max_response_bytes: int = 32 * 1024 * 1024
+    stream_max_lag_bytes: int = 1024 * 1024
+    cache_max_entry_bytes: int = 1024 * 1024
     upstream_client: str = "aiohttp"
     keepalive_expiry_s: float = 15.0
     cache_enabled: bool = True
@@ -370,6 +375,24 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
     ),
     ("AI_GATEWAY_CONFIG", "config_file", _path, "TOML file: more providers, aliases, routing"),
     ("MAX_BODY_BYTES", "max_body_bytes", _int(1), "largest request body accepted (413 past it)"),
+    (
+        "MAX_RESPONSE_BYTES",
+        "max_response_bytes",
+        _int(1024),
+        "largest whole provider answer accepted (502 past it)",
+    ),
+    (
+        "STREAM_MAX_LAG_BYTES",
+        "stream_max_lag_bytes",
+        _int(1024),
+        "how far a reader of a shared stream may fall behind before it is dropped",
+    ),
+    (
+        "CACHE_MAX_ENTRY_BYTES",
+        "cache_max_entry_bytes",
+        _int(1024),
+        "largest answer the cache keeps (a longer one is served, not stored)",
+    ),
     ("UPSTREAM_CLIENT", "upstream_client", _choice(UPSTREAM_CLIENTS), "provider HTTP client"),
     (
         "UPSTREAM_KEEPALIVE_SEC",

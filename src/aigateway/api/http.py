@@ -1,16 +1,49 @@
-"""Small HTTP helpers shared by the handlers: bounded body reads and JSON answers."""
+"""Small HTTP helpers shared by the handlers: bounded body reads, JSON answers, streams."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from aigateway.core.streaming import without_usage
+from aigateway.core.types import ApiRequest, Streaming, close_events
 from aigateway.errors import GatewayError, PayloadTooLarge
+from aigateway.providers._openai_format import include_usage
 
 JSON = "application/json"
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events that always end what produces them: when the answer is complete,
+    and as soon as the client leaves (Starlette stops iterating then, without closing the
+    iterator), so the provider call behind it is let go at once."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await close_events(self.body_iterator)  # type: ignore[arg-type]
+
+
+def event_stream(
+    result: Streaming, request: ApiRequest, headers: Mapping[str, str],
+    events: AsyncIterator[bytes] | None = None,
+) -> EventStream:  # fmt: skip
+    """The response for a streamed answer (``events``: ``result.events`` reshaped). Its
+    usage chunk goes unless the client set ``stream_options.include_usage``."""
+    if events is None:
+        events = result.events
+        if not include_usage(request.body):
+            events = without_usage(events)
+    return EventStream(
+        events, media_type="text/event-stream", headers={**STREAM_HEADERS, **headers}
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -17,21 +17,21 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aigateway.api.builder import NativeControls, RequestBuilder
-from aigateway.api.http import json_response, read_body
+from aigateway.api.http import event_stream, json_response, read_body
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.core.pipeline import Pipeline
-from aigateway.core.types import PRIORITIES, ApiRequest, Completed, Streaming
-from aigateway.errors import InvalidRequest
+from aigateway.core.types import PRIORITIES, ApiRequest, Completed, Streaming, close_events
+from aigateway.errors import InvalidRequest, ProviderError
 from aigateway.hotpath import SSEDecoder
+from aigateway.providers._openai_format import load_any
 
 PASSED_ON = ("temperature", "max_tokens", "top_p", "stop", "tools", "tool_choice", "stream")
 NATIVE_KEYS = frozenset(
     {"model", "messages", "provider", "priority", "attachments", "cache", "metadata", *PASSED_ON}
 )
-STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def parse_native_request(raw: bytes) -> tuple[ApiRequest, NativeControls]:
@@ -130,18 +130,15 @@ class NativeRoutes:
         result = await self.pipeline.chat(chat)
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
-            return StreamingResponse(
-                _native_events(result), media_type="text/event-stream",
-                headers={**STREAM_HEADERS, **headers},
-            )  # fmt: skip
+            return event_stream(result, chat, headers, _native_events(result))
         return json_response(native_answer(result, started), headers=headers)
 
 
 def native_answer(result: Completed, started: float) -> dict[str, Any]:
     """A whole answer in the native shape; ``started`` is the request's perf_counter()."""
     completion = orjson.loads(result.body)
-    choice = (completion.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+    choice = _first(completion.get("choices"))
+    message = _object(choice.get("message"))
     answer: dict[str, Any] = {
         "id": completion.get("id"),
         "provider": result.provider,
@@ -158,18 +155,36 @@ def native_answer(result: Completed, started: float) -> dict[str, Any]:
 
 
 async def _native_events(result: Streaming) -> AsyncIterator[bytes]:
+    """The OpenAI chunks as native events; an event that is not a chunk ends the stream
+    with the documented error event (the client already has its 200)."""
     decoder = SSEDecoder()
-    async for raw in result.events:
-        out = []
-        for data in decoder.feed(raw):
-            if data == b"[DONE]":
-                out.append(b"data: [DONE]\n\n")
-                continue
-            event = _native_event(orjson.loads(data), result)
-            if event is not None:
-                out.append(b"data: " + orjson.dumps(event) + b"\n\n")
-        if out:
-            yield b"".join(out)
+    try:
+        async for raw in result.events:
+            out = []
+            for data in decoder.feed(raw):
+                if data == b"[DONE]":
+                    out.append(b"data: [DONE]\n\n")
+                    continue
+                chunk = load_any(data)
+                if not isinstance(chunk, dict):
+                    error = ProviderError(f"{result.provider} sent a stream event that is not JSON")
+                    yield b"".join(out) + b"data: " + error.json() + b"\n\n"
+                    return
+                event = _native_event(chunk, result)
+                if event is not None:
+                    out.append(b"data: " + orjson.dumps(event) + b"\n\n")
+            if out:
+                yield b"".join(out)
+    finally:
+        await close_events(result.events)
+
+
+def _first(choices: Any) -> dict[str, Any]:
+    return _object(choices[0]) if isinstance(choices, list) and choices else {}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _native_event(chunk: dict[str, Any], result: Streaming) -> dict[str, Any] | None:
@@ -180,8 +195,11 @@ def _native_event(chunk: dict[str, Any], result: Streaming) -> dict[str, Any] | 
         "provider": result.provider,
         "model": chunk.get("model") or result.model,
     }
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        delta = _object(choice.get("delta"))
         if delta.get("content"):
             event["content"] = delta["content"]
         if delta.get("tool_calls"):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from aigateway.api.builder import RequestBuilder
-from aigateway.api.http import json_response, read_body
+from aigateway.api.http import event_stream, json_response, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.types import Streaming
-
-STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class OpenAIRoutes:
@@ -36,14 +34,11 @@ class OpenAIRoutes:
 
     async def chat_completions(self, request: Request) -> Response:
         parsed = parse_chat_request(await read_body(request, self.max_body_bytes))
-        result = await self._pipeline().chat(self.builder.build(request, parsed))
+        chat = self.builder.build(request, parsed)
+        result = await self._pipeline().chat(chat)
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
-            return StreamingResponse(
-                result.events,
-                media_type="text/event-stream",
-                headers={**STREAM_HEADERS, **headers},
-            )
+            return event_stream(result, chat, headers)
         return json_response(result.body, headers=headers)
 
     async def embeddings(self, request: Request) -> Response:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from aigateway.core.accounting import Accounting, current_accounting
 from aigateway.core.health import outcome_of_status
 from aigateway.core.retry import RetryPolicy
-from aigateway.errors import GatewayTimeout, ProviderUnreachable
+from aigateway.errors import GatewayTimeout, ProviderError, ProviderUnreachable
 from aigateway.providers.base import ProviderFailure, UpstreamCall
 from aigateway.upstream import (
     UpstreamBrokenBody,
@@ -22,6 +22,7 @@ from aigateway.upstream import (
     UpstreamConnectError,
     UpstreamResponse,
     UpstreamTimeout,
+    UpstreamTooLarge,
 )
 
 Classifier = Callable[[int, Mapping[str, str], bytes], ProviderFailure]
@@ -80,6 +81,9 @@ async def send_with_retries(
         except (UpstreamTimeout, TimeoutError):
             outcome = "timeout"
             raise _deadline_error(provider, retries) from None
+        except UpstreamTooLarge as exc:  # the same answer again would be as large: no retry
+            outcome = "server_error"
+            failure = ProviderFailure(False, None, ProviderError(f"{provider}: {exc}"))
         except (UpstreamConnectError, UpstreamBrokenBody) as exc:
             outcome = "unreachable"
             failure = ProviderFailure(True, None, ProviderUnreachable(f"{provider}: {exc}"))

@@ -21,7 +21,7 @@ from aigateway.cache.service import ResponseCache
 from aigateway.core.accounting import current_accounting
 from aigateway.core.admission import Admission, ProviderGate
 from aigateway.core.batching import EmbeddingBatcher
-from aigateway.core.dedup import Coalescer
+from aigateway.core.dedup import DEFAULT_MAX_LAG_BYTES, Coalescer
 from aigateway.core.dispatch import Answer, Classifier, send_with_retries
 from aigateway.core.media import RemoteMedia
 from aigateway.core.providers import Provider, usable_targets
@@ -73,9 +73,11 @@ class Pipeline:
         admission: Admission | None = None,
         embedding_batches: tuple[int, float] | None = None,
         scrubber: Scrubber | None = None,
+        stream_max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
     ) -> None:
         """``embedding_batches`` is (most inputs per call, longest wait in seconds);
-        ``scrubber`` takes the node's secrets out of what providers say in errors."""
+        ``scrubber`` takes the node's secrets out of what providers say in errors;
+        ``stream_max_lag_bytes`` how far a reader of a shared stream may fall behind."""
         self._providers = providers
         self._router = router
         self._retry = retry
@@ -87,7 +89,7 @@ class Pipeline:
         self._batcher = None
         if embedding_batches is not None:
             self._batcher = EmbeddingBatcher(self._embed, *embedding_batches, self._saved_calls)
-        self._dedup = Coalescer(cache) if cache is not None else None
+        self._dedup = Coalescer(cache, stream_max_lag_bytes) if cache is not None else None
 
     async def chat(self, request: ApiRequest) -> Completed | Streaming:
         deadline = self._deadline(request)
@@ -96,6 +98,8 @@ class Pipeline:
             return await self._dispatch(request, targets, deadline)
         provider, model = targets[0]
         key = self._cache.key(request, provider.name, model)
+        if key is None:  # the cache cannot serve this request: straight to the provider
+            return await self._dispatch(request, targets, deadline)
         hit = self._cache.lookup(key, request)  # cache
         if hit is not None:
             return hit

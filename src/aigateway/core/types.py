@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -74,3 +75,13 @@ class Streaming:
     model: str
     attempts: int
     cache: str = "miss"
+
+
+async def close_events(events: AsyncIterator[bytes]) -> None:
+    """End an answer's events early (an async generator's ``aclose``): whatever produces
+    them (a provider call, a shared stream) learns at once that nobody reads on."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        result = aclose()
+        if inspect.isawaitable(result):
+            await result

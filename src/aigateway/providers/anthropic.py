@@ -322,8 +322,7 @@ class _AnthropicStream:
                     self._usage[key] = value
 
     def _usage_chunk(self) -> list[bytes]:
-        if not self._include_usage:
-            return []
+        """Always: the gateway needs the usage (it leaves the client's stream if unasked)."""
         return [self._chunks().usage_chunk(_usage(self._usage))]
 
     def end(self) -> list[bytes]:

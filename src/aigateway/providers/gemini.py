@@ -322,6 +322,6 @@ class _GeminiStream:
     def end(self) -> list[bytes]:
         if not self._finished or self._finished != self._tools.keys():
             raise ProviderError(f"{self._adapter.name} stream ended before the answer was complete")
-        if self._include_usage and self._writer is not None:
+        if self._writer is not None:  # always: the gateway needs it (see core.streaming)
             return [self._writer.usage_chunk(gemini_usage(self._usage))]
         return []
