@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aigateway.core.health import HealthBoard, HealthPolicy, outcome_of_status
+from aigateway.core.health import HealthBoard, HealthPolicy
+from aigateway.providers.openai import OpenAIAdapter
 
 POLICY = HealthPolicy(failure_threshold=3, cooldown_s=10.0, probe_interval_s=30.0, slow_s=2.0)
 
@@ -97,8 +98,9 @@ def test_a_provider_that_cannot_be_probed_lets_one_live_request_try(board):
 
 @pytest.mark.parametrize(
     ("status", "outcome"),
-    [(200, "ok"), (404, "client_error"), (429, "rate_limited"), (401, "auth_error"),
+    [(404, "client_error"), (429, "rate_limited"), (401, "auth_error"),
      (503, "server_error"), (408, "server_error")],
 )  # fmt: skip
-def test_statuses_map_to_outcomes(status, outcome):
-    assert outcome_of_status(status) == outcome
+def test_an_adapters_classification_of_an_error_answer_gives_its_outcome(status, outcome):
+    adapter = OpenAIAdapter("openai", "http://127.0.0.1:9/v1", "sk-test", "OPENAI_API_KEY")
+    assert adapter.classify_error(status, {}, b"{}").error.fault.outcome == outcome

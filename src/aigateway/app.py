@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
             embedding_batches=(settings.batch_size, settings.batch_timeout_ms / 1000.0),
             scrubber=scrubber,
             stream_max_lag_bytes=settings.stream_max_lag_bytes,
+            provider_pause_max_s=settings.provider_pause_max_s,
         )
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         admin_routes.cache = cache

@@ -144,6 +144,7 @@ class Settings:
     health_check_interval_s: float = 30.0
     circuit_failure_threshold: int = 5
     circuit_cooldown_s: float = 30.0
+    provider_pause_max_s: float = 60.0
     drain_timeout_s: float = 30.0
     # Admission: share of a provider's burst each priority leaves for more urgent ones.
     priority_reserves: tuple[tuple[str, float], ...] = ()
@@ -487,6 +488,12 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         "circuit_cooldown_s",
         _number(0, strict=True),
         "how long an open circuit waits before its provider is probed again",
+    ),
+    (
+        "PROVIDER_PAUSE_MAX_SEC",
+        "provider_pause_max_s",
+        _number(0, hi=3600),
+        "longest wait a provider's retry-after imposes (node pause, client Retry-After)",
     ),
     (
         "DRAIN_TIMEOUT_SEC",

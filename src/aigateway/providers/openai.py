@@ -17,6 +17,7 @@ import orjson
 from aigateway.core.retry import is_retryable_status, retry_after_from_headers
 from aigateway.core.types import ApiRequest
 from aigateway.errors import (
+    Fault,
     GatewayError,
     GatewayTimeout,
     InvalidRequest,
@@ -115,15 +116,18 @@ class OpenAIAdapter:
                 f"{self.name} rejected the gateway's credentials (HTTP {status}); "
                 f"check {self._key_variable}"
             )
-            return ProviderFailure(False, None, error)
+            return ProviderFailure(error)
         if status == 429 and "insufficient_quota" in (code, kind):
-            return ProviderFailure(False, None, QuotaExceeded(f"{self.name}: {message}"))
+            return ProviderFailure(QuotaExceeded(f"{self.name}: {message}"))
         if status == 429:
             error = RateLimited(
                 f"{self.name} is rate limiting requests: {message}", retry_after_s=retry_after
             )
         elif status == 408:
-            error = GatewayTimeout(f"{self.name} timed out the request (HTTP 408)")
+            # The provider gave up on the call: its failure, not the request's (fail over).
+            error = GatewayTimeout(
+                f"{self.name} timed out the request (HTTP 408)", fault=Fault.SERVER
+            )
         elif status in (503, 529):
             error = ProviderUnavailable(
                 f"{self.name} is unavailable (HTTP {status}): {message}", retry_after_s=retry_after
@@ -139,8 +143,8 @@ class OpenAIAdapter:
                 status=status if 400 <= status < 500 else 502,
                 error_type=_str_or_none(kind) or "invalid_request_error",
             )
-            return ProviderFailure(False, None, error)
-        return ProviderFailure(True, retry_after, error)
+            return ProviderFailure(error)
+        return ProviderFailure(error, retry_after)
 
 
 class _PassThroughStream:
