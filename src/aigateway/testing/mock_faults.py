@@ -4,7 +4,8 @@ A fault is a JSON object; every key is optional:
 
 ``latency_ms``             extra wait (ms) before answering, added to the server's base latency
 ``status``                 answer with this HTTP error status (400..599) and an OpenAI error body
-``retry_after``            value of the ``retry-after`` header (seconds) of the error answer
+``retry_after``            value of the ``retry-after`` header of the error answer: seconds (any
+                           size), or a string sent as it is (an HTTP date, garbage)
 ``retry_after_ms``         value of the ``retry-after-ms`` header of the error answer
 ``code`` / ``type`` / ``message``  override fields of the error body
 ``hang``                   never answer; the handler ends when the client disconnects
@@ -209,7 +210,9 @@ def parse_fault(spec: Any) -> Fault:
         status = status_value
     drop_after = _count(spec, "drop_after_chunks")
     error_after = _count(spec, "stream_error_after_chunks")
-    retry_after = _number(spec, "retry_after")
+    retry_after: float | str | None = spec.get("retry_after")
+    if not isinstance(retry_after, str):
+        retry_after = _number(spec, "retry_after")
     retry_after_ms = _number(spec, "retry_after_ms")
     code = _text(spec, "code")
     type_ = _text(spec, "type")
