@@ -34,8 +34,12 @@ def test_consecutive_failures_open_the_circuit_and_a_success_resets_the_count(bo
     assert board.state("google") == "healthy"  # one provider's trouble is its own
 
 
-@pytest.mark.parametrize("outcome", ["client_error", "rate_limited", "cancelled"])
-def test_client_errors_rate_limits_and_cancellations_do_not_open_it(board, outcome):
+@pytest.mark.parametrize(
+    "outcome", ["client_error", "rate_limited", "cancelled", "deadline", "account_error"]
+)
+def test_client_errors_rate_limits_cancellations_and_clients_deadlines_do_not_open_it(
+    board, outcome
+):
     fail(board, 10, outcome)
     assert board.closed("openai")
 
