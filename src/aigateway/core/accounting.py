@@ -105,8 +105,8 @@ class Accounting:
     # -- providers (dispatch, pipeline, streaming) --------------------------------------
 
     def provider_call(self, provider: str, model: str, outcome: str, seconds: float) -> None:
-        """One attempt of a provider call: ok, client_error, rate_limited, auth_error,
-        server_error, unreachable, timeout or cancelled (see ``core.health.OUTCOMES``)."""
+        """One attempt of a provider call: ok, cancelled, or the ``outcome`` of its failure's
+        ``errors.Fault`` (see ``core.health.OUTCOMES``)."""
         provider = self._provider(provider)
         self._add(("provider_calls", provider, self._model(provider, model), outcome))
         self._observe(("provider_call_duration_seconds", provider), seconds)
