@@ -76,3 +76,17 @@ async def test_a_waiter_is_let_go_when_a_new_pause_outlasts_its_deadline() -> No
         await asyncio.wait_for(waiter, timeout=3)  # well before its own deadline
     assert refused.value.fault.fails_over
     assert admission.gates["openai"].depth() == 0
+
+
+@pytest.mark.anyio
+async def test_a_request_with_another_target_does_not_wait_out_even_a_short_pause() -> None:
+    admission = gate_with_tokens_left(10)
+    admission.gates["openai"].rate_limited(1.0)
+    deadline = asyncio.get_running_loop().time() + 5  # long enough to wait the pause out
+    with pytest.raises(GatewayTimeout) as refused:
+        await admission.admit("openai", "normal", deadline, fallback=True)
+    assert refused.value.fault.fails_over
+    alone = asyncio.ensure_future(admission.admit("openai", "normal", deadline))
+    await asyncio.sleep(0)
+    assert not alone.done()  # without another target it waits for the pause to end
+    await asyncio.wait_for(alone, timeout=4)

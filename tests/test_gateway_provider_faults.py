@@ -7,7 +7,8 @@ client's:
   retried and then the next target of the fallback chain answers;
 * a 429 with an absurd ``Retry-After`` (600 s, ten digits, an HTTP date in 2099) pauses
   the provider for at most PROVIDER_PAUSE_MAX_SEC (default 60 s), its requests move on to
-  the next target at once, and a client is told a small number of seconds;
+  the next target at once (even for a short pause), and a client is told a small number of
+  seconds;
 * a client's own short deadline does not count against the provider's health, while the
   gateway's own REQUEST_TIMEOUT_SEC still does.
 
@@ -52,6 +53,8 @@ def _config(flaky: MockProvider, slow_base_url: str) -> str:
         for prefix in ("paused", "dated"):
             lines += [f"[providers.{prefix}{i}]", f'base_url = "{flaky.base_url}"', ""]
         aliases.append(f'paused{i} = ["paused{i}/gpt-4o-mini", "openai/gpt-4o-mini"]')
+    lines += ["[providers.brief]", f'base_url = "{flaky.base_url}"', ""]
+    aliases.append('brief = ["brief/gpt-4o-mini", "openai/gpt-4o-mini"]')
     lines += ["[providers.slow]", f'base_url = "{slow_base_url}"', ""]
     return "\n".join([*lines, "[aliases]", *aliases, ""])
 
@@ -126,6 +129,26 @@ def test_a_long_retry_after_pauses_a_target_briefly_and_its_requests_move_on_at_
 
     queue = httpx.get(faulty.url + "/admin/queue").json()
     assert 0 < queue["providers"][alias]["paused_for_s"] <= PAUSE_MAX_S
+
+
+def test_even_a_short_pause_is_not_waited_out_while_another_target_can_answer(
+    faulty: Gateway, flaky: MockProvider, mock: MockProvider
+) -> None:
+    # A pause shorter than the 2 s deadline: a lone target would be waited for.
+    flaky.faults({"status": 429, "retry_after": 1.5})  # the next call only
+    first = _chat(faulty, "brief")
+    assert first.headers.get("x-aigateway-provider") == "openai"
+
+    async def three_more() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=faulty.url, timeout=30) as client:
+            body = {**chat_body("during a short pause"), "model": "brief"}
+            calls = [client.post("/v1/chat/completions", json=body) for _ in range(3)]
+            return list(await asyncio.gather(*calls))
+
+    responses = asyncio.run(three_more())
+    assert [r.headers.get("x-aigateway-provider") for r in responses] == ["openai"] * 3
+    assert flaky.calls() == 1  # nobody waited for the pause to end to call it again
+    assert mock.calls() == 4
 
 
 @pytest.mark.parametrize("index", range(len(RETRY_AFTERS)), ids=lambda i: repr(RETRY_AFTERS[i]))

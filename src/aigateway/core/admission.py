@@ -17,6 +17,7 @@ whose estimated wait runs past its deadline is refused at once (504 ``queue_time
 without reaching the provider), and so is a waiting one when a new pause outlasts its
 deadline: the refusal is the provider's side (``Fault.RATE_LIMITED``), so the request
 moves on to the next target of its fallback chain instead of waiting its deadline out.
+A request that has a next target (``fallback``) never waits out a pause at all.
 
 A provider's 429 pauses it for the node for the time it asked (``retry-after``, else one
 second, bounded by the pipeline to PROVIDER_PAUSE_MAX_SEC) and halves its rate, down to a
@@ -134,6 +135,7 @@ class _Waiter:
     priority: str
     future: asyncio.Future[None]
     deadline: float  # on the event loop's clock
+    fallback: bool  # another target can take it: a pause is not worth waiting out
     since: float = field(default_factory=time.monotonic)
     handle: int = -1
 
@@ -164,7 +166,9 @@ class ProviderGate:
         burst = self.bucket.burst
         return min(self._admission.reserves[priority] * burst, max(burst - 1.0, 0.0))
 
-    async def admit(self, priority: str, deadline: float) -> None:
+    async def admit(self, priority: str, deadline: float, fallback: bool = False) -> None:
+        """Wait for this provider's turn; ``fallback``: another target can take the request
+        if this one cannot now (paused) or not before ``deadline``."""
         loop = asyncio.get_running_loop()
         rank = PRIORITY_RANK[priority]
         # Straight on when nobody here would go first: an empty queue, or one whose most
@@ -174,11 +178,11 @@ class ProviderGate:
             self._admission.count(self.name, priority, "admitted")
             return
         wait = self._estimated_wait()
-        if loop.time() + wait >= deadline:
+        if loop.time() + wait >= deadline or (fallback and self.paused()):
             self._admission.count(self.name, priority, "timed_out")
             raise self._cannot_start(wait)
         self._make_room(priority, wait)
-        waiter = _Waiter(priority, loop.create_future(), deadline)
+        waiter = _Waiter(priority, loop.create_future(), deadline, fallback)
         new_head = not self._queue or rank < self._queue.peek_priority()
         waiter.handle = self._queue.push(rank, waiter)
         self._waiting[waiter.handle] = waiter
@@ -283,10 +287,12 @@ class ProviderGate:
         )
 
     def _release_hopeless(self, pause_s: float) -> None:
-        """Refuse now the waiters whose deadline comes before the pause ends (a pause can
-        grow after they queued): they move on rather than wait their deadline out."""
+        """Refuse now the waiters that have another target or whose deadline comes before
+        the pause ends (a pause can begin or grow after they queued): they move on rather
+        than wait it out."""
         until = asyncio.get_running_loop().time() + pause_s
-        for waiter in [w for w in self._waiting.values() if w.deadline <= until]:
+        hopeless = [w for w in self._waiting.values() if w.fallback or w.deadline <= until]
+        for waiter in hopeless:
             del self._waiting[waiter.handle]
             self._queue.cancel(waiter.handle)
             self._admission.queued(self.name, waiter.priority, -1)
@@ -351,10 +357,12 @@ class Admission:
             for name, (rate, pause) in buckets.items()
         }
 
-    async def admit(self, provider: str, priority: str, deadline: float) -> None:
+    async def admit(
+        self, provider: str, priority: str, deadline: float, fallback: bool = False
+    ) -> None:
         gate = self.gates.get(provider)
         if gate is not None:
-            await gate.admit(priority, deadline)
+            await gate.admit(priority, deadline, fallback)
 
     def gate(self, provider: str) -> ProviderGate | None:
         return self.gates.get(provider)

@@ -102,15 +102,16 @@ class Pipeline:
     ) -> Completed | Streaming:
         failure: GatewayError | None = None
         clients = self._clients_deadline(request)
-        for provider, model in targets:  # dispatch, failing over along the chain
+        for i, (provider, model) in enumerate(targets):  # dispatch, failing over
             adapter = provider.adapter
+            more = i + 1 < len(targets)
             try:
                 prepared = await self._media.prepare(request, adapter, deadline)
-                await self._admit(provider, request.priority, deadline)  # admission
+                await self._admit(provider, request.priority, deadline, more)  # admission
                 call = adapter.chat_call(prepared, model)
                 answer = await self._send(provider, call, deadline, request.stream, model, clients)
             except GatewayError as exc:
-                failure = _fail_over(provider, model, exc, deadline)
+                failure = _fail_over(provider, model, exc, deadline, more)
                 continue
             if request.stream:
                 translator = self._scrubber.translator(adapter.chat_stream(prepared, model))
@@ -137,8 +138,10 @@ class Pipeline:
     async def _embed(self, request: ApiRequest, deadline: float) -> Completed:
         clients = self._clients_deadline(request)
         failure: GatewayError | None = None
-        for provider, model in self._route(request):
+        targets = self._route(request)
+        for i, (provider, model) in enumerate(targets):
             adapter = provider.adapter
+            more = i + 1 < len(targets)
             if not isinstance(adapter, EmbeddingsAdapter):
                 failure = NotFound(  # like OpenAI's answer for a model of another kind
                     f"provider {provider.name!r} does not offer embeddings",
@@ -147,11 +150,11 @@ class Pipeline:
                 )
                 continue
             try:
-                await self._admit(provider, request.priority, deadline)
+                await self._admit(provider, request.priority, deadline, more)
                 call = adapter.embeddings_call(request, model)
                 answer = await self._send(provider, call, deadline, model=model, clients=clients)
             except GatewayError as exc:
-                failure = _fail_over(provider, model, exc, deadline)
+                failure = _fail_over(provider, model, exc, deadline, more)
                 continue
             body = adapter.embeddings_response(answer.body, request, model)
             current_accounting().usage_from_body(provider.name, model, body)
@@ -204,10 +207,13 @@ class Pipeline:
         targets: list[Target] = self._router.targets(request.model, request.provider)
         return usable_targets(targets, self._providers)
 
-    async def _admit(self, provider: Provider, priority: str, deadline: float) -> None:
+    async def _admit(
+        self, provider: Provider, priority: str, deadline: float, more: bool = False
+    ) -> None:
+        """``more``: a later target can take the request, so a paused provider is skipped."""
         if self._admission is not None:
             started = time.perf_counter()
-            await self._admission.admit(provider.name, priority, deadline)
+            await self._admission.admit(provider.name, priority, deadline, fallback=more)
             current_accounting().queue_wait(provider.name, priority, time.perf_counter() - started)
 
     async def _send(
@@ -258,11 +264,11 @@ def _parsed(body: bytes) -> dict[str, Any]:
 
 
 def _fail_over(
-    provider: Provider, model: str, error: GatewayError, deadline: float
+    provider: Provider, model: str, error: GatewayError, deadline: float, more: bool
 ) -> GatewayError:
     """The failure to report if no later target answers; raised at once when it is not the
-    provider's (see ``errors.Fault``) or no time is left for another target."""
-    if not error.fault.fails_over or asyncio.get_running_loop().time() >= deadline:
+    provider's (see ``errors.Fault``), no target is left, or no time for one."""
+    if not (error.fault.fails_over and more) or asyncio.get_running_loop().time() >= deadline:
         raise error
     current_accounting().failover(provider.name, model)
     logger.warning("%s/%s failed, trying the next target: %s", provider.name, model, error.message)
