@@ -76,6 +76,8 @@ BAD_VALUES = [
     ("OPENAI_BASE_URL", "api.openai.com/v1", "an http:// or https:// URL with a host"),
     ("OPENAI_BASE_URL", "ftp://example.com", "an http:// or https:// URL with a host"),
     ("OPENAI_BASE_URL", "http://example.com:99999", "valid port"),
+    ("PROVIDER_PAUSE_MAX_SEC", "3601", "a number >= 0 and <= 3600"),
+    ("PROVIDER_PAUSE_MAX_SEC", "forever", "a number >= 0 and <= 3600"),
 ]
 
 

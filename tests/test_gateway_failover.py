@@ -107,9 +107,10 @@ def test_the_last_failure_is_reported_when_every_target_fails(
     assert mock.calls() == 4
 
 
-def test_an_unknown_model_is_a_400(chain_gateway: Gateway) -> None:
+def test_an_unknown_model_is_a_404_model_not_found(chain_gateway: Gateway) -> None:
     response = _chat(chain_gateway, "no-such-model")
-    assert response.status_code == 400
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
     assert "provider/model" in response.json()["error"]["message"]
 
 

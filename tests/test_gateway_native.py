@@ -77,10 +77,13 @@ def test_bad_native_requests_name_the_field(
     assert response.json()["error"]["param"] == param
 
 
-def test_an_unknown_provider_is_a_400(client: httpx.Client) -> None:
+def test_an_unknown_provider_is_a_404_as_openai_answers_an_unknown_model(
+    client: httpx.Client,
+) -> None:
     response = client.post("/v1/chat", json=native(provider="nowhere"))
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert response.json()["error"]["param"] == "provider"
+    assert response.json()["error"]["code"] == "provider_not_found"
 
 
 # --- the OpenAPI document matches what the server accepts ------------------------------

@@ -425,7 +425,13 @@ def test_reset_clears_counters_requests_and_faults(client: httpx.Client) -> None
     set_faults(client, next=[{"status": 500}], default={"status": 503})
     client.get("/v1/models")
     assert client.post("/_mock/reset").json() == {"ok": True}
-    assert stats(client) == {"calls": 0, "by_path": {}, "last_requests": [], "call_times": []}
+    assert stats(client) == {
+        "calls": 0,
+        "by_path": {},
+        "last_requests": [],
+        "call_times": [],
+        "streams": [],
+    }
     assert client.get("/_mock/faults").json() == {"next": [], "default": None}
     assert client.get("/v1/models").status_code == 200
 
@@ -493,6 +499,16 @@ def test_rate_limit_faults_carry_retry_after_headers_and_openai_bodies(
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota")
     assert "retry-after" not in response.headers
+
+
+@pytest.mark.parametrize("retry_after", ["Fri, 01 Jan 2099 00:00:00 GMT", "soon"])
+def test_a_retry_after_may_be_a_string_an_http_date_or_garbage_sent_as_it_is(
+    client: httpx.Client, retry_after: str
+) -> None:
+    fault = {"status": 429, "retry_after": retry_after}
+    response = client.post(CHAT, json=chat_body(), headers={"x-mock-fault": json.dumps(fault)})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == retry_after
 
 
 def test_invalid_faults_are_rejected_with_400(client: httpx.Client) -> None:

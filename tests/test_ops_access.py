@@ -82,6 +82,20 @@ def test_v1_needs_one_of_the_keys(guarded: Gateway, mock: MockProvider) -> None:
     assert "sk-team-c-0000000000" not in log
 
 
+@pytest.mark.parametrize("path", [CHAT, "/v1/messages", "/v1/nothing-here"])
+def test_a_key_in_x_api_key_counts_like_a_bearer_token(
+    guarded: Gateway, mock: MockProvider, path: str
+) -> None:
+    """Anthropic's clients send the key in ``x-api-key``: a wrong one is a 401 on every
+    ``/v1`` path, known or not; a right one is let through."""
+    with guarded.client() as client:
+        wrong = client.post(path, json=chat_body(), headers={"x-api-key": "sk-team-c-0000000000"})
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["code"] == "invalid_api_key"
+        right = client.post(path, json=chat_body(), headers={"x-api-key": KEYS[0]})
+        assert right.status_code == (200 if path == CHAT else 404)
+
+
 def test_cors_preflight_for_an_allowed_and_a_refused_origin(guarded: Gateway) -> None:
     asked = {"access-control-request-method": "POST",
              "access-control-request-headers": "authorization, content-type"}  # fmt: skip

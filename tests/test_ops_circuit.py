@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aigateway.core.health import HealthBoard, HealthPolicy, outcome_of_status
+from aigateway.core.health import HealthBoard, HealthPolicy
+from aigateway.providers.openai import OpenAIAdapter
 
 POLICY = HealthPolicy(failure_threshold=3, cooldown_s=10.0, probe_interval_s=30.0, slow_s=2.0)
 
@@ -33,8 +34,12 @@ def test_consecutive_failures_open_the_circuit_and_a_success_resets_the_count(bo
     assert board.state("google") == "healthy"  # one provider's trouble is its own
 
 
-@pytest.mark.parametrize("outcome", ["client_error", "rate_limited", "cancelled"])
-def test_client_errors_rate_limits_and_cancellations_do_not_open_it(board, outcome):
+@pytest.mark.parametrize(
+    "outcome", ["client_error", "rate_limited", "cancelled", "deadline", "account_error"]
+)
+def test_client_errors_rate_limits_cancellations_and_clients_deadlines_do_not_open_it(
+    board, outcome
+):
     fail(board, 10, outcome)
     assert board.closed("openai")
 
@@ -97,8 +102,9 @@ def test_a_provider_that_cannot_be_probed_lets_one_live_request_try(board):
 
 @pytest.mark.parametrize(
     ("status", "outcome"),
-    [(200, "ok"), (404, "client_error"), (429, "rate_limited"), (401, "auth_error"),
+    [(404, "client_error"), (429, "rate_limited"), (401, "auth_error"),
      (503, "server_error"), (408, "server_error")],
 )  # fmt: skip
-def test_statuses_map_to_outcomes(status, outcome):
-    assert outcome_of_status(status) == outcome
+def test_an_adapters_classification_of_an_error_answer_gives_its_outcome(status, outcome):
+    adapter = OpenAIAdapter("openai", "http://127.0.0.1:9/v1", "sk-test", "OPENAI_API_KEY")
+    assert adapter.classify_error(status, {}, b"{}").error.fault.outcome == outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aigateway.core.retry import RetryPolicy, is_retryable_status, retry_after_from_headers
+from aigateway.errors import RateLimited
 
 POLICY = RetryPolicy(max_retries=3, initial_delay_s=1.0, max_delay_s=5.0)
 
@@ -59,3 +60,13 @@ def test_unusable_retry_after_values_are_ignored() -> None:
     assert retry_after_from_headers({"retry-after": "soon"}) is None
     assert retry_after_from_headers({"retry-after": "-3"}) is None
     assert retry_after_from_headers({"retry-after-ms": "x", "retry-after": "1"}) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "told"),
+    [(0.2, "1"), (2.5, "3"), (1e12, "3600"), (float("inf"), "3600"), (float("nan"), "1")],
+)
+def test_a_client_is_told_whole_seconds_never_zero_nor_an_absurd_wait(
+    seconds: float, told: str
+) -> None:
+    assert RateLimited("slow down", retry_after_s=seconds).headers() == {"retry-after": told}

@@ -7,7 +7,7 @@ import pytest
 from aigateway.config import AliasTarget
 from aigateway.core.router import Router
 from aigateway.core.types import Target
-from aigateway.errors import InvalidRequest
+from aigateway.errors import NotFound
 
 PROVIDERS = ["openai", "google", "anthropic", "local"]
 
@@ -70,21 +70,21 @@ def test_models_listed_under_a_provider_route_there() -> None:
     ]
 
 
-def test_an_unknown_model_is_a_400_that_says_how_to_name_one() -> None:
-    with pytest.raises(InvalidRequest) as info:
+def test_an_unknown_model_is_a_404_that_says_how_to_name_one() -> None:
+    with pytest.raises(NotFound) as info:
         router().targets("mystery-model")
     assert info.value.param == "model"
     assert "provider/model" in info.value.message
     assert "gpt-*" in info.value.message
 
 
-def test_an_unknown_provider_is_a_400() -> None:
-    with pytest.raises(InvalidRequest) as info:
+def test_an_unknown_provider_is_a_404() -> None:
+    with pytest.raises(NotFound) as info:
         router().targets("gpt-4o", provider="nope")
     assert info.value.param == "provider"
     assert "local" in info.value.message
 
 
-def test_a_provider_without_a_model_is_a_400() -> None:
-    with pytest.raises(InvalidRequest, match="no model"):
+def test_a_provider_without_a_model_is_a_404() -> None:
+    with pytest.raises(NotFound, match="no model"):
         router().targets("openai/")

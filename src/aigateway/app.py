@@ -25,6 +25,7 @@ from starlette.routing import Route
 from aigateway import shm
 from aigateway.api.admin import AdminRoutes
 from aigateway.api.batch import BatchRoutes
+from aigateway.api.builder import RequestBuilder
 from aigateway.api.http import error_response, json_response
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
@@ -45,6 +46,7 @@ from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
 from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
+from aigateway.middleware.errors import UnexpectedErrorMiddleware
 from aigateway.operations import Operations
 from aigateway.upstream import PoolLimits, create_upstream_client
 
@@ -54,13 +56,14 @@ SWEEP_EVERY_FLUSHES = 20  # expired entries are swept every 10 s
 
 
 def create_app(settings: Settings) -> Starlette:
-    by_key = settings.cache_scope == "key"
-    openai_routes = OpenAIRoutes(settings.max_body_bytes, scope_by_key=by_key)
-    native_routes = NativeRoutes(settings.max_body_bytes, scope_by_key=by_key)
+    builder = RequestBuilder(scope_by_key=settings.cache_scope == "key")
+    openai_routes = OpenAIRoutes(settings.max_body_bytes, builder)
+    native_routes = NativeRoutes(settings.max_body_bytes, builder)
     admin_routes = AdminRoutes()
-    batch_routes = BatchRoutes(settings.max_body_bytes)
-    document = openapi_document()
+    batch_routes = BatchRoutes(settings.max_body_bytes, builder)
+    document = openapi_document([p.name for p in settings.providers])
     operations = Operations(settings)  # metrics, health, live settings, auth, CORS, logs
+    scrubber = operations.scrubber  # the node's secrets, out of what is relayed
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -95,6 +98,9 @@ def create_app(settings: Settings) -> Starlette:
             cache,
             admission,
             embedding_batches=(settings.batch_size, settings.batch_timeout_ms / 1000.0),
+            scrubber=scrubber,
+            stream_max_lag_bytes=settings.stream_max_lag_bytes,
+            provider_pause_max_s=settings.provider_pause_max_s,
         )
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         admin_routes.cache = cache
@@ -118,7 +124,7 @@ def create_app(settings: Settings) -> Starlette:
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *openai_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
@@ -134,11 +140,16 @@ def create_app(settings: Settings) -> Starlette:
         },
         middleware=[
             *operations.middleware(),
-            # innermost: a slow body ends in a 408 the outer middleware count and log
+            # inside the request middleware: a slow body's 408 is counted and logged
             Middleware(BodyTimeoutMiddleware, timeout_s=settings.client_body_timeout_s),
+            Middleware(UnexpectedErrorMiddleware),
         ],
         lifespan=lifespan,
     )
+    # No redirect from /path/ to /path: Starlette builds its Location from the Host
+    # header, which the client chose; an unknown path is a 404.
+    app.router.redirect_slashes = False
+    return app
 
 
 def build_admission(
@@ -165,7 +176,9 @@ def open_cache(settings: Settings) -> ResponseCache | None:
         return None
     store = LmdbStore(settings.cache_path, int(settings.cache_max_mb * 1024 * 1024))
     policy = TTLPolicy(provider_factors=dict(settings.cache_ttl_factors))
-    return ResponseCache(store, settings.cache_ttl_minutes * 60.0, policy)
+    return ResponseCache(
+        store, settings.cache_ttl_minutes * 60.0, policy, settings.cache_max_entry_bytes
+    )
 
 
 async def cache_upkeep(cache: ResponseCache) -> None:
@@ -234,6 +247,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log only; the client gets no internals.
+    # Only what fails outside UnexpectedErrorMiddleware (in the outer middleware) lands
+    # here. The traceback goes to the log only; the client gets no internals.
     logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(GatewayError("internal gateway error", code="internal_error"))

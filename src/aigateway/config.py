@@ -6,6 +6,9 @@ This is the only module that reads the environment. ``aigateway serve`` calls
 Granian worker processes as one JSON document in ``AIGATEWAY_WORKER_SETTINGS``
 (:func:`settings_to_worker_env` / :func:`settings_from_worker_env`), so every
 worker runs with exactly what the main process validated.
+
+A field declared with ``repr=False`` holds a secret: ``aigateway.scrub`` masks its value
+in whatever the gateway relays or logs.
 """
 
 from __future__ import annotations
@@ -86,6 +89,11 @@ class Settings:
     connection_timeout_s: float = 30.0
     request_timeout_s: float = 60.0
     max_body_bytes: int = 10 * 1024 * 1024
+    # Provider answers: the largest whole answer held in memory, how far a reader of a
+    # shared stream may fall behind, the largest answer cached.
+    max_response_bytes: int = 32 * 1024 * 1024
+    stream_max_lag_bytes: int = 1024 * 1024
+    cache_max_entry_bytes: int = 1024 * 1024
     upstream_client: str = "aiohttp"
     keepalive_expiry_s: float = 15.0
     cache_enabled: bool = True
@@ -136,6 +144,7 @@ class Settings:
     health_check_interval_s: float = 30.0
     circuit_failure_threshold: int = 5
     circuit_cooldown_s: float = 30.0
+    provider_pause_max_s: float = 60.0
     drain_timeout_s: float = 30.0
     # Admission: share of a provider's burst each priority leaves for more urgent ones.
     priority_reserves: tuple[tuple[str, float], ...] = ()
@@ -200,15 +209,35 @@ def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
 
 
 def _url(name: str, raw: str) -> str:
+    """A provider's base URL. Refused with credentials, a query or a fragment: keys go in
+    their own variable (a URL is shown by /health, /admin/config and error messages, and
+    adapters append paths to it, so a query never worked). Errors mask those parts."""
     value = raw.strip().rstrip("/")
+    shown = mask_url(value)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(name, raw, "an http:// or https:// URL with a host")
+        raise ConfigError(name, shown, "an http:// or https:// URL with a host")
+    if shown != value:
+        expected = "a URL without user:password@, ?query or #fragment (a key goes in its variable)"
+        raise ConfigError(name, shown, expected)
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
-        raise ConfigError(name, raw, "an http:// or https:// URL with a valid port") from None
+        raise ConfigError(name, shown, "an http:// or https:// URL with a valid port") from None
     return value
+
+
+def mask_url(value: str) -> str:
+    """``value`` with what may hold a secret hidden: user:password@ (everything before the
+    last ``@`` ahead of any query, a password may hold a ``/``), ?query and #fragment."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "", value
+    mark = min((i for i in map(rest.find, "?#") if i >= 0), default=-1)
+    front, tail = (rest[:mark], rest[mark] + "****") if mark >= 0 else (rest, "")
+    if "@" in front:
+        front = "****@" + front.rpartition("@")[2]
+    return scheme + sep + front + tail
 
 
 def _host(name: str, raw: str) -> str:
@@ -351,6 +380,24 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
     ),
     ("AI_GATEWAY_CONFIG", "config_file", _path, "TOML file: more providers, aliases, routing"),
     ("MAX_BODY_BYTES", "max_body_bytes", _int(1), "largest request body accepted (413 past it)"),
+    (
+        "MAX_RESPONSE_BYTES",
+        "max_response_bytes",
+        _int(1024),
+        "largest whole provider answer accepted (502 past it)",
+    ),
+    (
+        "STREAM_MAX_LAG_BYTES",
+        "stream_max_lag_bytes",
+        _int(1024),
+        "how far a reader of a shared stream may fall behind before it is dropped",
+    ),
+    (
+        "CACHE_MAX_ENTRY_BYTES",
+        "cache_max_entry_bytes",
+        _int(1024),
+        "largest answer the cache keeps (a longer one is served, not stored)",
+    ),
     ("UPSTREAM_CLIENT", "upstream_client", _choice(UPSTREAM_CLIENTS), "provider HTTP client"),
     (
         "UPSTREAM_KEEPALIVE_SEC",
@@ -445,6 +492,12 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         "circuit_cooldown_s",
         _number(0, strict=True),
         "how long an open circuit waits before its provider is probed again",
+    ),
+    (
+        "PROVIDER_PAUSE_MAX_SEC",
+        "provider_pause_max_s",
+        _number(0, hi=3600),
+        "longest wait a provider's retry-after imposes (node pause, client Retry-After)",
     ),
     (
         "DRAIN_TIMEOUT_SEC",

@@ -1,5 +1,7 @@
 """Log lines of the gateway, as text or JSON (``LOG_FORMAT``), on stderr.
 
+Given the node's secrets, the handler scrubs them from every line (``aigateway.scrub``).
+
 Records may carry ``fields`` (``logger.info("request", extra={"fields": {...}})``): text
 lines show them as ``key=value`` pairs, JSON lines as keys of the object.  A line written
 while a request is handled names its request id.  Nothing here adds headers or bodies:
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -20,18 +23,28 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 _QUOTE_IF = frozenset(' ="\t\n')
 
 
-def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
-    """One format for the gateway's and Granian's log lines, all on stderr."""
+def logging_config(level: str, fmt: str = "text", secrets: Sequence[str] = ()) -> dict[str, Any]:
+    """One format for the gateway's and Granian's log lines, all on stderr, ``secrets``
+    masked (a dictionary, since Granian configures each worker's logging from it)."""
     formatter: dict[str, Any] = (
         {"()": "aigateway.logs.JsonFormatter"}
         if fmt == "json"
         else {"()": "aigateway.logs.TextFormatter", "fmt": TEXT_FORMAT}
     )
-    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    handler: dict[str, Any] = {
+        "class": "logging.StreamHandler",
+        "formatter": "main",
+        "stream": "ext://sys.stderr",
+    }
+    filters: dict[str, Any] = {}
+    if secrets:
+        filters["secrets"] = {"()": "aigateway.scrub.SecretFilter", "secrets": list(secrets)}
+        handler["filters"] = ["secrets"]
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"main": formatter},
+        "filters": filters,
         "handlers": {"console": handler},
         "loggers": {
             "aigateway": {"handlers": ["console"], "level": level.upper(), "propagate": False},
@@ -83,6 +96,6 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         document.update(_fields(record))
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
+        if record.exc_info:  # the text a handler's filter may have scrubbed, if any
+            document["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(document, default=str).decode()

@@ -39,6 +39,7 @@ from aigateway.middleware.cors import CORSMiddleware
 from aigateway.middleware.requests import RequestMiddleware
 from aigateway.providers.base import ModelListAdapter
 from aigateway.runtime import LiveSettings, region_size
+from aigateway.scrub import Scrubber
 from aigateway.stats.report import NodeNumbers
 from aigateway.stats.series import SeriesTable
 from aigateway.upstream import UpstreamClient
@@ -87,6 +88,7 @@ class Operations:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.scrubber = Scrubber.from_settings(settings)  # the node's secrets
         self.accounting: Accounting = NULL_ACCOUNTING
         self.health: HealthBoard | None = None
         self.live: LiveSettings | None = None

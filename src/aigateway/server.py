@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from typing import IO, Any
 
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -34,6 +35,7 @@ from aigateway.config import (
     Settings,
     settings_to_worker_env,
 )
+from aigateway.scrub import secrets_of
 
 logger = logging.getLogger("aigateway")
 
@@ -55,13 +57,14 @@ MAX_HEAD_BYTES = 64 * 1024
 FD_RESERVE = 512
 
 
-def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
+def logging_config(level: str, fmt: str = "text", secrets: Sequence[str] = ()) -> dict[str, Any]:
     """One format (text or JSON) for the gateway's and Granian's log lines, on stderr."""
-    return logs.logging_config(level, fmt)
+    return logs.logging_config(level, fmt, secrets)
 
 
 def serve(settings: Settings) -> int:
-    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    log_config = logging_config(settings.log_level, settings.log_format, secrets_of(settings))
+    logging.config.dictConfig(log_config)
     mock: MockProviderProcess | None = None
     if wants_mock_provider(settings):
         mock = MockProviderProcess.start(settings.host)
@@ -118,7 +121,7 @@ def serve(settings: Settings) -> int:
         backpressure=max_connections,
         backlog=LISTEN_BACKLOG,
         log_level=LogLevels(settings.log_level if settings.log_level != "critical" else "error"),
-        log_dictconfig=logging_config(settings.log_level, settings.log_format),
+        log_dictconfig=log_config,
         respawn_failed_workers=True,
         # On SIGTERM: stop accepting, let in-flight (and queued) requests finish for up to
         # DRAIN_TIMEOUT_SEC, then stop the workers that are still busy.

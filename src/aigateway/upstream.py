@@ -14,7 +14,13 @@ Failures are reported as the exceptions below, whatever the library:
     UpstreamFailure
     ├── UpstreamConnectError    no connection, or it dropped before an answer
     ├── UpstreamTimeout         the caller's time budget ran out
-    └── UpstreamBrokenBody      the answer started, then its body broke off
+    ├── UpstreamBrokenBody      the answer started, then its body broke off
+    └── UpstreamTooLarge        the whole body would pass ``PoolLimits.max_response_bytes``
+
+A whole body is read up to ``max_response_bytes`` and no further (a declared length past
+it fails at once), so a provider cannot make a worker hold more than that.  A stream is
+read as the caller consumes it: the libraries stop reading the socket while their small
+buffer is full, so a slow client slows the provider down instead of filling memory.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ class UpstreamBrokenBody(UpstreamFailure):
     pass
 
 
+class UpstreamTooLarge(UpstreamFailure):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
     max_connections: int
@@ -52,6 +62,8 @@ class PoolLimits:
     keepalive_expiry_s: float
     # Longest silence between two body chunks (streams can outlive any total deadline).
     read_idle_timeout_s: float
+    # Largest whole body read into memory (None: no limit).
+    max_response_bytes: int | None = None
 
 
 class UpstreamResponse(Protocol):
@@ -84,6 +96,28 @@ class UpstreamClient(Protocol):
     async def close(self) -> None: ...
 
 
+def _too_large(limit: int) -> UpstreamTooLarge:
+    return UpstreamTooLarge(f"provider answer is larger than the limit of {limit} bytes")
+
+
+async def _read_bounded(
+    chunks: AsyncIterator[bytes], declared: int | None, limit: int | None
+) -> bytes | None:
+    """The whole body from ``chunks``, at most ``limit`` bytes; None when unlimited."""
+    if limit is None:
+        return None
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def create_upstream_client(kind: str, limits: PoolLimits) -> UpstreamClient:
     if kind == "aiohttp":
         return AiohttpClient(limits)
@@ -98,17 +132,25 @@ _AIOHTTP_CONNECT_ERRORS = (aiohttp.ClientConnectionError, OSError)
 
 
 class _AiohttpResponse:
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_limit", "_resp", "headers", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, limit: int | None) -> None:
         self._resp = resp
+        self._limit = limit
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers  # case-insensitive already
 
     async def read(self, timeout_s: float | None) -> bytes:
+        resp = self._resp
         try:
             async with _within(timeout_s):
-                return await self._resp.read()
+                body = await _read_bounded(
+                    resp.content.iter_any(), resp.content_length, self._limit
+                )
+                return await resp.read() if body is None else body
+        except UpstreamTooLarge:
+            resp.close()  # the rest is never read: the connection cannot be reused
+            raise
         except TimeoutError:
             raise UpstreamTimeout("provider answer did not complete in time") from None
         except aiohttp.ClientPayloadError as exc:
@@ -180,7 +222,7 @@ class AiohttpClient:
             raise UpstreamConnectError(f"provider connection failed: {exc}") from None
         except _AIOHTTP_CONNECT_ERRORS as exc:
             raise UpstreamConnectError(_describe(exc)) from None
-        return _AiohttpResponse(resp)
+        return _AiohttpResponse(resp, self._limits.max_response_bytes)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -192,17 +234,22 @@ class AiohttpClient:
 
 
 class _HttpxResponse:
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_limit", "_resp", "headers", "status")
 
-    def __init__(self, resp: httpx.Response) -> None:
+    def __init__(self, resp: httpx.Response, limit: int | None) -> None:
         self._resp = resp
+        self._limit = limit
         self.status = resp.status_code
         self.headers: Mapping[str, str] = resp.headers  # case-insensitive already
 
     async def read(self, timeout_s: float | None) -> bytes:
+        resp = self._resp
         try:
             async with _within(timeout_s):
-                return await self._resp.aread()
+                declared = resp.headers.get("content-length")
+                length = int(declared) if declared is not None and declared.isdigit() else None
+                body = await _read_bounded(resp.aiter_bytes(), length, self._limit)
+                return await resp.aread() if body is None else body
         except TimeoutError:
             raise UpstreamTimeout("provider answer did not complete in time") from None
         except httpx.TimeoutException:
@@ -227,6 +274,7 @@ class _HttpxResponse:
 
 class HttpxClient:
     def __init__(self, limits: PoolLimits) -> None:
+        self._limit = limits.max_response_bytes
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(
                 max_connections=limits.max_connections,
@@ -262,7 +310,7 @@ class HttpxClient:
             raise UpstreamConnectError(f"provider connection timed out: {exc!r}") from None
         except httpx.TransportError as exc:
             raise UpstreamConnectError(_describe(exc)) from None
-        return _HttpxResponse(resp)
+        return _HttpxResponse(resp, self._limit)
 
     async def close(self) -> None:
         await self._client.aclose()

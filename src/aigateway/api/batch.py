@@ -12,6 +12,7 @@ answer (or OpenAI's completion for an OpenAI-format item), or ``{"index", "statu
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -19,24 +20,29 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aigateway.api.http import apply_headers, json_response, read_body
-from aigateway.api.native import NATIVE_KEYS, native_answer, parse_native_request
-from aigateway.api.validation import parse_chat_request, parse_json_object
+from aigateway.api.builder import NO_NATIVE, RequestBuilder
+from aigateway.api.http import json_response, read_body
+from aigateway.api.native import NATIVE_KEYS, native_answer, parse_native_body
+from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.types import Completed
 from aigateway.errors import GatewayError, InvalidRequest
 
 MAX_BATCH_ITEMS = 100
 
+logger = logging.getLogger("aigateway")
+
 
 class BatchRoutes:
-    def __init__(self, max_body_bytes: int) -> None:
+    def __init__(self, max_body_bytes: int, builder: RequestBuilder) -> None:
         self.max_body_bytes = max_body_bytes
+        self.builder = builder
         self.pipeline: Pipeline | None = None
 
     async def batch(self, request: Request) -> Response:
         started = time.perf_counter()
-        body = parse_json_object(await read_body(request, self.max_body_bytes))
+        raw = await read_body(request, self.max_body_bytes)
+        body = parse_json_object(raw, check_nesting=False)  # each item is checked alone
         items = body.get("requests")
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
             raise InvalidRequest(
@@ -44,6 +50,7 @@ class BatchRoutes:
                 "requests",
                 param="requests",
             )
+        self.builder.check_headers(request)  # a bad header fails the batch, not each item
         results = await asyncio.gather(
             *(self._one(request, i, item, started) for i, item in enumerate(items))
         )
@@ -56,18 +63,25 @@ class BatchRoutes:
                 raise InvalidRequest("expected a chat request object", param="")
             native = set(item) <= NATIVE_KEYS
             if native:
-                chat, cache = parse_native_request(orjson.dumps(item))
+                parsed, controls = parse_native_body(item)
             else:
-                chat, cache = parse_chat_request(orjson.dumps(item)), None
-            if chat.stream:
+                check_depth(item)  # before re-encoding it
+                parsed, controls = parse_chat_request(orjson.dumps(item)), NO_NATIVE
+            if parsed.stream:
                 raise InvalidRequest("streaming is not available inside a batch", param="stream")
-            apply_headers(request, chat, cache)
-            result = await self.pipeline.chat(chat)
+            result = await self.pipeline.chat(self.builder.build(request, parsed, controls))
             assert isinstance(result, Completed)
+            response = native_answer(result, started) if native else orjson.loads(result.body)
         except GatewayError as exc:
-            error = exc.body()["error"]
-            param = error.get("param")
-            error["param"] = f"requests[{index}]" + (f".{param}" if param else "")
-            return {"index": index, "status": exc.status, "error": error}
-        response = native_answer(result, started) if native else orjson.loads(result.body)
+            return _failed(index, exc)
+        except Exception:  # a fault of ours fails this item only, as the docs promise
+            logger.exception("unexpected error in item %d of a batch", index)
+            return _failed(index, GatewayError("internal gateway error", code="internal_error"))
         return {"index": index, "status": 200, "provider": result.provider, "response": response}
+
+
+def _failed(index: int, exc: GatewayError) -> dict[str, Any]:
+    error = exc.body()["error"]
+    param = error.get("param")
+    error["param"] = f"requests[{index}]" + (f".{param}" if param else "")
+    return {"index": index, "status": exc.status, "error": error}

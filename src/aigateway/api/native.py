@@ -10,33 +10,38 @@ latency_ms}``. With ``stream: true`` the same content arrives as server-sent eve
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from aigateway.api.http import apply_headers, json_response, read_body
-from aigateway.api.validation import parse_chat_request, parse_json_object
-from aigateway.cache.service import client_scope
+from aigateway.api.builder import NativeControls, RequestBuilder
+from aigateway.api.http import event_stream, json_response, read_body
+from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.core.pipeline import Pipeline
-from aigateway.core.types import ApiRequest, Completed, Streaming
-from aigateway.errors import InvalidRequest
+from aigateway.core.types import PRIORITIES, ApiRequest, Completed, Streaming, close_events
+from aigateway.errors import InvalidRequest, ProviderError
 from aigateway.hotpath import SSEDecoder
+from aigateway.providers._openai_format import load_any
 
-PRIORITIES = ("critical", "high", "normal", "low")
 PASSED_ON = ("temperature", "max_tokens", "top_p", "stop", "tools", "tool_choice", "stream")
 NATIVE_KEYS = frozenset(
     {"model", "messages", "provider", "priority", "attachments", "cache", "metadata", *PASSED_ON}
 )
-STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def parse_native_request(raw: bytes) -> tuple[ApiRequest, dict[str, Any] | None]:
-    """The request in the gateway's form, and the native ``cache`` instructions."""
-    native = parse_json_object(raw)
+def parse_native_request(raw: bytes) -> tuple[ApiRequest, NativeControls]:
+    """The request in the gateway's form, and the native body's priority and cache."""
+    return parse_native_body(parse_json_object(raw))
+
+
+def parse_native_body(native: dict[str, Any]) -> tuple[ApiRequest, NativeControls]:
+    """``parse_native_request`` for a body already parsed (a batch item)."""
+    check_depth(native)
     unknown = sorted(set(native) - NATIVE_KEYS)
     if unknown:
         raise InvalidRequest(
@@ -48,88 +53,92 @@ def parse_native_request(raw: bytes) -> tuple[ApiRequest, dict[str, Any] | None]
     body.update({k: native[k] for k in PASSED_ON if native.get(k) is not None})
     if body.get("stream") is True:
         body["stream_options"] = {"include_usage": True}
-    if native.get("attachments") is not None:
-        body["messages"] = _attach(native.get("messages"), native["attachments"])
-    request = parse_chat_request(orjson.dumps(body))
+    request = parse_chat_request(orjson.dumps(body))  # the chat is checked as sent
     provider = native.get("provider")
     if provider is not None and (not isinstance(provider, str) or not provider):
         raise InvalidRequest("invalid field 'provider': expected a provider name", param="provider")
-    priority = native.get("priority", "normal")
-    if priority not in PRIORITIES:
+    priority = native.get("priority")
+    if "priority" in native and (not isinstance(priority, str) or priority not in PRIORITIES):
         raise InvalidRequest(
             f"invalid field 'priority': expected one of {', '.join(PRIORITIES)}", param="priority"
         )
     for name in ("cache", "metadata"):
         if native.get(name) is not None and not isinstance(native[name], dict):
             raise InvalidRequest(f"invalid field '{name}': expected an object", param=name)
-    request.provider = provider
-    request.priority = priority
-    return request, native.get("cache")
+    parts = _image_parts(native.get("attachments"))
+    if parts:
+        body["messages"] = _attach(body["messages"], parts)
+        request = dataclasses.replace(request, body=body, raw=orjson.dumps(body))
+    controls = NativeControls(priority, native.get("cache"))
+    return dataclasses.replace(request, provider=provider), controls
 
 
-def _attach(messages: Any, attachments: Any) -> Any:
-    """Attachments become image parts of the last user message."""
+def _image_parts(attachments: Any) -> list[dict[str, Any]]:
+    """Each attachment as an OpenAI image part: ``{"url"}`` or ``{"data", "mime_type"}``,
+    with an optional ``"type": "image"``."""
+    if attachments is None:
+        return []
     if not isinstance(attachments, list):
         raise InvalidRequest("invalid field 'attachments': expected a list", param="attachments")
-    if not isinstance(messages, list) or not messages:
-        return messages
     parts = []
     for i, item in enumerate(attachments):
         param = f"attachments[{i}]"
         if not isinstance(item, dict) or item.get("type", "image") != "image":
             raise InvalidRequest(f"invalid field '{param}': expected an image", param=param)
-        if isinstance(item.get("url"), str):
+        for name in ("url", "data", "mime_type"):
+            if name in item and not isinstance(item[name], str):
+                raise InvalidRequest(
+                    f"invalid field '{param}.{name}': expected a string", param=f"{param}.{name}"
+                )
+        if "url" in item:
             url = item["url"]
-        elif isinstance(item.get("data"), str) and isinstance(item.get("mime_type"), str):
+        elif "data" in item and "mime_type" in item:
             url = f"data:{item['mime_type']};base64,{item['data']}"
         else:
             raise InvalidRequest(
                 f"invalid field '{param}': expected 'url', or 'data' with 'mime_type'", param=param
             )
         parts.append({"type": "image_url", "image_url": {"url": url}})
-    last_user = max(
-        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
-        default=None,
-    )
+    return parts
+
+
+def _attach(messages: list[dict[str, Any]], parts: list[dict[str, Any]]) -> list[Any]:
+    """The image parts appended to the last user message (the chat is already checked)."""
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None:
         raise InvalidRequest("attachments need a user message to attach to", param="attachments")
     messages = list(messages)
     message = dict(messages[last_user])
-    content = message.get("content")
-    text_parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+    content = message["content"]
+    text_parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
     message["content"] = [*text_parts, *parts]
     messages[last_user] = message
     return messages
 
 
 class NativeRoutes:
-    def __init__(self, max_body_bytes: int, scope_by_key: bool = False) -> None:
+    def __init__(self, max_body_bytes: int, builder: RequestBuilder) -> None:
         self.max_body_bytes = max_body_bytes
-        self.scope_by_key = scope_by_key
+        self.builder = builder
         self.pipeline: Pipeline | None = None
 
     async def chat(self, request: Request) -> Response:
         started = time.perf_counter()
-        chat, cache = parse_native_request(await read_body(request, self.max_body_bytes))
-        apply_headers(request, chat, cache)
-        if self.scope_by_key:
-            chat.cache_scope = client_scope(request.headers.get("authorization"))
+        parsed, controls = parse_native_request(await read_body(request, self.max_body_bytes))
+        chat = self.builder.build(request, parsed, controls)
         assert self.pipeline is not None
         result = await self.pipeline.chat(chat)
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
-            return StreamingResponse(
-                _native_events(result), media_type="text/event-stream",
-                headers={**STREAM_HEADERS, **headers},
-            )  # fmt: skip
+            return event_stream(result, chat, headers, _native_events(result))
         return json_response(native_answer(result, started), headers=headers)
 
 
 def native_answer(result: Completed, started: float) -> dict[str, Any]:
     """A whole answer in the native shape; ``started`` is the request's perf_counter()."""
     completion = orjson.loads(result.body)
-    choice = (completion.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+    choice = _first(completion.get("choices"))
+    message = _object(choice.get("message"))
     answer: dict[str, Any] = {
         "id": completion.get("id"),
         "provider": result.provider,
@@ -146,18 +155,36 @@ def native_answer(result: Completed, started: float) -> dict[str, Any]:
 
 
 async def _native_events(result: Streaming) -> AsyncIterator[bytes]:
+    """The OpenAI chunks as native events; an event that is not a chunk ends the stream
+    with the documented error event (the client already has its 200)."""
     decoder = SSEDecoder()
-    async for raw in result.events:
-        out = []
-        for data in decoder.feed(raw):
-            if data == b"[DONE]":
-                out.append(b"data: [DONE]\n\n")
-                continue
-            event = _native_event(orjson.loads(data), result)
-            if event is not None:
-                out.append(b"data: " + orjson.dumps(event) + b"\n\n")
-        if out:
-            yield b"".join(out)
+    try:
+        async for raw in result.events:
+            out = []
+            for data in decoder.feed(raw):
+                if data == b"[DONE]":
+                    out.append(b"data: [DONE]\n\n")
+                    continue
+                chunk = load_any(data)
+                if not isinstance(chunk, dict):
+                    error = ProviderError(f"{result.provider} sent a stream event that is not JSON")
+                    yield b"".join(out) + b"data: " + error.json() + b"\n\n"
+                    return
+                event = _native_event(chunk, result)
+                if event is not None:
+                    out.append(b"data: " + orjson.dumps(event) + b"\n\n")
+            if out:
+                yield b"".join(out)
+    finally:
+        await close_events(result.events)
+
+
+def _first(choices: Any) -> dict[str, Any]:
+    return _object(choices[0]) if isinstance(choices, list) and choices else {}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _native_event(chunk: dict[str, Any], result: Streaming) -> dict[str, Any] | None:
@@ -168,8 +195,11 @@ def _native_event(chunk: dict[str, Any], result: Streaming) -> dict[str, Any] | 
         "provider": result.provider,
         "model": chunk.get("model") or result.model,
     }
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        delta = _object(choice.get("delta"))
         if delta.get("content"):
             event["content"] = delta["content"]
         if delta.get("tool_calls"):

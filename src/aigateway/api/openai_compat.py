@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from aigateway.api.http import apply_headers, json_response, read_body
+from aigateway.api.builder import RequestBuilder
+from aigateway.api.http import event_stream, json_response, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
-from aigateway.cache.service import client_scope
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.types import Streaming
-
-STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class OpenAIRoutes:
     """Handlers bound to the worker's pipeline (set when the lifespan starts)."""
 
-    def __init__(self, max_body_bytes: int, scope_by_key: bool = False) -> None:
+    def __init__(self, max_body_bytes: int, builder: RequestBuilder) -> None:
         self.max_body_bytes = max_body_bytes
-        self.scope_by_key = scope_by_key
+        self.builder = builder
         self.pipeline: Pipeline | None = None
 
     def routes(self) -> list[Route]:
@@ -35,24 +33,17 @@ class OpenAIRoutes:
         return self.pipeline
 
     async def chat_completions(self, request: Request) -> Response:
-        chat = parse_chat_request(await read_body(request, self.max_body_bytes))
-        apply_headers(request, chat)
-        if self.scope_by_key:
-            chat.cache_scope = client_scope(request.headers.get("authorization"))
+        parsed = parse_chat_request(await read_body(request, self.max_body_bytes))
+        chat = self.builder.build(request, parsed)
         result = await self._pipeline().chat(chat)
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
-            return StreamingResponse(
-                result.events,
-                media_type="text/event-stream",
-                headers={**STREAM_HEADERS, **headers},
-            )
+            return event_stream(result, chat, headers)
         return json_response(result.body, headers=headers)
 
     async def embeddings(self, request: Request) -> Response:
-        embed = parse_embeddings_request(await read_body(request, self.max_body_bytes))
-        apply_headers(request, embed)
-        result = await self._pipeline().embeddings(embed)
+        parsed = parse_embeddings_request(await read_body(request, self.max_body_bytes))
+        result = await self._pipeline().embeddings(self.builder.build(request, parsed))
         return json_response(result.body, headers={"x-aigateway-provider": result.provider})
 
     async def models(self, request: Request) -> Response:

@@ -1,124 +1,249 @@
 """The OpenAPI document served at ``/openapi.json``: what the gateway accepts and answers.
 
-The request schemas mirror the checks in ``validation.py`` and ``native.py``; tests
-validate accepted and refused requests against them so the two cannot drift apart.
+The request schemas mirror the checks in ``validation.py``, ``native.py`` and
+``builder.py``: a request a schema accepts passes the checks, and one the checks pass
+fits the schema (tests/test_api_schema_mirror.py generates both from hypothesis, and
+tests/test_adversarial_schemathesis.py runs schemathesis against a live gateway). What a
+schema cannot say: a model must be routable (else 404 ``model_not_found``), lists and
+objects nest at most 128 deep, and a live setting's value is checked like its
+environment variable.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from aigateway import __version__
+from aigateway.api.batch import MAX_BATCH_ITEMS
+from aigateway.api.validation import (
+    CHAT_ROLES,
+    INT_MAX,
+    INT_MIN,
+    MAX_CHOICES,
+    MAX_DIMENSIONS,
+)
+from aigateway.core.types import PRIORITIES
+from aigateway.runtime import LIVE_VARIABLES
 
 _STRING = {"type": "string"}
-_ERROR = {
+_ERROR_DETAIL = {
     "type": "object",
-    "required": ["error"],
+    "required": ["message", "type", "param", "code"],
     "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": _STRING,
-                "type": _STRING,
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        }
+        "message": _STRING,
+        "type": _STRING,
+        "param": {"type": ["string", "null"]},
+        "code": {"type": ["string", "null"]},
     },
 }
-_CONTENT_PART = {
-    "type": "object",
-    "required": ["type"],
-    "properties": {"type": _STRING},
-}
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": _ERROR_DETAIL}}
+# Optional fields may be null: the checks treat null as absent, as OpenAI does.
+_BOOL = {"type": ["boolean", "null"]}
+_COUNT = {"type": ["integer", "null"], "minimum": 1, "maximum": INT_MAX}
+_CHOICES = {**_COUNT, "maximum": MAX_CHOICES}
+_DIMENSIONS = {**_COUNT, "maximum": MAX_DIMENSIONS}
+_TOKEN = {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX}
+_MODEL = {"type": "string", "pattern": r"\S"}  # more than white space
+
+
+def _range(lo: float, hi: float) -> dict[str, Any]:
+    return {"type": ["number", "null"], "minimum": lo, "maximum": hi}
+
+
+_CONTENT_PART = {"type": "object", "required": ["type"], "properties": {"type": _STRING}}
 _MESSAGE = {
     "type": "object",
     "required": ["role"],
     "properties": {
-        "role": {"enum": ["system", "developer", "user", "assistant", "tool", "function"]},
-        "content": {
-            "oneOf": [_STRING, {"type": "array", "items": _CONTENT_PART}, {"type": "null"}]
-        },
-        "name": _STRING,
-        "tool_calls": {"type": "array"},
-        "tool_call_id": _STRING,
+        "role": {"enum": sorted(CHAT_ROLES)},
+        "content": {"type": ["string", "array", "null"], "items": _CONTENT_PART},
+        "name": {"type": ["string", "null"]},
+        "tool_calls": {"type": ["array", "null"]},
+        "tool_call_id": {"type": ["string", "null"]},
+        "function_call": {"type": ["object", "null"]},
     },
+    # Content, unless an assistant message calls tools (or a function) instead.
+    "anyOf": [
+        {"required": ["content"], "properties": {"content": {"type": ["string", "array"]}}},
+        {
+            "required": ["tool_calls"],
+            "properties": {
+                "role": {"const": "assistant"},
+                "tool_calls": {"type": "array", "minItems": 1},
+            },
+        },
+        {
+            "required": ["function_call"],
+            "properties": {
+                "role": {"const": "assistant"},
+                "function_call": {"type": "object", "minProperties": 1},
+            },
+        },
+    ],
 }
-_STOP = {"oneOf": [_STRING, {"type": "array", "items": _STRING, "minItems": 1, "maxItems": 4}]}
+_MESSAGES = {"type": "array", "items": _MESSAGE, "minItems": 1}
+_STOP = {
+    "anyOf": [
+        {"type": ["string", "null"]},
+        {"type": "array", "items": _STRING, "minItems": 1, "maxItems": 4},
+    ]
+}
 _SAMPLING: dict[str, Any] = {
-    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
-    "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": _range(0, 2),
+    "top_p": _range(0, 1),
+    "max_tokens": _COUNT,
     "stop": _STOP,
-    "stream": {"type": "boolean"},
-    "tools": {"type": "array"},
-    "tool_choice": {"oneOf": [_STRING, {"type": "object"}]},
+    "stream": _BOOL,
+    "tools": {"type": ["array", "null"]},
+    "tool_choice": {"type": ["string", "object", "null"]},
 }
 CHAT_COMPLETION_REQUEST = {
     "type": "object",
     "required": ["model", "messages"],
     "properties": {
-        "model": {"type": "string", "minLength": 1},
-        "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
+        "model": _MODEL,
+        "messages": _MESSAGES,
         **_SAMPLING,
-        "max_completion_tokens": {"type": "integer", "minimum": 1},
-        "n": {"type": "integer", "minimum": 1},
-        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
-        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
-        "stream_options": {
-            "type": "object",
-            "properties": {"include_usage": {"type": "boolean"}},
-        },
+        "max_completion_tokens": _COUNT,
+        "n": _CHOICES,
+        "presence_penalty": _range(-2, 2),
+        "frequency_penalty": _range(-2, 2),
+        "functions": {"type": ["array", "null"]},
+        "stream_options": {"type": ["object", "null"], "properties": {"include_usage": _BOOL}},
     },
+    # stream_options only with "stream": true
+    "anyOf": [
+        {"not": {"required": ["stream_options"]}},
+        {"properties": {"stream_options": {"type": "null"}}},
+        {"required": ["stream"], "properties": {"stream": {"const": True}}},
+    ],
 }
 EMBEDDINGS_REQUEST = {
     "type": "object",
     "required": ["model", "input"],
     "properties": {
-        "model": {"type": "string", "minLength": 1},
+        "model": _MODEL,
         "input": {
-            "oneOf": [
+            "anyOf": [
                 {"type": "string", "minLength": 1},
-                {"type": "array", "items": _STRING, "minItems": 1},
-                {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                {"type": "array", "items": _TOKEN, "minItems": 1},
                 {
                     "type": "array",
                     "minItems": 1,
-                    "items": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                    "items": {"type": "array", "items": _TOKEN, "minItems": 1},
                 },
             ]
         },
-        "dimensions": {"type": "integer", "minimum": 1},
-        "encoding_format": {"enum": ["float", "base64"]},
+        "dimensions": _DIMENSIONS,
+        "encoding_format": {"enum": ["float", "base64"]},  # OpenAI refuses null here
     },
+}
+_ATTACHMENT = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "image"},
+        "url": _STRING,
+        "data": _STRING,
+        "mime_type": _STRING,
+    },
+    "anyOf": [{"required": ["url"]}, {"required": ["data", "mime_type"]}],
 }
 NATIVE_CHAT_REQUEST = {
     "type": "object",
     "required": ["model", "messages"],
     "additionalProperties": False,
     "properties": {
-        "model": {"type": "string", "minLength": 1},
-        "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
-        "provider": {"type": "string", "minLength": 1},
+        "model": _MODEL,
+        "messages": _MESSAGES,
+        "provider": {"type": ["string", "null"], "minLength": 1},
         **_SAMPLING,
-        "priority": {"enum": ["critical", "high", "normal", "low"]},
-        "attachments": {
+        "priority": {"enum": list(PRIORITIES)},
+        "attachments": {"type": ["array", "null"], "items": _ATTACHMENT},
+        "cache": {
+            "type": ["object", "null"],
+            "properties": {
+                "no_cache": _BOOL,
+                "no_store": _BOOL,
+                "ttl": {"type": ["number", "null"], "minimum": 0},
+            },
+        },
+        "metadata": {"type": ["object", "null"]},
+    },
+    # attachments go to the last user message: there must be one
+    "if": {"required": ["attachments"], "properties": {"attachments": {"minItems": 1}}},
+    "then": {
+        "properties": {
+            "messages": {
+                "contains": {
+                    "type": "object",
+                    "required": ["role"],
+                    "properties": {"role": {"const": "user"}},
+                }
+            }
+        }
+    },
+}
+BATCH_REQUEST = {
+    "type": "object",
+    "required": ["requests"],
+    "properties": {
+        "requests": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_BATCH_ITEMS,
+            # An item that fits neither gets its own error in the results.
+            "items": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/NativeChatRequest"},
+                    {"$ref": "#/components/schemas/ChatCompletionRequest"},
+                ]
+            },
+        }
+    },
+}
+BATCH_RESPONSE = {
+    "type": "object",
+    "required": ["object", "results"],
+    "properties": {
+        "object": {"const": "batch"},
+        "results": {
             "type": "array",
             "items": {
                 "type": "object",
+                "required": ["index", "status"],
                 "properties": {
-                    "type": {"const": "image"},
-                    "url": _STRING,
-                    "data": _STRING,
-                    "mime_type": _STRING,
+                    "index": {"type": "integer"},
+                    "status": {"type": "integer"},
+                    "provider": _STRING,
+                    "response": {"type": "object"},
+                    "error": _ERROR_DETAIL,
                 },
             },
         },
-        "cache": {"type": "object"},
-        "metadata": {"type": "object"},
     },
 }
+
+
+def config_change_schema(providers: Sequence[str]) -> dict[str, Any]:
+    """``PUT /admin/config``: live settings by name, each value checked like the
+    environment variable of that name (a bad one is a 400 naming it)."""
+    names = "|".join(re.escape(name) for name in providers) or "(?!)"
+    return {
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": {
+            "anyOf": [
+                {"enum": list(LIVE_VARIABLES)},
+                {"pattern": rf"^providers\.({names})\.(rps|max_connections)$"},
+            ]
+        },
+        "additionalProperties": {"type": ["string", "number", "object", "null"]},
+    }
+
+
 NATIVE_CHAT_RESPONSE = {
     "type": "object",
     "required": ["id", "provider", "model", "content", "finish_reason", "usage", "cached"],
@@ -145,9 +270,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): {"description": "error", **error} for s in statuses}
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(
+    providers: Sequence[str] = ("openai", "google", "anthropic"),
+) -> dict[str, Any]:
+    """The document for a gateway whose configured providers are ``providers``."""
     ref = "#/components/schemas/"
-    sse = {"text/event-stream": {"schema": {"type": "string"}}}
+    # One server-sent event: its data is a JSON chunk, or [DONE] last.
+    event = {"type": "object", "required": ["data"], "properties": {"data": _STRING}}
+    sse = {"text/event-stream": {"schema": event}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "aigateway", "version": __version__},
@@ -164,7 +294,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "chat.completion or SSE chunks",
                             "content": {"application/json": {"schema": {"type": "object"}}, **sse},
                         },
-                        **_errors(400, 413, 429, 502, 503, 504),
+                        **_errors(400, 404, 413, 429, 502, 503, 504),
                     },
                 }
             },
@@ -174,7 +304,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, **_json({"$ref": ref + "EmbeddingsRequest"})},
                     "responses": {
                         "200": {"description": "embedding list", **_json({"type": "object"})},
-                        **_errors(400, 413, 429, 502, 503, 504),
+                        **_errors(400, 404, 413, 429, 502, 503, 504),
                     },
                 }
             },
@@ -192,7 +322,20 @@ def openapi_document() -> dict[str, Any]:
                                 **sse,
                             },
                         },
-                        **_errors(400, 413, 429, 502, 503, 504),
+                        **_errors(400, 404, 413, 429, 502, 503, 504),
+                    },
+                }
+            },
+            "/v1/batch": {
+                "post": {
+                    "summary": "Many chat requests in one call; one bad item fails only itself",
+                    "requestBody": {"required": True, **_json({"$ref": ref + "BatchRequest"})},
+                    "responses": {
+                        "200": {
+                            "description": "one result per item, in order",
+                            **_json({"$ref": ref + "BatchResponse"}),
+                        },
+                        **_errors(400, 413),
                     },
                 }
             },
@@ -239,13 +382,30 @@ def openapi_document() -> dict[str, Any]:
                 "put": {
                     "summary": "Change live settings for the whole node",
                     "requestBody": {
-                        "content": {"application/json": {"schema": {"type": "object"}}}
+                        "required": True,
+                        **_json({"$ref": ref + "ConfigChange"}),
                     },
                     "responses": {
                         "200": {"description": "applied", **_json({"type": "object"})},
                         "400": {"description": "refused; nothing changed", **_json(_ERROR)},
                     },
                 },
+            },
+            "/admin/cache": {
+                "get": {
+                    "summary": "The node's response cache: size, hit rate, top entries",
+                    "responses": {"200": {"description": "report", **_json({"type": "object"})}},
+                },
+                "delete": {
+                    "summary": "Empty the node's response cache",
+                    "responses": {"200": {"description": "cleared", **_json({"type": "object"})}},
+                },
+            },
+            "/admin/queue": {
+                "get": {
+                    "summary": "Admission: queue depth per provider and priority, outcomes",
+                    "responses": {"200": {"description": "report", **_json({"type": "object"})}},
+                }
             },
         },
         "components": {
@@ -254,6 +414,9 @@ def openapi_document() -> dict[str, Any]:
                 "EmbeddingsRequest": EMBEDDINGS_REQUEST,
                 "NativeChatRequest": NATIVE_CHAT_REQUEST,
                 "NativeChatResponse": NATIVE_CHAT_RESPONSE,
+                "BatchRequest": BATCH_REQUEST,
+                "BatchResponse": BATCH_RESPONSE,
+                "ConfigChange": config_change_schema(providers),
                 "Error": _ERROR,
             }
         },

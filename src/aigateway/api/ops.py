@@ -7,6 +7,9 @@
 ``GET /admin/stats``   the same numbers as JSON, with percentiles and request rate
 ``GET /admin/config``  the effective settings, secrets masked
 ``PUT /admin/config``  change the live settings for the node (see ``aigateway.runtime``)
+
+What ``/health`` and ``/admin/config`` show passes through the node's scrubber as well:
+no configured secret leaves in them, whatever field it might reach.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -74,7 +78,7 @@ class OpsRoutes:
             "pid": os.getpid(),
             "providers": providers,
         }
-        return json_response(body, status=200 if serving else 503)
+        return self._scrubbed(body, status=200 if serving else 503)
 
     async def metrics(self, request: Request) -> Response:
         text = prometheus_text(self.operations.numbers())
@@ -98,7 +102,7 @@ class OpsRoutes:
         assert live is not None, "the app's lifespan has not started"
         if request.method == "GET":
             shown = effective(live.current, live.overrides)
-            return json_response({"version": live.version, "pid": os.getpid(), **shown})
+            return self._scrubbed({"version": live.version, "pid": os.getpid(), **shown})
         changes = parse_json_object(await read_body(request, MAX_CONFIG_BODY))
         old = live.current
         new = live.update(changes)  # a bad value: 400, nothing changed
@@ -109,7 +113,7 @@ class OpsRoutes:
         while applied < alive and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             applied, alive = live.acknowledged(version)
-        return json_response(
+        return self._scrubbed(
             {
                 "version": version,
                 "pid": os.getpid(),
@@ -118,3 +122,7 @@ class OpsRoutes:
                 **effective(new, live.overrides),
             }
         )
+
+    def _scrubbed(self, document: dict[str, Any], status: int = 200) -> Response:
+        body = self.operations.scrubber.data(orjson.dumps(document))
+        return json_response(body, status=status)

@@ -1,7 +1,10 @@
 """Parse and check OpenAI-format request bodies; a bad one is a 400 naming the field.
 
 Only the fields the gateway relies on, or that providers would reject late and
-expensively, are checked; unknown fields pass through to the provider.
+expensively, are checked; unknown fields pass through to the provider. Whatever the
+body holds (any JSON value in any field, nesting up to JSON's limit), the outcome is a
+request or an ``InvalidRequest``, never another exception. ``openapi.py`` states the same
+rules as JSON schemas; tests/test_api_schema_mirror.py keeps the two in step.
 """
 
 from __future__ import annotations
@@ -12,11 +15,20 @@ import orjson
 
 from aigateway.core.types import ApiRequest
 from aigateway.errors import InvalidRequest
+from aigateway.hotpath import MAX_DEPTH
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# The integers orjson reads as integers (a larger literal becomes a float): the schemas'
+# bounds of whole-number fields.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+MAX_CHOICES = 128  # OpenAI's bound on n
+MAX_DIMENSIONS = 8192  # more than any embedding model offers
+WHOLE_NUMBERS = (("max_tokens", INT_MAX), ("max_completion_tokens", INT_MAX), ("n", MAX_CHOICES))
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
+def parse_json_object(raw: bytes, check_nesting: bool = True) -> dict[str, Any]:
+    """The body as a JSON object; ``check_nesting=False`` leaves the depth to the caller
+    (a batch checks each item alone, so one deep item fails only itself)."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -29,7 +41,34 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(
             f"the request body must be a JSON object, not {_kind(body)}", code="invalid_json"
         )
+    if check_nesting:
+        check_depth(body, raw)
     return body
+
+
+def check_depth(value: Any, raw: bytes | None = None) -> None:
+    """400 for lists and objects nested deeper than ``MAX_DEPTH`` (the body is depth 1):
+    the cache key, the re-encoding for other providers and the providers themselves all
+    stop somewhere, so the gateway states one limit up front."""
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return  # too few brackets to nest that deep: the common case costs two scans
+    if _deeper_than(value, MAX_DEPTH):
+        raise InvalidRequest(
+            f"the request is nested deeper than {MAX_DEPTH} levels of lists and objects",
+            code="too_deeply_nested",
+        )
+
+
+def _deeper_than(container: Any, room: int) -> bool:
+    """Whether lists and objects nest more than ``room`` levels, ``container`` the first
+    (recursion is bounded by ``room``; orjson's own limit is 1024)."""
+    if room == 0:
+        return True
+    for item in container.values() if type(container) is dict else container:
+        kind = type(item)
+        if (kind is dict or kind is list) and _deeper_than(item, room - 1):
+            return True
+    return False
 
 
 def parse_chat_request(raw: bytes) -> ApiRequest:
@@ -48,12 +87,18 @@ def parse_chat_request(raw: bytes) -> ApiRequest:
     _number_in(body, "top_p", 0.0, 1.0)
     _number_in(body, "presence_penalty", -2.0, 2.0)
     _number_in(body, "frequency_penalty", -2.0, 2.0)
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        _positive_int(body, name)
+    changed = False
+    for name, most in WHOLE_NUMBERS:
+        changed |= _whole_number(body, name, most)
     _check_stop(body)
     for name in ("tools", "functions"):
         _optional(body, name, list, "a list")
-    return ApiRequest("chat", model, body, raw, bool(stream))
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | dict):
+        raise _wrong("tool_choice", "a string or an object", choice)
+    if changed:  # a whole number written as 5.0 goes on as 5, as providers expect
+        raw = orjson.dumps(body)
+    return ApiRequest("chat", model, body, raw, stream=bool(stream))
 
 
 def parse_embeddings_request(raw: bytes) -> ApiRequest:
@@ -62,12 +107,20 @@ def parse_embeddings_request(raw: bytes) -> ApiRequest:
     if "input" not in body:
         raise _missing("input", "a string or a list of strings")
     value = body["input"]
-    if not _is_embedding_input(value):
-        raise _wrong("input", "a non-empty string, list of strings, or list of token lists", value)
-    _positive_int(body, "dimensions")
-    fmt = body.get("encoding_format")
-    if fmt is not None and fmt not in ("float", "base64"):
+    tokens = _embedding_input(value)
+    if tokens is None:
+        raise _wrong(
+            "input", "a non-empty string, list of non-empty strings, or list of token lists", value
+        )
+    changed = tokens is not value
+    if changed:
+        body["input"] = tokens
+    changed |= _whole_number(body, "dimensions", MAX_DIMENSIONS)
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
         raise _wrong("encoding_format", "'float' or 'base64'", fmt)
+    if changed:
+        raw = orjson.dumps(body)
     return ApiRequest("embeddings", model, body, raw)
 
 
@@ -79,7 +132,7 @@ def _model(body: dict[str, Any]) -> str:
         raise _missing("model", "a model name such as 'gpt-4o-mini'")
     model = body["model"]
     if not isinstance(model, str) or not model.strip():
-        raise _wrong("model", "a non-empty string", model)
+        raise _wrong("model", "a string with more than white space", model)
     return model
 
 
@@ -90,11 +143,18 @@ def _check_message(i: int, message: Any) -> None:
     role = message.get("role")
     if role is None:
         raise _missing(f"{where}.role", "one of " + ", ".join(sorted(CHAT_ROLES)))
-    if role not in CHAT_ROLES:
+    if not isinstance(role, str) or role not in CHAT_ROLES:
         raise _wrong(f"{where}.role", "one of " + ", ".join(sorted(CHAT_ROLES)), role)
+    calls = None
+    if len(message) > 2 or "content" not in message:  # the other fields the schema names
+        for name in ("name", "tool_call_id"):
+            _optional(message, name, str, "a string", prefix=f"{where}.")
+        tool_calls = _optional(message, "tool_calls", list, "a list", prefix=f"{where}.")
+        function_call = _optional(message, "function_call", dict, "an object", prefix=f"{where}.")
+        calls = tool_calls or function_call
     content = message.get("content")
     if content is None:
-        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+        if role == "assistant" and calls:
             return
         if "content" not in message:
             raise _missing(f"{where}.content", "a string or a list of content parts")
@@ -133,16 +193,29 @@ def _check_stop(body: dict[str, Any]) -> None:
         raise _wrong("stop", "a string or a list of 1 to 4 strings", stop)
 
 
-def _is_embedding_input(value: Any) -> bool:
+def _embedding_input(value: Any) -> Any:
+    """``value`` if it is a valid input (token ids written as 5.0 made ints), else None."""
     if isinstance(value, str):
-        return bool(value)
+        return value if value else None
     if not isinstance(value, list) or not value:
-        return False
-    if all(isinstance(item, str) for item in value):
-        return True
-    if all(_is_int(item) for item in value):
-        return True
-    return all(isinstance(item, list) and item and all(_is_int(t) for t in item) for item in value)
+        return None
+    if all(isinstance(item, str) and item for item in value):
+        return value
+    if all(isinstance(item, list) for item in value):
+        lists = [_token_ids(item) for item in value]
+        if not all(lists):
+            return None
+        return value if all(a is b for a, b in zip(lists, value, strict=True)) else lists
+    return _token_ids(value)
+
+
+def _token_ids(items: list[Any]) -> list[Any] | None:
+    if not items:
+        return None
+    if all(_is_int(t) and INT_MIN <= t <= INT_MAX for t in items):
+        return items
+    ids = [_as_whole(t) for t in items]
+    return ids if all(t is not None and INT_MIN <= t <= INT_MAX for t in ids) else None
 
 
 def _number_in(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
@@ -153,10 +226,25 @@ def _number_in(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
         raise _wrong(name, f"a number from {lo:g} to {hi:g}", value)
 
 
-def _positive_int(body: dict[str, Any], name: str) -> None:
+def _whole_number(body: dict[str, Any], name: str, most: int) -> bool:
+    """Check a whole-number field from 1 to ``most``; whether it had to be made an int
+    (JSON Schema counts 5.0 as an integer, so the gateway does too)."""
     value = body.get(name)
-    if value is not None and (not _is_int(value) or value < 1):
-        raise _wrong(name, "a whole number >= 1", value)
+    if value is None:
+        return False
+    number = _as_whole(value)
+    if number is None or not 1 <= number <= most:
+        raise _wrong(name, f"a whole number from 1 to {most}", value)
+    body[name] = number
+    return number is not value
+
+
+def _as_whole(value: Any) -> int | None:
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _optional(body: dict[str, Any], name: str, kind: type, expected: str, prefix: str = "") -> Any:

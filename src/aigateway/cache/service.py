@@ -6,23 +6,30 @@ can ask, per request (headers, or the native body's ``cache`` field):
     Cache-Control: no-cache        / "no_cache": true   do not read the cache (bypass)
     Cache-Control: no-store        / "no_store": true   do not write the answer
     x-aigateway-cache-ttl: <s>     / "ttl": <s>         keep the answer this long
+
+The cache never fails a request: a key it cannot compute, an entry it cannot read or an
+answer it cannot store is logged (once a minute at most) and counted in
+``store_failures``, and the request goes on as if there were no cache. Only complete
+answers with their ``usage`` are kept, up to ``max_entry_bytes``; a stream is folded into
+its completion as it goes, and given up on past that size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import lmdb
 import orjson
 
-from aigateway.cache.replay import assemble, is_cacheable, replay
+from aigateway.cache.replay import Assembler, is_cacheable, replay
 from aigateway.cache.store import CacheEntry, LmdbStore
-from aigateway.core.types import ApiRequest, Completed, Streaming
-from aigateway.hotpath import TTLPolicy, cache_key, compute_ttl
+from aigateway.core.types import ApiRequest, Completed, Streaming, close_events
+from aigateway.core.usage import token_counts
+from aigateway.hotpath import SSEDecoder, TTLPolicy, cache_key, compute_ttl
 
 logger = logging.getLogger("aigateway.cache")
 
@@ -34,32 +41,54 @@ def client_scope(authorization: str | None) -> str:
     return hashlib.blake2b(authorization.encode(), digest_size=12).hexdigest()
 
 
+DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
+
+
 class ResponseCache:
-    def __init__(self, store: LmdbStore, default_ttl_s: float, policy: TTLPolicy) -> None:
+    def __init__(
+        self,
+        store: LmdbStore,
+        default_ttl_s: float,
+        policy: TTLPolicy,
+        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    ) -> None:
         self.store = store
         self._default_ttl_s = default_ttl_s
         self._policy = policy
+        self.max_entry_bytes = max_entry_bytes
 
     def configure(self, default_ttl_s: float, policy: TTLPolicy) -> None:
         """Change the default TTL and the TTL policy live (``PUT /admin/config``)."""
         self._default_ttl_s = default_ttl_s
         self._policy = policy
 
-    def key(self, request: ApiRequest, provider: str, model: str) -> bytes:
-        return cache_key(request.body, request.cache_scope, provider=provider, model=model)
+    def key(self, request: ApiRequest, provider: str, model: str) -> bytes | None:
+        """The request's key; None if it has none (the request then skips the cache)."""
+        try:
+            return cache_key(request.body, request.cache_scope, provider=provider, model=model)
+        except Exception as exc:  # e.g. a body nested deeper than keys go
+            self._failed("compute a key", exc)
+            return None
 
     def lookup(self, key: bytes, request: ApiRequest) -> Completed | Streaming | None:
         """A cached answer in the form the client asked for, or None (counted as a miss)."""
         if not request.cache.read:
             self.store.count("bypasses")
             return None
-        entry = self.store.get(key)
-        if entry is None:
+        try:
+            entry = self.store.get(key)
+            answer = None
+            if entry is not None:
+                answer = self.answer_from(entry.body, entry.provider, entry.model, request, "hit")
+        except Exception as exc:
+            self._failed("read an entry", exc)
+            entry = answer = None
+        if entry is None or answer is None:
             self.store.count("misses")
             return None
         self.store.count("hits")
         self._count_avoided("cache", entry.provider, entry.model, entry)
-        return self.answer_from(entry.body, entry.provider, entry.model, request, "hit")
+        return answer
 
     def answer_from(
         self, body: bytes, provider: str, model: str, request: ApiRequest, status: str
@@ -78,7 +107,8 @@ class ResponseCache:
         if isinstance(result, Completed):
             completion = result.completion
             if completion is None:
-                completion = orjson.loads(result.body)
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    completion = orjson.loads(result.body)
             self._store(key, request, result.provider, result.model, completion, result.body)
             if on_complete is not None:
                 on_complete(result.body)
@@ -88,35 +118,39 @@ class ResponseCache:
 
     def count_joined(self, provider: str, model: str, body: bytes) -> None:
         self.store.count("dedup_joins")
-        completion = orjson.loads(body)
-        usage = completion.get("usage") or {}
-        entry = CacheEntry(body, provider, model, 0, 0, usage.get("prompt_tokens") or 0,
-                           usage.get("completion_tokens") or 0)  # fmt: skip
+        try:
+            usage = orjson.loads(body).get("usage")
+        except (orjson.JSONDecodeError, AttributeError):
+            usage = None
+        entry = CacheEntry(body, provider, model, 0, 0, *token_counts(usage))
         self._count_avoided("dedup", provider, model, entry)
 
     async def _tee(
         self, key: bytes, request: ApiRequest, result: Streaming, events: AsyncIterator[bytes],
         on_complete: Callable[[bytes | None], None] | None,
     ) -> AsyncIterator[bytes]:  # fmt: skip
-        from aigateway.hotpath import SSEDecoder
-
         decoder = SSEDecoder()
-        payloads: list[bytes] = []
+        assembler = Assembler(self.max_entry_bytes)
         complete = False
         try:
             async for piece in events:
-                for data in decoder.feed(piece):
-                    if data == b"[DONE]":
-                        complete = True
-                    else:
-                        payloads.append(data)
+                if not assembler.failed:
+                    for data in decoder.feed(piece):
+                        if data == b"[DONE]":
+                            complete = True
+                        else:
+                            assembler.add(data)
                 yield piece
         finally:
             body = None
-            completion = assemble(payloads) if complete else None
-            if completion is not None:
-                body = orjson.dumps(completion)
-                self._store(key, request, result.provider, result.model, completion, body)
+            try:
+                await close_events(events)  # the provider's stream, if it did not end
+                completion = assembler.completion() if complete else None
+                if completion is not None:
+                    body = orjson.dumps(completion)
+                    self._store(key, request, result.provider, result.model, completion, body)
+            except Exception as exc:
+                self._failed("assemble a streamed answer", exc)
             if on_complete is not None:
                 on_complete(body)
 
@@ -124,29 +158,34 @@ class ResponseCache:
         self, key: bytes, request: ApiRequest, provider: str, model: str, completion: Any,
         body: bytes,
     ) -> CacheEntry | None:  # fmt: skip
-        """Keep ``body`` (``completion`` serialised) if the request and the answer allow."""
+        """Keep ``body`` (``completion`` serialised) if the request and the answer allow.
+        Never raises: the answer goes out whether or not the cache could keep it."""
         if not request.cache.write or not isinstance(completion, dict):
             return None
-        if not is_cacheable(completion, request.body):
+        if len(body) > self.max_entry_bytes:
+            self.store.count("too_large")
             return None
-        ttl = request.cache.ttl_s
-        if ttl is None:
-            ttl = compute_ttl(request.body, provider, self._default_ttl_s, self._policy)
-        if ttl <= 0:
-            return None
-        usage = completion.get("usage") or {}
-        now = time.time()
-        entry = CacheEntry(
-            body, provider, model, now, now + ttl,
-            usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
-        )  # fmt: skip
         try:
+            if not is_cacheable(completion, request.body):
+                return None
+            ttl = request.cache.ttl_s
+            if ttl is None:
+                ttl = compute_ttl(request.body, provider, self._default_ttl_s, self._policy)
+            if ttl <= 0:
+                return None
+            now = time.time()
+            entry = CacheEntry(
+                body, provider, model, now, now + ttl, *token_counts(completion.get("usage"))
+            )
             self.store.put(key, entry)
-        except lmdb.Error as exc:  # the answer still goes out; only the cache misses it
-            self.store.count("store_failures")
-            _log_store_failure(exc)
+        except Exception as exc:  # the answer still goes out; only the cache misses it
+            self._failed("store an answer", exc)
             return None
         return entry
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.store.count("store_failures")
+        _log_store_failure(what, exc)
 
     def _count_avoided(self, how: str, provider: str, model: str, entry: CacheEntry) -> None:
         prefix = f"avoided:{how}:{provider}:{model}:"
@@ -158,12 +197,12 @@ class ResponseCache:
 _last_failure_log = 0.0
 
 
-def _log_store_failure(exc: Exception) -> None:
+def _log_store_failure(what: str, exc: Exception) -> None:
     global _last_failure_log
     now = time.monotonic()
     if now - _last_failure_log >= 60.0:  # once a minute at most: it repeats under load
         _last_failure_log = now
-        logger.warning("the cache could not store an answer (served anyway): %s", exc)
+        logger.warning("the cache could not %s (request served without it): %r", what, exc)
 
 
 async def _replayed(chunks: list[bytes]) -> AsyncIterator[bytes]:

@@ -29,6 +29,7 @@ import orjson
 
 from aigateway.core.health import HealthBoard
 from aigateway.core.request_context import CURRENT_REQUEST, RequestRecord, current_request
+from aigateway.core.usage import token_counts
 from aigateway.hotpath import SharedStats
 from aigateway.stats.families import FAMILIES
 from aigateway.stats.series import SeriesTable, series_key
@@ -93,7 +94,7 @@ class Accounting:
         stats.incr(self._requests)
         stats.observe(self._request_s, seconds)
         method = method if method in METHODS else "OTHER"
-        status_class = f"{status // 100}xx" if 100 <= status < 600 else "other"
+        status_class = _status_class(status)
         self._add(("requests", route, method, status_class))
         if first_byte_s is not None:
             stats.observe(self._ttfb_s, first_byte_s)
@@ -104,8 +105,8 @@ class Accounting:
     # -- providers (dispatch, pipeline, streaming) --------------------------------------
 
     def provider_call(self, provider: str, model: str, outcome: str, seconds: float) -> None:
-        """One attempt of a provider call: ok, client_error, rate_limited, auth_error,
-        server_error, unreachable, timeout or cancelled (see ``core.health.OUTCOMES``)."""
+        """One attempt of a provider call: ok, cancelled, or the ``outcome`` of its failure's
+        ``errors.Fault`` (see ``core.health.OUTCOMES``)."""
         provider = self._provider(provider)
         self._add(("provider_calls", provider, self._model(provider, model), outcome))
         self._observe(("provider_call_duration_seconds", provider), seconds)
@@ -140,15 +141,9 @@ class Accounting:
             self._add(("tokens", provider, model, "out"), completion)
 
     def usage(self, provider: str, model: str, usage: Any) -> None:
-        """Tokens from an OpenAI ``usage`` object (anything else is ignored)."""
+        """Tokens from an OpenAI ``usage`` object (odd counts clamped, see ``core.usage``)."""
         if isinstance(usage, Mapping):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            self.tokens(
-                provider,
-                model,
-                prompt if isinstance(prompt, int) else 0,
-                completion if isinstance(completion, int) else 0,
-            )
+            self.tokens(provider, model, *token_counts(usage))
 
     def usage_from_body(self, provider: str, model: str, body: bytes) -> None:
         """Tokens from an OpenAI-format answer body (chat completion or embeddings)."""
@@ -228,6 +223,13 @@ class Accounting:
             return "other"
         seen.add(model)
         return model
+
+
+def _status_class(status: int) -> str:
+    """``2xx``...; 499 (the client left before its answer was complete) stands apart."""
+    if status == 499:
+        return "499"
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
 
 
 def _label(value: str) -> str:

@@ -13,11 +13,16 @@ tokens go to the more urgent requests of every worker.
 Never hanging: at most ``QUEUE_SIZE`` requests wait on the node; past that a request is
 refused at once with 429 and a ``Retry-After`` estimated from the queue and the rate,
 unless it can displace a queued request of lower priority in this worker. A request
-whose estimated wait runs past its deadline gets 504 without reaching the provider.
+whose estimated wait runs past its deadline is refused at once (504 ``queue_timeout``,
+without reaching the provider), and so is a waiting one when a new pause outlasts its
+deadline: the refusal is the provider's side (``Fault.RATE_LIMITED``), so the request
+moves on to the next target of its fallback chain instead of waiting its deadline out.
+A request that has a next target (``fallback``) never waits out a pause at all.
 
 A provider's 429 pauses it for the node for the time it asked (``retry-after``, else one
-second) and halves its rate, down to a tenth of the configured one; each success after
-a second of calm raises the rate by a tenth of the configured rate until it is back.
+second, bounded by the pipeline to PROVIDER_PAUSE_MAX_SEC) and halves its rate, down to a
+tenth of the configured one; each success after a second of calm raises the rate by a
+tenth of the configured rate until it is back.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from aigateway.errors import GatewayTimeout, RateLimited
+from aigateway.errors import Fault, GatewayTimeout, RateLimited
 from aigateway.hotpath import PriorityQueue, SharedStats, TokenBucket
 
 PRIORITIES = ("critical", "high", "normal", "low")
@@ -40,7 +45,7 @@ MIN_RATE_FRACTION = 0.1
 
 OUTCOMES = ("admitted", "shed", "timed_out")
 PAUSE_TICKS_PER_S = 1000.0
-MAX_PAUSE_S = 3600.0
+MAX_PAUSE_S = 3600.0  # the pause clock's capacity: PROVIDER_PAUSE_MAX_SEC is at most this
 
 
 QUEUED = "admission_queued"
@@ -129,6 +134,8 @@ class PauseClock:
 class _Waiter:
     priority: str
     future: asyncio.Future[None]
+    deadline: float  # on the event loop's clock
+    fallback: bool  # another target can take it: a pause is not worth waiting out
     since: float = field(default_factory=time.monotonic)
     handle: int = -1
 
@@ -159,7 +166,9 @@ class ProviderGate:
         burst = self.bucket.burst
         return min(self._admission.reserves[priority] * burst, max(burst - 1.0, 0.0))
 
-    async def admit(self, priority: str, deadline: float) -> None:
+    async def admit(self, priority: str, deadline: float, fallback: bool = False) -> None:
+        """Wait for this provider's turn; ``fallback``: another target can take the request
+        if this one cannot now (paused) or not before ``deadline``."""
         loop = asyncio.get_running_loop()
         rank = PRIORITY_RANK[priority]
         # Straight on when nobody here would go first: an empty queue, or one whose most
@@ -169,15 +178,11 @@ class ProviderGate:
             self._admission.count(self.name, priority, "admitted")
             return
         wait = self._estimated_wait()
-        if loop.time() + wait >= deadline:
+        if loop.time() + wait >= deadline or (fallback and self.paused()):
             self._admission.count(self.name, priority, "timed_out")
-            raise GatewayTimeout(
-                f"{self.name} is at its rate limit: the request could not start before its "
-                f"deadline (about {wait:.1f} s of queue)",
-                code="queue_timeout",
-            )
+            raise self._cannot_start(wait)
         self._make_room(priority, wait)
-        waiter = _Waiter(priority, loop.create_future())
+        waiter = _Waiter(priority, loop.create_future(), deadline, fallback)
         new_head = not self._queue or rank < self._queue.peek_priority()
         waiter.handle = self._queue.push(rank, waiter)
         self._waiting[waiter.handle] = waiter
@@ -271,6 +276,30 @@ class ProviderGate:
         if not victim.future.done():
             victim.future.set_exception(shed)
 
+    def _cannot_start(self, wait: float) -> GatewayTimeout:
+        """This provider cannot take the request before its deadline; the next target may."""
+        return GatewayTimeout(
+            f"{self.name} is at its rate limit: the request could not start before its "
+            f"deadline (about {wait:.1f} s of queue)",
+            code="queue_timeout",
+            retry_after_s=wait,
+            fault=Fault.RATE_LIMITED,
+        )
+
+    def _release_hopeless(self, pause_s: float) -> None:
+        """Refuse now the waiters that have another target or whose deadline comes before
+        the pause ends (a pause can begin or grow after they queued): they move on rather
+        than wait it out."""
+        until = asyncio.get_running_loop().time() + pause_s
+        hopeless = [w for w in self._waiting.values() if w.fallback or w.deadline <= until]
+        for waiter in hopeless:
+            del self._waiting[waiter.handle]
+            self._queue.cancel(waiter.handle)
+            self._admission.queued(self.name, waiter.priority, -1)
+            self._admission.count(self.name, waiter.priority, "timed_out")
+            if not waiter.future.done():
+                waiter.future.set_exception(self._cannot_start(pause_s))
+
     def _ensure_pump(self) -> None:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.ensure_future(self._serve_queue())
@@ -283,6 +312,7 @@ class ProviderGate:
                 self._queue.pop()
                 continue
             if self.paused():
+                self._release_hopeless(self.pause_clock.left_s())
                 await self._nap(min(max(self.pause_clock.left_s(), 0.001), MAX_POLL_S))
                 continue
             wait = self._take(head.priority)
@@ -327,10 +357,12 @@ class Admission:
             for name, (rate, pause) in buckets.items()
         }
 
-    async def admit(self, provider: str, priority: str, deadline: float) -> None:
+    async def admit(
+        self, provider: str, priority: str, deadline: float, fallback: bool = False
+    ) -> None:
         gate = self.gates.get(provider)
         if gate is not None:
-            await gate.admit(priority, deadline)
+            await gate.admit(priority, deadline, fallback)
 
     def gate(self, provider: str) -> ProviderGate | None:
         return self.gates.get(provider)

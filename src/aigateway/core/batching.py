@@ -1,19 +1,31 @@
 """Coalesced embedding batches: requests that arrive together share one provider call.
 
-Embedding requests for the same model (and dimensions, encoding and provider) that
-arrive close together are merged into one upstream call with a list ``input`` (OpenAI's
-list; Gemini's ``batchEmbedContents`` through its adapter), up to ``BATCH_SIZE`` inputs,
-and the vectors are split back to each caller in order. A batch leaves when it is full,
-when ``BATCH_TIMEOUT_MS`` has passed since its first request, or as soon as no other
-request has arrived for ``IDLE_S`` (10 ms), so a lone request waits at most that long.
-(Measured on loopback, 32 concurrent clients reach a worker spread over more than 5 ms;
-10 ms lets them share calls, and is small beside any provider's embedding latency.) A
-failed merged call fails only the callers in it, each with the provider's error.
+Embedding requests for the same model (and dimensions, encoding and provider) are merged
+into one upstream call with a list ``input`` (OpenAI's list; Gemini's
+``batchEmbedContents`` through its adapter), up to ``BATCH_SIZE`` inputs, and the vectors
+are split back to each caller in order. When a batch leaves:
+
+- at once when it is full;
+- while a call of its group is in flight, newcomers gather for the next call, which
+  leaves when one of those calls ends: a slow provider gets fewer, fuller calls however
+  the requests are spread in time;
+- with nothing in flight, as soon as no other request has arrived for ``IDLE_S`` (10 ms),
+  so a lone request goes (almost) at once. (Measured on loopback, 32 concurrent clients
+  reach a worker spread over more than 5 ms; 10 ms lets them share the first call.)
+- in any case ``BATCH_TIMEOUT_MS`` after its first request.
+
+Each caller keeps its own deadline: it gets 504 when its deadline passes, whether it is
+still gathering (it leaves the batch) or in a call that goes on for the others. A call's
+deadline is the latest of its callers'; once every caller of a call has left, the call is
+cancelled. A failed merged call fails only the callers in it, each with the provider's
+error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,28 +33,39 @@ from typing import Any
 import orjson
 
 from aigateway.core.types import ApiRequest, Completed
-from aigateway.errors import GatewayError, ProviderError
+from aigateway.errors import GatewayError, GatewayTimeout, ProviderError
 
 IDLE_S = 0.01
 PRIORITY_ORDER = ("critical", "high", "normal", "low")
 
-Embed = Callable[[ApiRequest], Awaitable[Completed]]
+# One provider call for a request, within a deadline on the event loop's clock.
+Embed = Callable[[ApiRequest, float], Awaitable[Completed]]
 
 
 @dataclass(eq=False)
 class _Caller:
     request: ApiRequest
     inputs: list[Any]
-    single: bool
+    deadline: float
     future: asyncio.Future[Completed]
 
 
 @dataclass(eq=False)
 class _Batch:
+    context: contextvars.Context  # its first caller's: the call is accounted to that request
     callers: list[_Caller] = field(default_factory=list)
     size: int = 0
     idle: asyncio.TimerHandle | None = None
     cap: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None  # set once sent
+
+
+@dataclass(eq=False)
+class _Group:
+    """The requests of one (model, provider, dimensions, encoding)."""
+
+    gathering: _Batch | None = None
+    in_flight: set[_Batch] = field(default_factory=set)
 
 
 class EmbeddingBatcher:
@@ -52,85 +75,140 @@ class EmbeddingBatcher:
         max_inputs: int,
         max_wait_s: float,
         on_saved: Callable[[str, str, int], None],
+        idle_s: float = IDLE_S,
     ) -> None:
         self._embed = embed
         self._max_inputs = max_inputs
         self._max_wait_s = max_wait_s
+        self._idle_s = min(idle_s, max_wait_s)
         self._on_saved = on_saved
-        self._open: dict[tuple[Any, ...], _Batch] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._groups: dict[tuple[Any, ...], _Group] = {}
 
-    async def embed(self, request: ApiRequest) -> Completed:
+    async def embed(self, request: ApiRequest, deadline: float) -> Completed:
         value = request.body.get("input")
-        single = isinstance(value, str)
-        inputs = [value] if single else value
+        inputs = [value] if isinstance(value, str) else value
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            return await self._embed(request)  # token arrays go as they are
+            return await self._embed(request, deadline)  # token arrays go as they are
         if len(inputs) >= self._max_inputs:
-            return await self._embed(request)
+            return await self._embed(request, deadline)
         loop = asyncio.get_running_loop()
-        key = _group(request)
-        batch = self._open.get(key)
+        key = _group_key(request)
+        group = self._groups.setdefault(key, _Group())
+        batch = group.gathering
         if batch is not None and batch.size + len(inputs) > self._max_inputs:
-            self._send(key)
+            self._send(key, batch)
             batch = None
         if batch is None:
-            batch = self._open[key] = _Batch()
+            batch = group.gathering = _Batch(contextvars.copy_context())
             batch.cap = loop.call_later(self._max_wait_s, self._send, key, batch)
-        caller = _Caller(request, inputs, single, loop.create_future())
+        caller = _Caller(request, inputs, deadline, loop.create_future())
         batch.callers.append(caller)
         batch.size += len(inputs)
         if batch.idle is not None:
             batch.idle.cancel()
+            batch.idle = None
         if batch.size >= self._max_inputs:
-            self._send(key)
-        else:
-            batch.idle = loop.call_later(min(IDLE_S, self._max_wait_s), self._send, key, batch)
-        return await caller.future
-
-    def _send(self, key: tuple[Any, ...], expected: _Batch | None = None) -> None:
-        batch = self._open.get(key)
-        if batch is None or (expected is not None and batch is not expected):
-            return
-        del self._open[key]
-        for timer in (batch.idle, batch.cap):
-            if timer is not None:
-                timer.cancel()
-        task = asyncio.ensure_future(self._call(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _call(self, batch: _Batch) -> None:
-        callers = batch.callers
-        if len(callers) == 1:
-            merged = callers[0].request
-        else:
-            first = callers[0].request
-            body = {**first.body, "input": [i for c in callers for i in c.inputs]}
-            priority = min((c.request.priority for c in callers), key=PRIORITY_ORDER.index)
-            merged = ApiRequest(
-                "embeddings", first.model, body, orjson.dumps(body),
-                provider=first.provider, priority=priority,
-            )  # fmt: skip
+            self._send(key, batch)
+        elif not group.in_flight:
+            batch.idle = loop.call_later(self._idle_s, self._send, key, batch)
+        # else: it leaves when a call of its group ends (or at the cap)
         try:
-            result = await self._embed(merged)
+            async with asyncio.timeout_at(deadline):
+                return await caller.future
+        except TimeoutError:
+            raise GatewayTimeout(
+                "the embedding call did not finish within the request's deadline"
+            ) from None
+        finally:
+            if not caller.future.done():
+                caller.future.cancel()  # the deadline passed, or the client left
+            self._leave(key, batch, caller)
+
+    def _leave(self, key: tuple[Any, ...], batch: _Batch, caller: _Caller) -> None:
+        """A caller is done: drop it from a batch still gathering; cancel a sent call
+        that nobody waits for any more."""
+        if batch.task is None:
+            if caller in batch.callers:
+                batch.callers.remove(caller)
+                batch.size -= len(caller.inputs)
+            if not batch.callers:
+                group = self._groups.get(key)
+                if group is not None and group.gathering is batch:
+                    group.gathering = None
+                    _stop_timers(batch)
+                    self._forget_if_idle(key, group)
+        elif all(c.future.done() for c in batch.callers):
+            batch.task.cancel()
+
+    def _send(self, key: tuple[Any, ...], batch: _Batch) -> None:
+        group = self._groups.get(key)
+        if group is None or group.gathering is not batch:
+            return  # already sent (a timer raced the full batch)
+        group.gathering = None
+        _stop_timers(batch)
+        batch.callers = [c for c in batch.callers if not c.future.done()]
+        if not batch.callers:
+            self._forget_if_idle(key, group)
+            return
+        batch.size = sum(len(c.inputs) for c in batch.callers)
+        group.in_flight.add(batch)
+        deadline = max(c.deadline for c in batch.callers)
+        task = asyncio.get_running_loop().create_task(
+            self._call(batch, deadline), context=batch.context
+        )
+        # A callback, not a `finally`: a task cancelled before its first step never runs.
+        task.add_done_callback(lambda _: self._ended(key, group, batch))
+        batch.task = task
+
+    def _ended(self, key: tuple[Any, ...], group: _Group, batch: _Batch) -> None:
+        group.in_flight.discard(batch)
+        if group.gathering is not None:
+            self._send(key, group.gathering)  # the next call was waiting for this one
+        self._forget_if_idle(key, group)
+
+    def _forget_if_idle(self, key: tuple[Any, ...], group: _Group) -> None:
+        if group.gathering is None and not group.in_flight and self._groups.get(key) is group:
+            del self._groups[key]
+
+    async def _call(self, batch: _Batch, deadline: float) -> None:
+        callers = batch.callers
+        try:
+            if len(callers) == 1:
+                merged = callers[0].request
+            else:
+                first = callers[0].request
+                body = {**first.body, "input": [i for c in callers for i in c.inputs]}
+                priority = min((c.request.priority for c in callers), key=PRIORITY_ORDER.index)
+                merged = dataclasses.replace(
+                    first, body=body, raw=orjson.dumps(body), priority=priority
+                )
+            result = await self._embed(merged, deadline)
             if len(callers) > 1:
                 self._on_saved(result.provider, result.model, len(callers) - 1)
                 _split(result, callers, batch.size)
             elif not callers[0].future.done():
                 callers[0].future.set_result(result)
         except GatewayError as exc:
-            for caller in callers:
-                if not caller.future.done():
-                    caller.future.set_exception(exc)
+            _fail(callers, exc)
         except Exception as exc:
             error = ProviderError(f"the batched embedding call failed: {type(exc).__name__}")
-            for caller in callers:
-                if not caller.future.done():
-                    caller.future.set_exception(error)
+            _fail(callers, error)
 
 
-def _group(request: ApiRequest) -> tuple[Any, ...]:
+def _stop_timers(batch: _Batch) -> None:
+    for timer in (batch.idle, batch.cap):
+        if timer is not None:
+            timer.cancel()
+    batch.idle = batch.cap = None
+
+
+def _fail(callers: list[_Caller], error: GatewayError) -> None:
+    for caller in callers:
+        if not caller.future.done():
+            caller.future.set_exception(error)
+
+
+def _group_key(request: ApiRequest) -> tuple[Any, ...]:
     body = request.body
     return (request.model, request.provider, body.get("dimensions"), body.get("encoding_format"))
 
@@ -140,9 +218,7 @@ def _split(result: Completed, callers: list[_Caller], total: int) -> None:
     data = sorted(answer.get("data") or (), key=lambda item: item.get("index", 0))
     if len(data) != total:
         error = ProviderError(f"{result.provider} answered {len(data)} embeddings for {total}")
-        for caller in callers:
-            if not caller.future.done():
-                caller.future.set_exception(error)
+        _fail(callers, error)
         return
     usage = answer.get("usage") or {}
     prompt_tokens = usage.get("prompt_tokens") or 0

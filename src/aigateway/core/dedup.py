@@ -3,8 +3,24 @@
 Within a worker, the first request with a key leads a *flight*: its provider call runs
 in a task of its own, so a client that leaves does not cancel it for the others, and
 every later request with the same key follows it. A streaming follower of a streaming
-flight receives every chunk from the first; other followers wait for the whole answer
-and get it in the form they asked for.
+flight reads the same stream from its first chunk; other followers wait for the whole
+answer and get it in the form they asked for.
+
+Listeners: the leader until it has its answer, every follower while it waits, and every
+reader of the stream. When the last one leaves (its client hung up), nobody wants the
+answer any more: the provider call is cancelled at once, and the partial answer is not
+stored.
+
+A shared stream is held in a window, never in full:
+
+* the call reads the provider's stream only while its fastest reader is less than
+  ``READ_AHEAD_BYTES`` behind, so a slow client slows the provider down (backpressure)
+  instead of filling memory;
+* the window keeps the start of the stream while it is at most ``max_lag`` bytes long (a
+  follower arriving then still reads it from its first chunk; a later one waits for the
+  whole answer), then only what its slowest reader has not read yet;
+* a reader that falls more than ``max_lag`` bytes behind the head is dropped: it gets an
+  error event and its stream ends, while the others go on.
 
 Across the workers of the node, the leader marks the key as in flight in the shared
 cache store; a request in another worker that finds the mark polls the cache for the
@@ -16,23 +32,26 @@ to their own call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from aigateway.cache.service import ResponseCache
-from aigateway.core.types import ApiRequest, Completed, Streaming
+from aigateway.core.types import ApiRequest, Completed, Streaming, close_events
 from aigateway.errors import GatewayError, ProviderError
 
 Fetch = Callable[[], Awaitable[Completed | Streaming]]
 POLL_INTERVAL_S = 0.005
+READ_AHEAD_BYTES: Final = 64 * 1024
+DEFAULT_MAX_LAG_BYTES: Final = 1024 * 1024
 
 
 class Flight:
-    def __init__(self, stream: bool, include_usage: bool) -> None:
-        self.stream = stream
-        self.include_usage = include_usage
-        self.pieces: list[bytes] = []
+    """One provider call and everyone waiting for its answer, in this worker."""
+
+    def __init__(self, max_lag: int, abandoned: Callable[[Flight], None]) -> None:
         self.started = asyncio.Event()
         self.provider = ""
         self.model = ""
@@ -40,16 +59,25 @@ class Flight:
         self.done = False
         self.body: bytes | None = None
         self.error: GatewayError | None = None
-        self._changed = asyncio.Event()
+        self.listeners = 0
+        self.task: asyncio.Future[Any] | None = None  # cancelled when every listener left
+        self._abandoned = abandoned
+        self._max_lag = max_lag
+        # The window: pieces from index `_first` on, each with its offset in the stream.
+        self._pieces: deque[bytes] = deque()
+        self._offsets: deque[int] = deque()
+        self._first = 0
+        self._total = 0
+        self._readers: set[Reader] = set()
+        self._changed = asyncio.Event()  # a new piece, or the end: readers wait on it
+        self._drained = asyncio.Event()  # a reader took a piece: the call waits on it
+
+    # -- the answer --------------------------------------------------------------------
 
     def begin(self, result: Completed | Streaming) -> None:
         self.provider, self.model = result.provider, result.model
         self.streaming = isinstance(result, Streaming)
         self.started.set()
-
-    def append(self, piece: bytes) -> None:
-        self.pieces.append(piece)
-        self._wake()
 
     def finish(self, body: bytes | None) -> None:
         if not self.done:
@@ -58,32 +86,147 @@ class Flight:
             self._wake()
 
     def fail(self, error: GatewayError) -> None:
-        self.error = error
-        self.finish(None)
+        if not self.done:
+            self.error = error
+            self.finish(None)
 
     async def wait_done(self) -> None:
         while not self.done:
             await self._changed.wait()
 
-    async def subscribe(self) -> AsyncIterator[bytes]:
-        sent = 0
-        while True:
-            while sent < len(self.pieces):
-                yield self.pieces[sent]
-                sent += 1
-            if self.done:
-                return
-            await self._changed.wait()
+    # -- listeners ---------------------------------------------------------------------
+
+    def join(self) -> None:
+        self.listeners += 1
+
+    def leave(self) -> None:
+        self.listeners -= 1
+        if self.listeners <= 0 and not self.done:
+            self.fail(ProviderError("every client of this provider call left"))
+            self._abandoned(self)
+            if self.task is not None:
+                self.task.cancel()
+
+    @property
+    def joinable(self) -> bool:
+        """Whether a new reader can still read the stream from its first chunk."""
+        return self.streaming and not self.done and self._first == 0
+
+    def reader(self) -> Reader:
+        return Reader(self)
+
+    # -- the stream window -------------------------------------------------------------
+
+    def append(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._offsets.append(self._total)
+        self._total += len(piece)
+        for reader in [r for r in self._readers if self._lag(r) > self._max_lag]:
+            reader.drop()
+        if self._total > self._max_lag:  # past the start kept for late followers
+            lowest = min((r.index for r in self._readers), default=self._head)
+            while self._first < lowest:
+                self._pieces.popleft()
+                self._offsets.popleft()
+                self._first += 1
+        self._wake()
+
+    async def room(self) -> None:
+        """Wait while every reader is ``READ_AHEAD_BYTES`` or more behind the head."""
+        while self._readers and all(self._lag(r) >= READ_AHEAD_BYTES for r in self._readers):
+            self._drained.clear()
+            await self._drained.wait()
+
+    @property
+    def _head(self) -> int:
+        return self._first + len(self._pieces)
+
+    def _lag(self, reader: Reader) -> int:
+        if reader.index >= self._head:
+            return 0
+        return self._total - self._offsets[reader.index - self._first]
+
+    def _piece(self, index: int) -> bytes:
+        self._drained.set()
+        return self._pieces[index - self._first]
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
 
+class Reader:
+    """One client's view of a shared stream (an async iterator of its pieces); a listener
+    from the moment it is made until it ends, is closed, is dropped or is collected."""
+
+    __slots__ = ("_flight", "_left", "_told", "dropped", "index")
+
+    def __init__(self, flight: Flight) -> None:
+        self._flight = flight
+        self.index = 0
+        self.dropped = False
+        self._told = False
+        self._left = False
+        flight.join()
+        flight._readers.add(self)
+
+    def __aiter__(self) -> Reader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        flight = self._flight
+        try:
+            while not self._left:
+                if self.index < flight._head:
+                    self.index += 1
+                    return flight._piece(self.index - 1)
+                if flight.done:
+                    break
+                await flight._changed.wait()
+        except BaseException:  # cancelled: the client left
+            self.close()
+            raise
+        self.close()
+        if self.dropped and not self._told:
+            self._told = True
+            return _TOO_SLOW
+        raise StopAsyncIteration
+
+    def drop(self) -> None:
+        """Too far behind: no longer a listener; its next read is an error event."""
+        self.dropped = True
+        self.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._left:
+            self._left = True
+            self._flight._readers.discard(self)
+            self._flight.leave()
+
+    def __del__(self) -> None:
+        # Never read to its end (its client left before the stream began): let go.
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+_TOO_SLOW = (
+    b"data: "
+    + GatewayError(
+        "the client read this stream too slowly and fell too far behind it",
+        code="client_too_slow",
+    ).json()
+    + b"\n\n"
+)
+
+
 class Coalescer:
-    def __init__(self, cache: ResponseCache) -> None:
+    def __init__(self, cache: ResponseCache, max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES) -> None:
         self._cache = cache
         self._store = cache.store
+        self._max_lag = max_lag_bytes
         self._flights: dict[bytes, Flight] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -94,7 +237,9 @@ class Coalescer:
             return self._cache.remember(key, request, await fetch())
         flight = self._flights.get(key)
         if flight is not None:
-            return await self._follow(flight, request)
+            answer = await self._follow(flight, request)
+            if answer is not None:
+                return answer
         wall_deadline = time.time() + (deadline - asyncio.get_running_loop().time())
         if self._store.claim_flight(key, wall_deadline) is not None:
             answer = await self._wait_for_other_worker(key, request, deadline)
@@ -104,9 +249,9 @@ class Coalescer:
         return await self._lead(key, request, fetch)
 
     async def _lead(self, key: bytes, request: ApiRequest, fetch: Fetch) -> Completed | Streaming:
-        include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
-        flight = Flight(request.stream, include_usage)
+        flight = Flight(self._max_lag, lambda abandoned: self._forget(key, abandoned))
         self._flights[key] = flight
+        flight.join()  # the leader, until it has its answer
 
         def landed(body: bytes | None) -> None:
             flight.finish(body)
@@ -126,34 +271,48 @@ class Coalescer:
                 self._forget(key, flight)
                 raise
             if isinstance(result, Streaming):
-                self._spawn(self._broadcast(flight, result.events))
-                result.events = flight.subscribe()
+                reader = flight.reader()  # the leader's, before the first piece
+                flight.task = self._spawn(self._broadcast(flight, result.events))
+                result.events = reader
             return result
 
         # Shielded: the leader's client may leave; the followers still need the answer.
-        task = asyncio.ensure_future(call())
+        task = flight.task = asyncio.ensure_future(call())
         self._tasks.add(task)
         task.add_done_callback(_settled)
         task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                answer = task.result()
+                if isinstance(answer, Streaming):  # it came, but nobody will read it
+                    await close_events(answer.events)
+            raise
+        finally:
+            flight.leave()
 
-    async def _follow(self, flight: Flight, request: ApiRequest) -> Completed | Streaming:
-        await flight.started.wait()
-        if flight.error is not None:
-            raise flight.error
-        live = request.stream and flight.streaming and not flight.done
-        if live and flight.include_usage == bool(
-            (request.body.get("stream_options") or {}).get("include_usage")
-        ):
-            self._store.count("dedup_joins")
-            return Streaming(flight.subscribe(), flight.provider, flight.model, 0, cache="hit")
-        await flight.wait_done()
-        if flight.error is not None:
-            raise flight.error
-        if flight.body is None:
-            raise ProviderError(f"{flight.provider} stream broke off before it completed")
-        self._cache.count_joined(flight.provider, flight.model, flight.body)
-        return self._cache.answer_from(flight.body, flight.provider, flight.model, request, "hit")
+    async def _follow(self, flight: Flight, request: ApiRequest) -> Completed | Streaming | None:
+        """The flight's answer; None when it has none to share (then: our own call)."""
+        flight.join()
+        try:
+            await flight.started.wait()
+            if flight.error is not None:
+                raise flight.error
+            if request.stream and flight.joinable:
+                self._store.count("dedup_joins")
+                return Streaming(flight.reader(), flight.provider, flight.model, 0, cache="hit")
+            await flight.wait_done()
+            if flight.error is not None:
+                raise flight.error
+            if flight.body is None:  # too large to keep, or broke off
+                return None
+            self._cache.count_joined(flight.provider, flight.model, flight.body)
+            return self._cache.answer_from(
+                flight.body, flight.provider, flight.model, request, "hit"
+            )
+        finally:
+            flight.leave()
 
     async def _wait_for_other_worker(
         self, key: bytes, request: ApiRequest, deadline: float
@@ -172,10 +331,14 @@ class Coalescer:
         return None
 
     async def _broadcast(self, flight: Flight, events: AsyncIterator[bytes]) -> None:
+        """Read the provider's stream into the flight's window, as fast as its fastest
+        reader reads it."""
         try:
             async for piece in events:
                 flight.append(piece)
+                await flight.room()
         finally:
+            await close_events(events)  # cancelled: this ends the provider call
             flight.finish(flight.body)
 
     def _forget(self, key: bytes, flight: Flight) -> None:
@@ -183,13 +346,15 @@ class Coalescer:
             del self._flights[key]
         self._store.release_flight(key)
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
+    def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
+        task.add_done_callback(_settled)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
-def _settled(task: asyncio.Future[Completed | Streaming]) -> None:
+def _settled(task: asyncio.Future[Any]) -> None:
     """Retrieve a failure nobody awaited (the leader left), so it is not reported as lost."""
     if not task.cancelled():
         task.exception()

@@ -3,6 +3,12 @@
 A retry happens only before the client has seen a byte: for a stream, the first
 chunk of the provider's answer is read here, so a stream that fails before it
 starts is retried like any other call, and one that fails later is not.
+
+Whether a failure is retried, and how it counts for the provider's health, follows
+from its ``errors.Fault`` alone (the adapter's ``classify_error`` sets it for an error
+answer). A deadline the client chose is the client's: running out of it is not the
+provider's failure, whereas the gateway's own limits (``REQUEST_TIMEOUT_SEC``, the
+connect timeout) are.
 """
 
 from __future__ import annotations
@@ -12,9 +18,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from aigateway.core.accounting import Accounting, current_accounting
-from aigateway.core.health import outcome_of_status
 from aigateway.core.retry import RetryPolicy
-from aigateway.errors import GatewayTimeout, ProviderUnreachable
+from aigateway.errors import Fault, GatewayTimeout, ProviderError, ProviderUnreachable
 from aigateway.providers.base import ProviderFailure, UpstreamCall
 from aigateway.upstream import (
     UpstreamBrokenBody,
@@ -22,6 +27,7 @@ from aigateway.upstream import (
     UpstreamConnectError,
     UpstreamResponse,
     UpstreamTimeout,
+    UpstreamTooLarge,
 )
 
 Classifier = Callable[[int, Mapping[str, str], bytes], ProviderFailure]
@@ -48,20 +54,24 @@ async def send_with_retries(
     stream: bool = False,
     model: str = "",
     accounting: Accounting | None = None,
+    clients_deadline: bool = False,
 ) -> Answer:
     """The provider's 2xx answer, or the error the client should get.
 
     ``deadline`` is on the event loop's clock; it bounds every attempt and every wait.
+    ``clients_deadline``: it is the client's own, shorter than the gateway's timeout.
     Every attempt and retry is reported to ``accounting`` (default: the request's, from
     ``core.accounting.current_accounting``): metrics and provider health.
     """
     accounting = accounting or current_accounting()
     loop = asyncio.get_running_loop()
+    # Whose deadline it is decides whether running out of it is the provider's failure.
+    deadline_fault = Fault.DEADLINE if clients_deadline else Fault.TIMEOUT
     retries = 0
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
-            raise _deadline_error(provider, retries)
+            raise _deadline_error(provider, retries, deadline_fault)
         started = loop.time()
         outcome = "error"
         try:
@@ -74,15 +84,22 @@ async def send_with_retries(
                     answer = await _take_answer(response, stream, retries + 1)
                     outcome = "ok"
                     return answer
-                outcome = outcome_of_status(response.status)
                 error_body = await response.read(None)
             failure = classify(response.status, response.headers, error_body)
-        except (UpstreamTimeout, TimeoutError):
-            outcome = "timeout"
-            raise _deadline_error(provider, retries) from None
+            outcome = failure.error.fault.outcome
+        except TimeoutError:  # the request's deadline
+            outcome = deadline_fault.outcome
+            raise _deadline_error(provider, retries, deadline_fault) from None
+        except UpstreamTimeout as exc:  # the gateway's own timer (connect, read silence)
+            outcome = Fault.TIMEOUT.outcome
+            message = f"{provider} did not answer in time: {exc}"
+            raise GatewayTimeout(message, fault=Fault.TIMEOUT) from None
+        except UpstreamTooLarge as exc:  # the same answer again would be as large: no retry
+            failure = ProviderFailure(ProviderError(f"{provider}: {exc}", fault=Fault.UNUSABLE))
+            outcome = failure.error.fault.outcome
         except (UpstreamConnectError, UpstreamBrokenBody) as exc:
-            outcome = "unreachable"
-            failure = ProviderFailure(True, None, ProviderUnreachable(f"{provider}: {exc}"))
+            failure = ProviderFailure(ProviderUnreachable(f"{provider}: {exc}"))
+            outcome = failure.error.fault.outcome
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
@@ -115,6 +132,8 @@ async def _take_answer(response: UpstreamResponse, stream: bool, attempts: int) 
     return Answer(response, first, chunks, attempts)
 
 
-def _deadline_error(provider: str, retries: int) -> GatewayTimeout:
+def _deadline_error(provider: str, retries: int, fault: Fault) -> GatewayTimeout:
     tries = f" after {retries + 1} attempts" if retries else ""
-    return GatewayTimeout(f"{provider} did not answer within the request's deadline{tries}")
+    return GatewayTimeout(
+        f"{provider} did not answer within the request's deadline{tries}", fault=fault
+    )

@@ -16,10 +16,13 @@ Each provider is in one of these states, kept in the node's shared memory::
   success closes the circuit, failure opens it for another cool-down.  A provider that
   cannot be probed lets one live request through instead.
 
-Failures are server errors (5xx), no connection, timeouts, and rejected credentials;
-client errors (4xx) are successes (the provider answered); rate limits (429, handled by
-admission) and cancelled calls do not count.  Besides live traffic, one worker of the
-node probes every provider every ``probe_interval_s`` (0: only after a cool-down).
+What counts is the failure's ``errors.Fault``, the one classification that also decides
+retry and failover: failures are server errors (5xx, a provider's 408), no connection,
+timeouts of the gateway's own limits, and rejected credentials; client errors (4xx) are
+successes (the provider answered); rate limits (429, handled by admission), an exhausted
+account, the client's own deadline and cancelled calls do not count.  Besides live
+traffic, one worker of the node probes every provider every ``probe_interval_s`` (0: only
+after a cool-down).
 
 Region layout: one 256-byte entry per provider (in ``params["providers"]`` order), all
 changes under the region's lock (a ``flock``, so a killed worker never leaves it held);
@@ -42,9 +45,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from aigateway.errors import Fault
 from aigateway.hotpath._regions import RegionLock
 from aigateway.providers.base import ModelListAdapter
-from aigateway.upstream import UpstreamFailure, UpstreamTimeout
+from aigateway.upstream import UpstreamFailure, UpstreamResponse, UpstreamTimeout
 
 if TYPE_CHECKING:
     from aigateway.core.providers import Provider
@@ -56,7 +60,8 @@ __all__ = ("OUTCOMES", "Circuit", "HealthBoard", "HealthPolicy", "probe_loop")
 ENTRY: Final = 256
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 STATE_NAMES: Final = {CLOSED: "healthy", OPEN: "open", HALF_OPEN: "half_open"}
-#: Outcomes of a provider call, as accounting reports them; their index is stored.
+#: Outcomes of a provider call, as accounting reports them; their index is stored (new
+#: ones go at the end).
 OUTCOMES: Final = (
     "ok",
     "client_error",
@@ -66,9 +71,11 @@ OUTCOMES: Final = (
     "unreachable",
     "timeout",
     "cancelled",
+    "deadline",
+    "account_error",
 )
-FAILURES: Final = frozenset({"auth_error", "server_error", "unreachable", "timeout"})
-SUCCESSES: Final = frozenset({"ok", "client_error"})
+FAILURES: Final = frozenset(f.outcome for f in Fault if f.health is True)
+SUCCESSES: Final = frozenset({"ok"} | {f.outcome for f in Fault if f.health is False})
 
 _HEAD = struct.Struct("=IIddd II Q d Q")
 _BUCKET = struct.Struct("=QQQd")
@@ -390,30 +397,22 @@ async def probe(board: HealthBoard, provider: Provider) -> str:
             call.method, call.url, headers=call.headers, body=call.body, timeout_s=timeout
         )
         try:
-            await response.read(max(timeout - (time.monotonic() - started), 0.001))
+            body = await response.read(max(timeout - (time.monotonic() - started), 0.001))
         finally:
             await response.close()
-        outcome = outcome_of_status(response.status)
+        outcome = "ok" if 200 <= response.status < 300 else _outcome_of(provider, response, body)
     except UpstreamTimeout:
         outcome = "timeout"
     except UpstreamFailure:
         outcome = "unreachable"
     seconds = time.monotonic() - started
-    if outcome == "rate_limited":
-        outcome = "ok"  # it answered: alive, only busy
     board.record(provider.name, outcome, seconds, probe=True)
     logger.debug("probe of %s: %s in %.3f s", provider.name, outcome, seconds)
     return outcome
 
 
-def outcome_of_status(status: int) -> str:
-    """The outcome of a provider call that got an HTTP answer."""
-    if 200 <= status < 300:
-        return "ok"
-    if status == 429:
-        return "rate_limited"
-    if status in (401, 403):
-        return "auth_error"
-    if status >= 500 or status == 408:
-        return "server_error"
-    return "client_error"
+def _outcome_of(provider: Provider, response: UpstreamResponse, body: bytes) -> str:
+    """A probe's error answer, classified by the provider's adapter like any call's; one
+    that says nothing about its health (a rate limit, say) shows it alive: it answered."""
+    failure = provider.adapter.classify_error(response.status, response.headers, body)
+    return failure.error.fault.outcome if failure.error.fault.health is not None else "ok"

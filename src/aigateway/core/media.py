@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import ipaddress
 import socket
 from typing import Any
@@ -50,11 +51,8 @@ class RemoteMedia:
             total += len(data)
             part = body["messages"][i]["content"][j]
             part["image_url"]["url"] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
-        raw = orjson.dumps(body)
-        return ApiRequest(
-            request.operation, request.model, body, raw, request.stream, request.provider,
-            request.priority,
-        )  # fmt: skip
+        # Everything else the client asked for (scope, deadline, cache controls) stays.
+        return dataclasses.replace(request, body=body, raw=orjson.dumps(body))
 
     async def _fetch(self, url: str, param: str, timeout_s: float, limit: int) -> tuple[str, bytes]:
         await self._check_address(url, param)

@@ -5,7 +5,7 @@ cache      (response cache: a later issue)
 dedup      (identical in-flight requests: a later issue)
 admission  (priority queue, node-wide rate limits: a later issue)
 dispatch   provider adapter -> pooled upstream client, retries with backoff;
-           on a provider failure the next target is tried (failover)
+           on a provider-side failure (its ``errors.Fault``) the next target is tried
 account    (shared-memory stats: a later issue)
 """
 
@@ -21,7 +21,7 @@ from aigateway.cache.service import ResponseCache
 from aigateway.core.accounting import current_accounting
 from aigateway.core.admission import Admission, ProviderGate
 from aigateway.core.batching import EmbeddingBatcher
-from aigateway.core.dedup import Coalescer
+from aigateway.core.dedup import DEFAULT_MAX_LAG_BYTES, Coalescer
 from aigateway.core.dispatch import Answer, Classifier, send_with_retries
 from aigateway.core.media import RemoteMedia
 from aigateway.core.providers import Provider, usable_targets
@@ -29,16 +29,7 @@ from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.core.streaming import relay_stream
 from aigateway.core.types import ApiRequest, Completed, Streaming, Target
-from aigateway.errors import (
-    GatewayError,
-    InvalidRequest,
-    ProviderAuthFailed,
-    ProviderError,
-    ProviderUnavailable,
-    ProviderUnreachable,
-    QuotaExceeded,
-    RateLimited,
-)
+from aigateway.errors import Fault, GatewayError, NotFound
 from aigateway.providers._openai_format import load_any
 from aigateway.providers.base import (
     EmbeddingsAdapter,
@@ -46,18 +37,12 @@ from aigateway.providers.base import (
     ProviderFailure,
     UpstreamCall,
 )
+from aigateway.scrub import Scrubber
 
 logger = logging.getLogger("aigateway.pipeline")
 
-# Failures of the provider, not of the request: the next target may well succeed.
-FAILOVER_ERRORS = (
-    RateLimited,
-    QuotaExceeded,
-    ProviderAuthFailed,
-    ProviderError,
-    ProviderUnreachable,
-    ProviderUnavailable,
-)
+# The longest wait a provider's Retry-After may impose by default (PROVIDER_PAUSE_MAX_SEC).
+PROVIDER_PAUSE_MAX_S = 60.0
 
 
 class Pipeline:
@@ -71,8 +56,14 @@ class Pipeline:
         cache: ResponseCache | None = None,
         admission: Admission | None = None,
         embedding_batches: tuple[int, float] | None = None,
+        scrubber: Scrubber | None = None,
+        stream_max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
+        provider_pause_max_s: float = PROVIDER_PAUSE_MAX_S,
     ) -> None:
-        """``embedding_batches`` is (most inputs per call, longest wait in seconds)."""
+        """``embedding_batches`` is (most inputs per call, longest wait in seconds);
+        ``scrubber`` takes the node's secrets out of what providers say in errors;
+        ``stream_max_lag_bytes`` how far a reader of a shared stream may fall behind;
+        ``provider_pause_max_s`` bounds every wait a provider asks for (``retry-after``)."""
         self._providers = providers
         self._router = router
         self._retry = retry
@@ -80,10 +71,12 @@ class Pipeline:
         self._media = media
         self._cache = cache
         self._admission = admission
+        self._scrubber = scrubber or Scrubber(())
+        self._pause_max_s = provider_pause_max_s
         self._batcher = None
         if embedding_batches is not None:
             self._batcher = EmbeddingBatcher(self._embed, *embedding_batches, self._saved_calls)
-        self._dedup = Coalescer(cache) if cache is not None else None
+        self._dedup = Coalescer(cache, stream_max_lag_bytes) if cache is not None else None
 
     async def chat(self, request: ApiRequest) -> Completed | Streaming:
         deadline = self._deadline(request)
@@ -92,6 +85,8 @@ class Pipeline:
             return await self._dispatch(request, targets, deadline)
         provider, model = targets[0]
         key = self._cache.key(request, provider.name, model)
+        if key is None:  # the cache cannot serve this request: straight to the provider
+            return await self._dispatch(request, targets, deadline)
         hit = self._cache.lookup(key, request)  # cache
         if hit is not None:
             return hit
@@ -106,19 +101,20 @@ class Pipeline:
         self, request: ApiRequest, targets: list[tuple[Provider, str]], deadline: float
     ) -> Completed | Streaming:
         failure: GatewayError | None = None
-        for provider, model in targets:  # dispatch, failing over along the chain
+        clients = self._clients_deadline(request)
+        for i, (provider, model) in enumerate(targets):  # dispatch, failing over
             adapter = provider.adapter
+            more = i + 1 < len(targets)
             try:
                 prepared = await self._media.prepare(request, adapter, deadline)
-                await self._admit(provider, request.priority, deadline)  # admission
-                answer = await self._send(
-                    provider, adapter.chat_call(prepared, model), deadline, request.stream, model
-                )
-            except FAILOVER_ERRORS as exc:
-                failure = _note_failover(provider, model, exc)
+                await self._admit(provider, request.priority, deadline, more)  # admission
+                call = adapter.chat_call(prepared, model)
+                answer = await self._send(provider, call, deadline, request.stream, model, clients)
+            except GatewayError as exc:
+                failure = _fail_over(provider, model, exc, deadline, more)
                 continue
             if request.stream:
-                translator = adapter.chat_stream(prepared, model)
+                translator = self._scrubber.translator(adapter.chat_stream(prepared, model))
                 events = relay_stream(answer, adapter, translator, model=model)
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
@@ -129,34 +125,36 @@ class Pipeline:
         raise failure
 
     async def embeddings(self, request: ApiRequest) -> Completed:
+        deadline = self._deadline(request)
         if self._batcher is not None:
-            return await self._batcher.embed(request)  # coalesced with its neighbours
-        return await self._embed(request)
+            return await self._batcher.embed(request, deadline)  # coalesced with its neighbours
+        return await self._embed(request, deadline)
 
     def _saved_calls(self, provider: str, model: str, n: int) -> None:
         if self._admission is not None:
             self._admission.counters.add("embedding_calls_saved", n)
         current_accounting().avoided(provider, model, "batch", calls=n)
 
-    async def _embed(self, request: ApiRequest) -> Completed:
-        deadline = self._deadline(request)
+    async def _embed(self, request: ApiRequest, deadline: float) -> Completed:
+        clients = self._clients_deadline(request)
         failure: GatewayError | None = None
-        for provider, model in self._route(request):
+        targets = self._route(request)
+        for i, (provider, model) in enumerate(targets):
             adapter = provider.adapter
+            more = i + 1 < len(targets)
             if not isinstance(adapter, EmbeddingsAdapter):
-                failure = InvalidRequest(
+                failure = NotFound(  # like OpenAI's answer for a model of another kind
                     f"provider {provider.name!r} does not offer embeddings",
                     param="model",
                     code="unsupported_operation",
                 )
                 continue
             try:
-                await self._admit(provider, request.priority, deadline)
-                answer = await self._send(
-                    provider, adapter.embeddings_call(request, model), deadline, model=model
-                )
-            except FAILOVER_ERRORS as exc:
-                failure = _note_failover(provider, model, exc)
+                await self._admit(provider, request.priority, deadline, more)
+                call = adapter.embeddings_call(request, model)
+                answer = await self._send(provider, call, deadline, model=model, clients=clients)
+            except GatewayError as exc:
+                failure = _fail_over(provider, model, exc, deadline, more)
                 continue
             body = adapter.embeddings_response(answer.body, request, model)
             current_accounting().usage_from_body(provider.name, model, body)
@@ -200,14 +198,22 @@ class Pipeline:
             timeout = min(timeout, request.timeout_s)
         return asyncio.get_running_loop().time() + timeout
 
+    def _clients_deadline(self, request: ApiRequest) -> bool:
+        """Whether the deadline is the client's own: running out of it is not the provider's
+        failure (the gateway's own REQUEST_TIMEOUT_SEC is)."""
+        return request.timeout_s is not None and request.timeout_s < self._timeout_s
+
     def _route(self, request: ApiRequest) -> list[tuple[Provider, str]]:
         targets: list[Target] = self._router.targets(request.model, request.provider)
         return usable_targets(targets, self._providers)
 
-    async def _admit(self, provider: Provider, priority: str, deadline: float) -> None:
+    async def _admit(
+        self, provider: Provider, priority: str, deadline: float, more: bool = False
+    ) -> None:
+        """``more``: a later target can take the request, so a paused provider is skipped."""
         if self._admission is not None:
             started = time.perf_counter()
-            await self._admission.admit(provider.name, priority, deadline)
+            await self._admission.admit(provider.name, priority, deadline, fallback=more)
             current_accounting().queue_wait(provider.name, priority, time.perf_counter() - started)
 
     async def _send(
@@ -217,30 +223,38 @@ class Pipeline:
         deadline: float,
         stream: bool = False,
         model: str = "",
+        clients: bool = False,
     ) -> Answer:
         gate = self._admission.gate(provider.name) if self._admission is not None else None
-        classify: Classifier = provider.adapter.classify_error
-        if gate is not None:
-            classify = _watch_rate_limits(classify, gate)
+        classify = self._scrubber.classifier(provider.adapter.classify_error)
+        classify = _bounded_waits(classify, gate, self._pause_max_s)
         answer = await send_with_retries(
             provider.client, call, classify, self._retry, deadline,
-            provider=provider.name, stream=stream, model=model,
+            provider=provider.name, stream=stream, model=model, clients_deadline=clients,
         )  # fmt: skip
         if gate is not None:
             gate.succeeded()
         return answer
 
 
-def _watch_rate_limits(classify: Classifier, gate: ProviderGate) -> Classifier:
-    """A provider's 429 pauses and slows it for the whole node (see admission)."""
+def _bounded_waits(classify: Classifier, gate: ProviderGate | None, longest_s: float) -> Classifier:
+    """A provider's ``retry-after`` bounded by PROVIDER_PAUSE_MAX_SEC, for the retry policy
+    and the client's ``Retry-After`` alike; a rate limit also pauses and slows the provider
+    for the whole node (see admission), for that bounded time."""
 
-    def watched(status: int, headers: Mapping[str, str], body: bytes) -> ProviderFailure:
+    def bounded(status: int, headers: Mapping[str, str], body: bytes) -> ProviderFailure:
         failure = classify(status, headers, body)
-        if status == 429 and isinstance(failure.error, RateLimited):
+        error = failure.error
+        if error.retry_after_s is not None and not error.retry_after_s <= longest_s:
+            error.retry_after_s = longest_s
+        wait = failure.retry_after_s
+        if wait is not None and not wait <= longest_s:
+            failure = ProviderFailure(error, longest_s)
+        if gate is not None and error.fault is Fault.RATE_LIMITED:
             gate.rate_limited(failure.retry_after_s)
         return failure
 
-    return watched
+    return bounded
 
 
 def _parsed(body: bytes) -> dict[str, Any]:
@@ -249,7 +263,13 @@ def _parsed(body: bytes) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _note_failover(provider: Provider, model: str, error: GatewayError) -> GatewayError:
+def _fail_over(
+    provider: Provider, model: str, error: GatewayError, deadline: float, more: bool
+) -> GatewayError:
+    """The failure to report if no later target answers; raised at once when it is not the
+    provider's (see ``errors.Fault``), no target is left, or no time for one."""
+    if not (error.fault.fails_over and more) or asyncio.get_running_loop().time() >= deadline:
+        raise error
     current_accounting().failover(provider.name, model)
     logger.warning("%s/%s failed, trying the next target: %s", provider.name, model, error.message)
     return error

@@ -45,6 +45,7 @@ def make_client(p: ProviderSettings, settings: Settings) -> UpstreamClient:
         connect_timeout_s=settings.connection_timeout_s,
         keepalive_expiry_s=settings.keepalive_expiry_s,
         read_idle_timeout_s=settings.request_timeout_s,
+        max_response_bytes=settings.max_response_bytes,
     )
     return create_upstream_client(settings.upstream_client, limits)
 

@@ -67,9 +67,8 @@ def retry_after_from_headers(
     try:
         seconds = float(raw)
     except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
+        try:  # an HTTP date; the caller bounds a wait that lasts until 2099
+            seconds = max(0.0, parsedate_to_datetime(raw).timestamp() - now())
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
             return None
-        return max(0.0, when.timestamp() - now())
     return seconds if 0 <= seconds < float("inf") else None

@@ -11,7 +11,8 @@ A request names its target in one of these ways, checked in this order:
    gemini-*, gemma-*, text-embedding-004, embedding-* → google; claude-* → anthropic;
 6. the configuration file's ``default_provider``.
 
-Anything else is a 400 that says how to name a target.
+Anything else is a 404 (`model_not_found`, as OpenAI answers) that says how to name a
+target.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from aigateway.config import AliasTarget
 from aigateway.core.types import Target
-from aigateway.errors import InvalidRequest
+from aigateway.errors import NotFound
 
 FAMILIES: tuple[tuple[str, str], ...] = (
     ("gpt-", "openai"),
@@ -58,7 +59,7 @@ class Router:
     def targets(self, model: str, provider: str | None = None) -> list[Target]:
         if provider is not None:
             if provider not in self._providers:
-                raise InvalidRequest(
+                raise NotFound(
                     f"unknown provider {provider!r}; configured providers: {self._names()}",
                     param="provider",
                     code="provider_not_found",
@@ -67,7 +68,7 @@ class Router:
         prefix, slash, rest = model.partition("/")
         if slash and prefix in self._providers:
             if not rest:
-                raise InvalidRequest(
+                raise NotFound(
                     f"model {model!r} names provider {prefix!r} but no model; "
                     f"use '{prefix}/<model>'",
                     param="model",
@@ -80,7 +81,7 @@ class Router:
         owner = self._models.get(model) or _family(model) or self._default
         if owner is not None and owner in self._providers:
             return [Target(owner, model)]
-        raise InvalidRequest(
+        raise NotFound(
             f"unknown model {model!r}: name a target as 'provider/model' (providers: "
             f"{self._names()}), use an alias"
             + (f" ({', '.join(sorted(self._aliases))})" if self._aliases else "")

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Callable
 
 from aigateway.core.accounting import NULL_ACCOUNTING, Accounting, current_accounting
 from aigateway.core.dispatch import Answer
+from aigateway.core.types import close_events
 from aigateway.errors import GatewayError, ProviderError
 from aigateway.hotpath import SSEDecoder
+from aigateway.providers._openai_format import load_any
 from aigateway.providers.base import ChatAdapter, StreamTranslator
 from aigateway.upstream import UpstreamFailure
 
@@ -100,11 +102,43 @@ def _counting(
     def counted(data: bytes) -> list[bytes]:
         payloads = translate(data)
         for payload in payloads:
-            if b'"usage"' in payload:
+            if carries_usage(payload):
                 accounting.usage_from_body(provider, model, payload)
         return payloads
 
     return counted
+
+
+def carries_usage(payload: bytes) -> bool:
+    """Whether a chunk may carry usage (every chunk says ``"usage":null`` once asked)."""
+    return b'"usage"' in payload and payload.count(b'"usage"') != payload.count(b'"usage":null')
+
+
+async def without_usage(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``events`` without the usage chunk (``choices: []``), for a client that did not set
+    ``stream_options.include_usage``: the gateway asks every provider for usage (the cache
+    keeps no answer without it), and the client gets the stream it asked for."""
+    try:
+        async for piece in events:
+            if carries_usage(piece):
+                piece = b"".join(e for e in _events_of(piece) if not _usage_chunk(e))
+                if not piece:
+                    continue
+            yield piece
+    finally:
+        await close_events(events)
+
+
+def _events_of(piece: bytes) -> list[bytes]:
+    """The ``data: ...\n\n`` events of a piece of the relay's output."""
+    return [event + b"\n\n" for event in piece.split(b"\n\n") if event]
+
+
+def _usage_chunk(event: bytes) -> bool:
+    if not event.startswith(b"data: {") or not carries_usage(event):
+        return False
+    chunk = load_any(event[6:])
+    return isinstance(chunk, dict) and not chunk.get("choices") and "error" not in chunk
 
 
 def _error_event(error: GatewayError) -> bytes:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 Operation = Literal["chat", "embeddings"]
+#: Admission priorities, most urgent first.
+PRIORITIES = ("critical", "high", "normal", "low")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +24,14 @@ class CacheControl:
 DEFAULT_CACHE_CONTROL = CacheControl()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ApiRequest:
     """One validated client request in OpenAI's format.
 
     ``raw`` keeps the exact bytes the client sent, so a provider that speaks the
-    same format gets them forwarded without a re-encode.
+    same format gets them forwarded without a re-encode. Routes build it in one place
+    (``api/builder.py``); a request derived from another is ``dataclasses.replace(...)``
+    of it, so nothing the client asked for (scope, deadline, cache controls) is dropped.
     """
 
     operation: Operation
@@ -70,3 +75,13 @@ class Streaming:
     model: str
     attempts: int
     cache: str = "miss"
+
+
+async def close_events(events: AsyncIterator[bytes]) -> None:
+    """End an answer's events early (an async generator's ``aclose``): whatever produces
+    them (a provider call, a shared stream) learns at once that nobody reads on."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        result = aclose()
+        if inspect.isawaitable(result):
+            await result

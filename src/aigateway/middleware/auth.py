@@ -2,17 +2,19 @@
 
 ======================  ===================================================================
 ``/v1/*``               with ``AI_GATEWAY_API_KEYS`` set: one of them as a Bearer token
-``/admin/*``            with ``AI_GATEWAY_ADMIN_KEY`` set: that key as a Bearer token;
+                        (or in ``x-api-key``, as Anthropic's clients send it)
+``/admin/*``            with ``AI_GATEWAY_ADMIN_KEY`` set: that key, presented the same way;
                         without it: clients on a loopback address only
 ``/metrics``            the admin rule, unless ``METRICS_PUBLIC=true``
 ``/health``, others     open
 ======================  ===================================================================
 
-No key or an unknown one is a 401, a known key where it is not enough (a client key on
-``/admin``) or a client off loopback without an admin key a 403, both in OpenAI's error
-shape.  Keys are compared in constant time: the token's SHA-256 digest against every
-key's, with ``hmac.compare_digest``, all of them every time.  The client address is the
-TCP peer's: behind a proxy on the same host, set an admin key.
+No key or an unknown one is a 401 (on any path under these prefixes, known or not), a
+known key where it is not enough (a client key on ``/admin``) or a client off loopback
+without an admin key a 403, both in OpenAI's error shape.  Keys are compared in constant
+time: the token's SHA-256 digest against every key's, with ``hmac.compare_digest``, all
+of them every time.  The client address is the TCP peer's: behind a proxy on the same
+host, set an admin key.
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigateway.api.http import error_response
 from aigateway.errors import AuthenticationFailed, GatewayError, PermissionDenied
-from aigateway.middleware._headers import header
-
-BEARER = "bearer "
+from aigateway.middleware._headers import presented_key
 
 
 def _digest(key: str) -> bytes:
@@ -53,13 +53,6 @@ class KeySet:
         for digest in self._digests:
             found |= hmac.compare_digest(presented, digest)
         return found
-
-
-def bearer_token(scope: Scope) -> str | None:
-    value = header(scope, b"authorization")
-    if value is None or value[: len(BEARER)].lower() != BEARER:
-        return None
-    return value[len(BEARER) :].strip() or None
 
 
 def is_loopback(scope: Scope) -> bool:
@@ -109,10 +102,11 @@ class AuthMiddleware:
         return None
 
     def _client(self, scope: Scope) -> GatewayError | None:
-        token = bearer_token(scope)
+        token = presented_key(scope)
         if token is None:
             return AuthenticationFailed(
-                "missing API key: send one of the gateway's keys as 'Authorization: Bearer <key>'",
+                "missing API key: send one of the gateway's keys as 'Authorization: Bearer <key>'"
+                " or 'x-api-key: <key>'",
                 code="missing_api_key",
             )
         if token in self.client_keys or token in self.admin_keys:
@@ -128,7 +122,7 @@ class AuthMiddleware:
                 "AI_GATEWAY_ADMIN_KEY is set",
                 code="admin_loopback_only",
             )
-        token = bearer_token(scope)
+        token = presented_key(scope)
         if token is None:
             return AuthenticationFailed(
                 "missing admin key: send AI_GATEWAY_ADMIN_KEY as 'Authorization: Bearer <key>'",

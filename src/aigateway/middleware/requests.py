@@ -8,6 +8,11 @@
   to the first byte of streams, in-flight requests (see ``core.accounting``).  A request
   is counted just before the last byte of its answer goes out, so a client that has its
   whole answer always finds it counted in ``/metrics``.
+* A client that leaves before its answer is complete is counted and logged as 499 (nginx's
+  status for it).  Once its body is read, the request watches for the client's disconnect
+  (after ``WATCH_AFTER_S``: quick answers never pay for it); if the client leaves before
+  the answer starts, the work done for it is cancelled, so a provider call nobody waits
+  for any more stops at once (a stream in progress is stopped by Starlette itself).
 * The log line (logger ``aigateway.access``, info): request id, method, route, status,
   provider, model, cached, retries, queue wait and latency.  Never a header (so never an
   API key); request and answer bodies only at debug level, cut at 64 KiB.
@@ -15,11 +20,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +38,7 @@ logger = logging.getLogger("aigateway.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
 _DEBUG_BODY_LIMIT = 64 * 1024
 _CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer
+WATCH_AFTER_S: Final = 0.05
 
 
 class AccountingSource(Protocol):
@@ -65,16 +72,85 @@ class RequestMiddleware:
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
             receive = state.recording(receive)
+        watch = _ClientWatch(receive, state)
         try:
-            await self.app(scope, receive, state.wrap(send))
+            await self.app(scope, watch.receive, state.wrap(send))
+        except asyncio.CancelledError:
+            if not watch.cancelled or watch.task is None or watch.task.uncancel() > 0:
+                raise  # not (only) ours: the server is stopping
         except Exception:
-            state.finish(500)
+            state.finish(_CLIENT_CLOSED if watch.left else 500)
             raise
         finally:
+            watch.stop()
+            if watch.left and not state.counted:
+                state.status = _CLIENT_CLOSED  # whatever had started, the client has not all
             state.finish(state.status or _CLIENT_CLOSED)
             state.log(debug)  # after the answer went out: the client does not wait for it
             CURRENT_ACCOUNTING.reset(accounting_token)
             CURRENT_REQUEST.reset(token)
+
+
+class _ClientWatch:
+    """The request's ``receive``, noticing a client that leaves before its answer is done.
+
+    While the body is read, messages pass through.  Afterwards the only message left is
+    ``http.disconnect``: one pending ``receive`` is shared by whoever asks (Starlette's
+    streaming response listens for it too), started ``WATCH_AFTER_S`` after the body or
+    at the first ask.  A disconnect before the answer started cancels the request's task.
+    """
+
+    __slots__ = ("_after_body", "_pending", "_receive", "_state", "_timer", "cancelled",
+                 "left", "task")  # fmt: skip
+
+    def __init__(self, receive: Receive, state: _Exchange) -> None:
+        self._receive = receive
+        self._state = state
+        self.task = asyncio.current_task()
+        self._after_body = False
+        self._pending: asyncio.Future[Message] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.left = False
+        self.cancelled = False
+
+    async def receive(self) -> Message:
+        if self._after_body:
+            return await asyncio.shield(self._shared())
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "http.request" and not message.get("more_body", False):
+            self._after_body = True
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(WATCH_AFTER_S, self._shared)
+        elif kind == "http.disconnect":
+            self.left = True
+        return message
+
+    def _shared(self) -> asyncio.Future[Message]:
+        if self._pending is None:
+            # A task of our own: the server's receive may return a future of its own kind.
+            self._pending = asyncio.ensure_future(self._receive_later())
+            self._pending.add_done_callback(self._received)
+        return self._pending
+
+    async def _receive_later(self) -> Message:
+        return await self._receive()
+
+    def _received(self, pending: asyncio.Future[Message]) -> None:
+        if pending.cancelled() or pending.exception() is not None:
+            return
+        if pending.result()["type"] != "http.disconnect" or self._state.counted:
+            return
+        self.left = True
+        if not self._state.status and self.task is not None and not self.cancelled:
+            self.cancelled = True
+            self.task.cancel()  # nobody waits for this answer any more
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._pending is not None and not self._pending.done():
+            self._pending.cancel()
 
 
 class _Exchange:

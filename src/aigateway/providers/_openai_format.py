@@ -33,6 +33,18 @@ def load_object(provider: str, body: bytes) -> JsonObject:
     return parsed
 
 
+def check_completion(provider: str, answer: JsonObject) -> None:
+    """A chat completion must hold a list of choices, each an object with a message object:
+    anything else is the provider's fault, not something to hand to a client."""
+    choices = answer.get("choices")
+    if (
+        not isinstance(choices, list)
+        or not choices
+        or not all(isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices)
+    ):
+        raise ProviderError(f"{provider} answered with a completion in an unexpected shape")
+
+
 def load_any(body: bytes) -> Any:
     try:
         return orjson.loads(body)

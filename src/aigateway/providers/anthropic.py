@@ -17,6 +17,7 @@ import orjson
 from aigateway.core.retry import is_retryable_status, retry_after_from_headers
 from aigateway.core.types import ApiRequest
 from aigateway.errors import (
+    Fault,
     GatewayError,
     GatewayTimeout,
     InvalidRequest,
@@ -172,9 +173,9 @@ class AnthropicAdapter:
                 f"{self.name} rejected the gateway's credentials (HTTP {status} "
                 f"{kind or 'error'}); check {self._key_variable}"
             )
-            return ProviderFailure(False, None, error)
+            return ProviderFailure(error)
         if status == 402 or kind == "billing_error" or _spend_limit(detail):
-            return ProviderFailure(False, None, QuotaExceeded(f"{self.name}: {message}"))
+            return ProviderFailure(QuotaExceeded(f"{self.name}: {message}"))
         retry_after = retry_after_from_headers(headers)
         if status == 429 or kind == "rate_limit_error":
             error = RateLimited(
@@ -185,7 +186,10 @@ class AnthropicAdapter:
                 f"{self.name} is overloaded (HTTP {status}): {message}", retry_after_s=retry_after
             )
         elif status in (408, 504) or kind == "timeout_error":
-            error = GatewayTimeout(f"{self.name} timed out the request (HTTP {status})")
+            # The provider gave up on the call: its failure, not the request's (fail over).
+            error = GatewayTimeout(
+                f"{self.name} timed out the request (HTTP {status})", fault=Fault.SERVER
+            )
         elif is_retryable_status(status):
             error = ProviderError(f"{self.name} failed (HTTP {status} {kind}): {message}")
         else:
@@ -196,8 +200,8 @@ class AnthropicAdapter:
                 status=status if 400 <= status < 500 else 502,
                 error_type="invalid_request_error",
             )
-            return ProviderFailure(False, None, error)
-        return ProviderFailure(True, retry_after, error)
+            return ProviderFailure(error)
+        return ProviderFailure(error, retry_after)
 
     def stream_error(self, payload: JsonObject, data: bytes) -> GatewayError:
         """The error for an ``event: error`` that arrived after the 200."""
@@ -322,8 +326,7 @@ class _AnthropicStream:
                     self._usage[key] = value
 
     def _usage_chunk(self) -> list[bytes]:
-        if not self._include_usage:
-            return []
+        """Always: the gateway needs the usage (it leaves the client's stream if unasked)."""
         return [self._chunks().usage_chunk(_usage(self._usage))]
 
     def end(self) -> list[bytes]:

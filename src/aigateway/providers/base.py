@@ -25,11 +25,15 @@ class UpstreamCall:
 
 @dataclass(frozen=True, slots=True)
 class ProviderFailure:
-    """How the gateway should treat a provider's error answer."""
+    """A provider's error answer, classified: its error's ``fault`` (see ``errors.Fault``)
+    decides retry, failover and the provider's health."""
 
-    retryable: bool
-    retry_after_s: float | None
     error: GatewayError  # what the client gets if no retry succeeds
+    retry_after_s: float | None = None  # the wait the provider asked for
+
+    @property
+    def retryable(self) -> bool:
+        return self.error.fault.retryable
 
 
 class StreamTranslator(Protocol):

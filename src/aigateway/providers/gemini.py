@@ -19,6 +19,7 @@ import orjson
 from aigateway.core.retry import is_retryable_status, retry_after_from_headers
 from aigateway.core.types import ApiRequest
 from aigateway.errors import (
+    Fault,
     GatewayError,
     GatewayTimeout,
     InvalidRequest,
@@ -225,13 +226,13 @@ class GeminiAdapter:
                 f"{self.name} rejected the gateway's credentials (HTTP {status} "
                 f"{rpc or 'error'}); check {self._key_variable}"
             )
-            return ProviderFailure(False, None, error)
+            return ProviderFailure(error)
         retry_after = retry_after_from_headers(headers)
         if retry_after is None:
             retry_after = retry_delay(details)
         if status == 429 or rpc == "RESOURCE_EXHAUSTED":
             if out_of_quota(details):
-                return ProviderFailure(False, None, QuotaExceeded(f"{self.name}: {message}"))
+                return ProviderFailure(QuotaExceeded(f"{self.name}: {message}"))
             error = RateLimited(
                 f"{self.name} is rate limiting requests: {message}", retry_after_s=retry_after
             )
@@ -240,12 +241,17 @@ class GeminiAdapter:
                 f"{self.name} is unavailable (HTTP {status}): {message}", retry_after_s=retry_after
             )
         elif status in (408, 504) or rpc == "DEADLINE_EXCEEDED":
-            error = GatewayTimeout(f"{self.name} timed out the request (HTTP {status})")
+            # The provider gave up on the call: its failure, not the request's (fail over).
+            error = GatewayTimeout(
+                f"{self.name} timed out the request (HTTP {status})", fault=Fault.SERVER
+            )
         elif is_retryable_status(status):
             error = ProviderError(f"{self.name} failed (HTTP {status} {rpc}): {message}")
         elif rpc == "FAILED_PRECONDITION":  # billing or region: the gateway's account, not you
-            error = ProviderError(f"{self.name} cannot serve this account: {message}")
-            return ProviderFailure(False, None, error)
+            error = ProviderError(
+                f"{self.name} cannot serve this account: {message}", fault=Fault.ACCOUNT
+            )
+            return ProviderFailure(error)
         else:
             # The provider refused the request itself: pass its verdict on.
             error = InvalidRequest(
@@ -254,8 +260,8 @@ class GeminiAdapter:
                 status=status if 400 <= status < 500 else 502,
                 error_type="invalid_request_error",
             )
-            return ProviderFailure(False, None, error)
-        return ProviderFailure(True, retry_after, error)
+            return ProviderFailure(error)
+        return ProviderFailure(error, retry_after)
 
     def stream_error(self, payload: JsonObject, data: bytes) -> GatewayError:
         """The error for an ``{"error": ...}`` object that arrived inside a stream."""
@@ -322,6 +328,6 @@ class _GeminiStream:
     def end(self) -> list[bytes]:
         if not self._finished or self._finished != self._tools.keys():
             raise ProviderError(f"{self._adapter.name} stream ended before the answer was complete")
-        if self._include_usage and self._writer is not None:
+        if self._writer is not None:  # always: the gateway needs it (see core.streaming)
             return [self._writer.usage_chunk(gemini_usage(self._usage))]
         return []

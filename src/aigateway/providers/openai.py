@@ -1,8 +1,10 @@
 """OpenAI's wire format: OpenAI itself and any OpenAI-compatible server.
 
 The gateway speaks this format to clients too, so requests are forwarded as the
-client sent them (re-encoded only when the model name changes) and answers are
-relayed unchanged.
+client sent them (re-encoded only when the model name changes, or to ask a stream for
+its usage) and answers are relayed unchanged once they are known to be in OpenAI's
+shape: an answer that is not is the provider's failure (502), and a stream event that
+is not a JSON object ends the stream with an error event.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import orjson
 from aigateway.core.retry import is_retryable_status, retry_after_from_headers
 from aigateway.core.types import ApiRequest
 from aigateway.errors import (
+    Fault,
     GatewayError,
     GatewayTimeout,
     InvalidRequest,
@@ -24,7 +27,13 @@ from aigateway.errors import (
     QuotaExceeded,
     RateLimited,
 )
-from aigateway.providers._openai_format import load_any, load_object
+from aigateway.providers._openai_format import (
+    JsonObject,
+    check_completion,
+    include_usage,
+    load_any,
+    load_object,
+)
 from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
 
 
@@ -44,24 +53,32 @@ class OpenAIAdapter:
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIAdapter(name={self.name!r}, base_url={self._base_url!r})"
 
-    def _forward(self, path: str, request: ApiRequest, model: str) -> UpstreamCall:
-        if model == request.model:
+    def _forward(
+        self, path: str, request: ApiRequest, model: str, changes: JsonObject | None = None
+    ) -> UpstreamCall:
+        if model == request.model and not changes:
             body = request.raw
         else:
-            body = orjson.dumps({**request.body, "model": model})
+            body = orjson.dumps({**request.body, "model": model, **(changes or {})})
         return UpstreamCall("POST", self._base_url + path, self._headers, body)
 
     # chat ------------------------------------------------------------------------------
 
     def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall:
-        return self._forward("/chat/completions", request, model)
+        changes = None
+        if request.stream and not include_usage(request.body):
+            # Every stream reports its usage: the accounting and the cache need it (the
+            # usage chunk is taken out of the client's stream again, see core.streaming).
+            options = request.body.get("stream_options")
+            changes = {"stream_options": {**_object(options), "include_usage": True}}
+        return self._forward("/chat/completions", request, model, changes)
 
     def chat_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
-        load_object(self.name, body)
+        check_completion(self.name, load_object(self.name, body))
         return body
 
     def chat_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
-        return _PassThroughStream()
+        return _PassThroughStream(self.name, include_usage(request.body))
 
     # embeddings -----------------------------------------------------------------------
 
@@ -89,7 +106,7 @@ class OpenAIAdapter:
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> ProviderFailure:
         detail = _error_detail(body)
-        message = detail.get("message") or f"HTTP {status}"
+        message = _message(detail) or f"HTTP {status}"
         code = detail.get("code")
         kind = detail.get("type")
         retry_after = retry_after_from_headers(headers)
@@ -99,15 +116,18 @@ class OpenAIAdapter:
                 f"{self.name} rejected the gateway's credentials (HTTP {status}); "
                 f"check {self._key_variable}"
             )
-            return ProviderFailure(False, None, error)
+            return ProviderFailure(error)
         if status == 429 and "insufficient_quota" in (code, kind):
-            return ProviderFailure(False, None, QuotaExceeded(f"{self.name}: {message}"))
+            return ProviderFailure(QuotaExceeded(f"{self.name}: {message}"))
         if status == 429:
             error = RateLimited(
                 f"{self.name} is rate limiting requests: {message}", retry_after_s=retry_after
             )
         elif status == 408:
-            error = GatewayTimeout(f"{self.name} timed out the request (HTTP 408)")
+            # The provider gave up on the call: its failure, not the request's (fail over).
+            error = GatewayTimeout(
+                f"{self.name} timed out the request (HTTP 408)", fault=Fault.SERVER
+            )
         elif status in (503, 529):
             error = ProviderUnavailable(
                 f"{self.name} is unavailable (HTTP {status}): {message}", retry_after_s=retry_after
@@ -123,18 +143,29 @@ class OpenAIAdapter:
                 status=status if 400 <= status < 500 else 502,
                 error_type=_str_or_none(kind) or "invalid_request_error",
             )
-            return ProviderFailure(False, None, error)
-        return ProviderFailure(True, retry_after, error)
+            return ProviderFailure(error)
+        return ProviderFailure(error, retry_after)
 
 
 class _PassThroughStream:
-    """OpenAI chunks stay as they are; an error object inside the stream is the provider's."""
+    """OpenAI chunks stay as they are; an error object inside the stream is the provider's,
+    and so is an event that is not a JSON object. The ``"usage":null`` every chunk carries
+    once usage is asked for goes when the client did not ask."""
 
-    __slots__ = ()
+    __slots__ = ("_asked", "_name")
+
+    def __init__(self, name: str, include_usage: bool) -> None:
+        self._name = name
+        self._asked = include_usage
 
     def event(self, data: bytes) -> list[bytes]:
         if data.startswith(b'{"error"'):
-            raise ProviderError(f"provider reported an error mid-stream: {_error_detail(data)}")
+            message = _message(_error_detail(data)) or "no message"
+            raise ProviderError(f"provider reported an error mid-stream: {message}")
+        if not isinstance(load_any(data), dict):
+            raise ProviderError(f"{self._name} sent a stream event that is not a JSON object")
+        if not self._asked:
+            data = data.replace(b',"usage":null', b"")
         return [data]
 
     def end(self) -> list[bytes]:
@@ -150,6 +181,16 @@ def _error_detail(body: bytes) -> dict[str, Any]:
         if isinstance(inner, str):
             return {"message": inner}
     return {}
+
+
+def _message(detail: dict[str, Any]) -> str:
+    """The provider's own message: a string, never the repr of whatever it sent."""
+    message = detail.get("message")
+    return message if isinstance(message, str) else ""
+
+
+def _object(value: Any) -> JsonObject:
+    return value if isinstance(value, dict) else {}
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from aigateway.testing import mock_anthropic, mock_gemini
+from aigateway.testing.mock_bodies import huge_answer, huge_stream, shaped_answer, shaped_stream
 from aigateway.testing.mock_control import MAX_RECORDED_REQUESTS, MockState, control_routes
 from aigateway.testing.mock_embeddings import render_embeddings, render_model, render_models
 from aigateway.testing.mock_errors import Dialect
@@ -211,12 +213,39 @@ class _MockService:
         self, request: web.Request, body: Any, fault: Fault | None
     ) -> web.StreamResponse:
         plan = plan_chat(body)
+        shaped = fault is not None and fault.shapes_answer
         if not plan.stream:
-            return _json(render_chat(plan))
-        return await self._stream(request, render_chat_stream(plan), fault, "openai")
+            if shaped and fault is not None and fault.reply_mb is not None:
+                return await self._pieces(request, huge_answer(plan, fault))
+            answer = render_chat(plan)
+            return _json(shaped_answer(answer, fault) if shaped and fault else answer)
+        if shaped and fault is not None and fault.reply_mb is not None:
+            total, pieces = huge_stream(plan, fault)
+            return await self._stream(request, pieces, fault, "openai", total)
+        events = render_chat_stream(plan)
+        if shaped and fault is not None:
+            events = shaped_stream(events, plan, fault)
+        return await self._stream(request, events, fault, "openai")
+
+    async def _pieces(self, request: web.Request, pieces: Iterable[bytes]) -> web.StreamResponse:
+        """A JSON answer written piece by piece (chunked), each write waiting for the reader."""
+        response = web.StreamResponse(headers=_JSON_HEADERS)
+        try:
+            await response.prepare(request)
+            for piece in pieces:
+                await response.write(piece)
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response
 
     async def _stream(
-        self, request: web.Request, events: list[bytes], fault: Fault | None, dialect: Dialect
+        self,
+        request: web.Request,
+        events: Iterable[bytes],
+        fault: Fault | None,
+        dialect: Dialect,
+        total: int | None = None,
     ) -> web.StreamResponse:
         delay_ms = self._chunk_delay_ms
         drop_after: int | None = None
@@ -226,8 +255,11 @@ class _MockService:
             drop_after = fault.drop_after_chunks
             error_after = fault.stream_error_after_chunks
             if error_after is not None:
-                events = [*events[:error_after], fault.stream_errors[dialect]]
+                events = [*list(events)[:error_after], fault.stream_errors[dialect]]
+        if isinstance(events, list):
+            total = len(events)
         delay = delay_ms / 1000
+        record = self.state.stream_started(request.path, total)
         response = web.StreamResponse(headers=_SSE_HEADERS)
         try:
             await response.prepare(request)
@@ -237,12 +269,19 @@ class _MockService:
                 if delay and position:
                     await asyncio.sleep(delay)
                 await response.write(event)
+                record["sent"] = position + 1
             if drop_after is not None:
+                record["outcome"] = "dropped"
                 _abort(request)
                 return response
             await response.write_eof()
+            record["outcome"] = "complete"
         except ConnectionError:
             pass  # client went away mid-stream; aiohttp closes the connection quietly
+        finally:
+            if record["outcome"] == "running":
+                record["outcome"] = "cut"  # the client left (or the handler was cancelled)
+            record["ended"] = time.time()
         return response
 
     async def embeddings(

@@ -28,7 +28,7 @@ _OK_BODY = b'{"ok":true}'
 class MockState:
     """Calls counted per path, the last requests (secrets masked), the fault queue."""
 
-    __slots__ = ("by_path", "call_times", "calls", "faults", "recent")
+    __slots__ = ("by_path", "call_times", "calls", "faults", "recent", "streams")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -37,6 +37,15 @@ class MockState:
         self.call_times: deque[float] = deque(maxlen=MAX_CALL_TIMES)
         self.recent: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.faults = FaultQueue()
+        # Each stream's progress: events sent of how many, and how it ended (complete,
+        # dropped by a fault, cut by the client, or still running).
+        self.streams: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
+
+    def stream_started(self, path: str, total: int | None) -> dict[str, Any]:
+        record: dict[str, Any] = {"path": path, "total": total, "sent": 0, "outcome": "running"}
+        record["started"], record["ended"] = time.time(), None
+        self.streams.append(record)
+        return record
 
     def record(self, request: web.Request, body: Any) -> None:
         path = request.path
@@ -73,6 +82,7 @@ def control_routes(state: MockState) -> list[web.RouteDef]:
                     "by_path": state.by_path,
                     "last_requests": list(state.recent),
                     "call_times": list(state.call_times),
+                    "streams": list(state.streams),
                 }
             )
         )
@@ -82,6 +92,7 @@ def control_routes(state: MockState) -> list[web.RouteDef]:
         state.call_times.clear()
         state.by_path.clear()
         state.recent.clear()
+        state.streams.clear()
         state.faults.clear()
         return _json(_OK_BODY)
 

@@ -215,12 +215,16 @@ def fault_answers(
     message: str | None,
     type_: str | None,
     code: str | None,
-    retry_after: float | None,
+    retry_after: float | str | None,
     retry_after_ms: float | None,
 ) -> dict[Dialect, ErrorAnswer]:
-    """The error answer of a fault with this ``status``, in each format."""
+    """The error answer of a fault with this ``status``, in each format (a ``retry_after``
+    string, such as an HTTP date, goes into the header as it is)."""
     retry_headers: dict[str, str] = {}
-    if retry_after is not None:
+    if isinstance(retry_after, str):
+        retry_headers["retry-after"] = retry_after
+        retry_after = None  # Gemini's RetryInfo takes seconds only
+    elif retry_after is not None:
         retry_headers["retry-after"] = _number(retry_after)
     if retry_after_ms is not None:
         retry_headers["retry-after-ms"] = _number(retry_after_ms)

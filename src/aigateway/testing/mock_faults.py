@@ -4,7 +4,8 @@ A fault is a JSON object; every key is optional:
 
 ``latency_ms``             extra wait (ms) before answering, added to the server's base latency
 ``status``                 answer with this HTTP error status (400..599) and an OpenAI error body
-``retry_after``            value of the ``retry-after`` header (seconds) of the error answer
+``retry_after``            value of the ``retry-after`` header of the error answer: seconds (any
+                           size), or a string sent as it is (an HTTP date, garbage)
 ``retry_after_ms``         value of the ``retry-after-ms`` header of the error answer
 ``code`` / ``type`` / ``message``  override fields of the error body
 ``hang``                   never answer; the handler ends when the client disconnects
@@ -13,6 +14,23 @@ A fault is a JSON object; every key is optional:
 ``drop_after_chunks``      streamed replies: send this many events, then cut the connection
 ``stream_error_after_chunks``  streamed replies: send this many events, then the format's
                            in-stream error event (after the 200), then end the stream
+
+Provider answers that misbehave (OpenAI chat completions only; see
+:mod:`aigateway.testing.mock_bodies`):
+
+``reply_mb``               the reply's text is this many MB (1e6 bytes), streamed or not; the
+                           body is written piece by piece, so the mock itself stays small
+``stream_chunks``          streamed replies: this many content events (``chunk 0 ``,
+                           ``chunk 1 ``, ...) instead of the usual reply; with
+                           ``stream_chunk_delay_ms`` a long slow stream. Every stream's
+                           progress (events sent, and whether the client cut it) is in
+                           ``GET /_mock/stats`` under ``streams``
+``usage``                  any JSON value: the answer's ``usage`` (and the stream's usage
+                           chunk) holds it instead of the real counts
+``answer_patch``           an object merged into the top level of a non-stream answer, e.g.
+                           ``{"choices": [null]}``
+``raw_event``              streamed replies: an event ``data: <raw_event>`` sent as is (e.g.
+                           ``{not json``) after ``raw_event_after_chunks`` events (default 0)
 
 The error answer of a fault follows the wire format of the endpoint called (OpenAI, Anthropic or
 Gemini; see :mod:`aigateway.testing.mock_errors`).
@@ -61,8 +79,15 @@ _FAULT_KEYS = frozenset(
         "stream_chunk_delay_ms",
         "drop_after_chunks",
         "stream_error_after_chunks",
+        "reply_mb",
+        "stream_chunks",
+        "usage",
+        "answer_patch",
+        "raw_event",
+        "raw_event_after_chunks",
     }
 )
+_UNSET: Any = object()
 
 
 class MockRequestError(Exception):
@@ -108,6 +133,27 @@ class Fault:
     stream_error_after_chunks: int | None = None
     errors: Mapping[Dialect, ErrorAnswer] = field(default_factory=dict)  # when ``status`` is set
     stream_errors: Mapping[Dialect, bytes] = field(default_factory=dict)
+    reply_mb: float | None = None
+    stream_chunks: int | None = None
+    usage: Any = _UNSET  # unset: the real counts
+    answer_patch: Mapping[str, Any] | None = None
+    raw_event: str | None = None
+    raw_event_after_chunks: int = 0
+
+    @property
+    def shapes_answer(self) -> bool:
+        """Whether the fault changes the body of an answer (see ``mock_bodies``)."""
+        return (
+            self.reply_mb is not None
+            or self.stream_chunks is not None
+            or self.usage is not _UNSET
+            or self.answer_patch is not None
+            or self.raw_event is not None
+        )
+
+    @property
+    def has_usage(self) -> bool:
+        return self.usage is not _UNSET
 
 
 def _number(spec: Mapping[str, Any], key: str) -> float | None:
@@ -164,7 +210,9 @@ def parse_fault(spec: Any) -> Fault:
         status = status_value
     drop_after = _count(spec, "drop_after_chunks")
     error_after = _count(spec, "stream_error_after_chunks")
-    retry_after = _number(spec, "retry_after")
+    retry_after: float | str | None = spec.get("retry_after")
+    if not isinstance(retry_after, str):
+        retry_after = _number(spec, "retry_after")
     retry_after_ms = _number(spec, "retry_after_ms")
     code = _text(spec, "code")
     type_ = _text(spec, "type")
@@ -183,6 +231,9 @@ def parse_fault(spec: Any) -> Fault:
         )
     )
     stream_errors = {} if error_after is None else stream_error_events(message, type_)
+    answer_patch = spec.get("answer_patch")
+    if answer_patch is not None and not isinstance(answer_patch, dict):
+        raise FaultError(f"fault field 'answer_patch' must be an object, got {answer_patch!r}")
 
     return Fault(
         spec=spec,
@@ -195,6 +246,12 @@ def parse_fault(spec: Any) -> Fault:
         stream_error_after_chunks=error_after,
         errors=errors,
         stream_errors=stream_errors,
+        reply_mb=_number(spec, "reply_mb"),
+        stream_chunks=_count(spec, "stream_chunks"),
+        usage=spec.get("usage", _UNSET),
+        answer_patch=answer_patch,
+        raw_event=_text(spec, "raw_event"),
+        raw_event_after_chunks=_count(spec, "raw_event_after_chunks") or 0,
     )
 
 
