@@ -45,6 +45,7 @@ from aigateway.core.providers import build_providers
 from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
+from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
 from aigateway.middleware.errors import UnexpectedErrorMiddleware
 from aigateway.operations import Operations
 from aigateway.upstream import PoolLimits, create_upstream_client
@@ -137,7 +138,12 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
-        middleware=[*operations.middleware(), Middleware(UnexpectedErrorMiddleware)],
+        middleware=[
+            *operations.middleware(),
+            # inside the request middleware: a slow body's 408 is counted and logged
+            Middleware(BodyTimeoutMiddleware, timeout_s=settings.client_body_timeout_s),
+            Middleware(UnexpectedErrorMiddleware),
+        ],
         lifespan=lifespan,
     )
     # No redirect from /path/ to /path: Starlette builds its Location from the Host

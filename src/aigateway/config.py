@@ -148,6 +148,10 @@ class Settings:
     drain_timeout_s: float = 30.0
     # Admission: share of a provider's burst each priority leaves for more urgent ones.
     priority_reserves: tuple[tuple[str, float], ...] = ()
+    # Client connections (docs/operations.md, "Slow and idle clients").
+    client_header_timeout_s: float = 30.0
+    client_body_timeout_s: float = 60.0
+    client_max_connections: int = 10_000
 
     @property
     def providers(self) -> tuple[ProviderSettings, ...]:
@@ -500,6 +504,25 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         "drain_timeout_s",
         _number(0, strict=True),
         "on SIGTERM, how long in-flight requests may take to finish",
+    ),
+    (
+        "CLIENT_HEADER_TIMEOUT_SEC",
+        "client_header_timeout_s",
+        _number(0, strict=True, hi=3600),
+        "a client connection must send a whole request head this soon after it opens or "
+        "after its previous answer (so also the keep-alive idle timeout)",
+    ),
+    (
+        "CLIENT_BODY_TIMEOUT_SEC",
+        "client_body_timeout_s",
+        _number(0, strict=True, hi=3600),
+        "a request's whole body must arrive this soon after its head (408 past it)",
+    ),
+    (
+        "CLIENT_MAX_CONNECTIONS",
+        "client_max_connections",
+        _int(16, 1_000_000),
+        "client connections one worker holds at most; more wait in the listen backlog",
     ),
     (
         "PRIORITY_RESERVES",

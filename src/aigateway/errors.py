@@ -10,6 +10,7 @@ matching exception class from the status alone.
     ├── PermissionDenied        403  a key (or a client address) not allowed here
     ├── NotFound                404  unknown path
     ├── MethodNotAllowed        405
+    ├── RequestTimeout          408  the client sent its body too slowly
     ├── PayloadTooLarge         413
     ├── RateLimited             429  provider still rate limiting after retries
     ├── QuotaExceeded           429  provider quota exhausted (never retried)
@@ -160,6 +161,16 @@ class MethodNotAllowed(GatewayError):
     status = 405
     error_type = "invalid_request_error"
     default_code = "method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    error_type = "invalid_request_error"
+    default_code = "request_body_timeout"
+
+    def headers(self) -> dict[str, str]:
+        # the rest of the body may still come: it must not be read as the next request
+        return {"connection": "close"}
 
 
 class PayloadTooLarge(GatewayError):

@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import queue
+import resource
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,8 @@ import threading
 from collections.abc import Sequence
 from typing import IO, Any
 
-from granian.constants import Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
@@ -42,6 +44,17 @@ MOCK_READY_PREFIX = "mock provider listening on "
 MOCK_PATHS = {"openai": "/v1", "gemini": "/gemini/v1beta", "anthropic": "/anthropic/v1"}
 
 LOG_FORMAT = logs.TEXT_FORMAT
+
+# Connections that have been accepted by the kernel but not yet by a worker (per worker:
+# on Linux each worker listens on its own SO_REUSEPORT socket); capped by somaxconn.
+LISTEN_BACKLOG = 2048
+# hyper's read buffer grows up to this, so it bounds a request head (431 past it; a head
+# that arrives in one burst may reach twice this); the default ~400 KiB let each slow
+# connection pin that much memory.
+MAX_HEAD_BYTES = 64 * 1024
+# File descriptors a worker needs beside its client connections: provider pools, the
+# cache, the shared segment, logs, the loop's own.
+FD_RESERVE = 512
 
 
 def logging_config(level: str, fmt: str = "text", secrets: Sequence[str] = ()) -> dict[str, Any]:
@@ -85,6 +98,7 @@ def serve(settings: Settings) -> int:
     # handlers, so a SIGTERM that lands before it installs its own is swallowed and the
     # shutdown waits for it forever; a spawned one simply ends.
     multiprocessing.set_start_method("spawn", force=True)
+    max_connections = connection_limit(settings.client_max_connections)
     server = Server(
         "aigateway.app:create_worker_app",
         factory=True,
@@ -93,7 +107,19 @@ def serve(settings: Settings) -> int:
         interface=Interfaces.ASGI,
         workers=settings.workers,
         loop=Loops.uvloop,
-        backlog=2048,
+        # HTTP/1.1 only: hyper's header timeout then runs from the moment a connection is
+        # accepted (in "auto" mode no timer runs while it sniffs for HTTP/2, so a client
+        # that sends nothing was held for ever). The same timer bounds a keep-alive
+        # connection's idle time until its next request head is complete.
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(settings.client_header_timeout_s * 1000)),
+            max_buffer_size=MAX_HEAD_BYTES,
+        ),
+        # Granian holds one permit per open connection ("backpressure"); its default,
+        # backlog / workers (1,024 here), let ~2,050 idle clients take a 2-worker node.
+        backpressure=max_connections,
+        backlog=LISTEN_BACKLOG,
         log_level=LogLevels(settings.log_level if settings.log_level != "critical" else "error"),
         log_dictconfig=log_config,
         respawn_failed_workers=True,
@@ -112,6 +138,34 @@ def serve(settings: Settings) -> int:
         segment.unlink()
     logger.info("aigateway stopped")
     return 0
+
+
+def connection_limit(wanted: int) -> int:
+    """Client connections per worker: ``wanted``, within what the file-descriptor limit
+    allows once its soft value is raised to the hard one (spawned workers inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, max(soft, needed))
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError) as exc:
+                logger.warning("could not raise the open-file limit to %d: %s", target, exc)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    allowed = max(16, soft - FD_RESERVE)
+    logger.warning(
+        "CLIENT_MAX_CONNECTIONS=%d needs %d open files per worker but the limit is %d "
+        "(ulimit -n, hard %s): each worker holds at most %d client connections",
+        wanted,
+        needed,
+        soft,
+        "unlimited" if hard == resource.RLIM_INFINITY else hard,
+        allowed,
+    )
+    return allowed
 
 
 def wants_mock_provider(settings: Settings) -> bool:

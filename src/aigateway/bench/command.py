@@ -28,6 +28,9 @@ import orjson
 from aigateway.bench.scenarios import (
     ADMISSION_DURATION_S,
     DEFAULT_SCENARIOS,
+    HOSTILE_IDLE,
+    HOSTILE_SLOW_READERS,
+    HOSTILE_SLOWLORIS,
     OPT_IN_SCENARIOS,
     SCENARIOS,
     SOAK_DURATION_S,
@@ -180,6 +183,29 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         f"by its burst, so a rate is judged over many seconds (default: {ADMISSION_DURATION_S})",
     )
     parser.add_argument(
+        "--hostile-idle",
+        type=_non_negative_int,
+        default=HOSTILE_IDLE,
+        metavar="N",
+        help=f"hostile scenario: idle connections held (default: {HOSTILE_IDLE})",
+    )
+    parser.add_argument(
+        "--hostile-slowloris",
+        type=_non_negative_int,
+        default=HOSTILE_SLOWLORIS,
+        metavar="N",
+        help="hostile scenario: connections sending a request head a byte a second "
+        f"(default: {HOSTILE_SLOWLORIS})",
+    )
+    parser.add_argument(
+        "--hostile-slow-readers",
+        type=_non_negative_int,
+        default=HOSTILE_SLOW_READERS,
+        metavar="N",
+        help="hostile scenario: clients reading a large stream at 16 KiB/s "
+        f"(default: {HOSTILE_SLOW_READERS})",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -294,7 +320,7 @@ def _measure(
     every server the run started (name, pid, url); ``pyspy``: the py-spy of --profile."""
     from aigateway.bench.progress import Progress
     from aigateway.bench.runner import Environment, RunConfig, measure_undisturbed
-    from aigateway.bench.scenarios import PlanOptions, build_plan
+    from aigateway.bench.scenarios import Hostile, PlanOptions, build_plan
     from aigateway.bench.trace import TraceSpec
 
     plan = build_plan(
@@ -305,6 +331,7 @@ def _measure(
             mock_latency_ms=_flat(args.mock_latency_ms),
             soak_duration_s=args.soak_duration,
             admission_duration_s=args.admission_duration,
+            hostile=Hostile(args.hostile_idle, args.hostile_slowloris, args.hostile_slow_readers),
         )
     )
     config = RunConfig(

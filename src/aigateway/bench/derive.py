@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from aigateway.bench.hostile import hostile_goals
 from aigateway.bench.report import Row, fmt, table
 
 Derived = dict[str, Any]
@@ -378,7 +379,7 @@ def goals(results: Sequence[Row], derived: Sequence[Derived]) -> list[dict[str, 
             "status": _status(None if largest is None else largest <= 150),
         }
     )
-    return out + admission_goals(results) + soak_goals(results)
+    return out + admission_goals(results) + soak_goals(results) + hostile_goals(results)
 
 
 def render_goals(rows: Sequence[dict[str, str]], markdown: bool = False) -> str:

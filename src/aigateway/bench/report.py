@@ -64,6 +64,7 @@ def saturation(row: Row) -> str:
     """
     pct: dict[str, float] = row.get("cpu_pct", {})
     names = {"target": row["target"], "mock": "mock", "generator": "generator"}
+    names["attacker"] = "attacker"  # hostile: the process holding the hostile connections
     ranked = sorted(pct.items(), key=lambda kv: kv[1], reverse=True)
     if not ranked:
         return "-"
@@ -173,6 +174,8 @@ def scenario_table(scenario: str, rows: Sequence[Row], markdown: bool = False) -
         return admission_table(rows, markdown)
     if scenario == "soak":
         return soak_table(rows, markdown)
+    if scenario == "hostile":
+        return hostile_table(rows, markdown)
     headers = [*_BASE_HEADERS, *_TAIL_HEADERS]
     return table(headers, [[*_base(row), *_tail(row)] for row in rows], markdown)
 
@@ -245,6 +248,29 @@ def soak_table(rows: Sequence[Row], markdown: bool = False) -> str:
             fmt(extra.get("rss_growth_after_settle_mb_per_min"), 2),
             fmt(extra.get("rss_anon_max_mb"), 1),
             fmt(extra.get("rss_anon_growth_after_settle_mb_per_min"), 2),
+        ]
+        body.append([*_base(row), *figures, *_tail(row)])
+    return table(headers, body, markdown)
+
+
+def hostile_table(rows: Sequence[Row], markdown: bool = False) -> str:
+    """The usual row, what the attacker held (the fewest open at any sampled second, how
+    many the gateway closed and it opened again, what its slow reader got) and each
+    worker's largest private memory (``RssAnon``) and resident memory while the load ran."""
+    headers = [*_BASE_HEADERS, "held idle+slow", "fewest open", "reopened", "slow KB",
+               "anon max/w", "rss max/w", *_TAIL_HEADERS]  # fmt: skip
+    body = []
+    for row in rows:
+        extra = row.get("extra", {})
+        attack = extra.get("attacker") or {}
+        workers = extra.get("rss_workers", {})
+        figures = [
+            f"{attack['idle']}+{attack['slowloris']}" if attack else "quiet",
+            fmt(attack.get("fewest_open")),
+            fmt(attack.get("closed_by_server")),
+            fmt(attack["slow_bytes"] / 1024, 0) if attack else "-",
+            "/".join(fmt(w.get("anon_max_mb"), 0) for w in workers.values()) or "-",
+            "/".join(fmt(w.get("max_mb"), 0) for w in workers.values()) or "-",
         ]
         body.append([*_base(row), *figures, *_tail(row)])
     return table(headers, body, markdown)

@@ -7,7 +7,8 @@ target, the mock and the machine; the mock's call counter), the measured load, a
 second snapshot. :meth:`Environment.close` stops every process the bench started.
 
 With ``--profile`` py-spy records one gateway worker during each gateway measurement; a
-``soak`` step samples the workers' resident memory while its load runs.
+``soak`` step samples the workers' resident memory while its load runs, a ``hostile`` one
+every second, and starts the attacker (``bench/hostile.py``) before its load.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 
 from aigateway.bench import bodies, procs, soak
+from aigateway.bench.hostile import MEMORY_SAMPLE_S, Attacker
 from aigateway.bench.loadclient import observed_rate, parse_output, steady_window
 from aigateway.bench.procs import HOST, MockService, Service, ServiceError, free_port
 from aigateway.bench.profile import file_stem
@@ -364,11 +366,40 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
             lambda t: progress.tick("warm-up", t, config.warmup_s),
         )  # fmt: skip
     _settle(mock)
+    attacker = None
+    if step.hostile is not None and target is not None:
+        progress.say(f"attacker: opening {step.hostile.describe()}")
+        attacker = Attacker.start(config.python, target.url, step.hostile, config.work_dir)
+    try:
+        row = _measure_load(step, env, progress, mock, target, url, attacker)
+    except BaseException:
+        if attacker is not None:
+            attacker.kill()
+        raise
+    if attacker is not None:
+        row["extra"]["attacker"] = attacker.stop()
+    return row
+
+
+def _measure_load(
+    step: Step,
+    env: Environment,
+    progress: Progress,
+    mock: MockService,
+    target: Service | None,
+    url: str,
+    attacker: Attacker | None,
+) -> dict[str, Any]:
+    config = env.config
     before = _Snapshot.take(mock, target)
+    attacker_cpu = attacker.cpu_seconds() if attacker is not None else 0.0
     seconds = step.duration_s or config.duration_s
     memory = None
     if step.load == "soak" and target is not None:
         memory = soak.RssRecorder(_worker_memory(target))
+        memory.sample(0.0)
+    elif step.scenario == "hostile" and target is not None:
+        memory = soak.RssRecorder(_worker_memory(target), MEMORY_SAMPLE_S)
         memory.sample(0.0)
     profiler = _profiler(step, target, env, seconds)
     profile: dict[str, Any] | None = None
@@ -399,6 +430,8 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
     after = _Snapshot.take(mock, target)
     window = max(after.at - before.at, 1e-9)
     cpu_s = {"mock": after.mock_cpu - before.mock_cpu, "generator": generator_cpu}
+    if attacker is not None:
+        cpu_s["attacker"] = attacker.cpu_seconds() - attacker_cpu
     if after.target_cpu is not None and before.target_cpu is not None:
         cpu_s["target"] = after.target_cpu - before.target_cpu
     machine_total = max(after.machine.total - before.machine.total, 1e-9)

@@ -11,6 +11,12 @@ The ``admission`` scenario runs the gateway with a provider rate limit (``OPENAI
 a small queue and a short deadline, under an open-loop load (a fixed arrival rate above
 the limit) of unique requests with mixed priorities.
 
+The ``hostile`` scenario runs the same closed-loop load on the gateway twice: once quiet,
+once while an attacker process holds thousands of idle and slowloris connections and a
+slow reader drains a large stream (``bench/attacker.py``); it compares the normal
+clients' latency and errors and samples each worker's memory. It needs many file
+descriptors and loads the machine, so it runs only when named.
+
 The ``soak`` scenario (memory over time) runs the gateway alone for ``--soak-duration``
 seconds under a steady mix of cache misses and hits. It takes minutes, so it is not part
 of the default set (:data:`DEFAULT_SCENARIOS`): it runs only when named.
@@ -22,9 +28,9 @@ from dataclasses import dataclass, replace
 
 SCENARIOS = (
     "overhead", "miss-frontier", "hit-frontier", "stream", "trace", "workers", "admission",
-    "soak",
+    "soak", "hostile",
 )  # fmt: skip
-OPT_IN_SCENARIOS = ("soak",)  # too long for "all": run only when named
+OPT_IN_SCENARIOS = ("soak", "hostile")  # too long or too heavy for "all": only when named
 DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s not in OPT_IN_SCENARIOS)
 TARGETS = ("direct", "passthrough", "constant", "gateway")
 FRONTIER_CONCURRENCY = (16, 64, 256)
@@ -56,6 +62,29 @@ SOAK_LABEL = (
     f"every {SOAK_REPEAT_EVERY}th request repeats one of {SOAK_REPEAT_POOL} bodies, "
     "the others are unique"
 )
+# hostile: normal clients at a moderate closed-loop load (not saturating the gateway, so
+# the attack's effect on latency shows) against a provider with a realistic latency
+HOSTILE_CONCURRENCY = (16,)
+HOSTILE_MOCK_MS = 20.0
+HOSTILE_IDLE = 10_000
+HOSTILE_SLOWLORIS = 2_000
+HOSTILE_SLOW_READERS = 1
+QUIET_LABEL = "quiet: no hostile connection"
+
+
+@dataclass(frozen=True, slots=True)
+class Hostile:
+    """What the attacker holds during a hostile step."""
+
+    idle: int = HOSTILE_IDLE
+    slowloris: int = HOSTILE_SLOWLORIS
+    slow_readers: int = HOSTILE_SLOW_READERS
+
+    def describe(self) -> str:
+        return (
+            f"{self.idle:,} idle + {self.slowloris:,} slowloris connections held, "
+            f"{self.slow_readers} slow reader(s)"
+        )
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -81,6 +110,7 @@ class Step:
     # settings of the gateway beyond the bench's own (e.g. OPENAI_RPS), as (name, value)
     gateway_env: tuple[tuple[str, str], ...] = ()
     duration_s: int = 0  # seconds of load; 0: the run's --duration
+    hostile: Hostile | None = None  # held by the attacker while the load runs
 
     @property
     def provider_rps(self) -> float | None:
@@ -98,6 +128,9 @@ class Step:
         if self.offered_rps:
             where += f"/offered{self.offered_rps:g}"
         where += "".join(f"/{name}={value}" for name, value in self.gateway_env)
+        if self.scenario == "hostile":
+            h = self.hostile
+            where += "/quiet" if h is None else f"/idle{h.idle}+slow{h.slowloris}+r{h.slow_readers}"
         return f"{self.scenario}/{self.target}/{self.load}/{where}"
 
     def describe(self) -> str:
@@ -124,6 +157,7 @@ class PlanOptions:
     stream_chunk_delay_ms: float = STREAM_CHUNK_DELAY_MS
     soak_duration_s: int = SOAK_DURATION_S
     admission_duration_s: int = ADMISSION_DURATION_S
+    hostile: Hostile = Hostile()
 
 
 def _latencies(options: PlanOptions, default: tuple[float, ...]) -> tuple[float, ...]:
@@ -196,6 +230,12 @@ def _scenario_steps(name: str, options: PlanOptions) -> list[Step]:
             for c in _levels(options, SOAK_CONCURRENCY):
                 step = Step(name, "gateway", c, w, MockConfig(latency), "soak", SOAK_LABEL)
                 steps.append(replace(step, duration_s=options.soak_duration_s))
+    elif name == "hostile":
+        for latency in _latencies(options, (HOSTILE_MOCK_MS,)):
+            for c in _levels(options, HOSTILE_CONCURRENCY):
+                quiet = Step(name, "gateway", c, w, MockConfig(latency), "unique", QUIET_LABEL)
+                held = options.hostile
+                steps += [quiet, replace(quiet, label=held.describe(), hostile=held)]
     else:
         raise ValueError(f"unknown scenario {name!r}: expected one of {', '.join(SCENARIOS)}")
     return steps
