@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from aigateway import shm
+from aigateway.stats.registry import slot_table, stats_schema
 
 CALLS = 1000
 _REPEAT = itertools.repeat
-SCHEMA = shm.DEFAULT_STATS
-REQUESTS = SCHEMA.counter("requests")
-LATENCY = SCHEMA.histogram("request_seconds")
+SCHEMA = stats_schema(("openai",))
+REQUESTS = slot_table(SCHEMA, "requests_answered", ())[()]
+LATENCY = slot_table(SCHEMA, "request_duration_seconds", ())[()]
 
 
 def _incr_many(incr: Callable[[int], None]) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from aigateway.stats.registry import METRICS
 from servers import Gateway, MockProvider, chat_body
 
 pytestmark = pytest.mark.e2e
@@ -142,3 +143,27 @@ def test_the_pipeline_reports_tokens_failovers_and_models(
     assert grown > 0
     calls = "aigateway_provider_calls_total"
     assert total(after, calls, model="gpt-4o-mini") > total(before, calls, model="gpt-4o-mini")
+
+
+# Families that the traffic below cannot reach (no fallback chain, no probes, no rate limit
+# in this gateway): they must still be exported, with their type, but may have no samples.
+RARE = {"aigateway_failovers", "aigateway_health_probes", "aigateway_rate_limit_waits"}
+
+
+def test_every_declared_metric_is_exported_and_every_exported_one_is_declared(
+    metered: Gateway, mock: MockProvider
+) -> None:
+    mock.faults({"status": 500})  # one retry
+    with metered.client() as client:
+        for _ in range(2):  # a miss, then a hit
+            assert client.post(CHAT, json=chat_body("declared metrics")).status_code == 200
+        stream = chat_body("declared, streamed", stream=True)
+        assert client.post(CHAT, json=stream).status_code == 200
+    time.sleep(CACHE_FLUSH_S)
+    with httpx.Client() as fresh:
+        text = fresh.get(metered.url + "/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    declared = {f"aigateway_{m.name}": m.kind for m in METRICS.values() if m.exported}
+    assert {name: f.type for name, f in families.items()} == declared
+    empty = {name for name, family in families.items() if not family.samples}
+    assert empty <= RARE

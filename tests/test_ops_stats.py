@@ -17,6 +17,7 @@ from aigateway.core.health import HealthBoard, HealthPolicy
 from aigateway.hotpath import SharedStats
 from aigateway.operations import node_regions
 from aigateway.stats.exposition import Exposition, quantile
+from aigateway.stats.registry import labelled_key, stats_schema
 from aigateway.stats.report import NodeNumbers, prometheus_text, stats_document
 from aigateway.stats.series import COUNTER, GAUGE, HISTOGRAM, SeriesTable, series_key
 
@@ -110,7 +111,7 @@ def test_quantiles_are_interpolated_within_buckets() -> None:
 
 
 def accounting() -> Accounting:
-    stats = SharedStats(shm.DEFAULT_STATS)
+    stats = SharedStats(stats_schema(("openai", "my-local")))
     health = HealthBoard.private(["openai", "my-local"], HealthPolicy())
     return Accounting(stats, private_table_large(), health, ("openai", "my-local"))
 
@@ -146,8 +147,8 @@ def test_the_exposition_parses_and_labels_stay_bounded() -> None:
         workers_live=2,
         started_at=1.0,
         cache={"hits": 4, "misses": 6, "entries": 2, "bytes": 900,
-               "avoided:cache:openai:gpt-4o:calls": 4,
-               "avoided:cache:openai:gpt-4o:prompt_tokens": 40},
+               labelled_key("avoided_provider_calls", "openai", "gpt-4o", "cache"): 4,
+               labelled_key("avoided_tokens", "openai", "gpt-4o", "cache", "in"): 40},
     )  # fmt: skip
     text = prometheus_text(numbers)
     families = {f.name: f for f in text_string_to_metric_families(text)}

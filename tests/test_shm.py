@@ -18,6 +18,7 @@ import pytest
 
 from aigateway import hotpath, shm
 from aigateway.config import Settings
+from aigateway.stats.registry import stats_schema
 
 STATS = hotpath.StatsSchema(counters=("requests",), gauges=("in_flight",))
 LAYOUT = shm.NodeLayout(
@@ -245,7 +246,7 @@ def test_the_gateway_layout_has_a_bucket_per_provider_and_slots_to_spare():
         ("google", 30.0, 30.0),
         ("anthropic", 50.0, 50.0),
     ]
-    assert layout.stats == shm.DEFAULT_STATS
+    assert layout.stats == stats_schema(("openai", "google", "anthropic"))
     assert layout.stats_slots == 8
     segment = shm.create_segment(layout, f"{shm.segment_name()}.test-gateway")
     try:

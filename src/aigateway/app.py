@@ -168,7 +168,7 @@ def build_admission(
     buckets = {
         name: (segment.bucket(name), segment.bucket(pause_bucket_name(name))) for name in rates
     }
-    return Admission(buckets, rates, settings.queue_size, NodeCounters(stats))
+    return Admission(buckets, rates, settings.queue_size, NodeCounters(stats, tuple(rates)))
 
 
 def open_cache(settings: Settings) -> ResponseCache | None:

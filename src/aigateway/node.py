@@ -1,31 +1,21 @@
 """What the workers of one node share in memory: the layout of the node's segment.
 
 One rate bucket per provider (``<PROVIDER>_RPS``), one pause clock per provider (a
-provider's 429 pauses it for every worker), and the stats every worker adds to: the
-starter metrics plus admission's queue depths and outcomes per provider and priority.
+provider's 429 pauses it for every worker), the stats every worker adds to (as the
+metric registry, ``aigateway.stats.registry``, declares them for the configured
+providers), and the regions of operations (labelled metrics, health, live settings).
 """
 
 from __future__ import annotations
 
 from aigateway import shm
 from aigateway.config import Settings
-from aigateway.core.admission import admission_metrics, pause_bucket_name, pause_bucket_spec
-from aigateway.hotpath import StatsSchema
+from aigateway.core.admission import pause_bucket_name, pause_bucket_spec
 from aigateway.operations import node_regions
 
 
-def stats_schema(settings: Settings) -> StatsSchema:
-    base = shm.DEFAULT_STATS
-    counters, gauges = admission_metrics([p.name for p in settings.providers])
-    return StatsSchema(
-        counters=(*base.counters, *counters, "embedding_calls_saved"),
-        gauges=(*base.gauges, *gauges),
-        histograms=base.histograms,
-    )
-
-
 def node_layout(settings: Settings) -> shm.NodeLayout:
-    base = shm.node_layout(settings, stats_schema(settings))
+    base = shm.node_layout(settings)
     rate, burst = pause_bucket_spec()
     pauses = tuple(
         shm.BucketSpec(pause_bucket_name(p.name), rate, burst) for p in settings.providers

@@ -40,6 +40,7 @@ from aigateway.middleware.requests import RequestMiddleware
 from aigateway.providers.base import ModelListAdapter
 from aigateway.runtime import LiveSettings, region_size
 from aigateway.scrub import Scrubber
+from aigateway.stats.registry import METRICS, slot_table, stats_schema
 from aigateway.stats.report import NodeNumbers
 from aigateway.stats.series import SeriesTable
 from aigateway.upstream import UpstreamClient
@@ -58,6 +59,7 @@ LIVE_REGION = "live"
 SERIES_CAPACITY = 4096
 CELL_CAPACITY = 16384
 RATE_WINDOW_S = 60.0
+_ANSWERED = METRICS["requests_answered"].stored_as  # the request rate's source
 
 
 def node_regions(settings: Settings, slots: int) -> tuple[shm.RegionSpec, ...]:
@@ -164,14 +166,14 @@ class Operations:
             self.started_at = segment.created_at or self.started_at
             self._buckets = {name: segment.bucket(name) for name in segment.bucket_names}
         else:
-            self.stats = SharedStats(shm.DEFAULT_STATS)
+            self.stats = SharedStats(stats_schema(names))
             params = {"series": SERIES_CAPACITY, "cells": CELL_CAPACITY, "slots": 1}
             private = bytearray(SeriesTable.size(SERIES_CAPACITY, CELL_CAPACITY, 1))
             self.table = SeriesTable(memoryview(private), params, None)
             self.health = HealthBoard.private(names, health_policy(settings))
             self.live = LiveSettings(settings, bytearray(region_size(slots)), slots)
         self.accounting = Accounting(self.stats, self.table, self.health, tuple(names))
-        self.stats.incr(self.stats.schema.counter("worker_starts"))
+        self.stats.incr(slot_table(self.stats.schema, "worker_starts", ())[()])
         self.providers = providers
         for name, provider in list(providers.items()):
             probe_able = isinstance(provider.adapter, ModelListAdapter)
@@ -245,7 +247,7 @@ class Operations:
         minute, over its whole life."""
         if self.stats is None:
             return 0.0, 0.0
-        now, total = time.monotonic(), self.stats.snapshot().counters.get("requests", 0)
+        now, total = time.monotonic(), self.stats.snapshot().counters.get(_ANSWERED, 0)
         uptime = max(time.time() - self.started_at, 1e-3)
         if uptime <= RATE_WINDOW_S:
             return total / uptime, uptime
@@ -300,7 +302,7 @@ class Operations:
     async def _sample_rates(self, every_s: float = 1.0) -> None:
         while True:
             if self.stats is not None:
-                total = self.stats.snapshot().counters.get("requests", 0)
+                total = self.stats.snapshot().counters.get(_ANSWERED, 0)
                 self._samples.append((time.monotonic(), total))
                 while self._samples and time.monotonic() - self._samples[0][0] > RATE_WINDOW_S:
                     self._samples.popleft()

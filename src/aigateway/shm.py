@@ -49,14 +49,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from aigateway.hotpath import Histogram, SharedStats, StatsSchema, TokenBucket
+from aigateway.hotpath import SharedStats, StatsSchema, TokenBucket
 from aigateway.hotpath._regions import LOCK_DIR, lock_path, pid_alive
+from aigateway.stats.registry import stats_schema
 
 if TYPE_CHECKING:
     from aigateway.config import Settings
 
 __all__ = (
-    "DEFAULT_STATS",
     "SHM_DIR",
     "SHM_ENV",
     "BucketSpec",
@@ -82,25 +82,6 @@ _ALIGN = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\Z")
 # A segment or lock file of the server whose main process has the pid in the name.
 _OWNED = re.compile(r"aigateway-([0-9]+)(?:\..*)?\Z")
-
-_LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-# Gateway overhead and time to first byte: sub-millisecond resolution matters there.
-_FAST_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-#: The gateway's unlabelled metrics; add names here (or pass another schema to
-#: ``node_layout``).  Metrics with labels (provider, model, route...) live in the labelled
-#: series table of ``aigateway.stats.series``; ``aigateway.core.accounting`` writes both.
-DEFAULT_STATS: Final = StatsSchema(
-    counters=("requests", "worker_starts", "series_dropped"),
-    gauges=("in_flight",),
-    histograms=(
-        Histogram("request_seconds", _LATENCY_BOUNDS),
-        Histogram("overhead_seconds", _FAST_BOUNDS),
-        Histogram("queue_wait_seconds", _LATENCY_BOUNDS),
-        Histogram("ttfb_seconds", _LATENCY_BOUNDS),
-    ),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +129,15 @@ class NodeLayout:
             raise ValueError("NodeLayout: a region needs at least one byte")
 
 
-def node_layout(settings: Settings, stats: StatsSchema = DEFAULT_STATS) -> NodeLayout:
+def node_layout(settings: Settings, stats: StatsSchema | None = None) -> NodeLayout:
     """The gateway's layout: one bucket per provider (``<NAME>_RPS``, a burst of one
     second's worth, at least 1), and stats slots for twice the workers (a respawned or
-    reloaded worker takes a new slot while the old one may still be alive) plus two."""
+    reloaded worker takes a new slot while the old one may still be alive) plus two.
+
+    ``stats`` defaults to the schema the metric registry declares for these providers."""
     buckets = tuple(provider_bucket(provider.name, provider.rps) for provider in settings.providers)
+    if stats is None:
+        stats = stats_schema([provider.name for provider in settings.providers])
     return NodeLayout(buckets, stats, 2 * settings.workers + 2)
 
 

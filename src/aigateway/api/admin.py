@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -11,6 +12,14 @@ from starlette.routing import Route
 from aigateway.api.http import json_response
 from aigateway.cache.service import ResponseCache
 from aigateway.core.admission import Admission
+from aigateway.stats.report import cache_series
+
+# The fields of /admin/cache's ``avoided`` rows, by metric and direction.
+_AVOIDED_FIELDS = {
+    ("avoided_provider_calls", ""): "calls",
+    ("avoided_tokens", "in"): "prompt_tokens",
+    ("avoided_tokens", "out"): "completion_tokens",
+}
 
 
 class AdminRoutes:
@@ -39,17 +48,19 @@ class AdminRoutes:
         return json_response(cache_report(self.cache))
 
 
-def cache_report(cache: ResponseCache) -> dict[str, Any]:
+def cache_report(cache: ResponseCache, counters: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """``/admin/cache``; ``counters``: the store's, when the caller has just read them."""
     store = cache.store
-    counters = store.counters()
+    if counters is None:
+        counters = store.counters()
     hits, misses = counters.get("hits", 0), counters.get("misses", 0)
     avoided: dict[str, dict[str, Any]] = {}
-    for name, value in counters.items():
-        if name.startswith("avoided:"):
-            _, how, provider, rest = name.split(":", 3)
-            model, _, field = rest.rpartition(":")
-            row = avoided.setdefault(f"{provider}/{model}", {"provider": provider, "model": model})
-            row[f"{how}_{field}"] = value
+    for one in cache_series(counters):
+        labels = dict(one.labels)
+        provider, model, via = labels["provider"], labels["model"], labels["via"]
+        field = _AVOIDED_FIELDS[one.family, labels.get("direction", "")]
+        row = avoided.setdefault(f"{provider}/{model}", {"provider": provider, "model": model})
+        row[f"{via}_{field}"] = int(one.value)
     return {
         "enabled": True,
         "entries": counters.get("entries", 0),

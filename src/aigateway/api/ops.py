@@ -89,7 +89,7 @@ class OpsRoutes:
         numbers = operations.numbers()
         document = stats_document(numbers, operations.per_second())
         if operations.cache is not None:
-            document["cache"] = cache_report(operations.cache)
+            document["cache"] = cache_report(operations.cache, numbers.cache)  # read once
         else:
             document["cache"] = {"enabled": False}
         if operations.admission is not None:

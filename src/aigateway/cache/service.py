@@ -30,6 +30,7 @@ from aigateway.cache.store import CacheEntry, LmdbStore
 from aigateway.core.types import ApiRequest, Completed, Streaming, close_events
 from aigateway.core.usage import token_counts
 from aigateway.hotpath import SSEDecoder, TTLPolicy, cache_key, compute_ttl
+from aigateway.stats.registry import labelled_key
 
 logger = logging.getLogger("aigateway.cache")
 
@@ -188,10 +189,10 @@ class ResponseCache:
         _log_store_failure(what, exc)
 
     def _count_avoided(self, how: str, provider: str, model: str, entry: CacheEntry) -> None:
-        prefix = f"avoided:{how}:{provider}:{model}:"
-        self.store.count(prefix + "calls")
-        self.store.count(prefix + "prompt_tokens", entry.prompt_tokens)
-        self.store.count(prefix + "completion_tokens", entry.completion_tokens)
+        count = self.store.count
+        count(labelled_key("avoided_provider_calls", provider, model, how))
+        count(labelled_key("avoided_tokens", provider, model, how, "in"), entry.prompt_tokens)
+        count(labelled_key("avoided_tokens", provider, model, how, "out"), entry.completion_tokens)
 
 
 _last_failure_log = 0.0

@@ -31,7 +31,7 @@ from aigateway.core.health import HealthBoard
 from aigateway.core.request_context import CURRENT_REQUEST, RequestRecord, current_request
 from aigateway.core.usage import token_counts
 from aigateway.hotpath import SharedStats
-from aigateway.stats.families import FAMILIES
+from aigateway.stats.registry import SERIES, slot_table
 from aigateway.stats.series import SeriesTable, series_key
 
 __all__ = (
@@ -63,13 +63,14 @@ class Accounting:
         self.stats = stats
         self.table = table
         self.health = health
+        # Slot indices of the shared stats, resolved once (see ``stats.registry``).
         schema = stats.schema
-        self._requests = schema.counter("requests")
-        self._dropped = schema.counter("series_dropped")
-        self._in_flight = schema.gauge("in_flight")
-        self._request_s = schema.histogram("request_seconds")
-        self._overhead_s = schema.histogram("overhead_seconds")
-        self._ttfb_s = schema.histogram("ttfb_seconds")
+        self._requests = slot_table(schema, "requests_answered", ())[()]
+        self._dropped = slot_table(schema, "metric_series_dropped", ())[()]
+        self._in_flight = slot_table(schema, "requests_in_flight", ())[()]
+        self._request_s = slot_table(schema, "request_duration_seconds", ())[()]
+        self._overhead_s = slot_table(schema, "gateway_overhead_seconds", ())[()]
+        self._ttfb_s = slot_table(schema, "stream_first_byte_seconds", ())[()]
         self._cells: dict[tuple[str, ...], int] = {}
         self._providers = frozenset(providers)
         self._models: dict[str, set[str]] = {}
@@ -194,9 +195,9 @@ class Accounting:
     def _cell(self, labels: tuple[str, ...]) -> int:
         cell = self._cells.get(labels)
         if cell is None:
-            family = FAMILIES[labels[0]]
+            family = SERIES[labels[0]]
             key = series_key(family.name, tuple(zip(family.labels, labels[1:], strict=True)))
-            cell = self.table.cell(family.kind, key, family.width)
+            cell = self.table.cell(family.series_kind, key, family.width)
             if cell < 0:
                 self.stats.incr(self._dropped)
                 return -1  # not remembered: a later call may find room after all
@@ -207,7 +208,7 @@ class Accounting:
         self.table.add(self._cell(labels), n)
 
     def _observe(self, labels: tuple[str, ...], value: float) -> None:
-        self.table.observe(self._cell(labels), FAMILIES[labels[0]].bounds, value)
+        self.table.observe(self._cell(labels), SERIES[labels[0]].bounds, value)
 
     def _provider(self, provider: str) -> str:
         if provider in self._providers or not self._providers:

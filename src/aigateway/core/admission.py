@@ -28,13 +28,13 @@ tenth of the configured rate until it is back.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aigateway.errors import Fault, GatewayTimeout, RateLimited
 from aigateway.hotpath import PriorityQueue, SharedStats, TokenBucket
+from aigateway.stats.registry import ADMISSION_OUTCOMES, slot_table, stats_schema
 
 PRIORITIES = ("critical", "high", "normal", "low")
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
@@ -43,31 +43,9 @@ MAX_POLL_S = 0.05
 MIN_RATE_FRACTION = 0.1
 
 
-OUTCOMES = ("admitted", "shed", "timed_out")
+OUTCOMES = ADMISSION_OUTCOMES
 PAUSE_TICKS_PER_S = 1000.0
 MAX_PAUSE_S = 3600.0  # the pause clock's capacity: PROVIDER_PAUSE_MAX_SEC is at most this
-
-
-QUEUED = "admission_queued"
-
-
-def queued_name(provider: str, priority: str) -> str:
-    return f"{QUEUED}:{_label(provider)}:{priority}"
-
-
-def outcome_name(outcome: str, provider: str, priority: str) -> str:
-    return f"admission_{outcome}:{_label(provider)}:{priority}"
-
-
-def _label(provider: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", provider)
-
-
-def admission_metrics(providers: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The counter and gauge names admission keeps in the node's shared stats."""
-    counters = tuple(outcome_name(o, p, q) for p in providers for q in PRIORITIES for o in OUTCOMES)
-    gauges = (QUEUED, *(queued_name(p, q) for p in providers for q in PRIORITIES))
-    return counters, gauges
 
 
 def pause_bucket_name(provider: str) -> str:
@@ -80,35 +58,51 @@ def pause_bucket_spec() -> tuple[float, float]:
 
 
 class NodeCounters:
-    """Node-wide queue depths and outcome counts, in the node's shared stats when given
-    (every worker adds to its own slot; reads sum them), else local to this process."""
+    """Node-wide queue depths and admission outcomes in the node's shared stats (every
+    worker adds to its own slot; reads sum them), or in private stats when none are given.
 
-    def __init__(self, stats: SharedStats | None = None) -> None:
-        self._stats = stats
-        self._local: dict[str, float] = {}
+    The slots (``queue_depth`` and ``admission`` of the metric registry) are resolved to
+    indices here, once; a provider the stats were not laid out for is not counted."""
 
-    def add(self, name: str, n: int = 1) -> None:
-        stats = self._stats
-        if stats is not None:
-            schema = stats.schema
-            if name in schema.gauges:
-                stats.gauge_add(schema.gauge(name), n)
-                return
-            if name in schema.counters:
-                stats.incr(schema.counter(name), n)
-                return
-        self._local[name] = self._local.get(name, 0.0) + n
+    def __init__(self, stats: SharedStats | None, providers: Sequence[str]) -> None:
+        self._stats = stats if stats is not None else SharedStats(stats_schema(providers))
+        schema = self._stats.schema
+        self._depth = slot_table(schema, "queue_depth", providers)
+        self._outcomes = slot_table(schema, "admission", providers)
+        self._depth_names = {key: schema.gauges[i] for key, i in self._depth.items()}
+        self._outcome_names = {key: schema.counters[i] for key, i in self._outcomes.items()}
 
-    def read(self) -> dict[str, float]:
-        values = dict(self._local)
-        if self._stats is not None:
-            snapshot = self._stats.snapshot()
-            values.update(snapshot.counters)
-            values.update(snapshot.gauges)
-        return values
+    def queued(self, provider: str, priority: str, n: int) -> None:
+        index = self._depth.get((provider, priority))
+        if index is not None:
+            self._stats.gauge_add(index, n)
 
-    def get(self, name: str) -> float:
-        return self.read().get(name, 0.0)
+    def count(self, provider: str, priority: str, outcome: str) -> None:
+        index = self._outcomes.get((provider, priority, outcome))
+        if index is not None:
+            self._stats.incr(index)
+
+    def depth(self, provider: str | None = None) -> int:
+        """Requests waiting on the node: for ``provider``, or for all of them."""
+        gauges = self._stats.snapshot().gauges
+        return sum(
+            gauges[name]
+            for (name_of, _), name in self._depth_names.items()
+            if provider is None or name_of == provider
+        )
+
+    def report(self, provider: str) -> dict[str, dict[str, int]]:
+        """``depth`` and each outcome of ``provider``, by priority."""
+        snapshot = self._stats.snapshot()
+        depth = self._depth_names.items()
+        row = {"depth": {q: snapshot.gauges[name] for (p, q), name in depth if p == provider}}
+        for outcome in OUTCOMES:
+            row[outcome] = {
+                q: snapshot.counters[name]
+                for (p, q, o), name in self._outcome_names.items()
+                if p == provider and o == outcome
+            }
+        return row
 
 
 class PauseClock:
@@ -351,7 +345,7 @@ class Admission:
         """``buckets`` maps each provider to its rate bucket and its pause-clock bucket."""
         self.queue_size = queue_size
         self.reserves = dict(DEFAULT_RESERVES if reserves is None else reserves)
-        self.counters = counters or NodeCounters()
+        self.counters = counters or NodeCounters(None, tuple(buckets))
         self.gates = {
             name: ProviderGate(name, rate, PauseClock(pause), rates[name], self)
             for name, (rate, pause) in buckets.items()
@@ -370,20 +364,15 @@ class Admission:
     # -- node-wide numbers ----------------------------------------------------------------
 
     def queued(self, provider: str, priority: str, n: int) -> None:
-        self.counters.add(queued_name(provider, priority), n)
-        self.counters.add(QUEUED, n)
+        self.counters.queued(provider, priority, n)
 
     def count(self, provider: str, priority: str, outcome: str) -> None:
-        self.counters.add(outcome_name(outcome, provider, priority))
+        self.counters.count(provider, priority, outcome)
 
     def node_depth(self, provider: str | None = None) -> int:
-        values = self.counters.read()
-        if provider is None:
-            return int(values.get(QUEUED, 0))
-        return int(sum(values.get(queued_name(provider, p), 0) for p in PRIORITIES))
+        return self.counters.depth(provider)
 
     def report(self) -> dict[str, object]:
-        values = self.counters.read()
         providers = {}
         for name, gate in self.gates.items():
             row: dict[str, object] = {
@@ -391,16 +380,12 @@ class Admission:
                 "configured_rate_per_s": gate.configured_rate,
                 "paused_for_s": round(gate.pause_clock.left_s(), 3),
                 "oldest_wait_s_this_worker": round(gate.oldest_wait_s(), 3),
-                "depth": {p: int(values.get(queued_name(name, p), 0)) for p in PRIORITIES},
+                **self.counters.report(name),
             }
-            for outcome in OUTCOMES:
-                row[outcome] = {
-                    p: int(values.get(outcome_name(outcome, name, p), 0)) for p in PRIORITIES
-                }
             providers[name] = row
         return {
             "queue_size": self.queue_size,
-            "depth": int(values.get(QUEUED, 0)),
+            "depth": self.counters.depth(),
             "reserves": self.reserves,
             "providers": providers,
         }

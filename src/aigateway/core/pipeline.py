@@ -131,8 +131,6 @@ class Pipeline:
         return await self._embed(request, deadline)
 
     def _saved_calls(self, provider: str, model: str, n: int) -> None:
-        if self._admission is not None:
-            self._admission.counters.add("embedding_calls_saved", n)
         current_accounting().avoided(provider, model, "batch", calls=n)
 
     async def _embed(self, request: ApiRequest, deadline: float) -> Completed:

@@ -4,8 +4,9 @@ Every hot path exists as a pure-Python module (``_<name>_py.py``, the executable
 specification) and as a Cython extension with the same names (``ext/_<name>_c.pyx``, built
 into ``aigateway.hotpath._<name>_c``).  This module is the one place that picks: it
 re-exports the compiled twins when they are built, and the pure ones when they are not or
-when ``AIGATEWAY_NO_EXTENSIONS`` is set to anything but ``""`` or ``"0"``.  Type checkers
-always see the pure twins.
+when ``AIGATEWAY_NO_EXTENSIONS`` is set to anything but ``""`` or ``"0"``.  A compiled
+module that is there but cannot be loaded is an error, never a silent fallback.  Type
+checkers always see the pure twins.
 
 ``IMPLEMENTATION`` tells which was picked (``"cython"`` or ``"python"``) and ``load(name)``
 returns either implementation by name, for tests and benchmarks.
@@ -59,6 +60,8 @@ _TWINS: dict[str, tuple[str, ...]] = {
     "cython": ("_sse_c", "_cache_key_c", "_ttl_c", "_pqueue_c", "_bucket_c", "_stats_c"),
 }
 
+_COMPILED = frozenset(f"{__name__}.{module}" for module in _TWINS["cython"])
+
 IMPLEMENTATION: Literal["cython", "python"]
 
 if TYPE_CHECKING or NO_EXTENSIONS:
@@ -78,7 +81,12 @@ else:
         from ._sse_c import SSEDecoder
         from ._stats_c import SharedStats
         from ._ttl_c import compute_ttl
-    except ImportError:  # not built (e.g. an editable checkout without a compiler)
+    except ModuleNotFoundError as exc:
+        # Only a compiled module that is absent (not built, e.g. an editable checkout
+        # without a compiler) falls back; one that is present but broken (a bad build, a
+        # missing symbol or dependency) fails loudly, as in yarl and multidict.
+        if exc.name not in _COMPILED:
+            raise
         from ._bucket_py import TokenBucket
         from ._cache_key_py import cache_key
         from ._pqueue_py import PriorityQueue
@@ -96,7 +104,7 @@ def load(name: str) -> types.ModuleType:
     """Return one implementation's hot-path names as a module-like namespace.
 
     ``load("python")`` always works; ``load("cython")`` raises ``ImportError`` when the
-    extensions are not built, whatever ``AIGATEWAY_NO_EXTENSIONS`` says.
+    extensions are not built (or are broken), whatever ``AIGATEWAY_NO_EXTENSIONS`` says.
     """
     try:
         modules = _TWINS[name]
@@ -108,7 +116,9 @@ def load(name: str) -> types.ModuleType:
     for module_name in modules:
         try:
             module = importlib.import_module(f"{__name__}.{module_name}")
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{module_name}":
+                raise  # present, but it needs something that is missing: say that
             raise ImportError(
                 f"the {name} implementation of {__name__} is not available: "
                 f"{__name__}.{module_name} cannot be imported ({exc}); build the extensions "

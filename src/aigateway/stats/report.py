@@ -3,47 +3,29 @@
 
 Everything comes from what the whole node shares, whichever worker answers: the shared
 stats and the labelled series table (every worker's slot summed, a dead worker's
-counts included), the response cache's totals (LMDB), provider health (shared memory),
-and the admission counters admission keeps in the shared stats.
+counts included), the response cache's totals (LMDB), provider health (shared memory).
+Which metrics there are, their names, help, labels and where each is kept come from
+the metric registry (``aigateway.stats.registry``); this module only reads the stores.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway import __version__, hotpath
-from aigateway.core.admission import OUTCOMES as ADMISSION_OUTCOMES
-from aigateway.core.admission import PRIORITIES, outcome_name, queued_name
 from aigateway.hotpath import HistogramSnapshot, StatsSnapshot
 from aigateway.stats.exposition import Exposition, quantile
-from aigateway.stats.families import FAMILIES
-from aigateway.stats.series import COUNTER, HISTOGRAM, Series
+from aigateway.stats.registry import METRICS, SERIES, Metric, exported_name, stats_samples
+from aigateway.stats.series import COUNTER, HISTOGRAM, Series, split_key
 
-__all__ = ("NodeNumbers", "prometheus_text", "stats_document")
+__all__ = ("NodeNumbers", "cache_series", "prometheus_text", "stats_document")
 
 CIRCUIT_STATES = {"healthy": 0, "degraded": 1, "half_open": 2, "open": 3}
-# Unlabelled histograms of the shared stats: (stats name, exported name, help).
-HISTOGRAMS = (
-    ("request_seconds", "request_duration_seconds", "End-to-end latency of HTTP requests."),
-    (
-        "overhead_seconds",
-        "gateway_overhead_seconds",
-        "Latency the gateway adds: end to end (first byte, for streams) minus provider time.",
-    ),
-    ("ttfb_seconds", "stream_first_byte_seconds", "Time to the first byte of streamed answers."),
-)
-CACHE_COUNTERS = (
-    ("hits", "cache_hits", "Requests answered from the response cache."),
-    ("misses", "cache_misses", "Cache lookups that found nothing."),
-    ("bypasses", "cache_bypasses", "Requests that skipped the cache (no-cache)."),
-    ("evictions", "cache_evictions", "Entries evicted to stay within the cache budget."),
-    ("expirations", "cache_expirations", "Expired entries swept from the cache."),
-    ("dedup_joins", "dedup_requests", "Requests that shared an identical in-flight call."),
-)
+Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass(slots=True)
@@ -65,146 +47,117 @@ class NodeNumbers:
     def by_family(self, family: str) -> list[Series]:
         return [series for series in self.series if series.family == family]
 
+    def stat(self, name: str) -> int:
+        """An unlabelled counter or gauge of the shared stats, by its registry name."""
+        metric = METRICS[name]
+        values = self.snapshot.counters if metric.kind == "counter" else self.snapshot.gauges
+        return values.get(metric.stored_as, 0)
+
     @property
     def restarts(self) -> int:
-        return max(0, self.snapshot.counters.get("worker_starts", 0) - self.workers_configured)
+        return max(0, self.stat("worker_starts") - self.workers_configured)
+
+
+# -- reading each store -----------------------------------------------------------------------
+
+
+def _one(metric: Metric, value: float, labels: Labels = ()) -> Series:
+    return Series(metric.name, labels, COUNTER, (float(value),))
+
+
+def _from_node(metric: Metric, numbers: NodeNumbers) -> list[Series]:
+    """Figures computed when read (each ``node`` metric of the registry has one here)."""
+    if metric.name == "build_info":
+        build = (("version", __version__), ("implementation", hotpath.IMPLEMENTATION))
+        return [_one(metric, 1, build)]
+    if metric.name == "cache_budget_bytes":
+        return [] if numbers.cache is None else [_one(metric, numbers.cache_budget_bytes)]
+    value = {
+        "start_time_seconds": numbers.started_at,
+        "uptime_seconds": max(time.time() - numbers.started_at, 0.0),
+        "workers": numbers.workers_live,
+        "worker_restarts": numbers.restarts,
+    }[metric.name]
+    return [_one(metric, value)]
+
+
+def _from_stats(metric: Metric, snapshot: StatsSnapshot, providers: Sequence[str]) -> list[Series]:
+    if metric.kind == "histogram":
+        histogram = snapshot.histograms.get(metric.stored_as)
+        if histogram is None:
+            return []
+        return [Series(metric.name, (), HISTOGRAM, (*histogram.counts, histogram.sum))]
+    values = snapshot.counters if metric.kind == "counter" else snapshot.gauges
+    return [_one(metric, v, labels) for labels, v in stats_samples(metric, values, providers)]
+
+
+def _from_health(metric: Metric, health: Mapping[str, Mapping[str, Any]]) -> list[Series]:
+    if metric.name == "circuit_state":
+        pairs = [(name, CIRCUIT_STATES.get(row["state"], 0)) for name, row in health.items()]
+    else:  # circuit_opened
+        pairs = [(name, row["times_opened"]) for name, row in health.items()]
+    return [_one(metric, value, (("provider", name),)) for name, value in pairs]
+
+
+def cache_series(counters: Mapping[str, int] | None) -> list[Series]:
+    """The cache's labelled counters (kept under their ``series_key``) as series."""
+    result = []
+    for name, value in (counters or {}).items():
+        if "\x1f" in name:
+            family, labels = split_key(name)
+            metric = METRICS.get(family)
+            if metric is not None and "cache" in metric.stores:
+                result.append(Series(family, labels, COUNTER, (float(value),)))
+    return result
+
+
+def _read(metric: Metric, numbers: NodeNumbers, cached: list[Series]) -> list[Series]:
+    """Every series of ``metric`` from each store the registry says it is kept in."""
+    found: list[Series] = []
+    for store in metric.stores:
+        if store == "node":
+            found += _from_node(metric, numbers)
+        elif store == "stats":
+            found += _from_stats(metric, numbers.snapshot, numbers.providers)
+        elif store == "series":
+            found += numbers.by_family(metric.name)
+        elif store == "health":
+            found += _from_health(metric, numbers.health)
+        elif metric.labels:  # cache, labelled
+            found += [one for one in cached if one.family == metric.name]
+        elif numbers.cache is not None:  # cache
+            found.append(_one(metric, numbers.cache.get(metric.stored_as, 0)))
+    return found
 
 
 # -- Prometheus ---------------------------------------------------------------------------
 
 
 def prometheus_text(numbers: NodeNumbers) -> str:
+    """Every exported metric of the registry, in its order, read from where it is kept."""
     out = Exposition()
-    snapshot = numbers.snapshot
-    build = (("version", __version__), ("implementation", hotpath.IMPLEMENTATION))
-    uptime = max(time.time() - numbers.started_at, 0.0)
-    in_flight = snapshot.gauges.get("in_flight", 0)
-    _gauge(out, "build_info", "Version of the gateway and of its hot paths.", [(build, 1)])
-    started = _one(numbers.started_at)
-    _gauge(out, "start_time_seconds", "When the node started (Unix time).", started)
-    _gauge(out, "uptime_seconds", "Seconds since the node started.", _one(uptime))
-    _gauge(out, "workers", "Worker processes alive.", _one(numbers.workers_live))
-    restarts = _one(numbers.restarts)
-    _counter(out, "worker_restarts", "Workers started again after one ended.", restarts)
-    _gauge(out, "requests_in_flight", "Requests being handled now.", _one(in_flight))
-    for stats_name, name, help_text in HISTOGRAMS:
-        histogram = snapshot.histograms.get(stats_name)
-        if histogram is not None:
-            out.family(f"aigateway_{name}", "histogram", help_text)
-            out.histogram(
-                f"aigateway_{name}", (), histogram.bounds, histogram.counts, histogram.sum
-            )
-    avoided = _avoided_from_cache(numbers.cache)
-    for family in FAMILIES.values():
-        series = numbers.by_family(family.name) + avoided.get(family.name, [])
-        _family(out, family.name, family.kind, family.help, family.bounds, series)
-    cache = numbers.cache
-    if cache is not None:
-        for key, name, help_text in CACHE_COUNTERS:
-            _counter(out, name, help_text, _one(cache.get(key, 0)))
-        entries = _one(cache.get("entries", 0))
-        _gauge(out, "cache_entries", "Entries in the response cache.", entries)
-        _gauge(out, "cache_bytes", "Bytes the response cache holds.", _one(cache.get("bytes", 0)))
-        budget = _one(numbers.cache_budget_bytes)
-        _gauge(out, "cache_budget_bytes", "The response cache's budget (CACHE_MAX_MB).", budget)
-    health = numbers.health.items()
-    states = [((("provider", n),), CIRCUIT_STATES.get(r["state"], 0)) for n, r in health]
-    opened = [((("provider", n),), r["times_opened"]) for n, r in health]
-    _gauge(out, "circuit_state", "Provider circuit: 0 healthy, 1 degraded, 2 half-open, 3 open.",
-           states)  # fmt: skip
-    _counter(out, "circuit_opened", "Times a provider's circuit opened.", opened)
-    depth, outcomes = _admission(numbers)
-    _gauge(out, "queue_depth", "Requests waiting for admission, by provider and priority.", depth)
-    _counter(
-        out,
-        "admission",
-        "Admission decisions, by provider, priority and outcome (admitted; shed: refused "
-        "because the queue was full; timed_out: could not start before its deadline).",
-        outcomes,
-    )
-    dropped = _one(snapshot.counters.get("series_dropped", 0))
-    _counter(out, "metric_series_dropped", "Updates lost: the series table was full.", dropped)
+    cached = cache_series(numbers.cache)  # the LMDB counters, parsed once
+    for metric in METRICS.values():
+        if metric.exported:
+            _family(out, metric, _read(metric, numbers, cached))
     return out.text()
 
 
-def _one(value: float) -> list[tuple[tuple[tuple[str, str], ...], float]]:
-    return [((), value)]
-
-
-def _gauge(out: Exposition, name: str, help_text: str, samples: Iterable[Any]) -> None:
-    out.family(f"aigateway_{name}", "gauge", help_text)
-    for labels, value in samples:
-        out.sample(f"aigateway_{name}", labels, value)
-
-
-def _counter(out: Exposition, name: str, help_text: str, samples: Iterable[Any]) -> None:
-    out.family(f"aigateway_{name}_total", "counter", help_text)
-    for labels, value in samples:
-        out.sample(f"aigateway_{name}_total", labels, value)
-
-
-def _family(
-    out: Exposition,
-    name: str,
-    kind: int,
-    help_text: str,
-    bounds: tuple[float, ...],
-    series: list[Series],
-) -> None:
-    if kind == HISTOGRAM:
-        out.family(f"aigateway_{name}", "histogram", help_text)
+def _family(out: Exposition, metric: Metric, series: list[Series]) -> None:
+    name = exported_name(metric)
+    out.family(name, metric.kind, metric.help)
+    if metric.kind == "histogram":
         for one in series:
-            out.histogram(f"aigateway_{name}", one.labels, bounds, one.values[:-1], one.values[-1])
-    elif kind == COUNTER:
-        merged: dict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+            out.histogram(name, one.labels, metric.bounds, one.values[:-1], one.values[-1])
+    elif metric.kind == "counter":
+        merged: dict[Labels, float] = defaultdict(float)  # e.g. avoided: series and cache
         for one in series:
             merged[one.labels] += one.value
-        _counter(out, name, help_text, merged.items())
+        for labels, value in merged.items():
+            out.sample(name, labels, value)
     else:
-        _gauge(out, name, help_text, ((one.labels, one.value) for one in series))
-
-
-def _avoided_from_cache(cache: Mapping[str, int] | None) -> dict[str, list[Series]]:
-    """The cache's ``avoided:<how>:<provider>:<model>:<what>`` counters as series."""
-    result: dict[str, list[Series]] = {"avoided_provider_calls": [], "avoided_tokens": []}
-    for name, value in (cache or {}).items():
-        if not name.startswith("avoided:"):
-            continue
-        _, how, provider, rest = name.split(":", 3)
-        model, _, what = rest.rpartition(":")
-        labels = (("provider", provider), ("model", model), ("via", how))
-        if what == "calls":
-            result["avoided_provider_calls"].append(
-                Series("avoided_provider_calls", labels, COUNTER, (float(value),))
-            )
-        elif what in ("prompt_tokens", "completion_tokens"):
-            direction = "in" if what == "prompt_tokens" else "out"
-            result["avoided_tokens"].append(
-                Series(
-                    "avoided_tokens",
-                    (*labels, ("direction", direction)),
-                    COUNTER,
-                    (float(value),),
-                )
-            )
-    return result
-
-
-def _admission(numbers: NodeNumbers) -> tuple[list[Any], list[Any]]:
-    """Queue depths and admission outcomes from the names admission keeps in the stats."""
-    counters, gauges = numbers.snapshot.counters, numbers.snapshot.gauges
-    depth, outcomes = [], []
-    for provider in numbers.providers:
-        for priority in PRIORITIES:
-            labels = (("provider", provider), ("priority", priority))
-            name = queued_name(provider, priority)
-            if name in gauges:
-                depth.append((labels, gauges[name]))
-            for outcome in ADMISSION_OUTCOMES:
-                name = outcome_name(outcome, provider, priority)
-                if name in counters:
-                    outcomes.append(((*labels, ("outcome", outcome)), counters[name]))
-    return depth, outcomes
+        for one in series:
+            out.sample(name, one.labels, one.value)
 
 
 # -- JSON (/admin/stats) --------------------------------------------------------------------
@@ -253,24 +206,25 @@ def stats_document(numbers: NodeNumbers, per_second: tuple[float, float]) -> dic
         "worker_restarts": numbers.restarts,
         "requests": {
             "total": sum(by_status.values()),
-            "in_flight": snapshot.gauges.get("in_flight", 0),
+            "in_flight": numbers.stat("requests_in_flight"),
             "per_second_1m": round(rate, 3),
             "rate_window_s": round(window, 3),
             "by_status": dict(sorted(by_status.items())),
             "by_route": sorted(routes, key=lambda r: (r["route"], r["method"], r["status"])),
         },
-        "latency": {
-            name: _histogram_summary(snapshot.histograms.get(stats_name))
-            for stats_name, name, _ in HISTOGRAMS
+        "latency": {  # the unlabelled histograms of the shared stats
+            m.name: _histogram_summary(snapshot.histograms.get(m.stored_as))
+            for m in METRICS.values()
+            if m.kind == "histogram" and m.stores == ("stats",) and not m.labels
         },
         "queue_wait": {
             dict(one.labels)["priority"]: _summary(
-                FAMILIES["queue_wait_seconds"].bounds, one.values[:-1], one.values[-1]
+                SERIES["queue_wait_seconds"].bounds, one.values[:-1], one.values[-1]
             )
             for one in numbers.by_family("queue_wait_seconds")
         },
         "providers": _providers(numbers),
-        "series_dropped": snapshot.counters.get("series_dropped", 0),
+        "series_dropped": numbers.stat("metric_series_dropped"),
     }
     document.update(numbers.extra)
     return document
@@ -302,7 +256,7 @@ def _providers(numbers: NodeNumbers) -> dict[str, Any]:
             model = row["models"].setdefault(labels["model"], _model_row())
             model["calls"] += int(one.value)
         elif one.family == "provider_call_duration_seconds":
-            bounds = FAMILIES[one.family].bounds
+            bounds = SERIES[one.family].bounds
             row["latency"] = _summary(bounds, one.values[:-1], one.values[-1])
         elif one.family in ("retries", "failovers", "rate_limit_waits"):
             row[one.family] += int(one.value)
