@@ -8,6 +8,7 @@ BATCH_SIZE is 10, BATCH_TIMEOUT_MS 1000 and the idle window 10 ms, as by default
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,3 +254,33 @@ def test_lists_token_arrays_and_big_inputs_go_their_own_way() -> None:
     results = run(scenario())
     assert [texts for _, texts in results] == [["a", "b"], ["c"], ["d", "e", "f"]]
     assert sorted(c.inputs for c in provider.calls) == [["a", "b", "c"], ["d", "e", "f"]]
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "merged"),
+    [((0.3, None), None), ((0.3, 0.5), 0.5)],
+    ids=["one-without-its-own-deadline", "all-with-their-own"],
+)
+def test_a_merged_call_carries_its_latest_callers_own_deadline(
+    timeouts: tuple[float | None, ...], merged: float | None
+) -> None:
+    # Whether a timeout is the client's or the provider's fault follows the request's
+    # timeout_s: a merged call must not borrow its first caller's short one.
+    seen: list[float | None] = []
+    provider = FakeProvider(latency=0.1)
+
+    async def embed(request: ApiRequest, deadline: float) -> Completed:
+        seen.append(request.timeout_s)
+        return await provider.embed(request, deadline)
+
+    batcher = EmbeddingBatcher(embed, 10, 1.0, lambda provider, model, n: None)
+
+    async def one(text: str, timeout_s: float | None) -> None:
+        request = dataclasses.replace(_request(text), timeout_s=timeout_s)
+        await batcher.embed(request, NO_DEADLINE)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(one(f"t{i}", t) for i, t in enumerate(timeouts)))
+
+    run(scenario())
+    assert seen == [merged]

@@ -179,8 +179,16 @@ class EmbeddingBatcher:
                 first = callers[0].request
                 body = {**first.body, "input": [i for c in callers for i in c.inputs]}
                 priority = min((c.request.priority for c in callers), key=PRIORITY_ORDER.index)
+                # The call runs to its latest caller's deadline: the gateway's own when
+                # any caller set none, so its timeout is not blamed on a client.
+                timeouts = [c.request.timeout_s for c in callers]
+                timeout_s = None if None in timeouts else max(t for t in timeouts if t is not None)
                 merged = dataclasses.replace(
-                    first, body=body, raw=orjson.dumps(body), priority=priority
+                    first,
+                    body=body,
+                    raw=orjson.dumps(body),
+                    priority=priority,
+                    timeout_s=timeout_s,
                 )
             result = await self._embed(merged, deadline)
             if len(callers) > 1:
