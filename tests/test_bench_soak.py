@@ -111,7 +111,9 @@ def test_wrk_sends_a_quarter_of_repeated_bodies_and_the_rest_unique(
     assert set(repeated) == {"bench repeated request 0", "bench repeated request 1"}
     assert all(n > 1 for n in repeated.values())
     assert all(n == 1 for t, n in texts.items() if t not in repeated)
-    assert len(received) / 4 - 2 <= sum(repeated.values()) <= len(received) / 4
+    # each thread repeats a quarter of what it sent; a thread's last request may be cut
+    # when wrk stops, so the server can see one fewer body per thread than was counted
+    assert len(received) / 4 - 2 <= sum(repeated.values()) <= len(received) / 4 + 2
 
 
 # --- memory over time ---------------------------------------------------------------------
