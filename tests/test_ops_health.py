@@ -120,6 +120,8 @@ def test_health_is_503_while_no_provider_can_serve(flaky: MockProvider) -> None:
         with gateway.client() as client:
             health = client.get("/health").json()
             assert health["providers"]["google"]["state"] == "unconfigured"
+            # open to anyone, so it names no upstream host
+            assert flaky.base_url not in client.get("/health").text
             flaky.faults(default={"status": 503})
             for _ in range(2):
                 client.post(CHAT, json=chat_body())

@@ -65,8 +65,9 @@ class OpsRoutes:
                 state = "unconfigured"
             serving = serving or state in ("healthy", "degraded")
             providers[p.name] = {
+                # No base URL: /health is open to anyone, and a private deployment's
+                # upstream host names are the operator's business (/admin/config shows them).
                 "type": p.kind,
-                "base_url": p.base_url,
                 "key_configured": bool(p.api_key),
                 "mock": settings.mock_provider,
                 "state": state,
