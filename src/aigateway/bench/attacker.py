@@ -39,13 +39,15 @@ SUMMARY = "ATTACKER_SUMMARY "
 HOST = "127.0.0.1"
 OPEN_WAVE = 500  # connections opened at once: the listen backlog is finite
 SLOW_HEAD = b"GET /health HTTP/1.1\r\nhost: gateway\r\nuser-agent: slowloris\r\n"
-# the largest reply the bundled mock streams today: 128 choices of a 60-character echo
+# A 200 MB stream (the mock writes it piece by piece): a reader that drains it slowly must
+# slow the provider down rather than fill the worker's memory.
+SLOW_READER_MB = 200
 SLOW_READER_BODY = orjson.dumps(
     {
         "model": "gpt-4o-mini",
         "stream": True,
-        "n": 128,
-        "messages": [{"role": "user", "content": "slow reader " + "x" * 48}],
+        "messages": [{"role": "user", "content": "slow reader"}],
+        "metadata": {"mock_fault": orjson.dumps({"reply_mb": SLOW_READER_MB}).decode()},
     }
 )
 RECEIVE_BUFFER = 4096
