@@ -43,7 +43,7 @@ from aigateway.config import (
     describe,
 )
 from aigateway.errors import InvalidRequest
-from aigateway.hotpath._regions import RegionLock, pid_alive
+from aigateway.hotpath.regions import RegionLock, pid_alive
 
 logger = logging.getLogger("aigateway.runtime")
 

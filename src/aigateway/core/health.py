@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aigateway.errors import Fault
-from aigateway.hotpath._regions import RegionLock
+from aigateway.hotpath.regions import RegionLock
 from aigateway.providers.base import ModelListAdapter
 from aigateway.upstream import UpstreamFailure, UpstreamResponse, UpstreamTimeout
 

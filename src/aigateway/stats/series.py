@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aigateway.hotpath._regions import RegionLock, pid_alive
+from aigateway.hotpath.regions import RegionLock, pid_alive
 
 __all__ = ("COUNTER", "GAUGE", "HISTOGRAM", "Series", "SeriesTable", "series_key", "split_key")
 
