@@ -65,6 +65,10 @@ mapping (shared memory), an exclusive ``flock`` on a file named after the region
 twins use the same layout, so either can attach to a region the other initialised; they
 must not, however, *write* one region at the same time (the pure twin's lock does not
 exclude the compiled twin's atomics).
+
+The node's other regions (``aigateway.stats.series``, ``aigateway.core.health``,
+``aigateway.runtime``) declare their layouts the same way and use ``RegionLock`` and
+``pid_alive`` from here; so does the node's cache (``aigateway.cache``).
 """
 
 from __future__ import annotations
