@@ -22,7 +22,7 @@ import pytest
 from aigateway import hotpath, runtime, shm
 from aigateway.core import health
 from aigateway.hotpath import regions
-from aigateway.shm_layout import Field, Layout
+from aigateway.shm_layout import Field, Layout, fingerprint
 from aigateway.stats import series
 
 # --- the declaration form -----------------------------------------------------------------
@@ -195,3 +195,29 @@ def test_the_health_board_keeps_each_circuit_where_the_layout_declares_it():
     entry_fields = [f.name for f in dataclasses.fields(health._Entry)]
     assert entry_fields == [f.name for f in circuit.fields]
     board.close()
+
+
+def test_a_region_laid_out_for_other_declarations_is_refused():
+    ours = Layout("table", (Field("used", "u32"), Field("cells", "u32")))
+    theirs = Layout("table", (Field("used", "u64"), Field("cells", "u32")))  # another build
+    spec = shm.RegionSpec("table", 64, {"rows": 2}, (ours,))
+    segment = shm.create_segment(
+        shm.NodeLayout(regions=(spec,)), f"{shm.segment_name()}.test-layout-fingerprint"
+    )
+    try:
+        assert len(segment.region("table", ours)) == 64
+        with pytest.raises(ValueError, match="laid out for other declarations"):
+            segment.region("table", theirs)
+        assert len(segment.region("table")) == 64  # asked for no check
+    finally:
+        segment.close()
+        segment.unlink()
+
+
+def test_a_fingerprint_ignores_docs_and_sees_every_type_count_and_offset():
+    plain = Layout("x", (Field("a", "u32"), Field("b", "u64")))
+    documented = Layout("x", (Field("a", "u32", doc="a count"), Field("b", "u64")))
+    assert fingerprint(plain) == fingerprint(documented)
+    assert fingerprint(plain) != fingerprint(Layout("x", (Field("a", "u64"), Field("b", "u64"))))
+    assert fingerprint(plain) != fingerprint(Layout("x", (Field("a", "u32", 2), Field("b", "u64"))))
+    assert fingerprint(plain) != fingerprint(Layout("x", (Field("a", "u32"),), size=16))

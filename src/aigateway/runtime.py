@@ -35,7 +35,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import orjson
 
@@ -214,6 +214,9 @@ def effective(settings: Settings, overrides: Mapping[str, str]) -> dict[str, Any
 
 class LiveSettings:
     """This worker's view of the node's live settings."""
+
+    #: What the region is laid out by (``shm.RegionSpec.layouts``).
+    LAYOUTS: ClassVar[tuple[Layout, ...]] = (HEAD, SLOT)
 
     def __init__(
         self,

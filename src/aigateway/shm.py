@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aigateway.hotpath import SharedStats, StatsSchema, TokenBucket
 from aigateway.hotpath.regions import BUCKET, LOCK_DIR, STATS_HEADER, lock_path, pid_alive
-from aigateway.shm_layout import Field, Layout
+from aigateway.shm_layout import Field, Layout, fingerprint
 from aigateway.stats.registry import stats_schema
 
 if TYPE_CHECKING:
@@ -113,12 +113,15 @@ class RegionSpec:
     """A raw region: ``size`` zeroed bytes that a structure of its own lays out.
 
     ``params`` (JSON-able) are kept in the segment's directory for the processes that
-    attach; each region also gets a lock file of its own (``Segment.region_lock_path``).
+    attach, with the fingerprint of the ``layouts`` the structure declares (checked by
+    ``Segment.region``); each region also gets a lock file of its own
+    (``Segment.region_lock_path``).
     """
 
     name: str
     size: int
     params: Mapping[str, Any] = field(default_factory=dict)
+    layouts: tuple[Layout, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +227,17 @@ class Segment:
     def region_names(self) -> tuple[str, ...]:
         return tuple(self._regions())
 
-    def region(self, name: str) -> memoryview:
-        """The bytes of raw region ``name`` (``KeyError`` if the layout has none)."""
+    def region(self, name: str, *layouts: Layout) -> memoryview:
+        """The bytes of raw region ``name`` (``KeyError`` if the layout has none).
+
+        With ``layouts``, ``ValueError`` unless the region was laid out for the same
+        declarations (a process of another build must not misread it)."""
         entry = self._region_entry(name)
+        if layouts and entry.get("layout") != fingerprint(*layouts):
+            raise ValueError(
+                f"the shared-memory region {name!r} was laid out for other declarations "
+                "(another version of aigateway): restart the server"
+            )
         return self.buffer[entry["offset"] : entry["offset"] + entry["size"]]
 
     def region_params(self, name: str) -> dict[str, Any]:
@@ -404,7 +415,13 @@ def _directory(
         }
     buckets = {spec.name: {"offset": at} for spec, at in zip(layout.buckets, offsets, strict=False)}
     regions = {
-        spec.name: {"offset": at, "size": spec.size, "id": id_, "params": dict(spec.params)}
+        spec.name: {
+            "offset": at,
+            "size": spec.size,
+            "id": id_,
+            "params": dict(spec.params),
+            "layout": fingerprint(*spec.layouts) if spec.layouts else None,
+        }
         for spec, at, id_ in zip(layout.regions, offsets[count + 1 :], ids, strict=True)
     }
     document = {"buckets": buckets, "stats": stats, "regions": regions, "created": created}

@@ -26,10 +26,15 @@ machine's byte order: a region is only ever shared within one node.
 A field may repeat (``count``) and may itself be a ``Layout`` (an array of records, such
 as the buckets of a time window); ``offset_of`` takes dotted names (``"window.calls"``,
 the first element's).
+
+A region without a header of its own records ``fingerprint(*layouts)`` where it is
+listed (the segment's directory), so that a process built with other declarations
+refuses it instead of misreading it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,7 +43,7 @@ from typing import Any, Final
 #: What ``read`` and ``write`` take: a buffer (``bytearray``, ``memoryview``, ``mmap``).
 Buffer = Any
 
-__all__ = ("TYPES", "Field", "Layout")
+__all__ = ("TYPES", "Field", "Layout", "fingerprint")
 
 #: The scalar types a field may have, with their ``struct`` codes.
 TYPES: Final = {
@@ -126,6 +131,16 @@ class Layout:
             for field in self.fields
             if not isinstance(field.type, Layout) and (field.count == 1 or field.type == "bytes")
         }
+
+    @property
+    def signature(self) -> str:
+        """Every field's name, type, count and offset, and the size: what a fingerprint
+        digests (field docs do not count)."""
+        parts = []
+        for field in self.fields:
+            kind = f"({field.type.signature})" if isinstance(field.type, Layout) else field.type
+            parts.append(f"{field.name}:{kind}*{field.count}@{self._offsets[field.name]}")
+        return f"{self.name}{{{','.join(parts)}}}={self.size}"
 
     def offset_of(self, name: str) -> int:
         """Bytes from the start of the layout to field ``name`` (dotted for nested fields)."""
@@ -223,6 +238,12 @@ class Layout:
 
     def __repr__(self) -> str:
         return f"<Layout {self.name} ({self.size} bytes)>"
+
+
+def fingerprint(*layouts: Layout) -> str:
+    """A short digest of the layouts (hex), equal across processes that declare them alike."""
+    text = ";".join(layout.signature for layout in layouts)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _code(field: Field) -> str:

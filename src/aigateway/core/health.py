@@ -57,7 +57,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from aigateway.errors import Fault
 from aigateway.hotpath.regions import RegionLock
@@ -169,6 +169,9 @@ class _Entry:
 
 class HealthBoard:
     """The health of the node's providers, in a shared-memory region (or private bytes)."""
+
+    #: What the region is laid out by (``shm.RegionSpec.layouts``).
+    LAYOUTS: ClassVar[tuple[Layout, ...]] = (ENTRY,)
 
     def __init__(
         self,

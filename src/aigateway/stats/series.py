@@ -37,7 +37,7 @@ import os
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from aigateway.hotpath.regions import SLOT_HEAD, RegionLock, pid_alive
 from aigateway.shm_layout import Field, Layout
@@ -115,6 +115,9 @@ class Series:
 
 class SeriesTable:
     """This process's slot of the node's labelled series, and the node's totals."""
+
+    #: What the region is laid out by (``shm.RegionSpec.layouts``).
+    LAYOUTS: ClassVar[tuple[Layout, ...]] = (HEAD, ENTRY, SLOT_HEAD)
 
     def __init__(self, region: memoryview, params: dict[str, Any], lock_path: str | None) -> None:
         self._series = int(params["series"])
