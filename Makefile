@@ -28,7 +28,7 @@ lint: $(INSTALLED)
 
 test-python: $(INSTALLED)
 	$(BIN)/python -c 'import aigateway.hotpath as h; assert h.IMPLEMENTATION == "cython", h.IMPLEMENTATION'
-	AIGATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/test_sse_decoder.py tests/test_hotpath_*.py tests/test_shm.py
+	AIGATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/test_sse_decoder.py tests/test_hotpath_*.py tests/test_shm.py tests/test_shm_layout.py
 	$(BIN)/python -m pytest
 
 $(NODE_INSTALLED): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json

@@ -4,7 +4,7 @@ from cpython.buffer cimport Py_buffer
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 
-# The region layout of _regions.py (TokenBucket.SIZE = 64 bytes, 8-byte aligned).
+# The region layout declared as regions.BUCKET (checked against it at import).
 ctypedef struct BucketRegion:
     uint32_t magic
     uint32_t version

@@ -2,7 +2,7 @@
 """Token buckets, node-wide through shared memory (compiled twin).
 
 Same names, signatures and results as ``aigateway.hotpath._bucket_py``, which is the
-specification; read it for the API and ``aigateway.hotpath._regions`` for the layout.
+specification; read it for the API and ``aigateway.hotpath.regions`` for the layout.
 
 Algorithm
 ---------
@@ -40,13 +40,31 @@ from includes.system cimport aigw_monotonic_ns, getpid
 import math
 import os
 
-from ._regions import BUCKET_MAGIC, BUCKET_SIZE, REGION_VERSION
+from .regions import BUCKET, BUCKET_MAGIC, REGION_VERSION
 
 __all__ = ("TokenBucket",)
 
 cdef uint32_t _MAGIC = BUCKET_MAGIC
 cdef uint32_t _VERSION = REGION_VERSION
-assert sizeof(BucketRegion) == BUCKET_SIZE
+
+# The C struct must be the declared layout: a mismatch fails the import, loudly.
+cdef BucketRegion _probe
+C_LAYOUTS = {
+    "token bucket": (
+        sizeof(BucketRegion),
+        {
+            "magic": <char*>&_probe.magic - <char*>&_probe,
+            "version": <char*>&_probe.version - <char*>&_probe,
+            "rate_per_s": <char*>&_probe.rate_per_s - <char*>&_probe,
+            "burst": <char*>&_probe.burst - <char*>&_probe,
+            "tat_ns": <char*>&_probe.tat_ns - <char*>&_probe,
+            "creator_pid": <char*>&_probe.creator_pid - <char*>&_probe,
+            "region_id": <char*>&_probe.region_id - <char*>&_probe,
+            "reserved": <char*>&_probe.reserved - <char*>&_probe,
+        },
+    ),
+}
+BUCKET.check(*C_LAYOUTS["token bucket"])
 
 cdef double _MAX_FILL_S = 1e9
 cdef double _MAX_NOW_S = 4e9
@@ -77,7 +95,7 @@ cdef inline int64_t _now_ns(object now) except? -1:
 cdef class TokenBucket:
     """A token bucket; with a shared buffer, one bucket for every process attached to it."""
 
-    SIZE = BUCKET_SIZE
+    SIZE = BUCKET.size
 
     def __cinit__(self):
         self._has_view = False
@@ -86,7 +104,7 @@ cdef class TokenBucket:
     def __init__(self, double rate_per_s, double burst, object buffer=None):
         cdef BucketRegion* region
         _check_rate(rate_per_s, burst)
-        self._use(bytearray(BUCKET_SIZE) if buffer is None else buffer)
+        self._use(bytearray(sizeof(BucketRegion)) if buffer is None else buffer)
         region = self._region
         region_id = int.from_bytes(os.urandom(8), "little")
         memset(region, 0, sizeof(BucketRegion))
@@ -121,9 +139,9 @@ cdef class TokenBucket:
         self._has_view = True
         if self._view.readonly:
             raise TypeError("a token bucket needs a writable buffer")
-        if self._view.len < BUCKET_SIZE:
+        if self._view.len < <Py_ssize_t>sizeof(BucketRegion):
             raise ValueError(
-                f"a token bucket needs {BUCKET_SIZE} bytes, the buffer has {self._view.len}"
+                f"a token bucket needs {sizeof(BucketRegion)} bytes, the buffer has {self._view.len}"
             )
         if <uintptr_t>self._view.buf % 8:
             raise ValueError("a token bucket's buffer must be 8-byte aligned")

@@ -4,7 +4,7 @@ from cpython.buffer cimport Py_buffer
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 
-# The region header of _regions.py (64 bytes); slots follow it.
+# The region header declared as regions.STATS_HEADER (checked against it at import).
 ctypedef struct StatsHeader:
     uint32_t magic
     uint32_t version
@@ -20,7 +20,7 @@ ctypedef struct StatsHeader:
     uint64_t reserved
 
 
-# The head of one slot; its counters, gauges and histograms follow.
+# The head of one slot (regions.SLOT_HEAD); its counters, gauges and histograms follow.
 ctypedef struct SlotHeader:
     int64_t owner_pid   # 0: free
     uint64_t claims

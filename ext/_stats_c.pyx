@@ -2,7 +2,7 @@
 """Counters, gauges and histograms of a node in shared memory (compiled twin).
 
 Same names, signatures and results as ``aigateway.hotpath._stats_py``, which is the
-specification; read it for the API and ``aigateway.hotpath._regions`` for the layout.
+specification; read it for the API and ``aigateway.hotpath.regions`` for the layout.
 
 Algorithm
 ---------
@@ -43,18 +43,45 @@ from includes.system cimport getpid, kill
 
 import os
 
-from ._regions import REGION_VERSION, STATS_HEADER_SIZE, STATS_MAGIC
 from ._stats_schema import Histogram, HistogramSnapshot, StatsSchema, StatsSnapshot
+from .regions import REGION_VERSION, SLOT_HEAD, STATS_HEADER, STATS_MAGIC
 
 __all__ = ("Histogram", "HistogramSnapshot", "SharedStats", "StatsSchema", "StatsSnapshot")
 
-cdef enum:
-    _HEADER_SIZE = 64
-
 cdef uint32_t _MAGIC = STATS_MAGIC
 cdef uint32_t _VERSION = REGION_VERSION
-assert sizeof(StatsHeader) == _HEADER_SIZE == STATS_HEADER_SIZE
-assert sizeof(SlotHeader) == 16
+
+# The C structs must be the declared layouts: a mismatch fails the import, loudly.
+cdef StatsHeader _header
+cdef SlotHeader _slot_head
+C_LAYOUTS = {
+    "stats header": (
+        sizeof(StatsHeader),
+        {
+            "magic": <char*>&_header.magic - <char*>&_header,
+            "version": <char*>&_header.version - <char*>&_header,
+            "fingerprint": <char*>&_header.fingerprint - <char*>&_header,
+            "slots": <char*>&_header.slots - <char*>&_header,
+            "slot_size": <char*>&_header.slot_size - <char*>&_header,
+            "creator_pid": <char*>&_header.creator_pid - <char*>&_header,
+            "region_id": <char*>&_header.region_id - <char*>&_header,
+            "counters": <char*>&_header.counters - <char*>&_header,
+            "gauges": <char*>&_header.gauges - <char*>&_header,
+            "histograms": <char*>&_header.histograms - <char*>&_header,
+            "histogram_words": <char*>&_header.histogram_words - <char*>&_header,
+            "reserved": <char*>&_header.reserved - <char*>&_header,
+        },
+    ),
+    "slot head": (
+        sizeof(SlotHeader),
+        {
+            "owner_pid": <char*>&_slot_head.owner_pid - <char*>&_slot_head,
+            "claims": <char*>&_slot_head.claims - <char*>&_slot_head,
+        },
+    ),
+}
+STATS_HEADER.check(*C_LAYOUTS["stats header"])
+SLOT_HEAD.check(*C_LAYOUTS["slot head"])
 
 
 cdef inline bint _alive(int64_t pid) noexcept:
@@ -137,7 +164,7 @@ cdef class SharedStats:
         if buffer is None:
             buffer = bytearray(schema.buffer_size(1))
             SharedStats.initialise(buffer, schema, 1)
-        _get_region(&self._view, buffer, _HEADER_SIZE)
+        _get_region(&self._view, buffer, sizeof(StatsHeader))
         self._has_view = True
         header = <StatsHeader*>self._view.buf
         if header.magic != _MAGIC or header.version != _VERSION:
@@ -193,7 +220,7 @@ cdef class SharedStats:
         self._n_histograms = len(histograms)
 
     cdef SlotHeader* _slot_at(self, Py_ssize_t slot) noexcept:
-        return <SlotHeader*>(self._base + _HEADER_SIZE + slot * self._slot_size)
+        return <SlotHeader*>(self._base + sizeof(StatsHeader) + slot * self._slot_size)
 
     cdef int _claim(self) except -1:
         cdef Py_ssize_t slot

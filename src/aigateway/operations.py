@@ -68,10 +68,18 @@ def node_regions(settings: Settings, slots: int) -> tuple[shm.RegionSpec, ...]:
     series = {"series": SERIES_CAPACITY, "cells": CELL_CAPACITY, "slots": slots}
     return (
         shm.RegionSpec(
-            SERIES_REGION, SeriesTable.size(SERIES_CAPACITY, CELL_CAPACITY, slots), series
+            SERIES_REGION,
+            SeriesTable.size(SERIES_CAPACITY, CELL_CAPACITY, slots),
+            series,
+            SeriesTable.LAYOUTS,
         ),
-        shm.RegionSpec(HEALTH_REGION, HealthBoard.size(len(providers)), {"providers": providers}),
-        shm.RegionSpec(LIVE_REGION, region_size(slots), {"slots": slots}),
+        shm.RegionSpec(
+            HEALTH_REGION,
+            HealthBoard.size(len(providers)),
+            {"providers": providers},
+            HealthBoard.LAYOUTS,
+        ),
+        shm.RegionSpec(LIVE_REGION, region_size(slots), {"slots": slots}, LiveSettings.LAYOUTS),
     )
 
 
@@ -147,19 +155,19 @@ class Operations:
         if segment is not None and SERIES_REGION in regions:
             self.stats = segment.stats()
             self.table = SeriesTable(
-                segment.region(SERIES_REGION),
+                segment.region(SERIES_REGION, *SeriesTable.LAYOUTS),
                 segment.region_params(SERIES_REGION),
                 segment.region_lock_path(SERIES_REGION),
             )
             self.health = HealthBoard(
-                segment.region(HEALTH_REGION),
+                segment.region(HEALTH_REGION, *HealthBoard.LAYOUTS),
                 segment.region_params(HEALTH_REGION)["providers"],
                 health_policy(settings),
                 segment.region_lock_path(HEALTH_REGION),
             )
             self.live = LiveSettings(
                 settings,
-                segment.region(LIVE_REGION),
+                segment.region(LIVE_REGION, *LiveSettings.LAYOUTS),
                 segment.region_params(LIVE_REGION)["slots"],
                 segment.region_lock_path(LIVE_REGION),
             )

@@ -13,11 +13,18 @@ rebuilds its settings from the startup ones plus the overrides and applies them 
 starts (or is respawned) applies the current overrides before it serves.  Changes last
 until the server stops: the environment still rules the next start.
 
-Region layout::
+Region layout: a head (``HEAD``), one slot per worker (``SLOT``, ``params["slots"]`` of
+them), then the JSON document, at most ``MAX_DOCUMENT`` bytes::
 
-    0  u64 sequence (odd while being written)   8  u64 version   16 u32 length of the JSON
-    24 f64 time of the last change (wall)        64 slots x 16 bytes: i64 pid, u64 version
-    then the JSON document, at most ``MAX_DOCUMENT`` bytes
+    0    u64  sequence  odd while being written
+    8    u64  version
+    16   u32  length    bytes of the JSON document
+    24   f64  changed   time of the last change (wall)
+    64   (end)
+
+    0    i64  pid      the worker's (0: free)
+    8    u64  version  the last version it applied
+    16   (end)
 """
 
 from __future__ import annotations
@@ -26,10 +33,9 @@ import asyncio
 import dataclasses
 import logging
 import os
-import struct
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import orjson
 
@@ -43,7 +49,8 @@ from aigateway.config import (
     describe,
 )
 from aigateway.errors import InvalidRequest
-from aigateway.hotpath._regions import RegionLock, pid_alive
+from aigateway.hotpath.regions import RegionLock, pid_alive
+from aigateway.shm_layout import Field, Layout
 
 logger = logging.getLogger("aigateway.runtime")
 
@@ -73,8 +80,26 @@ PROVIDER_NAMES: Final = ("providers.<name>.rps", "providers.<name>.max_connectio
 BUILT_IN: Final = {"openai": "OPENAI", "google": "GOOGLE", "anthropic": "ANTHROPIC"}
 POLL_S: Final = 0.2
 MAX_DOCUMENT: Final = 64 * 1024
-_HEAD = struct.Struct("=QQId")
-_SLOTS_AT = 64
+HEAD: Final = Layout(
+    "live settings",
+    (
+        Field("sequence", "u64", doc="odd while being written"),
+        Field("version", "u64"),
+        Field("length", "u32", doc="bytes of the JSON document"),
+        Field("changed", "f64", doc="time of the last change (wall)"),
+    ),
+    size=64,
+)
+SLOT: Final = Layout(
+    "live settings slot",
+    (
+        Field("pid", "i64", doc="the worker's (0: free)"),
+        Field("version", "u64", doc="the last version it applied"),
+    ),
+)
+_HEAD = HEAD.struct
+_SLOT = SLOT.struct
+_SLOTS_AT = HEAD.size
 
 Applier = Callable[[Settings, Settings], None]
 
@@ -85,7 +110,7 @@ def _variables() -> dict[str, tuple[str, Callable[[str, str], Any]]]:
 
 
 def region_size(slots: int) -> int:
-    return _SLOTS_AT + 16 * slots + MAX_DOCUMENT
+    return _SLOTS_AT + _SLOT.size * slots + MAX_DOCUMENT
 
 
 def _raw(name: str, value: Any) -> str:
@@ -190,6 +215,9 @@ def effective(settings: Settings, overrides: Mapping[str, str]) -> dict[str, Any
 class LiveSettings:
     """This worker's view of the node's live settings."""
 
+    #: What the region is laid out by (``shm.RegionSpec.layouts``).
+    LAYOUTS: ClassVar[tuple[Layout, ...]] = (HEAD, SLOT)
+
     def __init__(
         self,
         base: Settings,
@@ -272,7 +300,7 @@ class LiveSettings:
         """(live workers that applied ``version`` or later, live workers)."""
         applied = alive = 0
         for slot in range(self._slots):
-            pid, seen = struct.unpack_from("=qQ", self._view, _SLOTS_AT + 16 * slot)
+            pid, seen = _SLOT.unpack_from(self._view, _SLOTS_AT + _SLOT.size * slot)
             if pid and (pid == os.getpid() or pid_alive(pid)):
                 alive += 1
                 applied += seen >= version
@@ -286,7 +314,7 @@ class LiveSettings:
     def close(self) -> None:
         if self._slot >= 0:
             with self._lock:
-                struct.pack_into("=qQ", self._view, _SLOTS_AT + 16 * self._slot, 0, 0)
+                _SLOT.pack_into(self._view, _SLOTS_AT + _SLOT.size * self._slot, 0, 0)
             self._slot = -1
         self._lock.close()
         self._view.release()
@@ -295,7 +323,7 @@ class LiveSettings:
 
     @property
     def data_offset(self) -> int:
-        return _SLOTS_AT + 16 * self._slots
+        return _SLOTS_AT + _SLOT.size * self._slots
 
     def _read(self) -> tuple[int, dict[str, str]]:
         """A consistent (version, overrides), read again while a writer is at it."""
@@ -312,14 +340,15 @@ class LiveSettings:
 
     def _ack(self, version: int) -> None:
         if self._slot >= 0:
-            struct.pack_into("=qQ", self._view, _SLOTS_AT + 16 * self._slot, os.getpid(), version)
+            _SLOT.pack_into(self._view, _SLOTS_AT + _SLOT.size * self._slot, os.getpid(), version)
 
     def _claim(self) -> int:
         me = os.getpid()
         with self._lock:
             for slot in range(self._slots):
-                pid, _ = struct.unpack_from("=qQ", self._view, _SLOTS_AT + 16 * slot)
+                at = _SLOTS_AT + _SLOT.size * slot
+                pid, _ = _SLOT.unpack_from(self._view, at)
                 if pid == 0 or (pid != me and not pid_alive(pid)):
-                    struct.pack_into("=qQ", self._view, _SLOTS_AT + 16 * slot, me, 0)
+                    _SLOT.pack_into(self._view, at, me, 0)
                     return slot
         return -1  # more processes than slots: this one is not counted in acknowledgements

@@ -22,15 +22,19 @@ pure twins' lock files) of servers whose pid is no longer alive, and never touch
 a live process.  (Pids are those of this pid namespace: two containers sharing one
 ``/dev/shm`` must also share a pid namespace.)
 
-Layout: a header, a JSON directory of the regions, then the regions, each 64-byte
-aligned (see ``aigateway.hotpath._regions`` for the bucket and stats layouts).  Besides
-buckets and stats, a layout may name *raw regions* (``RegionSpec``): zeroed bytes that a
-structure of its own lays out (labelled metrics, provider health, live settings), with
-JSON parameters and a lock file of their own::
+Layout: a header (``HEADER``), a JSON directory of the regions, then the regions, each
+64-byte aligned (``aigateway.hotpath.regions`` declares the bucket and stats layouts).
+Besides buckets and stats, a layout may name *raw regions* (``RegionSpec``): zeroed bytes
+that a structure of its own lays out and declares (``aigateway.stats.series``,
+``aigateway.core.health``, ``aigateway.runtime``), with JSON parameters and a lock file of
+their own::
 
-    0   8  magic b"AIGWSHM1"        16  8  pid of the creating process
-    8   4  format version (1)       24  8  total size in bytes
-    12  4  directory length         32     directory (UTF-8 JSON), then the regions
+    0    bytes[8]  magic             b"AIGWSHM1"
+    8    u32       version           format version (1)
+    12   u32       directory_length  bytes of the directory (UTF-8 JSON) that follows
+    16   i64       creator_pid       pid of the creating process
+    24   u64       size              total size in bytes
+    32   (end)
 """
 
 from __future__ import annotations
@@ -50,13 +54,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from aigateway.hotpath import SharedStats, StatsSchema, TokenBucket
-from aigateway.hotpath._regions import LOCK_DIR, lock_path, pid_alive
+from aigateway.hotpath.regions import BUCKET, LOCK_DIR, STATS_HEADER, lock_path, pid_alive
+from aigateway.shm_layout import Field, Layout, fingerprint
 from aigateway.stats.registry import stats_schema
 
 if TYPE_CHECKING:
     from aigateway.config import Settings
 
 __all__ = (
+    "HEADER",
     "SHM_DIR",
     "SHM_ENV",
     "BucketSpec",
@@ -76,8 +82,17 @@ SHM_DIR: Final = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdi
 
 _MAGIC = b"AIGWSHM1"
 _VERSION = 1
-_HEADER = struct.Struct("=8sIIqQ")  # magic, version, directory length, pid, size
-_PID_AND_ID = struct.Struct("=qQ")  # in a region's header: its creator's pid and its id
+HEADER: Final = Layout(
+    "segment header",
+    (
+        Field("magic", "bytes", 8, doc='b"AIGWSHM1"'),
+        Field("version", "u32", doc="format version (1)"),
+        Field("directory_length", "u32", doc="bytes of the directory (UTF-8 JSON) that follows"),
+        Field("creator_pid", "i64", doc="pid of the creating process"),
+        Field("size", "u64", doc="total size in bytes"),
+    ),
+)
+_HEADER = HEADER.struct
 _ALIGN = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\Z")
 # A segment or lock file of the server whose main process has the pid in the name.
@@ -98,12 +113,15 @@ class RegionSpec:
     """A raw region: ``size`` zeroed bytes that a structure of its own lays out.
 
     ``params`` (JSON-able) are kept in the segment's directory for the processes that
-    attach; each region also gets a lock file of its own (``Segment.region_lock_path``).
+    attach, with the fingerprint of the ``layouts`` the structure declares (checked by
+    ``Segment.region``); each region also gets a lock file of its own
+    (``Segment.region_lock_path``).
     """
 
     name: str
     size: int
     params: Mapping[str, Any] = field(default_factory=dict)
+    layouts: tuple[Layout, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +171,11 @@ def segment_name(pid: int | None = None) -> str:
     return f"aigateway-{os.getpid() if pid is None else pid}"
 
 
+def _lock_of(mapping: mmap.mmap, layout: Layout, at: int) -> str:
+    """The lock file of the hot-path region (``layout``) at byte ``at`` of the mapping."""
+    return lock_path(layout.read(mapping, "creator_pid", at), layout.read(mapping, "region_id", at))
+
+
 def _round_up(size: int) -> int:
     return -(-size // _ALIGN) * _ALIGN
 
@@ -171,12 +194,10 @@ class Segment:
         self._directory: dict[str, Any] = json.loads(mapping[_HEADER.size : _HEADER.size + length])
         # The pure twins' lock files of the regions, named after each region's header.
         locks = [
-            lock_path(*_PID_AND_ID.unpack_from(mapping, entry["offset"] + 32))
-            for entry in self._directory["buckets"].values()
+            _lock_of(mapping, BUCKET, e["offset"]) for e in self._directory["buckets"].values()
         ]
         if self._directory["stats"] is not None:
-            at = self._directory["stats"]["offset"]
-            locks.append(lock_path(*_PID_AND_ID.unpack_from(mapping, at + 24)))
+            locks.append(_lock_of(mapping, STATS_HEADER, self._directory["stats"]["offset"]))
         locks += [lock_path(creator_pid, entry["id"]) for entry in self._regions().values()]
         self.lock_paths: tuple[str, ...] = tuple(locks)
         #: When the segment was made (``time.time()``): the node's start.
@@ -200,15 +221,23 @@ class Segment:
             offset = self._directory["buckets"][name]["offset"]
         except KeyError:
             raise KeyError(f"the shared-memory segment has no bucket named {name!r}") from None
-        return self.buffer[offset : offset + TokenBucket.SIZE]
+        return self.buffer[offset : offset + BUCKET.size]
 
     @property
     def region_names(self) -> tuple[str, ...]:
         return tuple(self._regions())
 
-    def region(self, name: str) -> memoryview:
-        """The bytes of raw region ``name`` (``KeyError`` if the layout has none)."""
+    def region(self, name: str, *layouts: Layout) -> memoryview:
+        """The bytes of raw region ``name`` (``KeyError`` if the layout has none).
+
+        With ``layouts``, ``ValueError`` unless the region was laid out for the same
+        declarations (a process of another build must not misread it)."""
         entry = self._region_entry(name)
+        if layouts and entry.get("layout") != fingerprint(*layouts):
+            raise ValueError(
+                f"the shared-memory region {name!r} was laid out for other declarations "
+                "(another version of aigateway): restart the server"
+            )
         return self.buffer[entry["offset"] : entry["offset"] + entry["size"]]
 
     def region_params(self, name: str) -> dict[str, Any]:
@@ -315,7 +344,7 @@ def create_segment(layout: NodeLayout, name: str | None = None) -> Segment:
     offsets = []
     for _ in layout.buckets:
         offsets.append(offset)
-        offset += _round_up(TokenBucket.SIZE)
+        offset += _round_up(BUCKET.size)
     offsets.append(offset)
     offset += _round_up(stats_size)
     for raw in layout.regions:
@@ -341,7 +370,7 @@ def create_segment(layout: NodeLayout, name: str | None = None) -> Segment:
         view = memoryview(mapping)
         try:
             for spec, at in zip(layout.buckets, offsets, strict=False):
-                region = view[at : at + TokenBucket.SIZE]
+                region = view[at : at + BUCKET.size]
                 TokenBucket(spec.rate_per_s, spec.burst, region).close()
             if layout.stats is not None:
                 at = offsets[len(layout.buckets)]
@@ -386,7 +415,13 @@ def _directory(
         }
     buckets = {spec.name: {"offset": at} for spec, at in zip(layout.buckets, offsets, strict=False)}
     regions = {
-        spec.name: {"offset": at, "size": spec.size, "id": id_, "params": dict(spec.params)}
+        spec.name: {
+            "offset": at,
+            "size": spec.size,
+            "id": id_,
+            "params": dict(spec.params),
+            "layout": fingerprint(*spec.layouts) if spec.layouts else None,
+        }
         for spec, at, id_ in zip(layout.regions, offsets[count + 1 :], ids, strict=True)
     }
     document = {"buckets": buckets, "stats": stats, "regions": regions, "created": created}

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from aigateway.hotpath._regions import pid_alive
+from aigateway.hotpath.regions import pid_alive
 
 PREFIX = "aigateway-cache-"
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import lmdb
 
-from aigateway.hotpath._regions import pid_alive
+from aigateway.hotpath.regions import pid_alive
 
 # expires_at, created, size, hits, prompt_tokens, completion_tokens, label length; then
 # the label (provider NUL model) and, in `entries` only, the answer.

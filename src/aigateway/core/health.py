@@ -24,30 +24,45 @@ account, the client's own deadline and cancelled calls do not count.  Besides li
 traffic, one worker of the node probes every provider every ``probe_interval_s`` (0: only
 after a cool-down).
 
-Region layout: one 256-byte entry per provider (in ``params["providers"]`` order), all
-changes under the region's lock (a ``flock``, so a killed worker never leaves it held);
-routing reads the state word without it::
+Region layout: one entry (``ENTRY``, 256 bytes) per provider, in ``params["providers"]``
+order, all changes under the region's lock (a ``flock``, so a killed worker never leaves
+it held); routing reads the state word without it.  Times are CLOCK_MONOTONIC seconds
+unless marked wall; the window counts calls in 6 buckets of 5 s::
 
-    0  u32 state   4 u32 consecutive failures   8 f64 open until (CLOCK_MONOTONIC)
-    16 f64 trial lease until   24 f64 next periodic probe   32 u32 last failure (outcome)
-    36 u32 last probe (0 none, 1 ok, 2 failed)   40 u64 times opened   48 f64 changed (wall)
-    56 u64 probes   64 window: 6 buckets of 32 bytes: u64 epoch, u64 calls,
-       u64 failures, f64 seconds
+    0    circuit    circuit
+         0    u32  state         0 closed, 1 open, 2 half open
+         4    u32  consecutive   consecutive failures
+         8    f64  open_until
+         16   f64  trial_until   the probe's (or trial call's) lease
+         24   f64  next_probe    the next periodic probe
+         32   u32  last_failure  its outcome, an index of OUTCOMES
+         36   u32  last_probe    0 none, 1 ok, 2 failed
+         40   u64  opened        times opened
+         48   f64  changed       when the state last changed (wall)
+         56   u64  probes
+         64   (end)
+    64   bucket[6]  window
+         0    u64  epoch     int(now / 5 s) + 1 of the calls counted
+         8    u64  calls
+         16   u64  failures
+         24   f64  seconds   their summed latency
+         32   (end)
+    256  (end)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from aigateway.errors import Fault
-from aigateway.hotpath._regions import RegionLock
+from aigateway.hotpath.regions import RegionLock
 from aigateway.providers.base import ModelListAdapter
+from aigateway.shm_layout import Field, Layout
 from aigateway.upstream import UpstreamFailure, UpstreamResponse, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -57,7 +72,6 @@ logger = logging.getLogger("aigateway.health")
 
 __all__ = ("OUTCOMES", "Circuit", "HealthBoard", "HealthPolicy", "probe_loop")
 
-ENTRY: Final = 256
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 STATE_NAMES: Final = {CLOSED: "healthy", OPEN: "open", HALF_OPEN: "half_open"}
 #: Outcomes of a provider call, as accounting reports them; their index is stored (new
@@ -77,11 +91,53 @@ OUTCOMES: Final = (
 FAILURES: Final = frozenset(f.outcome for f in Fault if f.health is True)
 SUCCESSES: Final = frozenset({"ok"} | {f.outcome for f in Fault if f.health is False})
 
-_HEAD = struct.Struct("=IIddd II Q d Q")
-_BUCKET = struct.Struct("=QQQd")
 _BUCKETS = 6
 _BUCKET_S = 5.0
-_WINDOW_OFFSET = 64
+CIRCUIT: Final = Layout(
+    "circuit",
+    (
+        Field("state", "u32", doc="0 closed, 1 open, 2 half open"),
+        Field("consecutive", "u32", doc="consecutive failures"),
+        Field("open_until", "f64"),
+        Field("trial_until", "f64", doc="the probe's (or trial call's) lease"),
+        Field("next_probe", "f64", doc="the next periodic probe"),
+        Field("last_failure", "u32", doc="its outcome, an index of OUTCOMES"),
+        Field("last_probe", "u32", doc="0 none, 1 ok, 2 failed"),
+        Field("opened", "u64", doc="times opened"),
+        Field("changed", "f64", doc="when the state last changed (wall)"),
+        Field("probes", "u64"),
+    ),
+)
+WINDOW_BUCKET: Final = Layout(
+    "bucket",
+    (
+        Field("epoch", "u64", doc="int(now / 5 s) + 1 of the calls counted"),
+        Field("calls", "u64"),
+        Field("failures", "u64"),
+        Field("seconds", "f64", doc="their summed latency"),
+    ),
+)
+ENTRY: Final = Layout(
+    "health entry",
+    (Field("circuit", CIRCUIT), Field("window", WINDOW_BUCKET, _BUCKETS)),
+    size=256,
+)
+# Derived once: where each value sits (indices in the region cast to its type).
+_SIZE = ENTRY.size
+_CIRCUIT = CIRCUIT.struct
+_CIRCUIT_AT = ENTRY.offset_of("circuit")
+_BUCKET = WINDOW_BUCKET.struct
+_WINDOW_OFFSET = ENTRY.offset_of("window")
+_STATE = ENTRY.index("circuit.state")
+_CONSECUTIVE = ENTRY.index("circuit.consecutive")
+_OPEN_UNTIL = ENTRY.index("circuit.open_until")
+_TRIAL_UNTIL = ENTRY.index("circuit.trial_until")
+_NEXT_PROBE = ENTRY.index("circuit.next_probe")
+_LAST_FAILURE = ENTRY.index("circuit.last_failure")
+_LAST_PROBE = ENTRY.index("circuit.last_probe")
+_OPENED = ENTRY.index("circuit.opened")
+_CHANGED = ENTRY.index("circuit.changed")
+_PROBES = ENTRY.index("circuit.probes")
 _RATE_MIN_CALLS = 20
 _DEGRADED_MIN_CALLS = 5
 
@@ -97,6 +153,8 @@ class HealthPolicy:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    """One provider's ``CIRCUIT``, field by field."""
+
     state: int
     consecutive: int
     open_until: float
@@ -111,6 +169,9 @@ class _Entry:
 
 class HealthBoard:
     """The health of the node's providers, in a shared-memory region (or private bytes)."""
+
+    #: What the region is laid out by (``shm.RegionSpec.layouts``).
+    LAYOUTS: ClassVar[tuple[Layout, ...]] = (ENTRY,)
 
     def __init__(
         self,
@@ -134,7 +195,7 @@ class HealthBoard:
 
     @staticmethod
     def size(providers: int) -> int:
-        return ENTRY * max(providers, 1)
+        return _SIZE * max(providers, 1)
 
     @classmethod
     def private(cls, providers: list[str], policy: HealthPolicy) -> HealthBoard:
@@ -166,7 +227,7 @@ class HealthBoard:
 
     def closed(self, name: str) -> bool:
         """Whether routing may use the provider (its circuit is closed)."""
-        return self._u32[self._index[name] * ENTRY // 4] == CLOSED
+        return self._u32[self._index[name] * _SIZE // 4 + _STATE] == CLOSED
 
     def retry_after(self, name: str, now: float | None = None) -> float:
         """Seconds until the provider may be tried again (0 when its circuit is closed)."""
@@ -210,7 +271,7 @@ class HealthBoard:
             return
         failed = outcome in FAILURES
         now = time.monotonic()
-        base = index * ENTRY
+        u32 = index * _SIZE // 4
         with self._lock:
             entry = self._entry(name)
             state, consecutive = entry.state, entry.consecutive + 1 if failed else 0
@@ -223,16 +284,16 @@ class HealthBoard:
             elif state != CLOSED and not failed and (probe or now >= entry.open_until):
                 self._close(index, now)
                 logger.warning("%s answered again: its circuit is closed", name)
-            self._u32[base // 4 + 1] = consecutive
-            self._u32[base // 4 + 8] = last_failure
+            self._u32[u32 + _CONSECUTIVE] = consecutive
+            self._u32[u32 + _LAST_FAILURE] = last_failure
             if probe:
-                self._u32[base // 4 + 9] = 2 if failed else 1
+                self._u32[u32 + _LAST_PROBE] = 2 if failed else 1
 
     def take_probe(self, name: str, now: float | None = None) -> bool:
         """Whether this worker should probe the provider now (at most one worker does)."""
         index = self._index[name]
         now = time.monotonic() if now is None else now
-        base = index * ENTRY // 8
+        base = index * _SIZE // 8
         with self._lock:
             entry = self._entry(name)
             if entry.state == CLOSED:
@@ -240,17 +301,17 @@ class HealthBoard:
                 if interval <= 0:
                     return False
                 if entry.next_probe == 0.0:  # the first time: one interval after the start
-                    self._f64[base + 3] = now + interval
+                    self._f64[base + _NEXT_PROBE] = now + interval
                     return False
                 if now < entry.next_probe:
                     return False
-                self._f64[base + 3] = now + interval
+                self._f64[base + _NEXT_PROBE] = now + interval
             else:
                 if now < entry.open_until or now < entry.trial_until:
                     return False
-                self._u32[index * ENTRY // 4] = HALF_OPEN
-                self._f64[base + 2] = now + self.policy.probe_timeout_s
-            self._u64[base + 7] = entry.probes + 1
+                self._u32[index * _SIZE // 4 + _STATE] = HALF_OPEN
+                self._f64[base + _TRIAL_UNTIL] = now + self.policy.probe_timeout_s
+            self._u64[base + _PROBES] = entry.probes + 1
             return True
 
     def take_trial(self, name: str, now: float | None = None) -> bool:
@@ -267,23 +328,23 @@ class HealthBoard:
 
     def _open(self, name: str, now: float, why: str) -> None:
         index = self._index[name]
-        base = index * ENTRY
-        self._u32[base // 4] = OPEN
-        self._f64[base // 8 + 1] = now + self.policy.cooldown_s
-        self._f64[base // 8 + 2] = 0.0
-        self._u64[base // 8 + 5] += 1
-        self._f64[base // 8 + 6] = time.time()
+        base = index * _SIZE
+        self._u32[base // 4 + _STATE] = OPEN
+        self._f64[base // 8 + _OPEN_UNTIL] = now + self.policy.cooldown_s
+        self._f64[base // 8 + _TRIAL_UNTIL] = 0.0
+        self._u64[base // 8 + _OPENED] += 1
+        self._f64[base // 8 + _CHANGED] = time.time()
         logger.warning(
             "%s circuit opened %s: routing skips it for %g s", name, why, self.policy.cooldown_s
         )
 
     def _close(self, index: int, now: float) -> None:
-        base = index * ENTRY
-        self._u32[base // 4] = CLOSED
-        self._f64[base // 8 + 2] = 0.0
-        self._f64[base // 8 + 6] = time.time()
+        base = index * _SIZE
+        self._u32[base // 4 + _STATE] = CLOSED
+        self._f64[base // 8 + _TRIAL_UNTIL] = 0.0
+        self._f64[base // 8 + _CHANGED] = time.time()
         if self.policy.probe_interval_s > 0:
-            self._f64[base // 8 + 3] = now + self.policy.probe_interval_s
+            self._f64[base // 8 + _NEXT_PROBE] = now + self.policy.probe_interval_s
         for bucket in range(_BUCKETS):  # a fresh window: old failures must not reopen it
             at = base + _WINDOW_OFFSET + bucket * _BUCKET.size
             self._view[at : at + _BUCKET.size] = bytes(_BUCKET.size)
@@ -292,7 +353,7 @@ class HealthBoard:
         """Count one call in the current bucket; the window's calls and failures after a
         failure (zeros after a success, which never opens the circuit)."""
         epoch = int(now / _BUCKET_S) + 1
-        at = index * ENTRY + _WINDOW_OFFSET + (epoch % _BUCKETS) * _BUCKET.size
+        at = index * _SIZE + _WINDOW_OFFSET + (epoch % _BUCKETS) * _BUCKET.size
         stored, calls, failures, total = _BUCKET.unpack_from(self._view, at)
         if stored != epoch:
             calls, failures, total = 0, 0, 0.0
@@ -309,14 +370,14 @@ class HealthBoard:
         calls = failures = 0
         seconds = 0.0
         for bucket in range(_BUCKETS):
-            at = index * ENTRY + _WINDOW_OFFSET + bucket * _BUCKET.size
+            at = index * _SIZE + _WINDOW_OFFSET + bucket * _BUCKET.size
             stored, c, f, s = _BUCKET.unpack_from(self._view, at)
             if epoch - _BUCKETS < stored <= epoch:
                 calls, failures, seconds = calls + c, failures + f, seconds + s
         return calls, failures, seconds
 
     def _entry(self, name: str) -> _Entry:
-        return _Entry(*_HEAD.unpack_from(self._view, self._index[name] * ENTRY))
+        return _Entry(*_CIRCUIT.unpack_from(self._view, self._index[name] * _SIZE + _CIRCUIT_AT))
 
     def close(self) -> None:
         self._lock.close()

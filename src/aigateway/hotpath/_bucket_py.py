@@ -2,7 +2,7 @@
 
 This module is the executable specification of ``ext/_bucket_c.pyx``: both define the same
 names with the same signatures and give the same results for the same calls; both use
-the region layout documented in ``_regions`` (GCRA: the state is one 64-bit word, the
+the region layout declared in ``regions`` (``BUCKET``) (GCRA: the state is one 64-bit word, the
 time at which the bucket is full again).
 
 * ``TokenBucket(rate_per_s, burst, buffer=None)`` makes a full bucket that refills at
@@ -38,9 +38,9 @@ import os
 import time
 from typing import ClassVar
 
-from ._regions import (
+from .regions import (
+    BUCKET,
     BUCKET_MAGIC,
-    BUCKET_SIZE,
     CLOSED_BUCKET,
     REGION_VERSION,
     RegionLock,
@@ -51,12 +51,14 @@ from ._regions import (
 
 __all__ = ("TokenBucket",)
 
-# Word indices of the layout (see _regions) in 8-byte units.
-_RATE = 1
-_BURST = 2
-_TAT = 3
-_PID = 4
-_ID = 5
+# Indices of the fields in the region cast to their type (see regions.BUCKET).
+_MAGIC = BUCKET.index("magic")
+_VERSION = BUCKET.index("version")
+_RATE = BUCKET.index("rate_per_s")
+_BURST = BUCKET.index("burst")
+_TAT = BUCKET.index("tat_ns")
+_PID = BUCKET.index("creator_pid")
+_ID = BUCKET.index("region_id")
 _MAX_FILL_S = 1e9
 _MAX_NOW_S = 4e9
 
@@ -85,9 +87,9 @@ def _region(buffer: object) -> memoryview:
     if not view.c_contiguous:
         raise ValueError("a token bucket needs a contiguous buffer")
     view = view.cast("B")
-    if len(view) < BUCKET_SIZE:
-        raise ValueError(f"a token bucket needs {BUCKET_SIZE} bytes, the buffer has {len(view)}")
-    view = view[:BUCKET_SIZE]
+    if len(view) < BUCKET.size:
+        raise ValueError(f"a token bucket needs {BUCKET.size} bytes, the buffer has {len(view)}")
+    view = view[: BUCKET.size]
     if buffer_address(view) % 8:
         raise ValueError("a token bucket's buffer must be 8-byte aligned")
     return view
@@ -96,15 +98,15 @@ def _region(buffer: object) -> memoryview:
 class TokenBucket:
     """A token bucket; with a shared buffer, one bucket for every process attached to it."""
 
-    SIZE: ClassVar[int] = BUCKET_SIZE
+    SIZE: ClassVar[int] = BUCKET.size
 
     __slots__ = ("_f64", "_i64", "_lock", "_view")
 
     def __init__(self, rate_per_s: float, burst: float, buffer: object = None) -> None:
         _check_rate(rate_per_s, burst)
-        view = _region(bytearray(BUCKET_SIZE) if buffer is None else buffer)
+        view = _region(bytearray(BUCKET.size) if buffer is None else buffer)
         region_id = int.from_bytes(os.urandom(8), "little")
-        view[:] = bytes(BUCKET_SIZE)
+        view[:] = bytes(BUCKET.size)
         f64 = view.cast("d")
         i64 = view.cast("q")
         f64[_RATE] = float(rate_per_s)
@@ -112,8 +114,8 @@ class TokenBucket:
         i64[_PID] = os.getpid()
         view.cast("Q")[_ID] = region_id
         u32 = view.cast("I")
-        u32[1] = REGION_VERSION
-        u32[0] = BUCKET_MAGIC
+        u32[_VERSION] = REGION_VERSION
+        u32[_MAGIC] = BUCKET_MAGIC  # last: a region with its magic is complete
         self._use(view)
 
     @classmethod
@@ -121,7 +123,7 @@ class TokenBucket:
         """The bucket already initialised in ``buffer`` (by any process, either twin)."""
         view = _region(buffer)
         u32 = view.cast("I")
-        if u32[0] != BUCKET_MAGIC or u32[1] != REGION_VERSION:
+        if u32[_MAGIC] != BUCKET_MAGIC or u32[_VERSION] != REGION_VERSION:
             raise ValueError("the buffer holds no token bucket (bad magic or version)")
         f64 = view.cast("d")
         _check_rate(f64[_RATE], f64[_BURST])

@@ -2,7 +2,7 @@
 
 This module is the executable specification of ``ext/_stats_c.pyx``: both define the same
 names with the same signatures and give the same results; both use the region layout
-documented in ``_regions``.
+declared in ``regions`` (``STATS_HEADER``, ``SLOT_HEAD``).
 
 The region holds one *slot* per writing process, so writers never contend: a process
 claims a slot, then only ever writes its own, and ``snapshot()`` sums them all.
@@ -34,10 +34,12 @@ import os
 from bisect import bisect_left
 from typing import Any
 
-from ._regions import (
+from ._stats_schema import Histogram, HistogramSnapshot, StatsSchema, StatsSnapshot
+from .regions import (
     CLOSED_STATS,
     REGION_VERSION,
-    STATS_HEADER_SIZE,
+    SLOT_HEAD,
+    STATS_HEADER,
     STATS_MAGIC,
     RegionLock,
     buffer_address,
@@ -45,24 +47,29 @@ from ._regions import (
     pid_alive,
     shared_backing,
 )
-from ._stats_schema import Histogram, HistogramSnapshot, StatsSchema, StatsSnapshot
 
 __all__ = ("Histogram", "HistogramSnapshot", "SharedStats", "StatsSchema", "StatsSnapshot")
 
 _U64 = 2**64 - 1
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
-_SLOT_HEADER_WORDS = 2
-# Header words (8-byte units) and half-words (4-byte units), see _regions.
-_H_FINGERPRINT = 1
-_H_PID = 3
-_H_ID = 4
-_H32_SLOTS = 4
-_H32_SLOT_SIZE = 5
-_H32_COUNTERS = 10
-_H32_GAUGES = 11
-_H32_HISTOGRAMS = 12
-_H32_HISTOGRAM_WORDS = 13
+# Indices of the header's fields in the region cast to their type (see regions).
+_H_MAGIC = STATS_HEADER.index("magic")
+_H_VERSION = STATS_HEADER.index("version")
+_H_FINGERPRINT = STATS_HEADER.index("fingerprint")
+_H_PID = STATS_HEADER.index("creator_pid")
+_H_ID = STATS_HEADER.index("region_id")
+_H_SLOTS = STATS_HEADER.index("slots")
+_H_SLOT_SIZE = STATS_HEADER.index("slot_size")
+_H_COUNTERS = STATS_HEADER.index("counters")
+_H_GAUGES = STATS_HEADER.index("gauges")
+_H_HISTOGRAMS = STATS_HEADER.index("histograms")
+_H_HISTOGRAM_WORDS = STATS_HEADER.index("histogram_words")
+_HEADER_WORDS = STATS_HEADER.size // 8
+# A slot: its head (owner pid, claims), then counters, gauges and histograms.
+_OWNER = SLOT_HEAD.index("owner_pid")
+_CLAIMS = SLOT_HEAD.index("claims")
+_SLOT_HEAD_WORDS = SLOT_HEAD.size // 8
 
 
 def _region(buffer: object, size: int | None = None) -> memoryview:
@@ -72,7 +79,7 @@ def _region(buffer: object, size: int | None = None) -> memoryview:
     if not view.c_contiguous:
         raise ValueError("shared stats need a contiguous buffer")
     view = view.cast("B")
-    need = STATS_HEADER_SIZE if size is None else size
+    need = STATS_HEADER.size if size is None else size
     if len(view) < need:
         raise ValueError(f"shared stats need {need} bytes, the buffer has {len(view)}")
     if buffer_address(view) % 8:
@@ -113,14 +120,14 @@ class SharedStats:
         u64[_H_PID] = os.getpid()
         u64[_H_ID] = int.from_bytes(os.urandom(8), "little")
         u32 = view.cast("I")
-        u32[_H32_SLOTS] = slots
-        u32[_H32_SLOT_SIZE] = schema.slot_size
-        u32[_H32_COUNTERS] = len(schema.counters)
-        u32[_H32_GAUGES] = len(schema.gauges)
-        u32[_H32_HISTOGRAMS] = len(schema.histograms)
-        u32[_H32_HISTOGRAM_WORDS] = schema.histogram_words
-        u32[1] = REGION_VERSION
-        u32[0] = STATS_MAGIC
+        u32[_H_SLOTS] = slots
+        u32[_H_SLOT_SIZE] = schema.slot_size
+        u32[_H_COUNTERS] = len(schema.counters)
+        u32[_H_GAUGES] = len(schema.gauges)
+        u32[_H_HISTOGRAMS] = len(schema.histograms)
+        u32[_H_HISTOGRAM_WORDS] = schema.histogram_words
+        u32[_H_VERSION] = REGION_VERSION
+        u32[_H_MAGIC] = STATS_MAGIC  # last: a region with its magic is complete
 
     def __init__(self, schema: StatsSchema, buffer: object = None) -> None:
         self._view: memoryview | None = None
@@ -129,12 +136,12 @@ class SharedStats:
             self.initialise(buffer, schema, 1)
         view = _region(buffer)
         u32 = view.cast("I")
-        if u32[0] != STATS_MAGIC or u32[1] != REGION_VERSION:
+        if u32[_H_MAGIC] != STATS_MAGIC or u32[_H_VERSION] != REGION_VERSION:
             raise ValueError("the buffer holds no shared stats (bad magic or version)")
         if view.cast("Q")[_H_FINGERPRINT] != schema.fingerprint:
             raise ValueError("the shared stats in the buffer were laid out for another schema")
-        slots = u32[_H32_SLOTS]
-        slot_size = u32[_H32_SLOT_SIZE]
+        slots = u32[_H_SLOTS]
+        slot_size = u32[_H_SLOT_SIZE]
         if slot_size != schema.slot_size or not slots:
             raise ValueError("the shared stats in the buffer have an inconsistent header")
         size = schema.buffer_size(slots)
@@ -150,8 +157,7 @@ class SharedStats:
         path = lock_path(u64[_H_PID], u64[_H_ID]) if shared_backing(view) else None
         self._lock = RegionLock(path)
         self._slot = self._claim()
-        base = (STATS_HEADER_SIZE + self._slot * slot_size) // 8 + _SLOT_HEADER_WORDS
-        start = base * 8
+        start = STATS_HEADER.size + self._slot * slot_size + SLOT_HEAD.size
         counters = len(schema.counters)
         gauges = len(schema.gauges)
         self._counters = view[start : start + 8 * counters].cast("Q")
@@ -173,20 +179,20 @@ class SharedStats:
         u64 = self._u64
         with self._lock:
             for slot in range(self._slots):
-                owner_word = self._slot_base(slot)
-                owner = u64[owner_word]
+                base = self._slot_base(slot)
+                owner = u64[base + _OWNER]
                 if owner == 0 or (owner != me and not pid_alive(owner)):
-                    u64[owner_word] = me
-                    u64[owner_word + 1] += 1
+                    u64[base + _OWNER] = me
+                    u64[base + _CLAIMS] += 1
                     self._zero_gauges(slot)
                     return slot
         raise RuntimeError(f"all {self._slots} stats slots belong to live processes")
 
     def _slot_base(self, slot: int) -> int:
-        return STATS_HEADER_SIZE // 8 + slot * self._slot_words
+        return _HEADER_WORDS + slot * self._slot_words
 
     def _zero_gauges(self, slot: int) -> None:
-        start = self._slot_base(slot) + _SLOT_HEADER_WORDS + len(self._schema.counters)
+        start = self._slot_base(slot) + _SLOT_HEAD_WORDS + len(self._schema.counters)
         for word in range(start, start + len(self._schema.gauges)):
             self._u64[word] = 0
 
@@ -250,8 +256,8 @@ class SharedStats:
         sums = [0.0] * len(schema.histograms)
         for slot in range(self._slots):
             word = self._slot_base(slot)
-            owner = u64[word]
-            word += _SLOT_HEADER_WORDS
+            owner = u64[word + _OWNER]
+            word += _SLOT_HEAD_WORDS
             for i in range(ncounters):
                 counters[i] = (counters[i] + u64[word + i]) & _U64
             word += ncounters
@@ -281,7 +287,7 @@ class SharedStats:
             return
         with self._lock:
             self._zero_gauges(self._slot)
-            self._u64[self._slot_base(self._slot)] = 0
+            self._u64[self._slot_base(self._slot) + _OWNER] = 0
         self._lock.close()
         views: list[Any] = [self._counters, self._gauges, self._u64, self._f64, self._view]
         views += [view for _, counts, total in self._histograms for view in (counts, total)]

@@ -15,7 +15,7 @@ take, so callers look indices up once::
     stats.incr(REQUESTS)
 
 Adding a metric is adding a name (or a ``Histogram``) here; the shared-memory layout
-follows (see ``_regions``), and the fingerprint of the schema, stored in the region,
+follows (see ``regions``), and the fingerprint of the schema, stored in the region,
 keeps a process with another schema from attaching to it.
 """
 
@@ -30,14 +30,13 @@ from typing import Any
 
 import xxhash
 
-from ._regions import STATS_HEADER_SIZE
+from .regions import SLOT_HEAD, STATS_HEADER
 
 __all__ = ("Histogram", "HistogramSnapshot", "StatsSchema", "StatsSnapshot")
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")  # a Prometheus metric name
 _MAX_BUCKETS = 256
 _MAX_METRICS = 4096
-_SLOT_HEADER = 16  # owner pid, claims
 
 
 def _names(names: Iterable[str], kind: str) -> tuple[str, ...]:
@@ -135,13 +134,13 @@ class StatsSchema:
     def slot_size(self) -> int:
         """Bytes of one slot, a multiple of 64 so that two writers never share a cache line."""
         words = len(self.counters) + len(self.gauges) + self.histogram_words
-        return -(-(_SLOT_HEADER + 8 * words) // 64) * 64
+        return -(-(SLOT_HEAD.size + 8 * words) // 64) * 64
 
     def buffer_size(self, slots: int) -> int:
         """Bytes of a region with ``slots`` slots."""
         if not 1 <= slots < 2**31:
             raise ValueError(f"slots must be >= 1, not {slots!r}")
-        return STATS_HEADER_SIZE + slots * self.slot_size
+        return STATS_HEADER.size + slots * self.slot_size
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able description, from which ``from_json`` rebuilds an equal schema."""

@@ -11,15 +11,22 @@ that takes a dead worker's slot carries on from its values. What the workers sha
 the directory of series, appended to under a lock (rarely: each process remembers the
 series it has seen), never rewritten, so readers need no lock.
 
-Region layout (native byte order; ``series`` and ``cells`` capacities and ``slots`` come
-from the region's parameters)::
+Region layout (``series`` and ``cells`` capacities and ``slots`` come from the region's
+parameters): a head (``HEAD``), the directory of ``series`` entries (``ENTRY``), ``slots``
+slot heads (``hotpath.regions.SLOT_HEAD``: i64 owner pid, u64 claims), then ``slots`` x
+``cells`` values of 8 bytes (u64 counter, i64 gauge, histogram: u64 count per bucket,
++Inf last, then f64 sum)::
 
-    0    u32  series used        4  u32  cells used        8..64 reserved
-    64   directory, ``series`` entries of 128 bytes:
-         0 u32 first cell   4 u16 cells   6 u8 kind   7 u8 key length   8 key (UTF-8)
-         then ``slots`` slot headers of 16 bytes: i64 owner pid, u64 claims
-         then ``slots`` x ``cells`` values of 8 bytes (u64 counter, i64 gauge, histogram:
-         u64 count per bucket, +Inf last, then f64 sum)
+    0    u32  series_used
+    4    u32  cells_used
+    64   (end)
+
+    0    u32         first_cell
+    4    u16         cells
+    6    u8          kind        1 counter, 2 gauge, 3 histogram
+    7    u8          key_length
+    8    bytes[120]  key         UTF-8
+    128  (end)
 
 A full table takes no more series: ``cell()`` returns -1 and the caller counts the drop.
 """
@@ -27,25 +34,52 @@ A full table takes no more series: ``cell()`` returns -1 and the caller counts t
 from __future__ import annotations
 
 import os
-import struct
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
-from aigateway.hotpath._regions import RegionLock, pid_alive
+from aigateway.hotpath.regions import SLOT_HEAD, RegionLock, pid_alive
+from aigateway.shm_layout import Field, Layout
 
-__all__ = ("COUNTER", "GAUGE", "HISTOGRAM", "Series", "SeriesTable", "series_key", "split_key")
+__all__ = (
+    "COUNTER",
+    "ENTRY",
+    "GAUGE",
+    "HEAD",
+    "HISTOGRAM",
+    "Series",
+    "SeriesTable",
+    "series_key",
+    "split_key",
+)
 
 COUNTER: Final = 1
 GAUGE: Final = 2
 HISTOGRAM: Final = 3
 
-_HEADER = 64
-_ENTRY = 128
-_MAX_KEY = _ENTRY - 8
-_ENTRY_HEAD = struct.Struct("=IHBB")
-_SLOT_HEAD = 16
+HEAD: Final = Layout(
+    "series table", (Field("series_used", "u32"), Field("cells_used", "u32")), size=64
+)
+ENTRY: Final = Layout(
+    "series entry",
+    (
+        Field("first_cell", "u32"),
+        Field("cells", "u16"),
+        Field("kind", "u8", doc="1 counter, 2 gauge, 3 histogram"),
+        Field("key_length", "u8"),
+        Field("key", "bytes", 120, doc="UTF-8"),
+    ),
+)
+_HEADER = HEAD.size
+_USED = HEAD.index("series_used")
+_CELLS = HEAD.index("cells_used")
+_ENTRY = ENTRY.size
+_ENTRY_STRUCT = ENTRY.struct
+_MAX_KEY = ENTRY.field("key").count
+_SLOT_HEAD = SLOT_HEAD.size
+_OWNER = SLOT_HEAD.index("owner_pid")
+_CLAIMS = SLOT_HEAD.index("claims")
 _SEPARATOR = "\x1f"
 _U64 = 2**64 - 1
 
@@ -82,6 +116,9 @@ class Series:
 class SeriesTable:
     """This process's slot of the node's labelled series, and the node's totals."""
 
+    #: What the region is laid out by (``shm.RegionSpec.layouts``).
+    LAYOUTS: ClassVar[tuple[Layout, ...]] = (HEAD, ENTRY, SLOT_HEAD)
+
     def __init__(self, region: memoryview, params: dict[str, Any], lock_path: str | None) -> None:
         self._series = int(params["series"])
         self._cells = int(params["cells"])
@@ -90,7 +127,7 @@ class SeriesTable:
         if len(region) < need:
             raise ValueError(f"a series table needs {need} bytes, the region has {len(region)}")
         self._view = region[:need]
-        self._u32 = self._view[:8].cast("I")
+        self._u32 = self._view[:_HEADER].cast("I")
         self._slot_words = (_HEADER + self._series * _ENTRY) // 8
         self._value_words = self._slot_words + self._slots * _SLOT_HEAD // 8
         self._u64 = self._view.cast("Q")
@@ -130,14 +167,13 @@ class SeriesTable:
             cell = self._known.get(key)
             if cell is not None:
                 return cell
-            used, cells = self._u32[0], self._u32[1]
+            used, cells = self._u32[_USED], self._u32[_CELLS]
             if used >= self._series or cells + width > self._cells:
                 return -1
             at = _HEADER + used * _ENTRY
-            _ENTRY_HEAD.pack_into(self._view, at, cells, width, kind, len(raw))
-            self._view[at + 8 : at + 8 + len(raw)] = raw
-            self._u32[1] = cells + width
-            self._u32[0] = used + 1  # last: readers see only complete entries
+            _ENTRY_STRUCT.pack_into(self._view, at, cells, width, kind, len(raw), raw)
+            self._u32[_CELLS] = cells + width
+            self._u32[_USED] = used + 1  # last: readers see only complete entries
             self._read_directory()
         return self._known[key]
 
@@ -193,7 +229,7 @@ class SeriesTable:
         with self._lock:
             self._read_directory()
             self._zero_gauges(self._slot)
-            self._i64[self._slot_words + self._slot * 2] = 0
+            self._i64[self._head_word(self._slot) + _OWNER] = 0
         self._slot = -1
         self._lock.close()
         for view in (self._u32, self._u64, self._i64, self._f64, self._view):
@@ -208,16 +244,19 @@ class SeriesTable:
             for slot in range(self._slots):
                 owner, _ = self._owner(slot)
                 if owner == 0 or (owner != me and not _alive(owner)):
-                    word = self._slot_words + slot * 2
-                    self._i64[word] = me
-                    self._u64[word + 1] += 1
+                    word = self._head_word(slot)
+                    self._i64[word + _OWNER] = me
+                    self._u64[word + _CLAIMS] += 1
                     self._zero_gauges(slot)
                     return slot
         raise RuntimeError(f"all {self._slots} slots of the series table belong to live processes")
 
+    def _head_word(self, slot: int) -> int:
+        return self._slot_words + slot * _SLOT_HEAD // 8
+
     def _owner(self, slot: int) -> tuple[int, int]:
-        word = self._slot_words + slot * 2
-        return self._i64[word], self._u64[word + 1]
+        word = self._head_word(slot)
+        return self._i64[word + _OWNER], self._u64[word + _CLAIMS]
 
     def _word(self, slot: int, cell: int) -> int:
         return self._value_words + slot * self._cells + cell
@@ -229,11 +268,11 @@ class SeriesTable:
                     self._i64[self._word(slot, first + i)] = 0
 
     def _read_directory(self) -> None:
-        used = self._u32[0]
+        used = self._u32[_USED]
         for index in range(len(self._entries), used):
             at = _HEADER + index * _ENTRY
-            first, width, kind, length = _ENTRY_HEAD.unpack_from(self._view, at)
-            key = bytes(self._view[at + 8 : at + 8 + length]).decode()
+            first, width, kind, length, raw = _ENTRY_STRUCT.unpack_from(self._view, at)
+            key = raw[:length].decode()
             self._entries.append((key, kind, first, width))
             self._known[key] = first
 

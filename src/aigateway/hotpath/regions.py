@@ -1,18 +1,25 @@
-"""Shared-memory regions: the byte layouts both twins use, and the pure twins' lock.
+"""Shared-memory regions of the hot paths: their declared layouts, and the pure twins' lock.
 
 A *region* is a piece of a writable buffer (usually a slice of the node's shared-memory
-segment, see ``aigateway.shm``) that a hot-path object lives in.  Every region starts with
-a 4-byte magic and a 4-byte version, and records the pid of the process that initialised
-it and a random 64-bit id.  All fields are in the machine's byte order (a region is only
-ever shared within one node) and 8-byte aligned; the buffer itself must start on an
-8-byte boundary (a page-aligned mapping plus offsets that are multiples of 64 always do).
+segment, see ``aigateway.shm``) that a hot-path object lives in.  Its layout is declared
+once below (``aigateway.shm_layout``): the pure twins take their word indices from the
+declaration, the compiled twins mirror it as C structs (``ext/*.pxd``) and check at
+import that their offsets are the declared ones.  Every region starts with a 4-byte
+magic and a 4-byte version, and records the pid of the process that initialised it and a
+random 64-bit id.  The buffer must start on an 8-byte boundary (a page-aligned mapping
+plus offsets that are multiples of 64 always do).
 
-Token bucket (``TokenBucket.SIZE`` = 64 bytes)::
+Token bucket (``BUCKET``, ``TokenBucket.SIZE`` bytes)::
 
-    0   u32  magic "AGTB"          24  i64  tat_ns (see below)
-    4   u32  version (1)           32  i64  pid of the initialising process
-    8   f64  rate_per_s            40  u64  region id
-    16  f64  burst                 48       16 reserved bytes (zero)
+    0    u32     magic        "AGTB"
+    4    u32     version      REGION_VERSION
+    8    f64     rate_per_s
+    16   f64     burst
+    24   i64     tat_ns       GCRA: CLOCK_MONOTONIC ns at which it is full again
+    32   i64     creator_pid  pid of the initialising process
+    40   u64     region_id    random: names the pure twins' lock file
+    48   u64[2]  reserved     zero
+    64   (end)
 
 The bucket is kept as GCRA (the "generic cell rate algorithm", the virtual-scheduling
 form of a token bucket): ``tat_ns`` is the CLOCK_MONOTONIC time in nanoseconds at which
@@ -22,20 +29,32 @@ the bucket would be full again.  Tokens available at ``now`` are
 the compiled twin takes tokens with a single compare-and-swap (no lock to be left held by
 a killed process); CLOCK_MONOTONIC is one clock for every process of a Linux host.
 
-Shared stats (``SharedStats.buffer_size(schema, slots)`` bytes)::
+Shared stats (``SharedStats.buffer_size(schema, slots)`` bytes): a header
+(``STATS_HEADER``)::
 
-    header, 64 bytes:
-    0   u32  magic "AGST"          24  i64  pid of the initialising process
-    4   u32  version (1)           32  u64  region id
-    8   u64  schema fingerprint    40  u32  counters, u32 gauges
-    16  u32  slots                 48  u32  histograms, u32 histogram words
-    20  u32  slot size (bytes)     56       8 reserved bytes
-    then ``slots`` slots of ``slot size`` bytes (a multiple of 64), each:
-    0   i64  owner pid (0: free)
-    8   u64  claims (how often the slot was taken; informational)
-    16  u64  counters[counters]
-        i64  gauges[gauges]
-        for each histogram: u64 counts[len(bounds) + 1], f64 sum
+    0    u32  magic            "AGST"
+    4    u32  version          REGION_VERSION
+    8    u64  fingerprint      StatsSchema.fingerprint
+    16   u32  slots
+    20   u32  slot_size        bytes, a multiple of 64
+    24   i64  creator_pid      pid of the initialising process
+    32   u64  region_id        random: names the pure twins' lock file
+    40   u32  counters
+    44   u32  gauges
+    48   u32  histograms
+    52   u32  histogram_words
+    56   u64  reserved         zero
+    64   (end)
+
+then ``slots`` slots of ``slot_size`` bytes, each a head (``SLOT_HEAD``)::
+
+    0    i64  owner_pid  0: free
+    8    u64  claims     how often the slot was taken (informational)
+    16   (end)
+
+followed by the schema's values (``StatsSchema``): ``u64 counters[counters]``,
+``i64 gauges[gauges]``, and for each histogram ``u64 counts[len(bounds) + 1]`` and an
+``f64`` sum.
 
 Each slot has a single writer, its owner; readers sum the slots.
 
@@ -46,6 +65,10 @@ mapping (shared memory), an exclusive ``flock`` on a file named after the region
 twins use the same layout, so either can attach to a region the other initialised; they
 must not, however, *write* one region at the same time (the pure twin's lock does not
 exclude the compiled twin's atomics).
+
+The node's other regions (``aigateway.stats.series``, ``aigateway.core.health``,
+``aigateway.runtime``) declare their layouts the same way and use ``RegionLock`` and
+``pid_alive`` from here; so does the node's cache (``aigateway.cache``).
 """
 
 from __future__ import annotations
@@ -59,14 +82,17 @@ import threading
 from types import TracebackType
 from typing import Any, Final
 
+from aigateway.shm_layout import Field, Layout
+
 __all__ = (
+    "BUCKET",
     "BUCKET_MAGIC",
-    "BUCKET_SIZE",
     "CLOSED_BUCKET",
     "CLOSED_STATS",
     "LOCK_DIR",
     "REGION_VERSION",
-    "STATS_HEADER_SIZE",
+    "SLOT_HEAD",
+    "STATS_HEADER",
     "STATS_MAGIC",
     "RegionLock",
     "buffer_address",
@@ -77,9 +103,55 @@ __all__ = (
 
 REGION_VERSION: Final = 1
 BUCKET_MAGIC: Final = int.from_bytes(b"AGTB", "little")
-BUCKET_SIZE: Final = 64
 STATS_MAGIC: Final = int.from_bytes(b"AGST", "little")
-STATS_HEADER_SIZE: Final = 64
+
+# Every region of a hot path has these (the magic first, then its version).
+_VERSION = Field("version", "u32", doc="REGION_VERSION")
+_PID = Field("creator_pid", "i64", doc="pid of the initialising process")
+_ID = Field("region_id", "u64", doc="random: names the pure twins' lock file")
+
+#: A ``TokenBucket`` (its ``SIZE``); ``ext/_bucket_c.pxd`` mirrors it as ``BucketRegion``.
+BUCKET: Final = Layout(
+    "token bucket",
+    (
+        Field("magic", "u32", doc='"AGTB"'),
+        _VERSION,
+        Field("rate_per_s", "f64"),
+        Field("burst", "f64"),
+        Field("tat_ns", "i64", doc="GCRA: CLOCK_MONOTONIC ns at which it is full again"),
+        _PID,
+        _ID,
+        Field("reserved", "u64", 2, doc="zero"),
+    ),
+)
+
+#: The head of a ``SharedStats`` region (``StatsHeader`` in ``ext/_stats_c.pxd``).
+STATS_HEADER: Final = Layout(
+    "stats header",
+    (
+        Field("magic", "u32", doc='"AGST"'),
+        _VERSION,
+        Field("fingerprint", "u64", doc="StatsSchema.fingerprint"),
+        Field("slots", "u32"),
+        Field("slot_size", "u32", doc="bytes, a multiple of 64"),
+        _PID,
+        _ID,
+        Field("counters", "u32"),
+        Field("gauges", "u32"),
+        Field("histograms", "u32"),
+        Field("histogram_words", "u32"),
+        Field("reserved", "u64", doc="zero"),
+    ),
+)
+
+#: The head of a slot, in the stats and in the series table (``SlotHeader``).
+SLOT_HEAD: Final = Layout(
+    "slot head",
+    (
+        Field("owner_pid", "i64", doc="0: free"),
+        Field("claims", "u64", doc="how often the slot was taken (informational)"),
+    ),
+)
 
 #: Where the pure twins keep their lock files (the shared-memory file system on Linux).
 LOCK_DIR: Final = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
