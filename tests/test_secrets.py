@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from aigateway.config import ConfigError, load_settings
+from aigateway.config import ConfigError, load_settings, mask_url
 from aigateway.errors import InvalidRequest
 from aigateway.logs import JsonFormatter, TextFormatter
 from aigateway.runtime import normalize_changes
@@ -66,6 +66,12 @@ def test_a_base_url_with_credentials_is_refused_at_startup_with_the_secret_maske
     assert len(lines) == 1
     assert name in lines[0] and "****" in lines[0]
     assert PASSWORD not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("password", ["s3cr?etpass", "s3cr#etpass", "s3cr/et?pa#ss"])
+def test_a_password_with_unescaped_url_characters_is_masked_whole(password: str) -> None:
+    masked = mask_url(f"http://u:{password}@proxy.example.com/v1")
+    assert masked == "http://****@proxy.example.com/v1"
 
 
 def test_a_base_url_in_the_configuration_file_is_held_to_the_same_rule(tmp_path: Path) -> None:

@@ -229,15 +229,15 @@ def _url(name: str, raw: str) -> str:
 
 def mask_url(value: str) -> str:
     """``value`` with what may hold a secret hidden: user:password@ (everything before the
-    last ``@`` ahead of any query, a password may hold a ``/``), ?query and #fragment."""
+    last ``@``: an unescaped password may hold ``/``, ``?`` or ``#``), ?query and #fragment.
+    It errs on the side of hiding: an ``@`` in a query hides what comes before it too."""
     scheme, sep, rest = value.partition("://")
     if not sep:
         scheme, rest = "", value
+    _userinfo, at, rest = rest.rpartition("@")
     mark = min((i for i in map(rest.find, "?#") if i >= 0), default=-1)
     front, tail = (rest[:mark], rest[mark] + "****") if mark >= 0 else (rest, "")
-    if "@" in front:
-        front = "****@" + front.rpartition("@")[2]
-    return scheme + sep + front + tail
+    return scheme + sep + ("****@" if at else "") + front + tail
 
 
 def _host(name: str, raw: str) -> str:
