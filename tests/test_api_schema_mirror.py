@@ -175,7 +175,14 @@ EMBEDDINGS = validator("EmbeddingsRequest")
 
 setting_names = st.one_of(
     st.sampled_from(
-        ["OPENAI_RPS", "MAX_RETRIES", "providers.openai.rps", "providers.x.rps", "PORT"]
+        [
+            "OPENAI_RPS",
+            "MAX_RETRIES",
+            "providers.openai.rps",
+            "providers.x.rps",
+            "PORT",
+            "CACHE_PROVIDER_TTL_FACTORS",
+        ]
     ),
     text,
 )
@@ -190,6 +197,16 @@ def test_live_setting_names_follow_the_schema(changes: Any) -> None:
     except InvalidRequest:
         taken = False
     assert taken == validator("ConfigChange").is_valid(changes)
+
+
+def test_an_object_is_a_value_only_for_a_setting_that_takes_a_mapping() -> None:
+    refused = {"providers.google.rps": {}}
+    with pytest.raises(InvalidRequest, match=r"invalid providers\.google\.rps"):
+        normalize_changes(Settings(), refused)
+    assert not validator("ConfigChange").is_valid(refused)
+    taken = {"CACHE_PROVIDER_TTL_FACTORS": {"google": 0.5}}
+    assert normalize_changes(Settings(), taken) == {"CACHE_PROVIDER_TTL_FACTORS": "google=0.5"}
+    assert validator("ConfigChange").is_valid(taken)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True,

@@ -119,9 +119,17 @@ def _raw(name: str, value: Any) -> str:
         raise InvalidRequest(
             f"invalid {name}: expected a string or a number", param=name, code="invalid_config"
         )
-    if isinstance(value, dict):  # {"google": 0.5} for CACHE_PROVIDER_TTL_FACTORS
+    if isinstance(value, dict):
+        if name not in MAPPING_VARIABLES:
+            raise InvalidRequest(
+                f"invalid {name}: expected a string or a number", param=name, code="invalid_config"
+            )
         return ",".join(f"{key}={item}" for key, item in value.items())
     return str(value)
+
+
+# Live settings whose value may be sent as a JSON object: {"google": 0.5}.
+MAPPING_VARIABLES = frozenset({"CACHE_PROVIDER_TTL_FACTORS"})
 
 
 def normalize_changes(settings: Settings, changes: Any) -> dict[str, str | None]:

@@ -25,7 +25,7 @@ from aigateway.api.validation import (
     MAX_DIMENSIONS,
 )
 from aigateway.core.types import PRIORITIES
-from aigateway.runtime import LIVE_VARIABLES
+from aigateway.runtime import LIVE_VARIABLES, MAPPING_VARIABLES
 
 _STRING = {"type": "string"}
 _ERROR_DETAIL = {
@@ -240,8 +240,10 @@ def config_change_schema(providers: Sequence[str]) -> dict[str, Any]:
                 {"pattern": rf"^providers\.({names})\.(rps|max_connections)$"},
             ]
         },
-        "additionalProperties": {"type": ["string", "number", "object", "null"]},
-    }
+        "properties": {name: {"type": ["string", "number", "object", "null"]}
+                       for name in MAPPING_VARIABLES},
+        "additionalProperties": {"type": ["string", "number", "null"]},
+    }  # fmt: skip
 
 
 NATIVE_CHAT_RESPONSE = {
