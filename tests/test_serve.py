@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -66,3 +69,19 @@ def test_the_httpx_upstream_client_serves_too(mock_provider: MockProvider) -> No
         assert mock_provider.calls() == 3
     finally:
         gateway.stop()
+
+
+def test_a_port_in_use_is_one_line_and_exit_code_2() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "aigateway.cli", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "AI_GATEWAY_PORT" in lines[0]

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import queue
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,14 @@ def logging_config(level: str, fmt: str = "text", secrets: Sequence[str] = ()) -
 def serve(settings: Settings) -> int:
     log_config = logging_config(settings.log_level, settings.log_format, secrets_of(settings))
     logging.config.dictConfig(log_config)
+    taken = port_in_use(settings.host, settings.port)
+    if taken is not None:
+        print(
+            f"aigateway: cannot listen on {settings.host}:{settings.port} "
+            f"(AI_GATEWAY_PORT / AI_GATEWAY_HOST): {taken}",
+            file=sys.stderr,
+        )
+        return 2
     mock: MockProviderProcess | None = None
     if wants_mock_provider(settings):
         mock = MockProviderProcess.start(settings.host)
@@ -166,6 +175,20 @@ def connection_limit(wanted: int) -> int:
         allowed,
     )
     return allowed
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why the gateway could not listen on ``host:port``, or None: one line up front
+    instead of a trace from every worker (Granian binds with SO_REUSEPORT, so a port held
+    by another aigateway is found the same way)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def wants_mock_provider(settings: Settings) -> bool:
