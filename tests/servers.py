@@ -18,6 +18,9 @@ from typing import Any
 
 import httpx
 
+from aigateway.provider_specs import BUILT_IN
+from aigateway.server import MOCK_PATHS
+
 TEST_KEY = "sk-test-0123456789abcdefSECRET"
 
 
@@ -102,11 +105,11 @@ class MockProvider(_Process):
 
 
 def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "AI_GATEWAY_", "GOOGLE_", "ANTHROPIC_"))
-    }
+    """The environment of a test gateway: with ``mock``, every built-in provider is
+    configured with a key and pointed at the mock's route for its wire format."""
+    variables = ((f"{s.env_prefix}_", s.key_variable, s.base_url_variable) for s in BUILT_IN)
+    ours = ("AI_GATEWAY_", *(name for names in variables for name in names))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(
         MAX_WORKERS="2",
         LOG_LEVEL="info",
@@ -120,14 +123,9 @@ def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
         HEALTH_CHECK_INTERVAL_SEC="0",
     )
     if mock is not None:
-        env.update(
-            OPENAI_BASE_URL=mock.base_url,
-            OPENAI_API_KEY=TEST_KEY,
-            GOOGLE_AI_BASE_URL=mock.url + "/gemini/v1beta",
-            GOOGLE_AI_API_KEY=TEST_KEY,
-            ANTHROPIC_BASE_URL=mock.url + "/anthropic/v1",
-            ANTHROPIC_API_KEY=TEST_KEY,
-        )
+        for spec in BUILT_IN:
+            env[spec.base_url_variable] = mock.url + MOCK_PATHS[spec.wire_format]
+            env[spec.key_variable] = TEST_KEY
     env.update(overrides)
     return env
 

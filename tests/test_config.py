@@ -31,10 +31,11 @@ def test_defaults_follow_the_specification() -> None:
     assert (settings.connection_timeout_s, settings.request_timeout_s) == (30, 60)
     assert settings.max_body_bytes == 10 * 1024 * 1024
     assert settings.upstream_client == "aiohttp"
-    assert settings.openai.base_url == "https://api.openai.com/v1"
-    assert (settings.openai.max_connections, settings.openai.rps) == (20, 50)
-    assert (settings.google.max_connections, settings.google.rps) == (20, 30)
-    assert settings.openai.api_key is None
+    openai, google = settings.provider("openai"), settings.provider("google")
+    assert openai.base_url == "https://api.openai.com/v1"
+    assert (openai.max_connections, openai.rps) == (20, 50)
+    assert (google.max_connections, google.rps) == (20, 30)
+    assert openai.api_key is None
 
 
 def test_values_are_read_from_the_environment() -> None:
@@ -51,9 +52,10 @@ def test_values_are_read_from_the_environment() -> None:
         }
     )
     assert (settings.port, settings.workers, settings.log_level) == (9000, 4, "debug")
-    assert settings.openai.api_key == "sk-abc"
-    assert settings.openai.base_url == "http://localhost:8000/v1"  # trailing slash dropped
-    assert settings.openai.rps == 12.5
+    openai = settings.provider("openai")
+    assert openai.api_key == "sk-abc"
+    assert openai.base_url == "http://localhost:8000/v1"  # trailing slash dropped
+    assert openai.rps == 12.5
     assert settings.request_timeout_s == 2.5
     assert settings.upstream_client == "httpx"
 

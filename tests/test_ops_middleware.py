@@ -22,8 +22,8 @@ ORIGIN = "https://app.example.com"
 def client_for(settings: Settings, address: str = "127.0.0.1") -> TestClient:
     # Providers count as configured (as with the bundled mock); a call to one is refused
     # at once (nothing listens on port 9 of loopback) and never retried.
-    nowhere = dataclasses.replace(settings.openai, base_url="http://127.0.0.1:9/v1")
-    settings = dataclasses.replace(settings, mock_provider=True, openai=nowhere, max_retries=0)
+    nowhere = settings.with_providers({"openai": {"base_url": "http://127.0.0.1:9/v1"}})
+    settings = dataclasses.replace(nowhere, mock_provider=True, max_retries=0)
     return TestClient(create_app(settings), client=(address, 40000))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -63,7 +62,7 @@ def test_live_changes_are_validated_like_the_environment() -> None:
         "GOOGLE_RPS": "2.5",
     }
     changed = apply_overrides(base, {"OPENAI_RPS": "5", "GOOGLE_MAX_CONNS": "3"})
-    assert (changed.openai.rps, changed.google.max_connections) == (5.0, 3)
+    assert (changed.provider("openai").rps, changed.provider("google").max_connections) == (5.0, 3)
     with pytest.raises(ConfigError, match=r"invalid OPENAI_RPS='abc': expected a number > 0"):
         apply_overrides(base, {"OPENAI_RPS": "abc"})
     with pytest.raises(ConfigError, match="MAX_DELAY_MS"):
@@ -79,9 +78,11 @@ def test_a_change_reaches_every_worker_and_a_bad_one_changes_nothing() -> None:
     base = Settings(workers=2)
     first, second = LiveSettings(base, region, 4), LiveSettings(base, region, 4)
     seen: list[tuple[float, float]] = []
-    second.subscribe(lambda old, new: seen.append((old.openai.rps, new.openai.rps)))
+    second.subscribe(
+        lambda old, new: seen.append((old.provider("openai").rps, new.provider("openai").rps))
+    )
     first.update({"OPENAI_RPS": 7, "LOG_LEVEL": "debug"})
-    assert first.current.openai.rps == 7.0
+    assert first.current.provider("openai").rps == 7.0
     assert second.refresh() and seen == [(50.0, 7.0)]
     assert second.current.log_level == "debug"
     assert first.acknowledged(first.version) == (2, 2)
@@ -92,7 +93,9 @@ def test_a_change_reaches_every_worker_and_a_bad_one_changes_nothing() -> None:
     assert first.current.log_level == "debug"
     first.update({"OPENAI_RPS": None})  # back to the startup value
     second.refresh()
-    assert second.current.openai.rps == 50.0 and second.overrides == {"LOG_LEVEL": "debug"}
+    assert second.current.provider("openai").rps == 50.0 and second.overrides == {
+        "LOG_LEVEL": "debug"
+    }
     late = LiveSettings(base, region, 4)  # a worker started later (respawned)
     late.refresh()
     assert late.current.log_level == "debug"
@@ -111,8 +114,7 @@ def test_priority_reserves_reach_admission() -> None:
         load_settings({"PRIORITY_RESERVES": "urgent=0.1"})
     buckets = {"openai": (TokenBucket(10, 10), TokenBucket(1000, 1000))}
     admission = Admission(buckets, {"openai": 10.0}, 100)
-    slower = dataclasses.replace(settings.openai, rps=3.0)
-    _apply_admission(admission, dataclasses.replace(settings, openai=slower))
+    _apply_admission(admission, settings.with_providers({"openai": {"rps": 3.0}}))
     assert admission.queue_size == 7
     assert admission.reserves == {"critical": 0.0, "high": 0.1, "normal": 0.3, "low": 0.6}
     assert admission.gates["openai"].configured_rate == 3.0

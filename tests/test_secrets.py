@@ -95,7 +95,7 @@ def test_a_base_url_cannot_be_changed_while_the_gateway_runs() -> None:
 
 def test_a_plain_base_url_is_still_accepted() -> None:
     settings = load_settings({"OPENAI_BASE_URL": "http://10.0.0.1:8000/v1/"})
-    assert settings.openai.base_url == "http://10.0.0.1:8000/v1"
+    assert settings.provider("openai").base_url == "http://10.0.0.1:8000/v1"
 
 
 # --- the scrubber ---------------------------------------------------------------------

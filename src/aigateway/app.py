@@ -48,6 +48,8 @@ from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
 from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
 from aigateway.middleware.errors import UnexpectedErrorMiddleware
 from aigateway.operations import Operations
+from aigateway.provider_specs import families
+from aigateway.runtime import live_variables
 from aigateway.upstream import PoolLimits, create_upstream_client
 
 logger = logging.getLogger("aigateway")
@@ -61,7 +63,9 @@ def create_app(settings: Settings) -> Starlette:
     native_routes = NativeRoutes(settings.max_body_bytes, builder)
     admin_routes = AdminRoutes()
     batch_routes = BatchRoutes(settings.max_body_bytes, builder)
-    document = openapi_document([p.name for p in settings.providers])
+    document = openapi_document(
+        [p.name for p in settings.providers], live_variables(settings.specs)
+    )
     operations = Operations(settings)  # metrics, health, live settings, auth, CORS, logs
     scrubber = operations.scrubber  # the node's secrets, out of what is relayed
 
@@ -202,6 +206,7 @@ def build_router(settings: Settings) -> Router:
         aliases=dict(settings.aliases),
         models=models,
         default_provider=settings.default_provider,
+        families=families(settings.specs),
     )
 
 

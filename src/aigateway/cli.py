@@ -10,13 +10,14 @@ from collections.abc import Sequence
 import orjson
 
 from aigateway import __version__
-from aigateway.config import VARIABLES, ConfigError, Settings, describe, load_settings
+from aigateway.config import ConfigError, describe, load_settings, variables
+from aigateway.provider_specs import BUILT_IN, ProviderSpec
 
 
-def _env_help() -> str:
-    defaults = dict(describe(Settings()))
+def _env_help(specs: tuple[ProviderSpec, ...]) -> str:
+    defaults = dict(describe(load_settings({}, specs=specs)))
     lines = ["environment variables (flags win over them):"]
-    for name, _, _, text in VARIABLES:
+    for name, _, _, text in variables(specs):
         default = defaults[name]
         if name == "MAX_WORKERS":
             default = "number of CPUs"
@@ -24,7 +25,16 @@ def _env_help() -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _mock_help(specs: tuple[ProviderSpec, ...]) -> str:
+    keys = ", ".join(spec.key_variable for spec in specs)
+    return (
+        f"With no provider key set ({keys}) and every base URL at its default, the bundled "
+        "mock provider is started and used."
+    )
+
+
+def build_parser(specs: tuple[ProviderSpec, ...] = BUILT_IN) -> argparse.ArgumentParser:
+    """The command line; ``specs`` are the built-in providers whose variables it lists."""
     parser = argparse.ArgumentParser(
         prog="aigateway", description="High-throughput AI gateway in front of LLM providers."
     )
@@ -34,9 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway on Granian worker processes. With no OPENAI_API_KEY and "
-        "no OPENAI_BASE_URL set, the bundled mock provider is started and used.",
-        epilog=_env_help(),
+        description="Run the gateway on Granian worker processes. " + _mock_help(specs),
+        epilog=_env_help(specs),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", help="address to listen on (AI_GATEWAY_HOST)")
@@ -70,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the effective configuration (secrets masked)",
         description="Validate the configuration from the environment and print it with "
         "every secret masked. Exits 2 on an invalid value.",
-        epilog=_env_help(),
+        epilog=_env_help(specs),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_argument("--json", action="store_true", help="print JSON instead of a table")

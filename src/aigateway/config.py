@@ -17,24 +17,20 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import orjson
+
+from aigateway.provider_specs import BUILT_IN, ProviderSpec
 
 WORKER_SETTINGS_ENV = "AIGATEWAY_WORKER_SETTINGS"
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 UPSTREAM_CLIENTS = ("aiohttp", "httpx")
 
-DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
-DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
-DEFAULT_BASE_URLS = {
-    "openai": DEFAULT_OPENAI_BASE_URL,
-    "google": DEFAULT_GOOGLE_BASE_URL,
-    "anthropic": DEFAULT_ANTHROPIC_BASE_URL,
-}
+# The public APIs of the built-in providers: reached only with a key.
+DEFAULT_BASE_URLS = frozenset(spec.default_base_url for spec in BUILT_IN)
 
 
 class ConfigError(ValueError):
@@ -59,10 +55,28 @@ class ProviderSettings:
     kind: str = "openai"  # wire format: openai, gemini or anthropic
     key_variable: str = ""  # where the key comes from, for error messages
     models: tuple[str, ...] = ()  # bare model names routed here (configuration file)
+    spec: ProviderSpec | None = None  # what it is, for a built-in provider
+
+    @classmethod
+    def built_in(cls, spec: ProviderSpec) -> ProviderSettings:
+        """A built-in provider as its spec sets it up, before any variable is read."""
+        return cls(
+            spec.name,
+            spec.default_base_url,
+            None,
+            spec.max_connections,
+            spec.rps,
+            spec.wire_format,
+            spec.key_variable,
+            spec=spec,
+        )
 
     @property
     def default_base_url(self) -> bool:
-        return self.base_url in DEFAULT_BASE_URLS.values()
+        """Whether it points at a public provider API (which answers nothing without a
+        key), rather than at a server of its own."""
+        own_default = self.spec is not None and self.base_url == self.spec.default_base_url
+        return own_default or self.base_url in DEFAULT_BASE_URLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,26 +121,9 @@ class Settings:
     image_fetch_max_bytes: int = 20 * 1024 * 1024
     image_fetch_timeout_s: float = 10.0
     image_fetch_allow_private: bool = False
-    openai: ProviderSettings = field(
-        default_factory=lambda: ProviderSettings(
-            "openai", DEFAULT_OPENAI_BASE_URL, None, 20, 50.0, "openai", "OPENAI_API_KEY"
-        )
-    )
-    google: ProviderSettings = field(
-        default_factory=lambda: ProviderSettings(
-            "google", DEFAULT_GOOGLE_BASE_URL, None, 20, 30.0, "gemini", "GOOGLE_AI_API_KEY"
-        )
-    )
-    anthropic: ProviderSettings = field(
-        default_factory=lambda: ProviderSettings(
-            "anthropic",
-            DEFAULT_ANTHROPIC_BASE_URL,
-            None,
-            20,
-            50.0,
-            "anthropic",
-            "ANTHROPIC_API_KEY",
-        )
+    # The built-in providers, one per spec (provider_specs.BUILT_IN by default).
+    built_in: tuple[ProviderSettings, ...] = field(
+        default_factory=lambda: tuple(ProviderSettings.built_in(spec) for spec in BUILT_IN)
     )
     # From the configuration file (AI_GATEWAY_CONFIG): more providers, aliases, default.
     config_file: str | None = None
@@ -155,7 +152,31 @@ class Settings:
 
     @property
     def providers(self) -> tuple[ProviderSettings, ...]:
-        return (self.openai, self.google, self.anthropic, *self.extra_providers)
+        return (*self.built_in, *self.extra_providers)
+
+    @property
+    def specs(self) -> tuple[ProviderSpec, ...]:
+        """The specs of the built-in providers."""
+        return tuple(p.spec for p in self.built_in if p.spec is not None)
+
+    def provider(self, name: str) -> ProviderSettings:
+        """The settings of provider ``name``; ``KeyError`` for an unknown one."""
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def with_providers(self, changes: Mapping[str, Mapping[str, Any]]) -> Settings:
+        """These settings with ``changes`` (provider name -> field -> value) applied."""
+
+        def changed(p: ProviderSettings) -> ProviderSettings:
+            return dataclasses.replace(p, **changes[p.name]) if p.name in changes else p
+
+        return dataclasses.replace(
+            self,
+            built_in=tuple(map(changed, self.built_in)),
+            extra_providers=tuple(map(changed, self.extra_providers)),
+        )
 
 
 # --- parsing helpers -------------------------------------------------------------------
@@ -351,10 +372,14 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(origins))
 
 
-# One row per environment variable: (variable, settings path, parser, help text).
-# Defaults live on the dataclasses above; the table drives parsing, `aigateway config`
-# and the `--help` text of `aigateway serve`.
-VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
+# One row per environment variable: (variable, settings path, parser, help text); the
+# path of a provider's variable is "<provider>.<field>".
+Variable = tuple[str, str, Callable[[str, str], Any], str]
+
+# Defaults live on the dataclasses above; the tables drive parsing, `aigateway config`
+# and the `--help` text of `aigateway serve`. The node's variables come first, then four
+# per built-in provider, then those of operations (see `variables`).
+_NODE_VARIABLES: tuple[Variable, ...] = (
     ("AI_GATEWAY_HOST", "host", _host, "address to listen on"),
     ("AI_GATEWAY_PORT", "port", _int(1, 65535), "port to listen on"),
     ("LOG_LEVEL", "log_level", _choice(LOG_LEVELS), "log level"),
@@ -438,38 +463,9 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
         _bool,
         "allow image URLs on loopback/private networks",
     ),
-    ("OPENAI_API_KEY", "openai.api_key", _secret, "OpenAI API key"),
-    ("OPENAI_BASE_URL", "openai.base_url", _url, "OpenAI API base URL"),
-    (
-        "OPENAI_MAX_CONNS",
-        "openai.max_connections",
-        _int(1, 10000),
-        "pooled connections to OpenAI per worker",
-    ),
-    ("OPENAI_RPS", "openai.rps", _number(0, strict=True), "OpenAI requests per second (node)"),
-    ("GOOGLE_AI_API_KEY", "google.api_key", _secret, "Google AI (Gemini) API key"),
-    ("GOOGLE_AI_BASE_URL", "google.base_url", _url, "Gemini API base URL"),
-    (
-        "GOOGLE_MAX_CONNS",
-        "google.max_connections",
-        _int(1, 10000),
-        "pooled connections to Gemini per worker",
-    ),
-    ("GOOGLE_RPS", "google.rps", _number(0, strict=True), "Gemini requests per second (node)"),
-    ("ANTHROPIC_API_KEY", "anthropic.api_key", _secret, "Anthropic API key"),
-    ("ANTHROPIC_BASE_URL", "anthropic.base_url", _url, "Anthropic API base URL"),
-    (
-        "ANTHROPIC_MAX_CONNS",
-        "anthropic.max_connections",
-        _int(1, 10000),
-        "pooled connections to Anthropic per worker",
-    ),
-    (
-        "ANTHROPIC_RPS",
-        "anthropic.rps",
-        _number(0, strict=True),
-        "Anthropic requests per second (node)",
-    ),
+)
+
+_OPERATIONS_VARIABLES: tuple[Variable, ...] = (
     ("AI_GATEWAY_API_KEYS", "api_keys", _key_list, "client keys for /v1/* (list or @file)"),
     ("AI_GATEWAY_ADMIN_KEY", "admin_key", _secret, "key for /admin/* (else loopback only)"),
     ("METRICS_PUBLIC", "metrics_public", _bool, "serve /metrics without the admin rule"),
@@ -532,20 +528,56 @@ VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any], str], ...] = (
     ),
 )
 
-SECRET_VARIABLES = frozenset(
-    name for name, _, parse, _ in VARIABLES if parse is _secret or parse is _key_list
-)
+
+def provider_variables(spec: ProviderSpec) -> tuple[Variable, ...]:
+    """The four variables of a built-in provider: key, base URL, connections, rate."""
+    name, label = spec.name, spec.label
+    return (
+        (spec.key_variable, f"{name}.api_key", _secret, f"{spec.key_label or label} API key"),
+        (spec.base_url_variable, f"{name}.base_url", _url, f"{label} API base URL"),
+        (
+            spec.max_connections_variable,
+            f"{name}.max_connections",
+            _int(1, 10000),
+            f"pooled connections to {label} per worker",
+        ),
+        (
+            spec.rps_variable,
+            f"{name}.rps",
+            _number(0, strict=True),
+            f"{label} requests per second (node)",
+        ),
+    )
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+def variables(specs: tuple[ProviderSpec, ...] = BUILT_IN) -> tuple[Variable, ...]:
+    """Every variable of a gateway whose built-in providers are ``specs``."""
+    providers = (row for spec in specs for row in provider_variables(spec))
+    return (*_NODE_VARIABLES, *providers, *_OPERATIONS_VARIABLES)
+
+
+VARIABLES: Final = variables(BUILT_IN)
+
+
+def _is_secret(parse: Callable[[str, str], Any]) -> bool:
+    return parse is _secret or parse is _key_list
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    specs: tuple[ProviderSpec, ...] = BUILT_IN,
+    **overrides: Any,
+) -> Settings:
     """Settings from the environment; ``overrides`` (from command-line flags) win.
+    ``specs`` are the built-in providers (tests give a table of their own).
 
     Raises :class:`ConfigError` for the first value that cannot be used.
     """
     env = os.environ if environ is None else environ
     top: dict[str, Any] = {"workers": os.cpu_count() or 1}
-    nested: dict[str, dict[str, Any]] = {"openai": {}, "google": {}, "anthropic": {}}
-    for name, path, parse, _ in VARIABLES:
+    nested: dict[str, dict[str, Any]] = {spec.name: {} for spec in specs}
+    for name, path, parse, _ in variables(specs):
         raw = env.get(name)
         if raw is None or (raw.strip() == "" and parse is not _secret):
             continue
@@ -556,9 +588,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         else:
             top[path] = value
     top.update({k: v for k, v in overrides.items() if v is not None})
-    defaults = Settings()
-    for provider, values in nested.items():
-        top[provider] = dataclasses.replace(getattr(defaults, provider), **values)
+    top["built_in"] = tuple(
+        dataclasses.replace(ProviderSettings.built_in(spec), **nested[spec.name]) for spec in specs
+    )
     settings = Settings(**top)
     if settings.config_file is not None:
         from aigateway.config_file import apply_config_file
@@ -582,16 +614,15 @@ def mask_secret(value: str | None) -> str:
 def describe(settings: Settings) -> list[tuple[str, str]]:
     """(variable, effective value) pairs for display, every secret masked."""
     rows = []
-    for name, path, _, _ in VARIABLES:
-        value: Any = settings
-        for part in path.split("."):
-            value = getattr(value, part)
-        if isinstance(value, tuple) and name in SECRET_VARIABLES:
+    for name, path, parse, _ in variables(settings.specs):
+        provider, _, attribute = path.rpartition(".")
+        value = getattr(settings.provider(provider) if provider else settings, attribute)
+        if isinstance(value, tuple) and _is_secret(parse):
             shown = f"({len(value)} keys)" if value else "(not set)"
         elif isinstance(value, tuple) and all(isinstance(item, str) for item in value):
             shown = ",".join(value)
         else:
-            shown = mask_secret(value) if name in SECRET_VARIABLES else f"{value}"
+            shown = mask_secret(value) if _is_secret(parse) else f"{value}"
         rows.append((name, shown))
     return rows
 
@@ -607,8 +638,7 @@ def settings_from_worker_env(environ: Mapping[str, str] | None = None) -> Settin
     if raw is None:
         return load_settings(env)
     data = orjson.loads(raw)
-    for provider in ("openai", "google", "anthropic"):
-        data[provider] = _provider_from_json(data[provider])
+    data["built_in"] = tuple(_provider_from_json(p) for p in data["built_in"])
     data["extra_providers"] = tuple(_provider_from_json(p) for p in data["extra_providers"])
     data["cache_ttl_factors"] = tuple(tuple(pair) for pair in data["cache_ttl_factors"])
     data["api_keys"] = tuple(data["api_keys"])
@@ -622,4 +652,7 @@ def settings_from_worker_env(environ: Mapping[str, str] | None = None) -> Settin
 
 
 def _provider_from_json(data: dict[str, Any]) -> ProviderSettings:
-    return ProviderSettings(**{**data, "models": tuple(data["models"])})
+    spec = data["spec"]
+    if spec is not None:
+        spec = ProviderSpec(**{**spec, "families": tuple(spec["families"])})
+    return ProviderSettings(**{**data, "models": tuple(data["models"]), "spec": spec})

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aigateway.config import (
@@ -34,9 +34,8 @@ from aigateway.config import (
     _number,
     _url,
 )
+from aigateway.provider_specs import WIRE_FORMATS
 
-KINDS = ("openai", "gemini", "anthropic")
-BUILT_IN = ("openai", "google", "anthropic")
 TOP_LEVEL_KEYS = {"default_provider", "providers", "aliases"}
 PROVIDER_KEYS = {"type", "base_url", "api_key_env", "max_connections", "rps", "models"}
 
@@ -49,11 +48,12 @@ def apply_config_file(settings: Settings, path: str, env: Mapping[str, str]) -> 
         raise ConfigError("AI_GATEWAY_CONFIG", path, f"a readable TOML file ({exc})") from None
     where = f"{path}:"
     _no_unknown_keys(where, data, TOP_LEVEL_KEYS)
+    built_in = {p.name for p in settings.built_in}
     extra = tuple(
-        _provider(f"{where} providers.{name}", name, table, env)
+        _provider(f"{where} providers.{name}", name, table, env, built_in)
         for name, table in _table(where, data, "providers").items()
     )
-    known = set(BUILT_IN) | {p.name for p in extra}
+    known = built_in | {p.name for p in extra}
     aliases = tuple(
         (name, _alias(f"{where} aliases.{name}", name, entries, known))
         for name, entries in _table(where, data, "aliases").items()
@@ -80,8 +80,10 @@ def _no_unknown_keys(where: str, table: dict[str, Any], allowed: set[str]) -> No
             raise ConfigError(f"{where} {key}", "", "one of the keys " + ", ".join(sorted(allowed)))
 
 
-def _provider(where: str, name: str, table: Any, env: Mapping[str, str]) -> ProviderSettings:
-    if name in BUILT_IN:
+def _provider(
+    where: str, name: str, table: Any, env: Mapping[str, str], built_in: Collection[str]
+) -> ProviderSettings:
+    if name in built_in:
         raise ConfigError(
             where, name, "a new provider name (built-in providers are set by environment)"
         )
@@ -91,8 +93,8 @@ def _provider(where: str, name: str, table: Any, env: Mapping[str, str]) -> Prov
         raise ConfigError(where, repr(table), "a table")
     _no_unknown_keys(where, table, PROVIDER_KEYS)
     kind = table.get("type", "openai")
-    if kind not in KINDS:
-        raise ConfigError(f"{where}.type", str(kind), "one of " + ", ".join(KINDS))
+    if kind not in WIRE_FORMATS:
+        raise ConfigError(f"{where}.type", str(kind), "one of " + ", ".join(WIRE_FORMATS))
     if "base_url" not in table:
         raise ConfigError(f"{where}.base_url", "", "the provider's base URL")
     base_url = _url(f"{where}.base_url", str(table["base_url"]))

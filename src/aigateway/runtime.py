@@ -1,8 +1,9 @@
 """Live settings: changed with ``PUT /admin/config``, applied by every worker within a second.
 
-The settings that are safe to change while the gateway runs (``LIVE_VARIABLES``, plus
+The settings that are safe to change while the gateway runs (``LIVE_VARIABLES``: a few of
+the node's, and ``<PREFIX>_RPS`` and ``<PREFIX>_MAX_CONNS`` of each built-in provider; plus
 ``providers.<name>.rps`` and ``providers.<name>.max_connections`` of any provider) are
-validated with the parsers of ``config.VARIABLES``, so a bad value gets the same clear
+validated with the parsers of ``config.variables``, so a bad value gets the same clear
 message as at startup, and nothing changes unless every value is good.
 
 The changes live in a region of the node's shared memory: the overrides (variable ->
@@ -40,23 +41,24 @@ from typing import Any, ClassVar, Final
 import orjson
 
 from aigateway.config import (
-    VARIABLES,
     ConfigError,
     ProviderSettings,
     Settings,
     _int,
     _number,
     describe,
+    variables,
 )
 from aigateway.errors import InvalidRequest
 from aigateway.hotpath.regions import RegionLock, pid_alive
+from aigateway.provider_specs import BUILT_IN, ProviderSpec
 from aigateway.shm_layout import Field, Layout
 
 logger = logging.getLogger("aigateway.runtime")
 
 __all__ = ("LIVE_VARIABLES", "LiveSettings", "apply_overrides", "normalize_changes")
 
-LIVE_VARIABLES: Final = (
+_NODE_LIVE_VARIABLES: Final = (
     "LOG_LEVEL",
     "CACHE_TTL_MINUTES",
     "CACHE_PROVIDER_TTL_FACTORS",
@@ -65,19 +67,12 @@ LIVE_VARIABLES: Final = (
     "MAX_RETRIES",
     "INITIAL_DELAY_MS",
     "MAX_DELAY_MS",
-    "OPENAI_RPS",
-    "OPENAI_MAX_CONNS",
-    "GOOGLE_RPS",
-    "GOOGLE_MAX_CONNS",
-    "ANTHROPIC_RPS",
-    "ANTHROPIC_MAX_CONNS",
 )
 PROVIDER_FIELDS: Final = {
     "rps": ("rps", _number(0, strict=True)),
     "max_connections": ("max_connections", _int(1, 10000)),
 }
 PROVIDER_NAMES: Final = ("providers.<name>.rps", "providers.<name>.max_connections")
-BUILT_IN: Final = {"openai": "OPENAI", "google": "GOOGLE", "anthropic": "ANTHROPIC"}
 POLL_S: Final = 0.2
 MAX_DOCUMENT: Final = 64 * 1024
 HEAD: Final = Layout(
@@ -104,9 +99,19 @@ _SLOTS_AT = HEAD.size
 Applier = Callable[[Settings, Settings], None]
 
 
-def _variables() -> dict[str, tuple[str, Callable[[str, str], Any]]]:
-    known = {name: (path, parse) for name, path, parse, _ in VARIABLES}
-    return {name: known[name] for name in LIVE_VARIABLES if name in known}
+def live_variables(specs: tuple[ProviderSpec, ...] = BUILT_IN) -> tuple[str, ...]:
+    """The variables that may change live on a gateway whose built-in providers are
+    ``specs``."""
+    providers = (v for spec in specs for v in (spec.rps_variable, spec.max_connections_variable))
+    return (*_NODE_LIVE_VARIABLES, *providers)
+
+
+LIVE_VARIABLES: Final = live_variables(BUILT_IN)
+
+
+def _variables(settings: Settings) -> dict[str, tuple[str, Callable[[str, str], Any]]]:
+    known = {name: (path, parse) for name, path, parse, _ in variables(settings.specs)}
+    return {name: known[name] for name in live_variables(settings.specs) if name in known}
 
 
 def region_size(slots: int) -> int:
@@ -142,19 +147,21 @@ def normalize_changes(settings: Settings, changes: Any) -> dict[str, str | None]
             'send a JSON object of settings to change, e.g. {"OPENAI_RPS": 20}',
             code="invalid_config",
         )
-    variables = _variables()
+    live_names = _variables(settings)
     names = {p.name for p in settings.providers}
+    specs = {spec.name: spec for spec in settings.specs}
     result: dict[str, str | None] = {}
     for name, value in changes.items():
         canonical = name
         prefix, _, rest = name.partition(".")
         provider, _, attribute = rest.partition(".")
         if prefix == "providers" and provider in names and attribute in PROVIDER_FIELDS:
-            if provider in BUILT_IN:
-                suffix = "RPS" if attribute == "rps" else "MAX_CONNS"
-                canonical = f"{BUILT_IN[provider]}_{suffix}"
-        elif name not in variables:
-            live = ", ".join([*variables, *PROVIDER_NAMES])
+            spec = specs.get(provider)
+            if spec is not None:  # a built-in provider: its variable's name
+                rps = attribute == "rps"
+                canonical = spec.rps_variable if rps else spec.max_connections_variable
+        elif name not in live_names:
+            live = ", ".join([*live_names, *PROVIDER_NAMES])
             raise InvalidRequest(
                 f"{name} cannot be changed while the gateway runs; these can: {live}",
                 param=name,
@@ -166,12 +173,12 @@ def normalize_changes(settings: Settings, changes: Any) -> dict[str, str | None]
 
 def apply_overrides(base: Settings, overrides: Mapping[str, str]) -> Settings:
     """``base`` with the overrides parsed and applied; ``ConfigError`` for a bad one."""
-    variables = _variables()
+    live_names = _variables(base)
     top: dict[str, Any] = {}
     providers: dict[str, dict[str, Any]] = {}
     for name, raw in overrides.items():
-        if name in variables:
-            path, parse = variables[name]
+        if name in live_names:
+            path, parse = live_names[name]
             value = parse(name, raw)
             if "." in path:
                 provider, attribute = path.split(".", 1)
@@ -182,14 +189,7 @@ def apply_overrides(base: Settings, overrides: Mapping[str, str]) -> Settings:
         _, provider, attribute = name.split(".", 2)
         field, parse = PROVIDER_FIELDS[attribute]
         providers.setdefault(provider, {})[field] = parse(name, raw)
-    for provider, values in providers.items():
-        if provider in BUILT_IN:
-            top[provider] = dataclasses.replace(getattr(base, provider), **values)
-    extra = tuple(
-        dataclasses.replace(p, **providers[p.name]) if p.name in providers else p
-        for p in base.extra_providers
-    )
-    settings = dataclasses.replace(base, **top, extra_providers=extra)
+    settings = dataclasses.replace(base, **top).with_providers(providers)
     if settings.max_delay_ms < settings.initial_delay_ms:
         raise ConfigError(
             "MAX_DELAY_MS",
@@ -215,7 +215,7 @@ def effective(settings: Settings, overrides: Mapping[str, str]) -> dict[str, Any
             }
             for name, p in providers.items()
         },
-        "live": [*_variables(), *PROVIDER_NAMES],
+        "live": [*_variables(settings), *PROVIDER_NAMES],
         "overrides": dict(overrides),
     }
 

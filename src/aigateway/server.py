@@ -30,18 +30,13 @@ from granian.server import Server
 
 from aigateway import __version__, logs, node, shm
 from aigateway.cache import node_cache
-from aigateway.config import (
-    WORKER_SETTINGS_ENV,
-    ProviderSettings,
-    Settings,
-    settings_to_worker_env,
-)
+from aigateway.config import WORKER_SETTINGS_ENV, Settings, settings_to_worker_env
 from aigateway.scrub import secrets_of
 
 logger = logging.getLogger("aigateway")
 
 MOCK_READY_PREFIX = "mock provider listening on "
-# Where the bundled mock provider serves each wire format.
+# Where the bundled mock provider serves each wire format (provider_specs.WIRE_FORMATS).
 MOCK_PATHS = {"openai": "/v1", "gemini": "/gemini/v1beta", "anthropic": "/anthropic/v1"}
 
 LOG_FORMAT = logs.TEXT_FORMAT
@@ -79,9 +74,9 @@ def serve(settings: Settings) -> int:
         mock = MockProviderProcess.start(settings.host)
         settings = route_to_mock(settings, mock.url)
         logger.warning(
-            "no provider key set (OPENAI_API_KEY, GOOGLE_AI_API_KEY and ANTHROPIC_API_KEY are "
-            "empty): routing every provider to the bundled mock provider at %s; answers are "
-            "canned, not from a real model",
+            "no provider key set (%s are empty): routing every provider to the bundled mock "
+            "provider at %s; answers are canned, not from a real model",
+            _and([p.key_variable for p in settings.built_in]),
             mock.url,
         )
     logger.info(
@@ -193,21 +188,18 @@ def port_in_use(host: str, port: int) -> str | None:
 
 def wants_mock_provider(settings: Settings) -> bool:
     """The demo mode: no built-in provider has a key or a base URL of its own."""
-    built_in = (settings.openai, settings.google, settings.anthropic)
-    return all(p.api_key is None and p.default_base_url for p in built_in)
+    return all(p.api_key is None and p.default_base_url for p in settings.built_in)
 
 
 def route_to_mock(settings: Settings, url: str) -> Settings:
-    def to(provider: ProviderSettings, path: str) -> ProviderSettings:
-        return dataclasses.replace(provider, base_url=url + path)
+    """Every built-in provider pointed at the mock's route for its wire format."""
+    routes = {p.name: {"base_url": url + MOCK_PATHS[p.kind]} for p in settings.built_in}
+    return dataclasses.replace(settings.with_providers(routes), mock_provider=True)
 
-    return dataclasses.replace(
-        settings,
-        openai=to(settings.openai, MOCK_PATHS["openai"]),
-        google=to(settings.google, MOCK_PATHS["gemini"]),
-        anthropic=to(settings.anthropic, MOCK_PATHS["anthropic"]),
-        mock_provider=True,
-    )
+
+def _and(words: Sequence[str]) -> str:
+    """``a, b and c``."""
+    return " and ".join(filter(None, (", ".join(words[:-1]), words[-1]))) if words else ""
 
 
 @dataclasses.dataclass

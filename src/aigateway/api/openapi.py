@@ -25,8 +25,10 @@ from aigateway.api.validation import (
     MAX_DIMENSIONS,
 )
 from aigateway.core.types import PRIORITIES
+from aigateway.provider_specs import BUILT_IN
 from aigateway.runtime import LIVE_VARIABLES, MAPPING_VARIABLES
 
+_BUILT_IN_NAMES = tuple(spec.name for spec in BUILT_IN)
 _STRING = {"type": "string"}
 _ERROR_DETAIL = {
     "type": "object",
@@ -227,7 +229,9 @@ BATCH_RESPONSE = {
 }
 
 
-def config_change_schema(providers: Sequence[str]) -> dict[str, Any]:
+def config_change_schema(
+    providers: Sequence[str], live_variables: Sequence[str] = LIVE_VARIABLES
+) -> dict[str, Any]:
     """``PUT /admin/config``: live settings by name, each value checked like the
     environment variable of that name (a bad one is a 400 naming it)."""
     names = "|".join(re.escape(name) for name in providers) or "(?!)"
@@ -236,7 +240,7 @@ def config_change_schema(providers: Sequence[str]) -> dict[str, Any]:
         "minProperties": 1,
         "propertyNames": {
             "anyOf": [
-                {"enum": list(LIVE_VARIABLES)},
+                {"enum": list(live_variables)},
                 {"pattern": rf"^providers\.({names})\.(rps|max_connections)$"},
             ]
         },
@@ -273,9 +277,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 def openapi_document(
-    providers: Sequence[str] = ("openai", "google", "anthropic"),
+    providers: Sequence[str] = _BUILT_IN_NAMES,
+    live_variables: Sequence[str] = LIVE_VARIABLES,
 ) -> dict[str, Any]:
-    """The document for a gateway whose configured providers are ``providers``."""
+    """The document for a gateway whose configured providers are ``providers`` and whose
+    live settings are ``live_variables``."""
     ref = "#/components/schemas/"
     # One server-sent event: its data is a JSON chunk, or [DONE] last.
     event = {"type": "object", "required": ["data"], "properties": {"data": _STRING}}
@@ -418,7 +424,7 @@ def openapi_document(
                 "NativeChatResponse": NATIVE_CHAT_RESPONSE,
                 "BatchRequest": BATCH_REQUEST,
                 "BatchResponse": BATCH_RESPONSE,
-                "ConfigChange": config_change_schema(providers),
+                "ConfigChange": config_change_schema(providers, live_variables),
                 "Error": _ERROR,
             }
         },

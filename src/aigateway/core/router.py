@@ -7,8 +7,8 @@ A request names its target in one of these ways, checked in this order:
 3. an alias from the configuration file: an ordered fallback chain, whose weighted
    entries spread load (the first target is drawn by weight, the rest follow in order);
 4. a bare model name listed under a configured provider's ``models``;
-5. a known model family: gpt-*, chatgpt-*, o1/o3/o4*, text-embedding-3*/ada → openai;
-   gemini-*, gemma-*, text-embedding-004, embedding-* → google; claude-* → anthropic;
+5. a model-name family of a built-in provider (``provider_specs.BUILT_IN``), such as
+   gpt-* → openai, gemini-* → google, claude-* → anthropic;
 6. the configuration file's ``default_provider``.
 
 Anything else is a 404 (`model_not_found`, as OpenAI answers) that says how to name a
@@ -23,21 +23,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from aigateway.config import AliasTarget
 from aigateway.core.types import Target
 from aigateway.errors import NotFound
-
-FAMILIES: tuple[tuple[str, str], ...] = (
-    ("gpt-", "openai"),
-    ("chatgpt-", "openai"),
-    ("o1", "openai"),
-    ("o3", "openai"),
-    ("o4", "openai"),
-    ("text-embedding-3", "openai"),
-    ("text-embedding-ada", "openai"),
-    ("gemini-", "google"),
-    ("gemma-", "google"),
-    ("text-embedding-004", "google"),
-    ("embedding-", "google"),
-    ("claude-", "anthropic"),
-)
+from aigateway.provider_specs import BUILT_IN
+from aigateway.provider_specs import families as spec_families
 
 
 class Router:
@@ -48,9 +35,11 @@ class Router:
         aliases: Mapping[str, Sequence[AliasTarget]] | None = None,
         models: Mapping[str, str] | None = None,
         default_provider: str | None = None,
+        families: Sequence[tuple[str, str]] = spec_families(BUILT_IN),
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._providers = frozenset(providers)
+        self._families = tuple(families)  # (model-name prefix, provider), first match wins
         self._aliases = dict(aliases or {})
         self._models = dict(models or {})  # bare model name -> provider
         self._default = default_provider
@@ -78,14 +67,14 @@ class Router:
         chain = self._aliases.get(model)
         if chain is not None:
             return self._expand(chain)
-        owner = self._models.get(model) or _family(model) or self._default
+        owner = self._models.get(model) or self._family(model) or self._default
         if owner is not None and owner in self._providers:
             return [Target(owner, model)]
         raise NotFound(
             f"unknown model {model!r}: name a target as 'provider/model' (providers: "
             f"{self._names()}), use an alias"
             + (f" ({', '.join(sorted(self._aliases))})" if self._aliases else "")
-            + ", or a model of a known family (gpt-*, o1/o3/o4*, gemini-*, claude-*)",
+            + f", or a model of a known family ({self._family_names()})",
             param="model",
             code="model_not_found",
         )
@@ -112,9 +101,11 @@ class Router:
     def _names(self) -> str:
         return ", ".join(sorted(self._providers))
 
+    def _family(self, model: str) -> str | None:
+        for prefix, provider in self._families:
+            if model.startswith(prefix):
+                return provider
+        return None
 
-def _family(model: str) -> str | None:
-    for prefix, provider in FAMILIES:
-        if model.startswith(prefix):
-            return provider
-    return None
+    def _family_names(self) -> str:
+        return ", ".join(f"{prefix}*" for prefix, p in self._families if p in self._providers)
