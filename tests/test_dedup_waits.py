@@ -222,7 +222,7 @@ def test_a_follower_of_a_flight_that_completes_still_shares_its_answer(tmp_path:
         await drain(streamed.events)
         return await follower
 
-    waited, answer = run(scenario())
+    _, answer = run(scenario())
     assert isinstance(answer, Completed) and answer.cache == "hit"
     assert orjson.loads(answer.body)["usage"]["total_tokens"] == 2
     assert provider.calls == 1

@@ -145,7 +145,9 @@ class Flight:
         self._pieces.append(piece)
         self._offsets.append(self._total)
         self._total += len(piece)
-        for reader in [r for r in self._readers if self._lag(r) > self._max_lag]:
+        # Behind by more than the window before this piece: one large piece alone (a
+        # provider's burst) does not make a reader that kept up too slow.
+        for reader in [r for r in self._readers if self._lag(r) - len(piece) > self._max_lag]:
             reader.drop()
         if self._total > self._max_lag:  # past the start kept for late followers
             lowest = min((r.index for r in self._readers), default=self._head)
