@@ -35,7 +35,7 @@ def gateway(mock_provider: MockProvider) -> Iterator[Gateway]:
         CACHE_ENABLED="true",
         REQUEST_TIMEOUT_SEC="5",
         OPENAI_RPS="100000",
-        STREAM_MAX_LAG_BYTES=str(256 * KIB),
+        STREAM_MAX_LAG_BYTES=str(1024 * KIB),
         CACHE_MAX_ENTRY_BYTES=str(256 * KIB),
     )
     yield server
