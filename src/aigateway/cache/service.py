@@ -103,8 +103,10 @@ class ResponseCache:
     def remember(
         self, key: bytes, request: ApiRequest, result: Completed | Streaming,
         on_complete: Callable[[bytes | None], None] | None = None,
+        on_give_up: Callable[[], None] | None = None,
     ) -> Completed | Streaming:  # fmt: skip
-        """``result`` as it goes to the client, stored once complete if it may be."""
+        """``result`` as it goes to the client, stored once complete if it may be.
+        ``on_give_up`` is called as soon as a stream is known not to be kept (too large)."""
         if isinstance(result, Completed):
             completion = result.completion
             if completion is None:
@@ -114,7 +116,7 @@ class ResponseCache:
             if on_complete is not None:
                 on_complete(result.body)
             return result
-        result.events = self._tee(key, request, result, result.events, on_complete)
+        result.events = self._tee(key, request, result, result.events, on_complete, on_give_up)
         return result
 
     def count_joined(self, provider: str, model: str, body: bytes) -> None:
@@ -129,6 +131,7 @@ class ResponseCache:
     async def _tee(
         self, key: bytes, request: ApiRequest, result: Streaming, events: AsyncIterator[bytes],
         on_complete: Callable[[bytes | None], None] | None,
+        on_give_up: Callable[[], None] | None = None,
     ) -> AsyncIterator[bytes]:  # fmt: skip
         decoder = SSEDecoder()
         assembler = Assembler(self.max_entry_bytes)
@@ -141,6 +144,8 @@ class ResponseCache:
                             complete = True
                         else:
                             assembler.add(data)
+                    if assembler.failed and on_give_up is not None:
+                        on_give_up()
                 yield piece
         finally:
             body = None

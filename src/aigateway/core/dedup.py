@@ -6,6 +6,14 @@ every later request with the same key follows it. A streaming follower of a stre
 flight reads the same stream from its first chunk; other followers wait for the whole
 answer and get it in the form they asked for.
 
+Every wait is bounded by the waiter's own deadline (504 at that deadline, like any other
+request). And a follower never waits for a whole answer the flight can no longer hand
+over: as soon as its window has dropped the start of the stream, or the answer has
+passed the cache's entry size limit (``on_give_up``), the flight is *partial*. Its
+followers then make their own provider call at once, and its in-flight mark across the
+node is cleared, so requests in other workers stop waiting for it too. Without this, a
+follower would wait on a stream paced by a client that may never read it.
+
 Listeners: the leader until it has its answer, every follower while it waits, and every
 reader of the stream. When the last one leaves (its client hung up), nobody wants the
 answer any more: the provider call is cancelled at once, and the partial answer is not
@@ -26,7 +34,7 @@ Across the workers of the node, the leader marks the key as in flight in the sha
 cache store; a request in another worker that finds the mark polls the cache for the
 entry the leader will write. A mark whose owner died or whose deadline passed is
 ignored, so a crashed or cancelled leader never leaves others hanging: they fall back
-to their own call.
+to their own call; they never wait past their own deadline either.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from typing import Any, Final
 
 from aigateway.cache.service import ResponseCache
 from aigateway.core.types import ApiRequest, Completed, Streaming, close_events
-from aigateway.errors import GatewayError, ProviderError
+from aigateway.errors import GatewayError, GatewayTimeout, ProviderError
 
 Fetch = Callable[[], Awaitable[Completed | Streaming]]
 POLL_INTERVAL_S = 0.005
@@ -51,7 +59,12 @@ DEFAULT_MAX_LAG_BYTES: Final = 1024 * 1024
 class Flight:
     """One provider call and everyone waiting for its answer, in this worker."""
 
-    def __init__(self, max_lag: int, abandoned: Callable[[Flight], None]) -> None:
+    def __init__(
+        self,
+        max_lag: int,
+        abandoned: Callable[[Flight], None],
+        partial: Callable[[Flight], None] = lambda flight: None,
+    ) -> None:
         self.started = asyncio.Event()
         self.provider = ""
         self.model = ""
@@ -59,9 +72,11 @@ class Flight:
         self.done = False
         self.body: bytes | None = None
         self.error: GatewayError | None = None
+        self.partial = False  # it will hand over no whole answer (see give_up_whole)
         self.listeners = 0
         self.task: asyncio.Future[Any] | None = None  # cancelled when every listener left
         self._abandoned = abandoned
+        self._partial = partial
         self._max_lag = max_lag
         # The window: pieces from index `_first` on, each with its offset in the stream.
         self._pieces: deque[bytes] = deque()
@@ -90,8 +105,17 @@ class Flight:
             self.error = error
             self.finish(None)
 
-    async def wait_done(self) -> None:
-        while not self.done:
+    def give_up_whole(self) -> None:
+        """It can no longer hand over its whole answer (the window dropped the stream's
+        start, or the answer grew past what the cache keeps): waiters for one go."""
+        if not self.partial and not self.done:
+            self.partial = True
+            self._partial(self)
+            self._wake()
+
+    async def wait_whole(self) -> None:
+        """Until the answer is complete, or known never to be whole."""
+        while not self.done and not self.partial:
             await self._changed.wait()
 
     # -- listeners ---------------------------------------------------------------------
@@ -121,7 +145,9 @@ class Flight:
         self._pieces.append(piece)
         self._offsets.append(self._total)
         self._total += len(piece)
-        for reader in [r for r in self._readers if self._lag(r) > self._max_lag]:
+        # Behind by more than the window before this piece: one large piece alone (a
+        # provider's burst) does not make a reader that kept up too slow.
+        for reader in [r for r in self._readers if self._lag(r) - len(piece) > self._max_lag]:
             reader.drop()
         if self._total > self._max_lag:  # past the start kept for late followers
             lowest = min((r.index for r in self._readers), default=self._head)
@@ -129,6 +155,8 @@ class Flight:
                 self._pieces.popleft()
                 self._offsets.popleft()
                 self._first += 1
+            if self._first > 0:  # a newcomer can no longer read it from its first chunk
+                self.give_up_whole()
         self._wake()
 
     async def room(self) -> None:
@@ -237,7 +265,7 @@ class Coalescer:
             return self._cache.remember(key, request, await fetch())
         flight = self._flights.get(key)
         if flight is not None:
-            answer = await self._follow(flight, request)
+            answer = await self._follow(flight, request, deadline)
             if answer is not None:
                 return answer
         wall_deadline = time.time() + (deadline - asyncio.get_running_loop().time())
@@ -249,7 +277,11 @@ class Coalescer:
         return await self._lead(key, request, fetch)
 
     async def _lead(self, key: bytes, request: ApiRequest, fetch: Fetch) -> Completed | Streaming:
-        flight = Flight(self._max_lag, lambda abandoned: self._forget(key, abandoned))
+        flight = Flight(
+            self._max_lag,
+            lambda abandoned: self._forget(key, abandoned),
+            lambda partial: self._release(key, partial),
+        )
         self._flights[key] = flight
         flight.join()  # the leader, until it has its answer
 
@@ -261,7 +293,7 @@ class Coalescer:
             try:
                 fetched = await fetch()
                 flight.begin(fetched)
-                result = self._cache.remember(key, request, fetched, landed)
+                result = self._cache.remember(key, request, fetched, landed, flight.give_up_whole)
             except GatewayError as exc:
                 flight.fail(exc)
                 self._forget(key, flight)
@@ -292,25 +324,30 @@ class Coalescer:
         finally:
             flight.leave()
 
-    async def _follow(self, flight: Flight, request: ApiRequest) -> Completed | Streaming | None:
+    async def _follow(
+        self, flight: Flight, request: ApiRequest, deadline: float
+    ) -> Completed | Streaming | None:
         """The flight's answer; None when it has none to share (then: our own call)."""
         flight.join()
         try:
-            await flight.started.wait()
+            async with asyncio.timeout_at(deadline):
+                await flight.started.wait()
+                if flight.error is not None:
+                    raise flight.error
+                if request.stream and flight.joinable:
+                    self._store.count("dedup_joins")
+                    return Streaming(flight.reader(), flight.provider, flight.model, 0, cache="hit")
+                await flight.wait_whole()
             if flight.error is not None:
                 raise flight.error
-            if request.stream and flight.joinable:
-                self._store.count("dedup_joins")
-                return Streaming(flight.reader(), flight.provider, flight.model, 0, cache="hit")
-            await flight.wait_done()
-            if flight.error is not None:
-                raise flight.error
-            if flight.body is None:  # too large to keep, or broke off
+            if flight.body is None:  # partial: too large to keep, or broke off
                 return None
             self._cache.count_joined(flight.provider, flight.model, flight.body)
             return self._cache.answer_from(
                 flight.body, flight.provider, flight.model, request, "hit"
             )
+        except TimeoutError:
+            raise _waited_too_long() from None
         finally:
             flight.leave()
 
@@ -327,8 +364,8 @@ class Coalescer:
                     entry.body, entry.provider, entry.model, request, "hit"
                 )
             if self._store.flight_owner(key) is None:
-                return None  # the leader finished without an answer, or died: our own call
-        return None
+                return None  # no whole answer is coming (or the leader died): our own call
+        raise _waited_too_long()
 
     async def _broadcast(self, flight: Flight, events: AsyncIterator[bytes]) -> None:
         """Read the provider's stream into the flight's window, as fast as its fastest
@@ -344,7 +381,12 @@ class Coalescer:
     def _forget(self, key: bytes, flight: Flight) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
-        self._store.release_flight(key)
+        self._release(key, flight)
+
+    def _release(self, key: bytes, flight: Flight) -> None:
+        """Clear the node-wide in-flight mark, unless a newer flight of ours holds it."""
+        if self._flights.get(key, flight) is flight:
+            self._store.release_flight(key)
 
     def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coroutine)
@@ -352,6 +394,11 @@ class Coalescer:
         task.add_done_callback(_settled)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _waited_too_long() -> GatewayTimeout:
+    # The waiter's own deadline (Fault.DEADLINE): not a failure of the provider.
+    return GatewayTimeout("the identical request in flight did not answer within the deadline")
 
 
 def _settled(task: asyncio.Future[Any]) -> None:
