@@ -112,9 +112,7 @@ async def test_a_token_wait_past_half_the_deadline_is_refused_at_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_waiter_still_without_a_token_at_half_its_deadline_is_let_go_to_fail_over() -> (
-    None
-):
+async def test_a_waiter_still_without_a_token_at_half_its_deadline_is_let_go_to_fail_over() -> None:
     admission = gate_with_tokens_left(0)  # a token within 0.1 s: worth queueing for
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 1

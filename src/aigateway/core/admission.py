@@ -300,8 +300,7 @@ class ProviderGate:
         """A 429 paused this provider for longer than the request can fairly wait; the next
         target may take it, else the client retries after the pause."""
         return RateLimited(
-            f"{self.name} is paused by its rate limit for another {pause_s:.1f} s; "
-            "retry after it",
+            f"{self.name} is paused by its rate limit for another {pause_s:.1f} s; retry after it",
             retry_after_s=pause_s,
         )
 
