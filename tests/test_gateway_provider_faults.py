@@ -9,6 +9,9 @@ client's:
   the provider for at most PROVIDER_PAUSE_MAX_SEC (default 60 s), its requests move on to
   the next target at once (even for a short pause), and a client is told a small number of
   seconds;
+* on a lone target, a pause is waited out only when the call keeps half of the request's
+  time: otherwise the client gets a prompt 429 with the pause left as ``Retry-After``, and
+  the gateway's own waiting never counts against the provider's circuit;
 * a client's own short deadline does not count against the provider's health, while the
   gateway's own REQUEST_TIMEOUT_SEC still does.
 
@@ -19,6 +22,7 @@ pauses and circuits one test leaves behind never touch another.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -162,8 +166,8 @@ def test_the_retry_after_a_client_is_told_is_a_small_number_of_seconds(
     assert 1 <= int(rate_limited.headers["retry-after"]) <= PAUSE_MAX_S
     # While the provider is paused, a request without another target is refused at once.
     paused = _chat(faulty, model)
-    assert paused.status_code == 504
-    assert paused.json()["error"]["code"] == "queue_timeout"
+    assert paused.status_code == 429
+    assert paused.json()["error"]["type"] == "rate_limit_error"
     assert 1 <= int(paused.headers["retry-after"]) <= PAUSE_MAX_S
     assert flaky.calls() == 1
 
@@ -195,3 +199,39 @@ def test_a_clients_own_deadline_never_opens_the_providers_circuit_the_gateways_d
     refused = _chat(faulty, "slow/gpt-4o-mini")
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "circuit_open"
+
+
+def test_after_a_429_a_lone_targets_clients_get_a_prompt_429_and_its_circuit_stays_closed(
+    mock: MockProvider,
+) -> None:
+    # The pause is as long as the request's deadline, as with both defaults (60 s): waiting
+    # it out would start the call with no time left, a timeout blamed on the provider.
+    gateway = Gateway(mock, REQUEST_TIMEOUT_SEC="4", PROVIDER_PAUSE_MAX_SEC="4")
+    try:
+        mock.faults({"status": 429, "retry_after": 600}, default={"latency_ms": 300})
+        first = _chat(gateway, "gpt-4o-mini")
+        assert first.status_code == 429
+        assert 1 <= int(first.headers["retry-after"]) <= 4
+
+        async def six_clients() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+                body = chat_body("just after the 429")
+                calls = [client.post("/v1/chat/completions", json=body) for _ in range(6)]
+                return list(await asyncio.gather(*calls))
+
+        for response in asyncio.run(six_clients()):
+            assert response.status_code == 429, response.text  # not a 504 at the deadline
+            assert response.json()["error"]["type"] == "rate_limit_error"
+            assert 1 <= int(response.headers["retry-after"]) <= 4
+        assert mock.calls() == 1  # nobody called the paused provider
+        openai = httpx.get(gateway.url + "/health").json()["providers"]["openai"]
+        assert openai["state"] in ("healthy", "degraded")  # not open
+
+        for _ in range(100):  # once the pause is over (bounded: 10 s), requests succeed
+            queue = httpx.get(gateway.url + "/admin/queue").json()
+            if queue["providers"]["openai"]["paused_for_s"] == 0:
+                break
+            time.sleep(0.1)
+        assert _chat(gateway, "gpt-4o-mini").status_code == 200
+    finally:
+        gateway.stop()

@@ -12,12 +12,22 @@ tokens go to the more urgent requests of every worker.
 
 Never hanging: at most ``QUEUE_SIZE`` requests wait on the node; past that a request is
 refused at once with 429 and a ``Retry-After`` estimated from the queue and the rate,
-unless it can displace a queued request of lower priority in this worker. A request
-whose estimated wait runs past its deadline is refused at once (504 ``queue_timeout``,
-without reaching the provider), and so is a waiting one when a new pause outlasts its
-deadline: the refusal is the provider's side (``Fault.RATE_LIMITED``), so the request
-moves on to the next target of its fallback chain instead of waiting its deadline out.
-A request that has a next target (``fallback``) never waits out a pause at all.
+unless it can displace a queued request of lower priority in this worker.
+
+A fair start: a request waits here (for a pause or a token) only while the provider call
+keeps at least ``1 - WAIT_SHARE`` (half) of the time its deadline left it on arrival,
+its *latest start*. Otherwise the gateway's own queue would eat the deadline and the call
+would time out, blamed on the provider (its circuit) although it never had a chance.
+So a request is refused at once, without reaching the provider, as the provider's side
+(``Fault.RATE_LIMITED``: the next target of its fallback chain is tried, the provider's
+health is untouched):
+
+* while the provider is paused, when it has a next target (``fallback``) or the pause
+  ends after its latest start: 429 with a ``Retry-After`` of the pause left;
+* when its estimated wait for a token ends after its latest start: 504 ``queue_timeout``.
+
+A waiting request is let go the same way when a new pause outlasts its latest start, or
+when its latest start comes while it still waits.
 
 A provider's 429 pauses it for the node for the time it asked (``retry-after``, else one
 second, bounded by the pipeline to PROVIDER_PAUSE_MAX_SEC) and halves its rate, down to a
@@ -46,6 +56,8 @@ MIN_RATE_FRACTION = 0.1
 OUTCOMES = ADMISSION_OUTCOMES
 PAUSE_TICKS_PER_S = 1000.0
 MAX_PAUSE_S = 3600.0  # the pause clock's capacity: PROVIDER_PAUSE_MAX_SEC is at most this
+# The most of a request's remaining time it may spend waiting here: the call keeps the rest.
+WAIT_SHARE = 0.5
 
 
 def pause_bucket_name(provider: str) -> str:
@@ -128,7 +140,7 @@ class PauseClock:
 class _Waiter:
     priority: str
     future: asyncio.Future[None]
-    deadline: float  # on the event loop's clock
+    latest_start: float  # on the event loop's clock: past it, the call's budget is unfair
     fallback: bool  # another target can take it: a pause is not worth waiting out
     since: float = field(default_factory=time.monotonic)
     handle: int = -1
@@ -162,7 +174,8 @@ class ProviderGate:
 
     async def admit(self, priority: str, deadline: float, fallback: bool = False) -> None:
         """Wait for this provider's turn; ``fallback``: another target can take the request
-        if this one cannot now (paused) or not before ``deadline``."""
+        if this one cannot now (paused) or not in time to leave the call a fair share of
+        what is left until ``deadline``."""
         loop = asyncio.get_running_loop()
         rank = PRIORITY_RANK[priority]
         # Straight on when nobody here would go first: an empty queue, or one whose most
@@ -171,12 +184,18 @@ class ProviderGate:
         if not ahead and not self.paused() and self._take(priority) == 0.0:
             self._admission.count(self.name, priority, "admitted")
             return
+        now = loop.time()
+        latest_start = now + WAIT_SHARE * max(deadline - now, 0.0)
+        pause_s = self.pause_clock.left_s()
+        if pause_s > 0.0 and (fallback or now + pause_s > latest_start):
+            self._admission.count(self.name, priority, "timed_out")
+            raise self._paused_error(pause_s)
         wait = self._estimated_wait()
-        if loop.time() + wait >= deadline or (fallback and self.paused()):
+        if now + wait > latest_start:
             self._admission.count(self.name, priority, "timed_out")
             raise self._cannot_start(wait)
         self._make_room(priority, wait)
-        waiter = _Waiter(priority, loop.create_future(), deadline, fallback)
+        waiter = _Waiter(priority, loop.create_future(), latest_start, fallback)
         new_head = not self._queue or rank < self._queue.peek_priority()
         waiter.handle = self._queue.push(rank, waiter)
         self._waiting[waiter.handle] = waiter
@@ -187,15 +206,11 @@ class ProviderGate:
             # than a critical one): the new head must not wait out that nap.
             self._nudge.set_result(None)
         try:
-            async with asyncio.timeout(deadline - loop.time()):
+            async with asyncio.timeout_at(latest_start):
                 await waiter.future
-        except TimeoutError:
+        except TimeoutError:  # still no token, and the call would now start too late
             self._admission.count(self.name, priority, "timed_out")
-            raise GatewayTimeout(
-                f"{self.name} is at its rate limit: the request waited in the queue until "
-                "its deadline",
-                code="queue_timeout",
-            ) from None
+            raise self._cannot_start(self._estimated_wait()) from None
         finally:
             if self._waiting.pop(waiter.handle, None) is not None:
                 self._queue.cancel(waiter.handle)  # the client left, or the deadline passed
@@ -271,28 +286,37 @@ class ProviderGate:
             victim.future.set_exception(shed)
 
     def _cannot_start(self, wait: float) -> GatewayTimeout:
-        """This provider cannot take the request before its deadline; the next target may."""
+        """This provider cannot take the request in time for a fair call; the next target
+        may."""
         return GatewayTimeout(
-            f"{self.name} is at its rate limit: the request could not start before its "
-            f"deadline (about {wait:.1f} s of queue)",
+            f"{self.name} is at its rate limit: the request could not start in time to "
+            f"leave the call half of its deadline (about {wait:.1f} s of queue)",
             code="queue_timeout",
             retry_after_s=wait,
             fault=Fault.RATE_LIMITED,
         )
 
+    def _paused_error(self, pause_s: float) -> RateLimited:
+        """A 429 paused this provider for longer than the request can fairly wait; the next
+        target may take it, else the client retries after the pause."""
+        return RateLimited(
+            f"{self.name} is paused by its rate limit for another {pause_s:.1f} s; retry after it",
+            retry_after_s=pause_s,
+        )
+
     def _release_hopeless(self, pause_s: float) -> None:
-        """Refuse now the waiters that have another target or whose deadline comes before
-        the pause ends (a pause can begin or grow after they queued): they move on rather
-        than wait it out."""
+        """Refuse now the waiters that have another target or whose latest start comes
+        before the pause ends (a pause can begin or grow after they queued): they move on
+        rather than wait it out."""
         until = asyncio.get_running_loop().time() + pause_s
-        hopeless = [w for w in self._waiting.values() if w.fallback or w.deadline <= until]
+        hopeless = [w for w in self._waiting.values() if w.fallback or w.latest_start < until]
         for waiter in hopeless:
             del self._waiting[waiter.handle]
             self._queue.cancel(waiter.handle)
             self._admission.queued(self.name, waiter.priority, -1)
             self._admission.count(self.name, waiter.priority, "timed_out")
             if not waiter.future.done():
-                waiter.future.set_exception(self._cannot_start(pause_s))
+                waiter.future.set_exception(self._paused_error(pause_s))
 
     def _ensure_pump(self) -> None:
         if self._pump is None or self._pump.done():
