@@ -401,6 +401,10 @@ class Circuit:
         # Probed providers close through the probe; others let one live request try.
         return not self._probe_able and self._board.take_trial(self.name)
 
+    def record(self, outcome: str, seconds: float) -> None:
+        """Feed one call's outcome (dispatch does, for every attempt)."""
+        self._board.record(self.name, outcome, seconds)
+
     def retry_after_s(self) -> float:
         return self._board.retry_after(self.name)
 
