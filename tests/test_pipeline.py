@@ -74,6 +74,7 @@ class FakeUpstream:
 
     reply: Reply = field(default_factory=Reply)
     calls: list[float] = field(default_factory=list)
+    cancelled: list[float] = field(default_factory=list)
 
     async def send(
         self,
@@ -87,7 +88,11 @@ class FakeUpstream:
         loop = asyncio.get_running_loop()
         self.calls.append(loop.time())
         reply = self.reply
-        await asyncio.sleep(reply.latency_s)
+        try:
+            await asyncio.sleep(reply.latency_s)
+        except asyncio.CancelledError:
+            self.cancelled.append(loop.time())
+            raise
         if reply.unreachable:
             raise UpstreamConnectError("connection refused")
         if reply.status != 200:
@@ -275,3 +280,59 @@ def test_identical_concurrent_requests_share_one_call_noted_in_the_leaders_recor
     # The shared call runs in a task of its own; it reports to the leader's observer.
     assert [record.attempts for _, _, record in results] == [1, 0, 0]
     assert results[0][2].provider_s == pytest.approx(1.0)
+
+
+def test_a_leader_whose_client_leaves_does_not_cancel_the_call_its_followers_share(
+    tmp_path: Path,
+) -> None:
+    gw = gateway(cache_dir=tmp_path)
+    gw.upstreams["openai"].reply = Reply(latency_s=1.0)
+
+    async def scenario() -> list[str]:
+        leader = asyncio.ensure_future(answer(gw, chat(), gw.observer()))
+        await asyncio.sleep(0.1)
+        followers = [asyncio.ensure_future(answer(gw, chat(), gw.observer())) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        leader.cancel()  # its client hung up
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return list(await asyncio.gather(*followers))
+
+    assert run(scenario()) == ["openai: hello", "openai: hello"]
+    assert (len(gw.upstreams["openai"].calls), gw.upstreams["openai"].cancelled) == (1, [])
+
+
+def test_when_every_client_of_a_shared_call_leaves_the_provider_call_is_cancelled_at_once(
+    tmp_path: Path,
+) -> None:
+    gw = gateway(cache_dir=tmp_path)
+    gw.upstreams["openai"].reply = Reply(latency_s=5.0)
+
+    async def scenario() -> None:
+        waiting = [asyncio.ensure_future(answer(gw, chat(), gw.observer())) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await asyncio.sleep(0)  # the shared call's task notices
+
+    run(scenario())
+    assert gw.upstreams["openai"].cancelled == [pytest.approx(0.5)]
+
+
+def test_a_failed_shared_call_fails_every_follower_and_the_next_request_calls_again(
+    tmp_path: Path,
+) -> None:
+    gw = gateway(max_retries=0, cache_dir=tmp_path)
+    gw.upstreams["openai"].reply = Reply(status=500, latency_s=1.0)
+
+    async def scenario() -> str:
+        failed = await asyncio.gather(
+            *(answer(gw, chat(), gw.observer()) for _ in range(3)), return_exceptions=True
+        )
+        assert [type(e) for e in failed] == [ProviderError] * 3
+        gw.upstreams["openai"].reply = Reply()
+        return await answer(gw, chat(), gw.observer())
+
+    assert run(scenario()) == "openai: hello"  # the error was not stored
+    assert len(gw.upstreams["openai"].calls) == 2

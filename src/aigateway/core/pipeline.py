@@ -311,4 +311,6 @@ def _fail_over(
         raise error
     observer.failover(provider.name, model)
     logger.warning("%s/%s failed, trying the next target: %s", provider.name, model, error.message)
-    return error
+    # Kept while the next target is tried: without its traceback, which holds this frame,
+    # the request's frames and the error would form a cycle only the collector frees.
+    return error.with_traceback(None)
