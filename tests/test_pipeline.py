@@ -1,4 +1,5 @@
-"""The pipeline in-process: routing, retries, failover, circuit breaking, de-duplication.
+"""The pipeline in-process: routing, retries, failover, circuit breaking, de-duplication,
+embedding batches.
 
 No HTTP and no middleware: a ``Pipeline`` is built here from its parts, its providers are
 fakes behind ``upstream.UpstreamClient`` (the gateway's one transport seam), and each
@@ -98,6 +99,8 @@ class FakeUpstream:
         if reply.status != 200:
             error = {"error": {"message": "boom", "type": "server_error"}}
             return FakeResponse(reply.status, orjson.dumps(error))
+        if url.endswith("/embeddings"):
+            return FakeResponse(200, embeddings(orjson.loads(body or b"{}")["input"]))
         return FakeResponse(200, completion(reply.text))
 
     async def close(self) -> None:
@@ -117,6 +120,15 @@ def completion(text: str) -> bytes:
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
         }
     )  # fmt: skip
+
+
+def embeddings(inputs: str | list[str]) -> bytes:
+    """One vector per input, [its length]."""
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    data = [{"object": "embedding", "index": i, "embedding": [float(len(t))]}
+            for i, t in enumerate(texts)]  # fmt: skip
+    usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
+    return orjson.dumps({"object": "list", "data": data, "model": "m", "usage": usage})
 
 
 @dataclass
@@ -141,7 +153,9 @@ class Gateway:
         }
 
 
-def gateway(max_retries: int = 2, cache_dir: Path | None = None) -> Gateway:
+def gateway(
+    max_retries: int = 2, cache_dir: Path | None = None, embedding_batches: bool = False
+) -> Gateway:
     upstreams = {name: FakeUpstream() for name in PROVIDERS}
     policy = HealthPolicy(failure_threshold=THRESHOLD, cooldown_s=30.0, probe_interval_s=0)
     board = HealthBoard.private(list(PROVIDERS), policy)
@@ -173,6 +187,7 @@ def gateway(max_retries: int = 2, cache_dir: Path | None = None) -> Gateway:
         GATEWAY_TIMEOUT_S,
         RemoteMedia(FakeUpstream(), 1 << 20, 5.0, allow_private=False),
         cache,
+        embedding_batches=(10, 1.0) if embedding_batches else None,  # BATCH_SIZE, _TIMEOUT
     )
     return Gateway(pipeline, upstreams, board, Accounting.private(PROVIDERS))
 
@@ -336,3 +351,33 @@ def test_a_failed_shared_call_fails_every_follower_and_the_next_request_calls_ag
 
     assert run(scenario()) == "openai: hello"  # the error was not stored
     assert len(gw.upstreams["openai"].calls) == 2
+
+
+def test_embeddings_arriving_together_share_one_call_noted_in_the_first_callers_record() -> None:
+    gw = gateway(embedding_batches=True)
+    gw.upstreams["openai"].reply = Reply(latency_s=0.1)
+
+    async def scenario() -> list[tuple[list[float], RequestObserver]]:
+        observers = [gw.observer() for _ in range(3)]
+        texts = ["a", "bb", "ccc"]
+        results = await asyncio.gather(
+            *(
+                gw.pipeline.embeddings(embed("openai/text-embedding-3-small", t), o)
+                for t, o in zip(texts, observers, strict=True)
+            )
+        )
+        vectors = [orjson.loads(r.body)["data"][0]["embedding"] for r in results]
+        return list(zip(vectors, observers, strict=True))
+
+    results = run(scenario())
+    assert [vector for vector, _ in results] == [[1.0], [2.0], [3.0]]
+    assert gw.upstreams["openai"].calls == [pytest.approx(0.01)]  # after the idle window
+    assert [o.record.attempts for _, o in results] == [1, 0, 0]
+    assert gw.counted("avoided_provider_calls") == {
+        ("openai", "text-embedding-3-small", "batch"): 2
+    }
+
+
+def embed(model: str, text: str) -> ApiRequest:
+    body = {"model": model, "input": text}
+    return ApiRequest("embeddings", model, body, orjson.dumps(body))
