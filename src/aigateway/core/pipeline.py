@@ -124,7 +124,7 @@ class Pipeline:
             more = i + 1 < len(targets)
             try:
                 prepared = await self._media.prepare(request, adapter, deadline)
-                await self._admit(provider, request.priority, deadline, observer, more)
+                await self._admit(provider, request.priority, deadline, observer, more)  # admit
                 call = adapter.chat_call(prepared, model)
                 answer = await self._send(
                     provider, call, deadline, observer, request.stream, model, clients
