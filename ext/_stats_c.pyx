@@ -105,7 +105,10 @@ cdef int _get_region(Py_buffer* view, object buffer, Py_ssize_t need) except -1:
     return 0
 
 
+# no_gc_clear: the collector must never drop ``_view.obj`` on its own (it would free a
+# private buffer that still counts this export); ``__dealloc__`` releases the view.
 @cython.final
+@cython.no_gc_clear
 cdef class SharedStats:
     """This process's slot of a node's statistics, and the node's totals."""
 

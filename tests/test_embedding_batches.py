@@ -1,7 +1,8 @@
 """When coalesced embedding requests leave, and how each keeps its own deadline.
 
 In process, on a virtual clock (tests/virtual_clock.py): the provider is a coroutine that
-takes ``latency`` seconds of virtual time, so the tests read exact times.
+takes ``latency`` seconds of virtual time, so the tests read exact times.  Each caller's
+observer (opaque to the batcher; the pipeline's ``RequestObserver``) is here its name.
 BATCH_SIZE is 10, BATCH_TIMEOUT_MS 1000 and the idle window 10 ms, as by default.
 """
 
@@ -28,6 +29,7 @@ class Call:
     at: float
     inputs: list[str]
     deadline: float
+    observer: str
     ended: float | None = None
 
 
@@ -40,11 +42,11 @@ class FakeProvider:
     calls: list[Call] = field(default_factory=list)
     fail: bool = False
 
-    async def embed(self, request: ApiRequest, deadline: float) -> Completed:
+    async def embed(self, request: ApiRequest, deadline: float, observer: str) -> Completed:
         loop = asyncio.get_running_loop()
         value = request.body["input"]
         inputs = [value] if isinstance(value, str) else list(value)
-        call = Call(loop.time(), inputs, deadline)
+        call = Call(loop.time(), inputs, deadline, observer)
         self.calls.append(call)
         try:
             async with asyncio.timeout_at(deadline):
@@ -65,9 +67,13 @@ class FakeProvider:
 
 
 def _batcher(provider: FakeProvider, max_inputs: int = 10, max_wait_s: float = 1.0) -> Any:
-    saved: list[int] = []
-    batcher = EmbeddingBatcher(
-        provider.embed, max_inputs, max_wait_s, lambda provider, model, n: saved.append(n)
+    """The batcher, and the calls it saved: (whose observer heard it, how many)."""
+    saved: list[tuple[str, int]] = []
+    batcher = EmbeddingBatcher[str](
+        provider.embed,
+        max_inputs,
+        max_wait_s,
+        lambda observer, provider, model, n: saved.append((observer, n)),
     )
     return batcher, saved
 
@@ -78,13 +84,17 @@ def _request(text: str | list[str]) -> ApiRequest:
 
 
 async def _embed_at(
-    batcher: EmbeddingBatcher, at: float, text: str | list[str], deadline: float = NO_DEADLINE
+    batcher: EmbeddingBatcher[str],
+    at: float,
+    text: str | list[str],
+    deadline: float = NO_DEADLINE,
 ) -> tuple[float, Any]:
-    """Send at virtual time ``at``; (when it ended, the texts it got back or the error)."""
+    """Send at virtual time ``at`` (observed as ``text``); (when it ended, the texts it got
+    back or the error)."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(at - loop.time())
     try:
-        result = await batcher.embed(_request(text), deadline)
+        result = await batcher.embed(_request(text), deadline, str(text))
     except Exception as exc:  # the test looks at which error
         return loop.time(), exc
     return loop.time(), [item["text"] for item in orjson.loads(result.body)["data"]]
@@ -118,7 +128,7 @@ def test_requests_arriving_while_a_call_is_in_flight_gather_for_the_next_call() 
         (0.21, ["t3", "t4", "t5"]),
         (0.31, ["t6", "t7"]),
     ]
-    assert sum(saved) == 8 - 4
+    assert sum(n for _, n in saved) == 8 - 4
 
 
 def test_a_full_batch_leaves_at_once_even_while_a_call_is_in_flight() -> None:
@@ -209,6 +219,28 @@ def test_a_caller_whose_deadline_passes_while_gathering_leaves_the_batch() -> No
     assert [c.inputs for c in provider.calls] == [["first"], ["patient"]]
 
 
+def test_a_merged_call_reports_to_its_first_caller_still_waiting_when_it_leaves() -> None:
+    # "hurried" came first to the second batch but left before it was sent: the call and
+    # the calls it saved are noted in "patient"'s record, not in a record already closed.
+    provider = FakeProvider(latency=1.0)
+    batcher, saved = _batcher(provider, max_wait_s=5.0)
+
+    async def scenario() -> None:
+        await asyncio.gather(
+            _embed_at(batcher, 0.0, "first"),
+            _embed_at(batcher, 0.1, "hurried", deadline=0.4),
+            _embed_at(batcher, 0.2, "patient"),
+            _embed_at(batcher, 0.3, "late"),
+        )
+
+    run(scenario())
+    assert [(c.observer, c.inputs) for c in provider.calls] == [
+        ("first", ["first"]),
+        ("patient", ["patient", "late"]),
+    ]
+    assert saved == [("patient", 1)]
+
+
 def test_a_batch_whose_callers_all_left_is_never_sent() -> None:
     provider = FakeProvider(latency=1.0)
     batcher, _ = _batcher(provider, max_wait_s=5.0)
@@ -269,15 +301,15 @@ def test_a_merged_call_carries_its_latest_callers_own_deadline(
     seen: list[float | None] = []
     provider = FakeProvider(latency=0.1)
 
-    async def embed(request: ApiRequest, deadline: float) -> Completed:
+    async def embed(request: ApiRequest, deadline: float, observer: str) -> Completed:
         seen.append(request.timeout_s)
-        return await provider.embed(request, deadline)
+        return await provider.embed(request, deadline, observer)
 
-    batcher = EmbeddingBatcher(embed, 10, 1.0, lambda provider, model, n: None)
+    batcher = EmbeddingBatcher[str](embed, 10, 1.0, lambda observer, provider, model, n: None)
 
     async def one(text: str, timeout_s: float | None) -> None:
         request = dataclasses.replace(_request(text), timeout_s=timeout_s)
-        await batcher.embed(request, NO_DEADLINE)
+        await batcher.embed(request, NO_DEADLINE, text)
 
     async def scenario() -> None:
         await asyncio.gather(*(one(f"t{i}", t) for i, t in enumerate(timeouts)))

@@ -3,7 +3,7 @@
 What a provider does wrong stays the provider's problem, and a client's choices stay the
 client's:
 
-* a provider that times a call out (408, or a 504 in Anthropic's or Gemini's format) is
+* a provider that times a call out (408 or 504, in any wire format) is
   retried and then the next target of the fallback chain answers;
 * a 429 with an absurd ``Retry-After`` (600 s, ten digits, an HTTP date in 2099) pauses
   the provider for at most PROVIDER_PAUSE_MAX_SEC (default 60 s), its requests move on to

@@ -7,10 +7,12 @@ writer is killed.
 
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -382,3 +384,17 @@ def test_the_gauges_of_a_dead_writer_leave_the_totals_at_once(hotpath_impl):
             reader.close()
         segment.close()
         segment.unlink()
+
+
+def test_stats_caught_in_a_garbage_cycle_let_go_of_their_buffer_cleanly(
+    hotpath_impl: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cycle (a frame held by an exception's traceback, say) reaching stats that own a
+    # private buffer: the collector must not free the buffer while it is still in use.
+    printed: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, error, tb: printed.append(error))
+    cycle: list[Any] = [hotpath_impl.SharedStats(SCHEMA)]
+    cycle.append(cycle)
+    del cycle
+    gc.collect()
+    assert printed == []

@@ -31,7 +31,7 @@ def numbers(cache: dict[str, int] | None) -> NodeNumbers:
     table = SeriesTable(memoryview(bytearray(SeriesTable.size(64, 1024, 1))),
                         {"series": 64, "cells": 1024, "slots": 1}, None)  # fmt: skip
     health = HealthBoard.private(list(PROVIDERS), HealthPolicy())
-    Accounting(stats, table, health, PROVIDERS).provider_call("openai", "gpt-4o", "ok", 0.01)
+    Accounting(stats, table, PROVIDERS).provider_call("openai", "gpt-4o", "ok", 0.01)
     return NodeNumbers(
         snapshot=stats.snapshot(), series=table.read(), providers=PROVIDERS,
         health={name: health.report(name) for name in PROVIDERS}, workers_configured=1,

@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from aigateway import shm
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
-from aigateway.core.health import HealthBoard, HealthPolicy
 from aigateway.hotpath import SharedStats
 from aigateway.operations import node_regions
 from aigateway.stats.exposition import Exposition, quantile
@@ -112,8 +111,7 @@ def test_quantiles_are_interpolated_within_buckets() -> None:
 
 def accounting() -> Accounting:
     stats = SharedStats(stats_schema(("openai", "my-local")))
-    health = HealthBoard.private(["openai", "my-local"], HealthPolicy())
-    return Accounting(stats, private_table_large(), health, ("openai", "my-local"))
+    return Accounting(stats, private_table_large(), ("openai", "my-local"))
 
 
 def private_table_large() -> SeriesTable:

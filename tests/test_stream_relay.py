@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 import orjson
 import pytest
 
+from aigateway.core.accounting import Accounting
 from aigateway.core.dispatch import Answer
 from aigateway.core.streaming import relay_stream
 from aigateway.core.types import ApiRequest
@@ -45,9 +46,8 @@ async def relay(first: bytes) -> list[bytes]:
     request = ApiRequest("chat", "gpt-4o-mini", {}, b"{}", stream=True)
     response = RecordedResponse()
     answer = Answer(response, first, None, 1)
-    out = [
-        piece async for piece in relay_stream(answer, adapter, adapter.chat_stream(request, "m"))
-    ]
+    translator = adapter.chat_stream(request, "m")
+    out = [piece async for piece in relay_stream(answer, adapter, translator, Accounting.private())]
     assert response.closed
     return b"".join(out).split(b"\n\n")[:-1]
 

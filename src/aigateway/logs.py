@@ -13,14 +13,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
-from aigateway.core.request_context import current_request
-
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 _QUOTE_IF = frozenset(' ="\t\n')
+
+#: The id of the request being handled, set by the request middleware so that every line
+#: logged meanwhile names it (only that: what the request did travels explicitly, see
+#: ``core.observer``).  Tasks started for the request (a shared provider call) inherit it.
+REQUEST_ID: ContextVar[str | None] = ContextVar("aigateway_request_id", default=None)
 
 
 def logging_config(level: str, fmt: str = "text", secrets: Sequence[str] = ()) -> dict[str, Any]:
@@ -57,9 +61,9 @@ def logging_config(level: str, fmt: str = "text", secrets: Sequence[str] = ()) -
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = dict(getattr(record, "fields", None) or {})
     if "request_id" not in fields:
-        current = current_request()
-        if current is not None:
-            fields["request_id"] = current.request_id
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            fields["request_id"] = request_id
     return fields
 
 

@@ -7,7 +7,7 @@ node's shared-memory segment before the pipeline is built, starts it once the re
 ready, and stops it before the segment is closed::
 
     operations.attach(segment, providers)   # accounting, provider health, live settings
-    pipeline = Pipeline(..., operations.retry, ..., accounting=operations.accounting)
+    pipeline = Pipeline(providers, ..., operations.retry, ...)  # providers with circuits
     operations.start(cache=cache, admission=admission)   # probes, live-settings watcher
     ...
     await operations.stop()
@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from aigateway import shm
 from aigateway.config import Settings
-from aigateway.core.accounting import NULL_ACCOUNTING, Accounting
+from aigateway.core.accounting import Accounting
 from aigateway.core.health import HealthBoard, HealthPolicy, probe_loop
 from aigateway.core.providers import Provider, make_client
 from aigateway.core.retry import RetryPolicy
@@ -99,7 +99,9 @@ class Operations:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.scrubber = Scrubber.from_settings(settings)  # the node's secrets
-        self.accounting: Accounting = NULL_ACCOUNTING
+        # Private counters until attached to the node's segment (and after): a request
+        # that comes before or after the lifespan is counted where nobody reads it.
+        self.accounting = Accounting.private(tuple(p.name for p in settings.providers))
         self.health: HealthBoard | None = None
         self.live: LiveSettings | None = None
         self.table: SeriesTable | None = None
@@ -180,7 +182,7 @@ class Operations:
             self.table = SeriesTable(memoryview(private), params, None)
             self.health = HealthBoard.private(names, health_policy(settings))
             self.live = LiveSettings(settings, bytearray(region_size(slots)), slots)
-        self.accounting = Accounting(self.stats, self.table, self.health, tuple(names))
+        self.accounting = Accounting(self.stats, self.table, tuple(names))
         self.stats.incr(slot_table(self.stats.schema, "worker_starts", ())[()])
         self.providers = providers
         for name, provider in list(providers.items()):
@@ -215,7 +217,7 @@ class Operations:
         for client in self._retired:
             await client.close()
         self._retired.clear()
-        self.accounting = NULL_ACCOUNTING
+        self.accounting = Accounting.private(tuple(p.name for p in self.settings.providers))
         for closable in (self.table, self.health, self.live):
             if closable is not None:
                 closable.close()

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aigateway.api.builder import NO_NATIVE, RequestBuilder
-from aigateway.api.http import json_response, read_body
+from aigateway.api.http import json_response, observer_of, read_body
 from aigateway.api.native import NATIVE_KEYS, native_answer, parse_native_body
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.core.pipeline import Pipeline
@@ -69,7 +69,9 @@ class BatchRoutes:
                 parsed, controls = parse_chat_request(orjson.dumps(item)), NO_NATIVE
             if parsed.stream:
                 raise InvalidRequest("streaming is not available inside a batch", param="stream")
-            result = await self.pipeline.chat(self.builder.build(request, parsed, controls))
+            # Every item notes its provider calls in the batch request's one record.
+            chat = self.builder.build(request, parsed, controls)
+            result = await self.pipeline.chat(chat, observer_of(request))
             assert isinstance(result, Completed)
             response = native_answer(result, started) if native else orjson.loads(result.body)
         except GatewayError as exc:

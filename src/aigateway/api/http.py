@@ -1,4 +1,5 @@
-"""Small HTTP helpers shared by the handlers: bounded body reads, JSON answers, streams."""
+"""Small HTTP helpers shared by the handlers: the request's observer, bounded body reads,
+JSON answers, streams."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from aigateway.core.observer import RequestObserver
 from aigateway.core.streaming import without_usage
 from aigateway.core.types import ApiRequest, Streaming, close_events
 from aigateway.errors import GatewayError, PayloadTooLarge
+from aigateway.middleware.requests import OBSERVER_KEY
 from aigateway.providers._openai_format import include_usage
 
 JSON = "application/json"
@@ -44,6 +47,12 @@ def event_stream(
     return EventStream(
         events, media_type="text/event-stream", headers={**STREAM_HEADERS, **headers}
     )
+
+
+def observer_of(request: Request) -> RequestObserver:
+    """The request's observer, made by the request middleware (always outermost)."""
+    observer: RequestObserver = request.scope[OBSERVER_KEY]
+    return observer
 
 
 async def read_body(request: Request, limit: int) -> bytes:

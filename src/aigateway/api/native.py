@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aigateway.api.builder import NativeControls, RequestBuilder
-from aigateway.api.http import event_stream, json_response, read_body
+from aigateway.api.http import event_stream, json_response, observer_of, read_body
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.types import PRIORITIES, ApiRequest, Completed, Streaming, close_events
@@ -127,7 +127,7 @@ class NativeRoutes:
         parsed, controls = parse_native_request(await read_body(request, self.max_body_bytes))
         chat = self.builder.build(request, parsed, controls)
         assert self.pipeline is not None
-        result = await self.pipeline.chat(chat)
+        result = await self.pipeline.chat(chat, observer_of(request))
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
             return event_stream(result, chat, headers, _native_events(result))

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigateway.api.builder import RequestBuilder
-from aigateway.api.http import event_stream, json_response, read_body
+from aigateway.api.http import event_stream, json_response, observer_of, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.types import Streaming
@@ -35,7 +35,7 @@ class OpenAIRoutes:
     async def chat_completions(self, request: Request) -> Response:
         parsed = parse_chat_request(await read_body(request, self.max_body_bytes))
         chat = self.builder.build(request, parsed)
-        result = await self._pipeline().chat(chat)
+        result = await self._pipeline().chat(chat, observer_of(request))
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         if isinstance(result, Streaming):
             return event_stream(result, chat, headers)
@@ -43,9 +43,10 @@ class OpenAIRoutes:
 
     async def embeddings(self, request: Request) -> Response:
         parsed = parse_embeddings_request(await read_body(request, self.max_body_bytes))
-        result = await self._pipeline().embeddings(self.builder.build(request, parsed))
+        embed = self.builder.build(request, parsed)
+        result = await self._pipeline().embeddings(embed, observer_of(request))
         return json_response(result.body, headers={"x-aigateway-provider": result.provider})
 
     async def models(self, request: Request) -> Response:
-        models = await self._pipeline().models()
+        models = await self._pipeline().models(observer_of(request))
         return json_response({"object": "list", "data": models})

@@ -1,48 +1,38 @@
-"""Accounting: what the gateway did, counted for the whole node, and noted per request.
+"""Accounting: what the gateway did, counted for the whole node.
 
 One ``Accounting`` per worker writes this worker's slot of the node's shared stats
 (unlabelled metrics, ``hotpath.SharedStats``) and of its labelled series table
-(``stats.series``); ``/metrics`` and ``/admin/stats`` sum every slot.  The same calls
-note what happened to the request in progress (a ``RequestRecord`` in a context
-variable, set by the request middleware) for its log line, and feed provider health.
+(``stats.series``); ``/metrics`` and ``/admin/stats`` sum every slot.  It is handed to
+whoever counts, never found in a context variable; what one request did (its log line,
+the overhead metric) is noted besides by that request's ``core.observer.RequestObserver``.
 
 Who calls what::
 
     middleware      request_started / request_finished    (routes, statuses, latency)
-    dispatch        provider_call, retry                  (every attempt)
+    dispatch        provider_call, retry                  (every attempt, via the observer)
     pipeline        failover, usage / tokens              (per target, per answer)
     streaming       tokens                                (usage of a streamed answer)
     admission       queue_wait                            (once per admitted request)
     batching        avoided                               (calls saved by coalescing)
 
-Every method is cheap and never raises; ``NULL_ACCOUNTING`` does nothing.
+Every method is cheap and never raises.  Code that must count somewhere but should keep
+nothing (a tool, a test) uses ``Accounting.private()``: real counters in private memory.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any, Final
 
 import orjson
 
-from aigateway.core.health import HealthBoard
-from aigateway.core.request_context import CURRENT_REQUEST, RequestRecord, current_request
 from aigateway.core.usage import token_counts
 from aigateway.hotpath import SharedStats
-from aigateway.stats.registry import SERIES, slot_table
+from aigateway.stats.registry import SERIES, slot_table, stats_schema
 from aigateway.stats.series import SeriesTable, series_key
 
-__all__ = (
-    "CURRENT_ACCOUNTING",
-    "CURRENT_REQUEST",
-    "NULL_ACCOUNTING",
-    "Accounting",
-    "RequestRecord",
-    "current_accounting",
-    "current_request",
-)
+__all__ = ("Accounting",)
 
 MAX_MODELS_PER_PROVIDER: Final = 50
 MAX_LABEL_CHARS: Final = 64
@@ -54,15 +44,10 @@ class Accounting:
     """This worker's writer of the node's metrics."""
 
     def __init__(
-        self,
-        stats: SharedStats,
-        table: SeriesTable,
-        health: HealthBoard | None = None,
-        providers: tuple[str, ...] = (),
+        self, stats: SharedStats, table: SeriesTable, providers: tuple[str, ...] = ()
     ) -> None:
         self.stats = stats
         self.table = table
-        self.health = health
         # Slot indices of the shared stats, resolved once (see ``stats.registry``).
         schema = stats.schema
         self._requests = slot_table(schema, "requests_answered", ())[()]
@@ -75,6 +60,16 @@ class Accounting:
         self._providers = frozenset(providers)
         self._models: dict[str, set[str]] = {}
 
+    @classmethod
+    def private(
+        cls, providers: tuple[str, ...] = (), series: int = 256, cells: int = 4096
+    ) -> Accounting:
+        """Counters in this process's own memory, read by nobody but its caller (a worker
+        before its lifespan starts, a tool, a test)."""
+        params = {"series": series, "cells": cells, "slots": 1}
+        table = SeriesTable(memoryview(bytearray(SeriesTable.size(series, cells, 1))), params, None)
+        return cls(SharedStats(stats_schema(providers)), table, providers)
+
     # -- requests (middleware) -----------------------------------------------------------
 
     def request_started(self) -> None:
@@ -86,10 +81,11 @@ class Accounting:
         method: str,
         status: int,
         seconds: float,
-        record: RequestRecord | None = None,
+        provider_s: float | None = None,
         first_byte_s: float | None = None,
     ) -> None:
-        """Count one answered request (call it before its last byte goes out)."""
+        """Count one answered request (call it before its last byte goes out);
+        ``provider_s``: the time its provider calls took, if it made any."""
         stats = self.stats
         stats.gauge_add(self._in_flight, -1)
         stats.incr(self._requests)
@@ -99,9 +95,9 @@ class Accounting:
         self._add(("requests", route, method, status_class))
         if first_byte_s is not None:
             stats.observe(self._ttfb_s, first_byte_s)
-        if record is not None and record.attempts:
+        if provider_s is not None:
             end = first_byte_s if first_byte_s is not None else seconds
-            stats.observe(self._overhead_s, max(end - record.provider_s, 0.0))
+            stats.observe(self._overhead_s, max(end - provider_s, 0.0))
 
     # -- providers (dispatch, pipeline, streaming) --------------------------------------
 
@@ -111,27 +107,13 @@ class Accounting:
         provider = self._provider(provider)
         self._add(("provider_calls", provider, self._model(provider, model), outcome))
         self._observe(("provider_call_duration_seconds", provider), seconds)
-        if self.health is not None:
-            self.health.record(provider, outcome, seconds)
-        record = CURRENT_REQUEST.get()
-        if record is not None:
-            record.attempts += 1
-            record.provider_s += seconds
-            if outcome == "ok":
-                record.provider, record.model = provider, model
 
     def retry(self, provider: str) -> None:
         self._add(("retries", self._provider(provider)))
-        record = CURRENT_REQUEST.get()
-        if record is not None:
-            record.retries += 1
 
-    def failover(self, provider: str, model: str = "") -> None:
-        """The request leaves ``provider`` (failed after its retries) for the next target."""
+    def failover(self, provider: str) -> None:
+        """A request leaves ``provider`` (failed after its retries) for the next target."""
         self._add(("failovers", self._provider(provider)))
-        record = CURRENT_REQUEST.get()
-        if record is not None:
-            record.failovers += 1
 
     def tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:
         provider = self._provider(provider)
@@ -164,9 +146,6 @@ class Accounting:
         self._observe(("queue_wait_seconds", _label(priority)), seconds)
         if seconds > 0:
             self._add(("rate_limit_waits", self._provider(provider)))
-        record = CURRENT_REQUEST.get()
-        if record is not None:
-            record.queue_wait_s += seconds
 
     def avoided(
         self,
@@ -236,53 +215,3 @@ def _status_class(status: int) -> str:
 def _label(value: str) -> str:
     """A label value: at most 64 characters of a safe set (others become ``_``)."""
     return _UNSAFE.sub("_", value[:MAX_LABEL_CHARS]) or "unknown"
-
-
-class _NullAccounting(Accounting):
-    """Counts nothing: for code run without a worker's accounting (unit tests, tools)."""
-
-    def __init__(self) -> None:
-        pass
-
-    def request_started(self) -> None:
-        pass
-
-    def request_finished(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def provider_call(self, provider: str, model: str, outcome: str, seconds: float) -> None:
-        pass
-
-    def retry(self, provider: str) -> None:
-        pass
-
-    def failover(self, provider: str, model: str = "") -> None:
-        pass
-
-    def tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:
-        pass
-
-    def usage_from_body(self, provider: str, model: str, body: bytes) -> None:
-        pass
-
-    def queue_wait(self, provider: str, priority: str, seconds: float) -> None:
-        pass
-
-    def avoided(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def probe(self, provider: str, outcome: str) -> None:
-        pass
-
-
-NULL_ACCOUNTING: Final[Accounting] = _NullAccounting()
-
-#: The worker's accounting, set by the request middleware for each request: code that is
-#: not handed an ``Accounting`` (``dispatch``, ``streaming``) finds it here.
-CURRENT_ACCOUNTING: ContextVar[Accounting] = ContextVar(
-    "aigateway_accounting", default=NULL_ACCOUNTING
-)
-
-
-def current_accounting() -> Accounting:
-    return CURRENT_ACCOUNTING.get()

@@ -19,6 +19,11 @@ still gathering (it leaves the batch) or in a call that goes on for the others. 
 deadline is the latest of its callers'; once every caller of a call has left, the call is
 cancelled. A failed merged call fails only the callers in it, each with the provider's
 error.
+
+Each caller brings its own observer (whatever the pipeline hands in; opaque here). A
+merged call runs in a task of its own, as its first caller still waiting when it leaves:
+that caller's observer hears the call and its saved calls, and its context names the
+call's log lines; the other callers' records note no provider call (they made none).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import contextvars
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -38,22 +43,25 @@ from aigateway.errors import GatewayError, GatewayTimeout, ProviderError
 IDLE_S = 0.01
 PRIORITY_ORDER = ("critical", "high", "normal", "low")
 
+Obs = TypeVar("Obs")  # a caller's observer
+
 # One provider call for a request, within a deadline on the event loop's clock.
-Embed = Callable[[ApiRequest, float], Awaitable[Completed]]
+Embed = Callable[[ApiRequest, float, Obs], Awaitable[Completed]]
 
 
 @dataclass(eq=False)
-class _Caller:
+class _Caller(Generic[Obs]):
     request: ApiRequest
     inputs: list[Any]
     deadline: float
     future: asyncio.Future[Completed]
+    observer: Obs
+    context: contextvars.Context  # the caller's own (its request id in log lines)
 
 
 @dataclass(eq=False)
-class _Batch:
-    context: contextvars.Context  # its first caller's: the call is accounted to that request
-    callers: list[_Caller] = field(default_factory=list)
+class _Batch(Generic[Obs]):
+    callers: list[_Caller[Obs]] = field(default_factory=list)
     size: int = 0
     idle: asyncio.TimerHandle | None = None
     cap: asyncio.TimerHandle | None = None
@@ -64,17 +72,17 @@ class _Batch:
 class _Group:
     """The requests of one (model, provider, dimensions, encoding)."""
 
-    gathering: _Batch | None = None
-    in_flight: set[_Batch] = field(default_factory=set)
+    gathering: _Batch[Any] | None = None
+    in_flight: set[_Batch[Any]] = field(default_factory=set)
 
 
-class EmbeddingBatcher:
+class EmbeddingBatcher(Generic[Obs]):
     def __init__(
         self,
-        embed: Embed,
+        embed: Embed[Obs],
         max_inputs: int,
         max_wait_s: float,
-        on_saved: Callable[[str, str, int], None],
+        on_saved: Callable[[Obs, str, str, int], None],
         idle_s: float = IDLE_S,
     ) -> None:
         self._embed = embed
@@ -84,13 +92,15 @@ class EmbeddingBatcher:
         self._on_saved = on_saved
         self._groups: dict[tuple[Any, ...], _Group] = {}
 
-    async def embed(self, request: ApiRequest, deadline: float) -> Completed:
+    async def embed(self, request: ApiRequest, deadline: float, observer: Obs) -> Completed:
+        """The answer to ``request`` alone; ``observer`` hears the provider call if this
+        request is the first of its batch still waiting when the batch leaves."""
         value = request.body.get("input")
         inputs = [value] if isinstance(value, str) else value
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            return await self._embed(request, deadline)  # token arrays go as they are
+            return await self._embed(request, deadline, observer)  # token arrays go as is
         if len(inputs) >= self._max_inputs:
-            return await self._embed(request, deadline)
+            return await self._embed(request, deadline, observer)
         loop = asyncio.get_running_loop()
         key = _group_key(request)
         group = self._groups.setdefault(key, _Group())
@@ -99,9 +109,10 @@ class EmbeddingBatcher:
             self._send(key, batch)
             batch = None
         if batch is None:
-            batch = group.gathering = _Batch(contextvars.copy_context())
+            batch = group.gathering = _Batch()
             batch.cap = loop.call_later(self._max_wait_s, self._send, key, batch)
-        caller = _Caller(request, inputs, deadline, loop.create_future())
+        future = loop.create_future()
+        caller = _Caller(request, inputs, deadline, future, observer, contextvars.copy_context())
         batch.callers.append(caller)
         batch.size += len(inputs)
         if batch.idle is not None:
@@ -124,7 +135,7 @@ class EmbeddingBatcher:
                 caller.future.cancel()  # the deadline passed, or the client left
             self._leave(key, batch, caller)
 
-    def _leave(self, key: tuple[Any, ...], batch: _Batch, caller: _Caller) -> None:
+    def _leave(self, key: tuple[Any, ...], batch: _Batch[Obs], caller: _Caller[Obs]) -> None:
         """A caller is done: drop it from a batch still gathering; cancel a sent call
         that nobody waits for any more."""
         if batch.task is None:
@@ -140,7 +151,7 @@ class EmbeddingBatcher:
         elif all(c.future.done() for c in batch.callers):
             batch.task.cancel()
 
-    def _send(self, key: tuple[Any, ...], batch: _Batch) -> None:
+    def _send(self, key: tuple[Any, ...], batch: _Batch[Obs]) -> None:
         group = self._groups.get(key)
         if group is None or group.gathering is not batch:
             return  # already sent (a timer raced the full batch)
@@ -153,14 +164,15 @@ class EmbeddingBatcher:
         batch.size = sum(len(c.inputs) for c in batch.callers)
         group.in_flight.add(batch)
         deadline = max(c.deadline for c in batch.callers)
+        # As its first caller still waiting: see the module's docstring.
         task = asyncio.get_running_loop().create_task(
-            self._call(batch, deadline), context=batch.context
+            self._call(batch, deadline), context=batch.callers[0].context
         )
         # A callback, not a `finally`: a task cancelled before its first step never runs.
         task.add_done_callback(lambda _: self._ended(key, group, batch))
         batch.task = task
 
-    def _ended(self, key: tuple[Any, ...], group: _Group, batch: _Batch) -> None:
+    def _ended(self, key: tuple[Any, ...], group: _Group, batch: _Batch[Obs]) -> None:
         group.in_flight.discard(batch)
         if group.gathering is not None:
             self._send(key, group.gathering)  # the next call was waiting for this one
@@ -170,8 +182,9 @@ class EmbeddingBatcher:
         if group.gathering is None and not group.in_flight and self._groups.get(key) is group:
             del self._groups[key]
 
-    async def _call(self, batch: _Batch, deadline: float) -> None:
+    async def _call(self, batch: _Batch[Obs], deadline: float) -> None:
         callers = batch.callers
+        observer = callers[0].observer
         try:
             if len(callers) == 1:
                 merged = callers[0].request
@@ -190,9 +203,9 @@ class EmbeddingBatcher:
                     priority=priority,
                     timeout_s=timeout_s,
                 )
-            result = await self._embed(merged, deadline)
+            result = await self._embed(merged, deadline, observer)
             if len(callers) > 1:
-                self._on_saved(result.provider, result.model, len(callers) - 1)
+                self._on_saved(observer, result.provider, result.model, len(callers) - 1)
                 _split(result, callers, batch.size)
             elif not callers[0].future.done():
                 callers[0].future.set_result(result)
@@ -203,14 +216,14 @@ class EmbeddingBatcher:
             _fail(callers, error)
 
 
-def _stop_timers(batch: _Batch) -> None:
+def _stop_timers(batch: _Batch[Any]) -> None:
     for timer in (batch.idle, batch.cap):
         if timer is not None:
             timer.cancel()
     batch.idle = batch.cap = None
 
 
-def _fail(callers: list[_Caller], error: GatewayError) -> None:
+def _fail(callers: list[_Caller[Any]], error: GatewayError) -> None:
     for caller in callers:
         if not caller.future.done():
             caller.future.set_exception(error)
@@ -221,7 +234,7 @@ def _group_key(request: ApiRequest) -> tuple[Any, ...]:
     return (request.model, request.provider, body.get("dimensions"), body.get("encoding_format"))
 
 
-def _split(result: Completed, callers: list[_Caller], total: int) -> None:
+def _split(result: Completed, callers: list[_Caller[Any]], total: int) -> None:
     answer = orjson.loads(result.body)
     data = sorted(answer.get("data") or (), key=lambda item: item.get("index", 0))
     if len(data) != total:

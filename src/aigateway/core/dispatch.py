@@ -9,6 +9,10 @@ from its ``errors.Fault`` alone (the adapter's ``classify_error`` sets it for an
 answer). A deadline the client chose is the client's: running out of it is not the
 provider's failure, whereas the gateway's own limits (``REQUEST_TIMEOUT_SEC``, the
 connect timeout) are.
+
+Every attempt is reported to the caller's observer (metrics, the request's record) and
+fed to the provider's circuit breaker, here, by dispatch itself: the breaker works
+wherever calls are sent, with or without the HTTP layer around them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
-from aigateway.core.accounting import Accounting, current_accounting
+from aigateway.core.health import Circuit
+from aigateway.core.observer import CallObserver
 from aigateway.core.retry import RetryPolicy
 from aigateway.errors import Fault, GatewayTimeout, ProviderError, ProviderUnreachable
 from aigateway.providers.base import ProviderFailure, UpstreamCall
@@ -51,19 +56,19 @@ async def send_with_retries(
     deadline: float,
     *,
     provider: str,
+    observer: CallObserver,
+    circuit: Circuit | None = None,
     stream: bool = False,
     model: str = "",
-    accounting: Accounting | None = None,
     clients_deadline: bool = False,
 ) -> Answer:
     """The provider's 2xx answer, or the error the client should get.
 
     ``deadline`` is on the event loop's clock; it bounds every attempt and every wait.
     ``clients_deadline``: it is the client's own, shorter than the gateway's timeout.
-    Every attempt and retry is reported to ``accounting`` (default: the request's, from
-    ``core.accounting.current_accounting``): metrics and provider health.
+    Every attempt and retry is reported to ``observer``; every attempt's outcome feeds
+    ``circuit``, the provider's health.
     """
-    accounting = accounting or current_accounting()
     loop = asyncio.get_running_loop()
     # Whose deadline it is decides whether running out of it is the provider's failure.
     deadline_fault = Fault.DEADLINE if clients_deadline else Fault.TIMEOUT
@@ -104,7 +109,10 @@ async def send_with_retries(
             outcome = "cancelled"
             raise
         finally:
-            accounting.provider_call(provider, model, outcome, loop.time() - started)
+            seconds = loop.time() - started
+            if circuit is not None:
+                circuit.record(outcome, seconds)
+            observer.provider_call(provider, model, outcome, seconds)
 
         delay = (
             policy.delay_before_retry(retries, failure.retry_after_s) if failure.retryable else None
@@ -113,7 +121,7 @@ async def send_with_retries(
             raise failure.error
         await asyncio.sleep(delay)
         retries += 1
-        accounting.retry(provider)
+        observer.retry(provider)
 
 
 async def _take_answer(response: UpstreamResponse, stream: bool, attempts: int) -> Answer:

@@ -20,9 +20,9 @@ What counts is the failure's ``errors.Fault``, the one classification that also 
 retry and failover: failures are server errors (5xx, a provider's 408), no connection,
 timeouts of the gateway's own limits, and rejected credentials; client errors (4xx) are
 successes (the provider answered); rate limits (429, handled by admission), an exhausted
-account, the client's own deadline and cancelled calls do not count.  Besides live
-traffic, one worker of the node probes every provider every ``probe_interval_s`` (0: only
-after a cool-down).
+account, the client's own deadline and cancelled calls do not count.  Live traffic is
+fed in by dispatch itself (``Circuit.record``, every attempt); besides, one worker of the
+node probes every provider every ``probe_interval_s`` (0: only after a cool-down).
 
 Region layout: one entry (``ENTRY``, 256 bytes) per provider, in ``params["providers"]``
 order, all changes under the region's lock (a ``flock``, so a killed worker never leaves
@@ -400,6 +400,10 @@ class Circuit:
             return True
         # Probed providers close through the probe; others let one live request try.
         return not self._probe_able and self._board.take_trial(self.name)
+
+    def record(self, outcome: str, seconds: float) -> None:
+        """Feed one call's outcome (dispatch does, for every attempt)."""
+        self._board.record(self.name, outcome, seconds)
 
     def retry_after_s(self) -> float:
         return self._board.retry_after(self.name)

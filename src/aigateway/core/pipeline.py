@@ -1,12 +1,20 @@
 """The request pipeline: every step a request goes through, in order, on one screen.
 
-route      model -> ordered targets (provider, model): aliases are fallback chains
-cache      (response cache: a later issue)
-dedup      (identical in-flight requests: a later issue)
-admission  (priority queue, node-wide rate limits: a later issue)
-dispatch   provider adapter -> pooled upstream client, retries with backoff;
-           on a provider-side failure (its ``errors.Fault``) the next target is tried
-account    (shared-memory stats: a later issue)
+route      model -> ordered targets (provider, model): aliases are fallback chains; an
+           open circuit (core.health) takes its provider out
+cache      key -> a stored answer (cache.service), served at once
+dedup      identical requests in flight share one provider call (core.dedup); embeddings
+           arriving together share one call (core.batching)
+admission  priority queue, node-wide rate limits and pauses (core.admission)
+dispatch   provider adapter -> pooled upstream client, retries with backoff (core.dispatch,
+           which also feeds the provider's circuit); on a provider-side failure (its
+           ``errors.Fault``) the next target is tried
+store      the answer kept for later hits (cache.service)
+account    every step reports to the request's observer (core.observer), handed in by
+           the caller: the node's metrics and the request's own record
+
+Each request's observer is an argument, never found in a context variable, so the whole
+pipeline runs in-process, without the HTTP layer (see tests/test_pipeline.py).
 """
 
 from __future__ import annotations
@@ -18,12 +26,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigateway.cache.service import ResponseCache
-from aigateway.core.accounting import current_accounting
 from aigateway.core.admission import Admission, ProviderGate
 from aigateway.core.batching import EmbeddingBatcher
 from aigateway.core.dedup import DEFAULT_MAX_LAG_BYTES, Coalescer
 from aigateway.core.dispatch import Answer, Classifier, send_with_retries
 from aigateway.core.media import RemoteMedia
+from aigateway.core.observer import CallObserver, RequestObserver
 from aigateway.core.providers import Provider, usable_targets
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
@@ -75,30 +83,39 @@ class Pipeline:
         self._pause_max_s = provider_pause_max_s
         self._batcher = None
         if embedding_batches is not None:
-            self._batcher = EmbeddingBatcher(self._embed, *embedding_batches, self._saved_calls)
+            self._batcher = EmbeddingBatcher[RequestObserver](
+                self._embed, *embedding_batches, _saved_calls
+            )
         self._dedup = Coalescer(cache, stream_max_lag_bytes) if cache is not None else None
 
-    async def chat(self, request: ApiRequest) -> Completed | Streaming:
+    async def chat(self, request: ApiRequest, observer: RequestObserver) -> Completed | Streaming:
         deadline = self._deadline(request)
         targets = self._route(request)  # route
         if self._cache is None or self._dedup is None:
-            return await self._dispatch(request, targets, deadline)
+            return await self._dispatch(request, targets, deadline, observer)
         provider, model = targets[0]
         key = self._cache.key(request, provider.name, model)
         if key is None:  # the cache cannot serve this request: straight to the provider
-            return await self._dispatch(request, targets, deadline)
+            return await self._dispatch(request, targets, deadline, observer)
         hit = self._cache.lookup(key, request)  # cache
         if hit is not None:
             return hit
-        result = await self._dedup.run(  # dedup, then dispatch and store
-            key, request, lambda: self._dispatch(request, targets, deadline), deadline
+        # dedup, then dispatch and store. The shared call runs in a task of its own and
+        # reports to its leader's observer (followers made no provider call of their own);
+        # it may go on after the leader's client left, noting into a finished record.
+        result = await self._dedup.run(
+            key, request, lambda: self._dispatch(request, targets, deadline, observer), deadline
         )
         if not request.cache.read:
             result.cache = "bypass"
         return result
 
     async def _dispatch(
-        self, request: ApiRequest, targets: list[tuple[Provider, str]], deadline: float
+        self,
+        request: ApiRequest,
+        targets: list[tuple[Provider, str]],
+        deadline: float,
+        observer: RequestObserver,
     ) -> Completed | Streaming:
         failure: GatewayError | None = None
         clients = self._clients_deadline(request)
@@ -107,33 +124,37 @@ class Pipeline:
             more = i + 1 < len(targets)
             try:
                 prepared = await self._media.prepare(request, adapter, deadline)
-                await self._admit(provider, request.priority, deadline, more)  # admission
+                await self._admit(provider, request.priority, deadline, observer, more)  # admit
                 call = adapter.chat_call(prepared, model)
-                answer = await self._send(provider, call, deadline, request.stream, model, clients)
+                answer = await self._send(
+                    provider, call, deadline, observer, request.stream, model, clients
+                )
             except GatewayError as exc:
-                failure = _fail_over(provider, model, exc, deadline, more)
+                failure = _fail_over(provider, model, exc, deadline, more, observer)
                 continue
+            accounting = observer.accounting
             if request.stream:
                 translator = self._scrubber.translator(adapter.chat_stream(prepared, model))
-                events = relay_stream(answer, adapter, translator, model=model)
+                events = relay_stream(answer, adapter, translator, accounting, model=model)
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
             completion = _parsed(body)  # once, for the accounting and the cache
-            current_accounting().usage(provider.name, model, completion.get("usage"))
+            accounting.usage(provider.name, model, completion.get("usage"))
             return Completed(body, provider.name, model, answer.attempts, completion=completion)
         assert failure is not None
         raise failure
 
-    async def embeddings(self, request: ApiRequest) -> Completed:
+    async def embeddings(self, request: ApiRequest, observer: RequestObserver) -> Completed:
         deadline = self._deadline(request)
         if self._batcher is not None:
-            return await self._batcher.embed(request, deadline)  # coalesced with its neighbours
-        return await self._embed(request, deadline)
+            # Coalesced with its neighbours: a merged call reports to the observer of its
+            # first caller still waiting when it leaves (see core.batching).
+            return await self._batcher.embed(request, deadline, observer)
+        return await self._embed(request, deadline, observer)
 
-    def _saved_calls(self, provider: str, model: str, n: int) -> None:
-        current_accounting().avoided(provider, model, "batch", calls=n)
-
-    async def _embed(self, request: ApiRequest, deadline: float) -> Completed:
+    async def _embed(
+        self, request: ApiRequest, deadline: float, observer: RequestObserver
+    ) -> Completed:
         clients = self._clients_deadline(request)
         failure: GatewayError | None = None
         targets = self._route(request)
@@ -148,19 +169,21 @@ class Pipeline:
                 )
                 continue
             try:
-                await self._admit(provider, request.priority, deadline, more)
+                await self._admit(provider, request.priority, deadline, observer, more)
                 call = adapter.embeddings_call(request, model)
-                answer = await self._send(provider, call, deadline, model=model, clients=clients)
+                answer = await self._send(
+                    provider, call, deadline, observer, model=model, clients=clients
+                )
             except GatewayError as exc:
-                failure = _fail_over(provider, model, exc, deadline, more)
+                failure = _fail_over(provider, model, exc, deadline, more, observer)
                 continue
             body = adapter.embeddings_response(answer.body, request, model)
-            current_accounting().usage_from_body(provider.name, model, body)
+            observer.accounting.usage_from_body(provider.name, model, body)
             return Completed(body, provider.name, model, answer.attempts)
         assert failure is not None
         raise failure
 
-    async def models(self) -> list[dict[str, Any]]:
+    async def models(self, observer: CallObserver) -> list[dict[str, Any]]:
         """Every usable provider's models in one list, each naming its provider."""
         usable = [
             p
@@ -169,7 +192,7 @@ class Pipeline:
         ]
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         results = await asyncio.gather(
-            *(self._models_of(p, deadline) for p in usable), return_exceptions=True
+            *(self._models_of(p, deadline, observer) for p in usable), return_exceptions=True
         )
         models: list[dict[str, Any]] = []
         for provider, result in zip(usable, results, strict=True):
@@ -181,10 +204,12 @@ class Pipeline:
             models.extend(result)
         return models
 
-    async def _models_of(self, provider: Provider, deadline: float) -> list[dict[str, Any]]:
+    async def _models_of(
+        self, provider: Provider, deadline: float, observer: CallObserver
+    ) -> list[dict[str, Any]]:
         adapter = provider.adapter
         assert isinstance(adapter, ModelListAdapter)
-        answer = await self._send(provider, adapter.models_call(), deadline)
+        answer = await self._send(provider, adapter.models_call(), deadline, observer)
         return [
             {**model, "provider": provider.name} for model in adapter.models_response(answer.body)
         ]
@@ -206,19 +231,25 @@ class Pipeline:
         return usable_targets(targets, self._providers)
 
     async def _admit(
-        self, provider: Provider, priority: str, deadline: float, more: bool = False
+        self,
+        provider: Provider,
+        priority: str,
+        deadline: float,
+        observer: RequestObserver,
+        more: bool = False,
     ) -> None:
         """``more``: a later target can take the request, so a paused provider is skipped."""
         if self._admission is not None:
             started = time.perf_counter()
             await self._admission.admit(provider.name, priority, deadline, fallback=more)
-            current_accounting().queue_wait(provider.name, priority, time.perf_counter() - started)
+            observer.queue_wait(provider.name, priority, time.perf_counter() - started)
 
     async def _send(
         self,
         provider: Provider,
         call: UpstreamCall,
         deadline: float,
+        observer: CallObserver,
         stream: bool = False,
         model: str = "",
         clients: bool = False,
@@ -228,7 +259,8 @@ class Pipeline:
         classify = _bounded_waits(classify, gate, self._pause_max_s)
         answer = await send_with_retries(
             provider.client, call, classify, self._retry, deadline,
-            provider=provider.name, stream=stream, model=model, clients_deadline=clients,
+            provider=provider.name, observer=observer, circuit=provider.circuit, stream=stream,
+            model=model, clients_deadline=clients,
         )  # fmt: skip
         if gate is not None:
             gate.succeeded()
@@ -261,13 +293,24 @@ def _parsed(body: bytes) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def _saved_calls(observer: RequestObserver, provider: str, model: str, n: int) -> None:
+    observer.accounting.avoided(provider, model, "batch", calls=n)
+
+
 def _fail_over(
-    provider: Provider, model: str, error: GatewayError, deadline: float, more: bool
+    provider: Provider,
+    model: str,
+    error: GatewayError,
+    deadline: float,
+    more: bool,
+    observer: RequestObserver,
 ) -> GatewayError:
     """The failure to report if no later target answers; raised at once when it is not the
     provider's (see ``errors.Fault``), no target is left, or no time for one."""
     if not (error.fault.fails_over and more) or asyncio.get_running_loop().time() >= deadline:
         raise error
-    current_accounting().failover(provider.name, model)
+    observer.failover(provider.name, model)
     logger.warning("%s/%s failed, trying the next target: %s", provider.name, model, error.message)
-    return error
+    # Kept while the next target is tried: without its traceback, which holds this frame,
+    # the request's frames and the error would form a cycle only the collector frees.
+    return error.with_traceback(None)

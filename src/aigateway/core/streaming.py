@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from aigateway.core.accounting import NULL_ACCOUNTING, Accounting, current_accounting
+from aigateway.core.accounting import Accounting
 from aigateway.core.dispatch import Answer
 from aigateway.core.types import close_events
 from aigateway.errors import GatewayError, ProviderError
@@ -29,19 +29,14 @@ async def relay_stream(
     answer: Answer,
     adapter: ChatAdapter,
     translator: StreamTranslator,
+    accounting: Accounting,
     *,
     model: str = "",
-    accounting: Accounting | None = None,
 ) -> AsyncIterator[bytes]:
-    """The client's events; the usage the provider reports is counted in ``accounting``
-    (default: the request's)."""
-    accounting = accounting or current_accounting()
+    """The client's events; the usage the provider reports is counted in ``accounting``."""
     decoder = SSEDecoder()
-    translate: Callable[[bytes], list[bytes]] = translator.event
-    end: Callable[[bytes], list[bytes]] = _same
-    if accounting is not NULL_ACCOUNTING:
-        translate = _counting(translate, accounting, adapter.name, model)
-        end = _counting(end, accounting, adapter.name, model)
+    translate = _counting(translator.event, accounting, adapter.name, model)
+    end = _counting(_same, accounting, adapter.name, model)
     try:
         out = _encode(decoder.feed(answer.body), translate)
         if out:

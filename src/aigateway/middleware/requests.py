@@ -4,6 +4,9 @@
   characters of letters, digits and ``._:-``), else a new random one; every response
   carries it back in ``x-request-id``, and every log line written while the request is
   handled names it.
+* The request's observer (``core.observer.RequestObserver``: the worker's accounting and
+  the request's record) goes to the route in the ASGI scope (``OBSERVER_KEY``, read by
+  ``api.http.observer_of``); the route hands it to the pipeline.
 * Metrics: requests by route template, method and status class, end-to-end latency, time
   to the first byte of streams, in-flight requests (see ``core.accounting``).  A request
   is counted just before the last byte of its answer goes out, so a client that has its
@@ -29,8 +32,9 @@ from typing import Any, Final, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aigateway.core.accounting import CURRENT_ACCOUNTING, Accounting
-from aigateway.core.request_context import CURRENT_REQUEST, RequestRecord
+from aigateway.core.accounting import Accounting
+from aigateway.core.observer import RequestObserver, RequestRecord
+from aigateway.logs import REQUEST_ID
 from aigateway.middleware._headers import header
 
 logger = logging.getLogger("aigateway.access")
@@ -39,6 +43,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
 _DEBUG_BODY_LIMIT = 64 * 1024
 _CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer
 WATCH_AFTER_S: Final = 0.05
+#: Where the route finds the request's ``RequestObserver`` in the ASGI scope.
+OBSERVER_KEY: Final = "aigateway.observer"
 
 
 class AccountingSource(Protocol):
@@ -65,8 +71,8 @@ class RequestMiddleware:
             return
         accounting = self.source.accounting
         record = RequestRecord(request_id_from(scope))
-        token = CURRENT_REQUEST.set(record)
-        accounting_token = CURRENT_ACCOUNTING.set(accounting)
+        scope[OBSERVER_KEY] = RequestObserver(accounting, record)
+        token = REQUEST_ID.set(record.request_id)
         accounting.request_started()
         state = _Exchange(record, accounting, scope)
         debug = logger.isEnabledFor(logging.DEBUG)
@@ -87,8 +93,7 @@ class RequestMiddleware:
                 state.status = _CLIENT_CLOSED  # whatever had started, the client has not all
             state.finish(state.status or _CLIENT_CLOSED)
             state.log(debug)  # after the answer went out: the client does not wait for it
-            CURRENT_ACCOUNTING.reset(accounting_token)
-            CURRENT_REQUEST.reset(token)
+            REQUEST_ID.reset(token)
 
 
 class _ClientWatch:
@@ -224,8 +229,9 @@ class _Exchange:
         self.counted = True
         self.status = self.status or status
         self.seconds = time.perf_counter() - self.record.started
+        provider_s = self.record.provider_s if self.record.attempts else None
         self.accounting.request_finished(
-            self.route, self.scope.get("method", ""), self.status, self.seconds, self.record,
+            self.route, self.scope.get("method", ""), self.status, self.seconds, provider_s,
             self.first_byte_s,
         )  # fmt: skip
 

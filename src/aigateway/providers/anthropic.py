@@ -14,18 +14,10 @@ from typing import Any
 
 import orjson
 
-from aigateway.core.retry import is_retryable_status, retry_after_from_headers
 from aigateway.core.types import ApiRequest
 from aigateway.errors import (
-    Fault,
     GatewayError,
-    GatewayTimeout,
-    InvalidRequest,
-    ProviderAuthFailed,
     ProviderError,
-    ProviderUnavailable,
-    QuotaExceeded,
-    RateLimited,
 )
 from aigateway.providers._anthropic_request import build_request
 from aigateway.providers._openai_format import (
@@ -41,6 +33,7 @@ from aigateway.providers._openai_format import (
     usage,
 )
 from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
+from aigateway.providers.failures import ErrorBody, Said, classify
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicAdapter"]
 
@@ -161,47 +154,7 @@ class AnthropicAdapter:
     def classify_error(
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> ProviderFailure:
-        parsed = load_any(body)
-        detail = parsed.get("error") if isinstance(parsed, dict) else None
-        if not isinstance(detail, dict):
-            detail = {}
-        kind = str(detail.get("type") or "")
-        message = str(detail.get("message") or f"HTTP {status}")
-        error: GatewayError
-        if status in (401, 403) or kind in ("authentication_error", "permission_error"):
-            error = ProviderAuthFailed(
-                f"{self.name} rejected the gateway's credentials (HTTP {status} "
-                f"{kind or 'error'}); check {self._key_variable}"
-            )
-            return ProviderFailure(error)
-        if status == 402 or kind == "billing_error" or _spend_limit(detail):
-            return ProviderFailure(QuotaExceeded(f"{self.name}: {message}"))
-        retry_after = retry_after_from_headers(headers)
-        if status == 429 or kind == "rate_limit_error":
-            error = RateLimited(
-                f"{self.name} is rate limiting requests: {message}", retry_after_s=retry_after
-            )
-        elif status in (503, 529) or kind == "overloaded_error":
-            error = ProviderUnavailable(
-                f"{self.name} is overloaded (HTTP {status}): {message}", retry_after_s=retry_after
-            )
-        elif status in (408, 504) or kind == "timeout_error":
-            # The provider gave up on the call: its failure, not the request's (fail over).
-            error = GatewayTimeout(
-                f"{self.name} timed out the request (HTTP {status})", fault=Fault.SERVER
-            )
-        elif is_retryable_status(status):
-            error = ProviderError(f"{self.name} failed (HTTP {status} {kind}): {message}")
-        else:
-            # The provider refused the request itself: pass its verdict on.
-            error = InvalidRequest(
-                message,
-                code=kind or None,
-                status=status if 400 <= status < 500 else 502,
-                error_type="invalid_request_error",
-            )
-            return ProviderFailure(error)
-        return ProviderFailure(error, retry_after)
+        return classify(self.name, self._key_variable, status, headers, _error_body(status, body))
 
     def stream_error(self, payload: JsonObject, data: bytes) -> GatewayError:
         """The error for an ``event: error`` that arrived after the 200."""
@@ -354,6 +307,30 @@ def _usage(counts: Any) -> JsonObject:
 def _model_name(data: JsonObject, model: str) -> str:
     name = data.get("model")
     return name if isinstance(name, str) and name else model
+
+
+# What Anthropic's error types say beyond the status (see ``providers.failures``).
+_SAID = {
+    "authentication_error": Said.AUTH,
+    "permission_error": Said.AUTH,
+    "billing_error": Said.QUOTA,
+    "rate_limit_error": Said.RATE_LIMITED,
+    "overloaded_error": Said.OVERLOADED,
+    "timeout_error": Said.TIMED_OUT,
+}
+
+
+def _error_body(status: int, body: bytes) -> ErrorBody:
+    """``{"type": "error", "error": {"type", "message"}}``; a 402 is the account's bill."""
+    parsed = load_any(body)
+    detail = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(detail, dict):
+        detail = {}
+    kind = str(detail.get("type") or "")
+    said = _SAID.get(kind)
+    if said is not Said.AUTH and (status == 402 or _spend_limit(detail)):
+        said = Said.QUOTA
+    return ErrorBody(str(detail.get("message") or ""), kind, said, code=kind or None)
 
 
 def _spend_limit(detail: JsonObject) -> bool:

@@ -16,18 +16,10 @@ from urllib.parse import quote
 
 import orjson
 
-from aigateway.core.retry import is_retryable_status, retry_after_from_headers
 from aigateway.core.types import ApiRequest
 from aigateway.errors import (
-    Fault,
     GatewayError,
-    GatewayTimeout,
-    InvalidRequest,
-    ProviderAuthFailed,
     ProviderError,
-    ProviderUnavailable,
-    QuotaExceeded,
-    RateLimited,
 )
 from aigateway.providers._gemini_answer import (
     blocked,
@@ -52,6 +44,7 @@ from aigateway.providers._openai_format import (
     unsupported,
 )
 from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
+from aigateway.providers.failures import ErrorBody, Said, classify
 
 __all__ = ["GeminiAdapter"]
 
@@ -212,56 +205,7 @@ class GeminiAdapter:
     def classify_error(
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> ProviderFailure:
-        detail = error_detail(load_any(body))
-        message = str(detail.get("message") or f"HTTP {status}")
-        rpc = str(detail.get("status") or "")
-        details = [d for d in detail.get("details") or () if isinstance(d, dict)]
-        error: GatewayError
-        if (
-            status in (401, 403)
-            or rpc in ("UNAUTHENTICATED", "PERMISSION_DENIED")
-            or any(d.get("reason") == "API_KEY_INVALID" for d in details)
-        ):
-            error = ProviderAuthFailed(
-                f"{self.name} rejected the gateway's credentials (HTTP {status} "
-                f"{rpc or 'error'}); check {self._key_variable}"
-            )
-            return ProviderFailure(error)
-        retry_after = retry_after_from_headers(headers)
-        if retry_after is None:
-            retry_after = retry_delay(details)
-        if status == 429 or rpc == "RESOURCE_EXHAUSTED":
-            if out_of_quota(details):
-                return ProviderFailure(QuotaExceeded(f"{self.name}: {message}"))
-            error = RateLimited(
-                f"{self.name} is rate limiting requests: {message}", retry_after_s=retry_after
-            )
-        elif status == 503 or rpc == "UNAVAILABLE":
-            error = ProviderUnavailable(
-                f"{self.name} is unavailable (HTTP {status}): {message}", retry_after_s=retry_after
-            )
-        elif status in (408, 504) or rpc == "DEADLINE_EXCEEDED":
-            # The provider gave up on the call: its failure, not the request's (fail over).
-            error = GatewayTimeout(
-                f"{self.name} timed out the request (HTTP {status})", fault=Fault.SERVER
-            )
-        elif is_retryable_status(status):
-            error = ProviderError(f"{self.name} failed (HTTP {status} {rpc}): {message}")
-        elif rpc == "FAILED_PRECONDITION":  # billing or region: the gateway's account, not you
-            error = ProviderError(
-                f"{self.name} cannot serve this account: {message}", fault=Fault.ACCOUNT
-            )
-            return ProviderFailure(error)
-        else:
-            # The provider refused the request itself: pass its verdict on.
-            error = InvalidRequest(
-                message,
-                code=rpc.lower() or None,
-                status=status if 400 <= status < 500 else 502,
-                error_type="invalid_request_error",
-            )
-            return ProviderFailure(error)
-        return ProviderFailure(error, retry_after)
+        return classify(self.name, self._key_variable, status, headers, _error_body(status, body))
 
     def stream_error(self, payload: JsonObject, data: bytes) -> GatewayError:
         """The error for an ``{"error": ...}`` object that arrived inside a stream."""
@@ -331,3 +275,35 @@ class _GeminiStream:
         if self._writer is not None:  # always: the gateway needs it (see core.streaming)
             return [self._writer.usage_chunk(gemini_usage(self._usage))]
         return []
+
+
+# What Gemini's RPC statuses say beyond the HTTP status (see ``providers.failures``).
+_SAID = {
+    "UNAUTHENTICATED": Said.AUTH,
+    "PERMISSION_DENIED": Said.AUTH,
+    "RESOURCE_EXHAUSTED": Said.RATE_LIMITED,
+    "UNAVAILABLE": Said.OVERLOADED,
+    "DEADLINE_EXCEEDED": Said.TIMED_OUT,
+    "FAILED_PRECONDITION": Said.ACCOUNT,  # billing or region: the gateway's account, not you
+}
+
+
+def _error_body(status: int, body: bytes) -> ErrorBody:
+    """``{"error": {"code", "message", "status", "details"}}``: an invalid key is a 400 with
+    ``API_KEY_INVALID``; a quota per day is spent (no retry cures it), a quota per minute
+    asks for a wait (``RetryInfo``)."""
+    detail = error_detail(load_any(body))
+    rpc = str(detail.get("status") or "")
+    details = [d for d in detail.get("details") or () if isinstance(d, dict)]
+    said = _SAID.get(rpc)
+    if any(d.get("reason") == "API_KEY_INVALID" for d in details):
+        said = Said.AUTH
+    elif (status == 429 or said is Said.RATE_LIMITED) and out_of_quota(details):
+        said = Said.QUOTA
+    return ErrorBody(
+        str(detail.get("message") or ""),
+        rpc,
+        said,
+        retry_after_s=retry_delay(details),
+        code=rpc.lower() or None,
+    )

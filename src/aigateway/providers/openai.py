@@ -14,18 +14,9 @@ from typing import Any
 
 import orjson
 
-from aigateway.core.retry import is_retryable_status, retry_after_from_headers
 from aigateway.core.types import ApiRequest
 from aigateway.errors import (
-    Fault,
-    GatewayError,
-    GatewayTimeout,
-    InvalidRequest,
-    ProviderAuthFailed,
     ProviderError,
-    ProviderUnavailable,
-    QuotaExceeded,
-    RateLimited,
 )
 from aigateway.providers._openai_format import (
     JsonObject,
@@ -35,6 +26,7 @@ from aigateway.providers._openai_format import (
     load_object,
 )
 from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
+from aigateway.providers.failures import ErrorBody, Said, classify
 
 
 class OpenAIAdapter:
@@ -105,46 +97,7 @@ class OpenAIAdapter:
     def classify_error(
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> ProviderFailure:
-        detail = _error_detail(body)
-        message = _message(detail) or f"HTTP {status}"
-        code = detail.get("code")
-        kind = detail.get("type")
-        retry_after = retry_after_from_headers(headers)
-        error: GatewayError
-        if status in (401, 403):
-            error = ProviderAuthFailed(
-                f"{self.name} rejected the gateway's credentials (HTTP {status}); "
-                f"check {self._key_variable}"
-            )
-            return ProviderFailure(error)
-        if status == 429 and "insufficient_quota" in (code, kind):
-            return ProviderFailure(QuotaExceeded(f"{self.name}: {message}"))
-        if status == 429:
-            error = RateLimited(
-                f"{self.name} is rate limiting requests: {message}", retry_after_s=retry_after
-            )
-        elif status == 408:
-            # The provider gave up on the call: its failure, not the request's (fail over).
-            error = GatewayTimeout(
-                f"{self.name} timed out the request (HTTP 408)", fault=Fault.SERVER
-            )
-        elif status in (503, 529):
-            error = ProviderUnavailable(
-                f"{self.name} is unavailable (HTTP {status}): {message}", retry_after_s=retry_after
-            )
-        elif is_retryable_status(status):
-            error = ProviderError(f"{self.name} failed (HTTP {status}): {message}")
-        else:
-            # The provider refused the request itself: pass its verdict on unchanged.
-            error = InvalidRequest(
-                message,
-                param=_str_or_none(detail.get("param")),
-                code=_str_or_none(code),
-                status=status if 400 <= status < 500 else 502,
-                error_type=_str_or_none(kind) or "invalid_request_error",
-            )
-            return ProviderFailure(error)
-        return ProviderFailure(error, retry_after)
+        return classify(self.name, self._key_variable, status, headers, _error_body(status, body))
 
 
 class _PassThroughStream:
@@ -170,6 +123,21 @@ class _PassThroughStream:
 
     def end(self) -> list[bytes]:
         return []
+
+
+def _error_body(status: int, body: bytes) -> ErrorBody:
+    """What an OpenAI-format error body says (the status decides the rest, see
+    ``providers.failures``)."""
+    detail = _error_detail(body)
+    code, kind = detail.get("code"), detail.get("type")
+    quota = status == 429 and "insufficient_quota" in (code, kind)
+    return ErrorBody(
+        _message(detail),
+        said=Said.QUOTA if quota else None,
+        code=_str_or_none(code),
+        param=_str_or_none(detail.get("param")),
+        error_type=_str_or_none(kind) or "invalid_request_error",
+    )
 
 
 def _error_detail(body: bytes) -> dict[str, Any]:
