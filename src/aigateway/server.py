@@ -1,8 +1,11 @@
 """`aigateway serve`: the main process that starts and stops the Granian workers.
 
 It owns what belongs to the node rather than to one worker: the bundled mock
-provider when no provider key is set (and, with later issues, the shared-memory
-segment). Workers are separate processes that load the app by import string.
+provider when no provider key is set, the node's cache directory and its shared-memory
+segment (token buckets, stats, health board, live settings), created before the workers
+start and removed after they stop, and the limits every worker's listener runs with
+(client timeouts, connections per worker, open files). Workers are separate processes
+that load the app by import string.
 """
 
 from __future__ import annotations
