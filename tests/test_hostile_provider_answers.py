@@ -157,6 +157,27 @@ def test_a_malformed_answer_is_a_502(
     assert response.json()["error"]["type"] == "provider_error"
 
 
+NOT_TEXT = {
+    "content": {"choices": [{"index": 0, "message": {"role": "assistant", "content": 5}}]},
+    "parts": {"choices": [{"index": 0, "message": {"role": "assistant", "content": ["a"]}}]},
+    "finish_reason": {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                          "content": "hi"}, "finish_reason": 7}]},
+    "id": {"id": None},
+    "model": {"model": 5},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("patch", NOT_TEXT.values(), ids=NOT_TEXT.keys())
+def test_a_native_answer_whose_text_fields_are_not_text_is_a_502(
+    http: httpx.Client, mock: MockProvider, patch: dict[str, Any]
+) -> None:
+    # The native answer promises id, model, content and finish_reason as text.
+    mock.faults({"answer_patch": patch})
+    response = http.post(NATIVE, json=chat_body(f"native fields not text {patch!r}"))
+    assert response.status_code == 502
+    assert response.json()["error"]["type"] == "provider_error"
+
+
 @pytest.mark.parametrize("raw", ["{not json", "42", '"text"', "[1]"])
 @pytest.mark.parametrize("route", [CHAT, NATIVE])
 def test_a_malformed_stream_event_ends_the_stream_with_an_error_event(

@@ -140,11 +140,11 @@ def native_answer(result: Completed, started: float) -> dict[str, Any]:
     choice = _first(completion.get("choices"))
     message = _object(choice.get("message"))
     answer: dict[str, Any] = {
-        "id": completion.get("id"),
+        "id": _text(completion.get("id"), "id", result, required=True),
         "provider": result.provider,
-        "model": completion.get("model") or result.model,
-        "content": message.get("content"),
-        "finish_reason": choice.get("finish_reason"),
+        "model": _text(completion.get("model"), "model", result) or result.model,
+        "content": _text(message.get("content"), "content", result),
+        "finish_reason": _text(choice.get("finish_reason"), "finish_reason", result),
         "usage": completion.get("usage"),
         "cached": result.cache == "hit",
         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -177,6 +177,14 @@ async def _native_events(result: Streaming) -> AsyncIterator[bytes]:
                 yield b"".join(out)
     finally:
         await close_events(result.events)
+
+
+def _text(value: Any, field: str, result: Completed, required: bool = False) -> str | None:
+    """A field the native answer promises as text: a provider that sent something else
+    gave a malformed answer (502), not one to pass on."""
+    if isinstance(value, str) or (value is None and not required):
+        return value
+    raise ProviderError(f"{result.provider} answered with a {field} that is not text")
 
 
 def _first(choices: Any) -> dict[str, Any]:
