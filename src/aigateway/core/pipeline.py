@@ -81,6 +81,7 @@ class Pipeline:
         self._admission = admission
         self._scrubber = scrubber or Scrubber(())
         self._pause_max_s = provider_pause_max_s
+        self._classifiers: dict[str, tuple[object, ProviderGate | None, Classifier]] = {}
         self._batcher = None
         if embedding_batches is not None:
             self._batcher = EmbeddingBatcher[RequestObserver](
@@ -255,8 +256,7 @@ class Pipeline:
         clients: bool = False,
     ) -> Answer:
         gate = self._admission.gate(provider.name) if self._admission is not None else None
-        classify = self._scrubber.classifier(provider.adapter.classify_error)
-        classify = _bounded_waits(classify, gate, self._pause_max_s)
+        classify = self._classifier(provider, gate)
         answer = await send_with_retries(
             provider.client, call, classify, self._retry, deadline,
             provider=provider.name, observer=observer, circuit=provider.circuit, stream=stream,
@@ -265,6 +265,18 @@ class Pipeline:
         if gate is not None:
             gate.succeeded()
         return answer
+
+    def _classifier(self, provider: Provider, gate: ProviderGate | None) -> Classifier:
+        """The provider's error classifier, scrubbed and bounded, built once per adapter
+        rather than per call (it is used only when a call fails)."""
+        adapter = provider.adapter
+        known = self._classifiers.get(provider.name)
+        if known is not None and known[0] is adapter and known[1] is gate:
+            return known[2]
+        classify = self._scrubber.classifier(adapter.classify_error)
+        classify = _bounded_waits(classify, gate, self._pause_max_s)
+        self._classifiers[provider.name] = (adapter, gate, classify)
+        return classify
 
 
 def _bounded_waits(classify: Classifier, gate: ProviderGate | None, longest_s: float) -> Classifier:
