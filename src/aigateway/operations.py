@@ -28,6 +28,9 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from aigateway import shm
+from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
+from aigateway.cluster.state import REGION_NAME as CLUSTER_REGION
+from aigateway.cluster.state import ClusterState
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
 from aigateway.core.health import HealthBoard, HealthPolicy, probe_loop
@@ -105,6 +108,7 @@ class Operations:
         self.health: HealthBoard | None = None
         self.live: LiveSettings | None = None
         self.table: SeriesTable | None = None
+        self.cluster = ClusterState.private()  # "off" unless the node's segment says more
         self.stats: SharedStats | None = None
         self.providers: dict[str, Provider] = {}
         self.cache: ResponseCache | None = None
@@ -173,6 +177,8 @@ class Operations:
                 segment.region_params(LIVE_REGION)["slots"],
                 segment.region_lock_path(LIVE_REGION),
             )
+            if CLUSTER_REGION in regions:
+                self.cluster = ClusterState(segment.region(CLUSTER_REGION, *CLUSTER_LAYOUTS))
             self.started_at = segment.created_at or self.started_at
             self._buckets = {name: segment.bucket(name) for name in segment.bucket_names}
         else:
@@ -218,10 +224,11 @@ class Operations:
             await client.close()
         self._retired.clear()
         self.accounting = Accounting.private(tuple(p.name for p in self.settings.providers))
-        for closable in (self.table, self.health, self.live):
+        for closable in (self.table, self.health, self.live, self.cluster):
             if closable is not None:
                 closable.close()
         self.table = self.health = self.live = None
+        self.cluster = ClusterState.private()
 
     # -- what the endpoints read ---------------------------------------------------------
 
@@ -243,6 +250,7 @@ class Operations:
             cache=cache.store.counters() if cache is not None else None,
             cache_budget_bytes=cache.store.max_bytes if cache is not None else 0,
             pid=os.getpid(),
+            cluster=self.cluster.read(),
         )
 
     @property
