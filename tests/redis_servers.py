@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from servers import LOG_DIR, free_port
+from servers import LOG_DIR, Gateway, MockProvider, free_port
 
 INSTALL_HINT = "the tests need redis-server: apt-get install redis-server (Debian/Ubuntu)"
 
@@ -142,3 +142,22 @@ class RedisCluster:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def start_nodes(mock: MockProvider, redis_url: str, count: int = 2, **env: str) -> list[Gateway]:
+    """``count`` gateway nodes (two workers each) sharing ``redis_url``: node-a, node-b...
+    Stop them with ``stop_nodes``."""
+    nodes: list[Gateway] = []
+    try:
+        for index in range(count):
+            node_id = f"node-{chr(ord('a') + index)}"
+            nodes.append(Gateway(mock, REDIS_URL=redis_url, AI_GATEWAY_NODE_ID=node_id, **env))
+    except BaseException:
+        stop_nodes(nodes)
+        raise
+    return nodes
+
+
+def stop_nodes(nodes: list[Gateway]) -> None:
+    for node in nodes:
+        node.stop()

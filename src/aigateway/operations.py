@@ -31,6 +31,7 @@ from aigateway import shm
 from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
 from aigateway.cluster.state import REGION_NAME as CLUSTER_REGION
 from aigateway.cluster.state import ClusterState
+from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
 from aigateway.core.health import HealthBoard, HealthPolicy, probe_loop
@@ -109,6 +110,7 @@ class Operations:
         self.live: LiveSettings | None = None
         self.table: SeriesTable | None = None
         self.cluster = ClusterState.private()  # "off" unless the node's segment says more
+        self.redis: WorkerRedis | None = None  # this worker's Redis link, with REDIS_URL
         self.stats: SharedStats | None = None
         self.providers: dict[str, Provider] = {}
         self.cache: ResponseCache | None = None

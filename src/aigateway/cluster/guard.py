@@ -60,6 +60,7 @@ class RedisGuard:
         max_cooldown_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[bool, str], None] | None = None,
+        log: bool = True,
     ) -> None:
         self.timeout_s = timeout_s
         self.name = name
@@ -68,6 +69,7 @@ class RedisGuard:
         self.max_cooldown_s = max_cooldown_s
         self.clock = clock
         self.on_change = on_change
+        self.log = log  # a worker's guard stays quiet: the node agent's says it for the node
         self.up = True
         self.reason = ""
         self.failures = 0  # in a row
@@ -117,7 +119,8 @@ class RedisGuard:
             self.reason = reason
             self._cooldown_s = self.base_cooldown_s
             self._retry_at = now + self._cooldown_s
-            logger.warning("%s is unavailable (%s): going on without it", self.name, reason)
+            if self.log:
+                logger.warning("%s is unavailable (%s): going on without it", self.name, reason)
             if self.on_change is not None:
                 self.on_change(False, reason)
 
@@ -128,7 +131,8 @@ class RedisGuard:
         self.up = True
         self.reason = ""
         self._cooldown_s = self.base_cooldown_s
-        logger.warning("%s is back: rejoining", self.name)
+        if self.log:
+            logger.warning("%s is back: rejoining", self.name)
         if self.on_change is not None:
             self.on_change(True, "")
 

@@ -8,10 +8,11 @@ from typing import Any
 from aigateway import shm
 from aigateway.cluster.agent import AgentThread, NodeAgent
 from aigateway.cluster.state import LAYOUTS, REGION_NAME, ClusterState
+from aigateway.cluster.sync import Sync
 from aigateway.config import Settings, mask_url
 from aigateway.stats.registry import METRICS
 
-__all__ = ("cluster_region", "start_agent")
+__all__ = ("cluster_region", "node_syncs", "start_agent")
 
 logger = logging.getLogger("aigateway.cluster")
 
@@ -19,6 +20,12 @@ logger = logging.getLogger("aigateway.cluster")
 def cluster_region() -> shm.RegionSpec:
     """The cluster region of the node's segment (there, Redis or not: ``off`` without)."""
     return shm.RegionSpec(REGION_NAME, ClusterState.SIZE, {}, LAYOUTS)
+
+
+def node_syncs(settings: Settings, segment: shm.Segment) -> list[Sync]:
+    """What the node shares besides membership, each a sync of the agent over the node's
+    segment (leases of provider limits, pauses and health, live settings, the cache)."""
+    return []
 
 
 def start_agent(settings: Settings, segment: shm.Segment) -> AgentThread | None:
@@ -38,6 +45,8 @@ def start_agent(settings: Settings, segment: shm.Segment) -> AgentThread | None:
         }
 
     agent = NodeAgent(settings, state, figures=figures)
+    for sync in node_syncs(settings, segment):
+        agent.add(sync)
     logger.info(
         "joining cluster %r as node %r through %s",
         settings.cluster_name,
