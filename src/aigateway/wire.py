@@ -1,10 +1,17 @@
-"""The gateway's own request and result types, shared by the API layer and the core."""
+"""What passes between the layers: the gateway's own request and result types, and the
+HTTP facts every layer reads the same way (a provider's ``Retry-After``).
+
+A leaf: it imports nothing from the gateway, so the API layer, the core, the cache and
+the provider adapters all build on it without building on each other.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from time import time
 from typing import Any, Literal
 
 Operation = Literal["chat", "embeddings"]
@@ -85,3 +92,31 @@ async def close_events(events: AsyncIterator[bytes]) -> None:
         result = aclose()
         if inspect.isawaitable(result):
             await result
+
+
+def retry_after_from_headers(
+    headers: Mapping[str, str], now: Callable[[], float] = time
+) -> float | None:
+    """The wait a provider asked for, in seconds, from ``retry-after-ms`` or ``retry-after``.
+
+    ``headers`` must have lower-case names. Unparseable values are ignored.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms)
+        except ValueError:
+            value = -1.0
+        if 0 <= value < float("inf"):
+            return value / 1000.0
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:  # an HTTP date; the caller bounds a wait that lasts until 2099
+            seconds = max(0.0, parsedate_to_datetime(raw).timestamp() - now())
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
+            return None
+    return seconds if 0 <= seconds < float("inf") else None
