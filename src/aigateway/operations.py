@@ -30,7 +30,8 @@ from starlette.routing import Route
 from aigateway import shm
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
-from aigateway.core.health import HealthBoard, HealthPolicy, probe_loop
+from aigateway.core.health import HealthBoard, HealthPolicy
+from aigateway.core.probe import probe_loop
 from aigateway.core.providers import Provider, make_client
 from aigateway.core.retry import RetryPolicy
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
