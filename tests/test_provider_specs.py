@@ -22,12 +22,12 @@ from aigateway.config import (
     WORKER_SETTINGS_ENV,
     ConfigError,
     Settings,
+    apply_config_file,
     describe,
     load_settings,
     settings_from_worker_env,
     settings_to_worker_env,
 )
-from aigateway.config_file import apply_config_file
 from aigateway.errors import NotFound
 from aigateway.provider_specs import BUILT_IN, WIRE_FORMATS, ProviderSpec
 from aigateway.runtime import apply_overrides, effective, normalize_changes
