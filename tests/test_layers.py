@@ -12,8 +12,8 @@ The rules:
 * ``aigateway.wire`` (the request and result types every layer shares) and
   ``aigateway.provider_specs`` are leaves: they import no other gateway module but
   ``errors``;
-* the provider adapters (``providers/``) import nothing from the core (``core/``): the
-  core drives them, never the other way round.
+* the provider adapters (``providers/``) and the response cache (``cache/``) import
+  nothing from the core (``core/``): the core drives them, never the other way round.
 """
 
 from __future__ import annotations
@@ -201,12 +201,13 @@ def test_the_shared_leaf_modules_import_no_other_gateway_module(leaf: str) -> No
     assert GRAPH[leaf] <= LEAVES[leaf], f"{leaf} imports {sorted(GRAPH[leaf] - LEAVES[leaf])}"
 
 
-def test_the_provider_adapters_import_nothing_from_the_core() -> None:
+@pytest.mark.parametrize("lower", ["aigateway.providers", "aigateway.cache"])
+def test_the_provider_adapters_and_the_cache_import_nothing_from_the_core(lower: str) -> None:
     reaching = {
         f"{module} -> {target}"
         for module, targets in GRAPH.items()
-        if module.startswith("aigateway.providers")
+        if module == lower or module.startswith(f"{lower}.")
         for target in targets
         if target == "aigateway.core" or target.startswith("aigateway.core.")
     }
-    assert not reaching, "providers/ imports core/: " + ", ".join(sorted(reaching))
+    assert not reaching, f"{lower} imports the core: " + ", ".join(sorted(reaching))

@@ -27,10 +27,10 @@ from typing import Any, Final
 
 import orjson
 
-from aigateway.core.usage import token_counts
 from aigateway.hotpath import SharedStats
 from aigateway.stats.registry import SERIES, slot_table, stats_schema
 from aigateway.stats.series import SeriesTable, series_key
+from aigateway.wire import token_counts
 
 __all__ = ("Accounting",)
 
@@ -124,7 +124,7 @@ class Accounting:
             self._add(("tokens", provider, model, "out"), completion)
 
     def usage(self, provider: str, model: str, usage: Any) -> None:
-        """Tokens from an OpenAI ``usage`` object (odd counts clamped, see ``core.usage``)."""
+        """Tokens from an OpenAI ``usage`` object (odd counts clamped: ``wire.token_counts``)."""
         if isinstance(usage, Mapping):
             self.tokens(provider, model, *token_counts(usage))
 
