@@ -10,10 +10,13 @@ Who calls what::
 
     middleware      request_started / request_finished    (routes, statuses, latency)
     dispatch        provider_call, retry                  (every attempt, via the observer)
-    pipeline        failover, usage / tokens              (per target, per answer)
-    streaming       tokens                                (usage of a streamed answer)
-    admission       queue_wait                            (once per admitted request)
-    batching        avoided                               (calls saved by coalescing)
+    pipeline        failover, usage / usage_from_body     (per target, per answer)
+                    queue_wait                            (around admission, via the observer)
+                    avoided                               (calls batching saved)
+    streaming       usage_from_body                       (usage of a streamed answer)
+    health probes   probe                                 (core.probe, handed it by operations)
+
+Calls the cache and de-duplication saved are counted by the cache, in its own store.
 
 Every method is cheap and never raises.  Code that must count somewhere but should keep
 nothing (a tool, a test) uses ``Accounting.private()``: real counters in private memory.
