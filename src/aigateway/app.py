@@ -33,6 +33,7 @@ from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import OpsRoutes
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
+from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.admission import (
     Admission,
@@ -86,6 +87,9 @@ def create_app(settings: Settings) -> Starlette:
         segment = shm.attach_segment(settings.shm_name) if settings.shm_name else None
         app.state.segment = segment
         operations.attach(segment, providers)
+        # With REDIS_URL: this worker's own link to the cluster (shared cache, claims).
+        redis = WorkerRedis(settings, operations.cluster) if settings.redis_url else None
+        operations.redis = redis
         admission = build_admission(settings, segment, operations.stats)
         admin_routes.admission = admission
         cache = open_cache(settings)
@@ -125,6 +129,8 @@ def create_app(settings: Settings) -> Starlette:
             for provider in providers.values():
                 await provider.client.close()
             await media_client.close()
+            if redis is not None:
+                await redis.close()
 
     async def openapi(request: Request) -> Response:
         return json_response(document)

@@ -28,6 +28,10 @@ from typing import TYPE_CHECKING, Any
 from starlette.middleware import Middleware
 
 from aigateway import shm
+from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
+from aigateway.cluster.state import REGION_NAME as CLUSTER_REGION
+from aigateway.cluster.state import ClusterState
+from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
 from aigateway.core.health import HealthBoard, HealthPolicy
@@ -106,6 +110,8 @@ class Operations:
         self.health: HealthBoard | None = None
         self.live: LiveSettings | None = None
         self.table: SeriesTable | None = None
+        self.cluster = ClusterState.private()  # "off" unless the node's segment says more
+        self.redis: WorkerRedis | None = None  # this worker's Redis link, with REDIS_URL
         self.stats: SharedStats | None = None
         self.providers: dict[str, Provider] = {}
         self.cache: ResponseCache | None = None
@@ -169,6 +175,8 @@ class Operations:
                 segment.region_params(LIVE_REGION)["slots"],
                 segment.region_lock_path(LIVE_REGION),
             )
+            if CLUSTER_REGION in regions:
+                self.cluster = ClusterState(segment.region(CLUSTER_REGION, *CLUSTER_LAYOUTS))
             self.started_at = segment.created_at or self.started_at
             self._buckets = {name: segment.bucket(name) for name in segment.bucket_names}
         else:
@@ -214,10 +222,11 @@ class Operations:
             await client.close()
         self._retired.clear()
         self.accounting = Accounting.private(tuple(p.name for p in self.settings.providers))
-        for closable in (self.table, self.health, self.live):
+        for closable in (self.table, self.health, self.live, self.cluster):
             if closable is not None:
                 closable.close()
         self.table = self.health = self.live = None
+        self.cluster = ClusterState.private()
 
     # -- what the endpoints read ---------------------------------------------------------
 
@@ -239,6 +248,7 @@ class Operations:
             cache=cache.store.counters() if cache is not None else None,
             cache_budget_bytes=cache.store.max_bytes if cache is not None else 0,
             pid=os.getpid(),
+            cluster=self.cluster.read(),
         )
 
     @property

@@ -70,13 +70,26 @@ class OpsRoutes:
                 "mock": settings.mock_provider,
                 "state": state,
             }
-        body = {
-            "status": "ok" if serving else "unavailable",
+        cluster = operations.cluster.read()
+        status = "ok" if serving else "unavailable"
+        if serving and cluster.degraded:
+            status = "degraded"  # serving, alone: Redis is down
+        body: dict[str, Any] = {
+            "status": status,
             "version": __version__,
             "workers": settings.workers,
             "pid": os.getpid(),
             "providers": providers,
         }
+        if cluster.enabled:
+            body["cluster"] = {
+                "node": cluster.node_id,
+                "redis": cluster.redis,
+                "nodes": cluster.nodes,
+                "since": cluster.since,
+            }
+            if cluster.degraded:
+                body["cluster"]["reason"] = f"Redis unavailable: {cluster.reason}"
         return self._scrubbed(body, status=200 if serving else 503)
 
     async def metrics(self, request: Request) -> Response:
