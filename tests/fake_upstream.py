@@ -29,6 +29,7 @@ class Reply:
     unreachable: bool = False
     gap_s: float = 0.0
     headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # an error's body in the provider's format (else OpenAI's)
 
 
 @dataclass
@@ -85,7 +86,7 @@ class FakeUpstream:
             raise UpstreamConnectError("connection refused")
         if reply.status != 200:
             error = {"error": {"message": "boom", "type": "server_error"}}
-            return FakeResponse(reply.status, orjson.dumps(error), reply.headers)
+            return FakeResponse(reply.status, reply.body or orjson.dumps(error), reply.headers)
         request = orjson.loads(body or b"{}")
         if url.endswith("/embeddings"):
             return FakeResponse(200, embeddings(request["input"]))

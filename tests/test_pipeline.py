@@ -31,7 +31,7 @@ from aigateway.core.providers import Provider
 from aigateway.core.registry import ProviderRegistry
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
-from aigateway.core.types import ApiRequest, Completed
+from aigateway.core.types import ApiRequest, Completed, Streaming
 from aigateway.errors import GatewayTimeout, ProviderError, ProviderUnavailable
 from aigateway.hotpath import TTLPolicy
 from aigateway.providers.openai import OpenAIAdapter
@@ -106,9 +106,14 @@ def gateway(
     return Gateway(pipeline, upstreams, board, Accounting.private(PROVIDERS))
 
 
-def chat(model: str = "openai/gpt-4o-mini", timeout_s: float | None = None) -> ApiRequest:
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    return ApiRequest("chat", model, body, orjson.dumps(body), timeout_s=timeout_s)
+def chat(
+    model: str = "openai/gpt-4o-mini", timeout_s: float | None = None, stream: bool = False
+) -> ApiRequest:
+    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body["stream"] = True
+    raw = orjson.dumps(body)
+    return ApiRequest("chat", model, body, raw, stream=stream, timeout_s=timeout_s)
 
 
 async def answer(gw: Gateway, request: ApiRequest, observer: RequestObserver) -> str:
@@ -295,3 +300,25 @@ def test_embeddings_arriving_together_share_one_call_noted_in_the_first_callers_
 def embed(model: str, text: str) -> ApiRequest:
     body = {"model": model, "input": text}
     return ApiRequest("embeddings", model, body, orjson.dumps(body))
+
+
+def test_identical_concurrent_streams_share_one_call_and_each_reader_gets_every_event(
+    tmp_path: Path,
+) -> None:
+    gw = gateway(cache_dir=tmp_path)
+    gw.upstreams["openai"].reply = Reply(text="one two three", gap_s=0.2)
+
+    async def read(request: ApiRequest) -> tuple[str, str]:
+        result = await gw.pipeline.chat(request, gw.observer())
+        assert isinstance(result, Streaming)
+        events = b"".join([event async for event in result.events]).decode()
+        chunks = [orjson.loads(e[len("data: ") :]) for e in events.split("\n\n")
+                  if e.startswith("data: {")]  # fmt: skip
+        words = [c["delta"].get("content") or "" for d in chunks for c in d["choices"]]
+        return result.cache, " ".join(w for w in words if w)
+
+    async def scenario() -> list[tuple[str, str]]:
+        return list(await asyncio.gather(*(read(chat(stream=True)) for _ in range(3))))
+
+    assert run(scenario()) == [("miss", "one two three")] + [("hit", "one two three")] * 2
+    assert len(gw.upstreams["openai"].calls) == 1
