@@ -23,10 +23,10 @@ from aigateway.cache.service import ResponseCache
 from aigateway.config import ProviderSettings, Settings
 from aigateway.core.providers import build_providers
 from aigateway.core.registry import ProviderRegistry
-from aigateway.core.types import ApiRequest, Completed
 from aigateway.operations import Operations
 from aigateway.runtime import LiveSettings, region_size
 from aigateway.upstream import UpstreamClient
+from aigateway.wire import ApiRequest, Completed
 from fake_upstream import FakeUpstream, completion
 from virtual_clock import run
 

@@ -33,7 +33,6 @@ from aigateway.core.providers import Provider
 from aigateway.core.registry import ProviderRegistry
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
-from aigateway.core.types import ApiRequest, Completed
 from aigateway.errors import GatewayError, GatewayTimeout, RateLimited
 from aigateway.hotpath import TokenBucket
 from aigateway.providers.anthropic import AnthropicAdapter
@@ -41,6 +40,7 @@ from aigateway.providers.base import ChatAdapter
 from aigateway.providers.gemini import GeminiAdapter
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.testing.mock_errors import anthropic_body, anthropic_type, gemini_body
+from aigateway.wire import ApiRequest, Completed
 from fake_upstream import FakeUpstream, Reply
 from virtual_clock import run
 

@@ -26,10 +26,10 @@ from aigateway.core.providers import Provider
 from aigateway.core.registry import ProviderRegistry
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
-from aigateway.core.types import ApiRequest, Completed, Streaming
 from aigateway.errors import ProviderUnreachable
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.upstream import UpstreamClient
+from aigateway.wire import ApiRequest, Completed, Streaming
 from fake_upstream import FakeUpstream, Reply
 from virtual_clock import run
 

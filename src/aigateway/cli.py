@@ -1,4 +1,4 @@
-"""The `aigateway` command: serve, mock-upstream, config."""
+"""The `aigateway` command: serve, mock-upstream, bench, config."""
 
 from __future__ import annotations
 
