@@ -116,9 +116,7 @@ class OpsRoutes:
             shown = effective(live.current, live.overrides)
             return self._scrubbed({"version": live.version, "pid": os.getpid(), **shown})
         changes = parse_json_object(await read_body(request, MAX_CONFIG_BODY))
-        old = live.current
-        new = live.update(changes)  # a bad value: 400, nothing changed
-        operations.set_rates(old, new)
+        new = live.update(changes)  # a bad value: 400, nothing changed; applied here at once
         version = live.version
         deadline = time.monotonic() + ACK_TIMEOUT_S
         applied, alive = live.acknowledged(version)
