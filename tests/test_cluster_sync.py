@@ -9,17 +9,20 @@ drives the agents' rounds itself on an injected clock.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from aigateway.cluster.agent import NodeAgent
 from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDeadlines
-from aigateway.cluster.figures import totals
+from aigateway.cluster.figures import cluster_section, totals
 from aigateway.cluster.keys import Keys
 from aigateway.cluster.settings import SettingsSync
 from aigateway.cluster.state import ClusterState
+from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.admission import PauseClock, pause_bucket_spec
 from aigateway.core.health import HealthBoard, HealthPolicy
@@ -300,3 +303,66 @@ def test_the_clusters_totals_sum_each_members_figures() -> None:
         "provider_calls": 11,
         "in_flight": 2,
     }
+
+
+# -- the members in /admin/stats --------------------------------------------------------
+
+
+def test_the_cluster_section_lists_the_members_with_their_figures(redis_url: str) -> None:
+    async def scenario() -> dict[str, Any]:
+        figures = {"requests": 4, "errors": 0, "cache_hits": 1, "provider_calls": 3, "in_flight": 0}
+        nodes = []
+        for node_id in ("node-a", "node-b"):
+            settings = Settings(redis_url=redis_url, node_id=node_id, redis_timeout_ms=500)
+            agent = NodeAgent(settings, ClusterState.private(), figures=lambda: figures)
+            await agent.round()
+            nodes.append(agent)
+        worker = WorkerRedis(nodes[0].settings, nodes[0].state)
+        section = await cluster_section(worker, nodes[0].state.read(), dict)
+        await worker.close()
+        for agent in nodes:
+            await agent.close()
+        return section
+
+    section = asyncio.run(scenario())
+    assert section["redis"] == "up" and section["nodes"] == 2
+    assert [m["id"] for m in section["members"]] == ["node-a", "node-b"]
+    assert section["totals"]["requests"] == 8 and section["totals"]["cache_hits"] == 2
+
+
+def test_with_redis_frozen_the_section_shows_this_node_alone_within_the_timeout(
+    redis_server: RedisServer,
+) -> None:
+    own = {"requests": 3, "errors": 1, "cache_hits": 0, "provider_calls": 2, "in_flight": 1}
+
+    async def scenario() -> tuple[dict[str, Any], float]:
+        settings = Settings(redis_url=redis_server.url, node_id="node-a", redis_timeout_ms=100)
+        state = ClusterState.private()
+        state.write(redis="up", node_id="node-a")
+        worker = WorkerRedis(settings, state)
+        await worker.call(lambda client: client.ping())  # connected before the freeze
+        redis_server.freeze()
+        try:
+            started = time.monotonic()
+            section = await cluster_section(worker, state.read(), lambda: own)
+            took = time.monotonic() - started
+        finally:
+            redis_server.thaw()
+        await worker.close()
+        return section, took
+
+    section, took = asyncio.run(scenario())
+    assert section["redis"] == "down" and "showing this node only" in section["reason"]
+    assert [m["id"] for m in section["members"]] == ["node-a"]
+    assert section["totals"] == own
+    assert took < 2.0  # the Redis timeout (0.1 s), not Redis's freeze
+
+
+def test_while_the_agent_says_redis_is_down_the_section_does_not_even_try() -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:9", node_id="node-a")
+    state = ClusterState.private()
+    state.write(redis="down", reason="connection refused", node_id="node-a")
+    worker = WorkerRedis(settings, state)
+    section = asyncio.run(cluster_section(worker, state.read(), dict))
+    assert section["redis"] == "down" and "connection refused" in section["reason"]
+    assert worker.guard.calls == 0
