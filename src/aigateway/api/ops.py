@@ -19,7 +19,7 @@ import asyncio
 import os
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -31,12 +31,10 @@ from aigateway.api.admin import cache_report
 from aigateway.api.http import json_response, read_body
 from aigateway.api.validation import parse_json_object
 from aigateway.cluster.figures import cluster_section, node_figures
+from aigateway.operations import Operations
 from aigateway.runtime import effective
 from aigateway.stats.exposition import CONTENT_TYPE
 from aigateway.stats.report import prometheus_text, stats_document
-
-if TYPE_CHECKING:
-    from aigateway.operations import Operations
 
 MAX_CONFIG_BODY = 64 * 1024
 ACK_TIMEOUT_S = 1.0
