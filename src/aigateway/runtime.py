@@ -235,7 +235,11 @@ class LiveSettings:
         region: memoryview | bytearray,
         slots: int,
         lock_path: str | None = None,
+        *,
+        claim_slot: bool = True,
     ) -> None:
+        """``claim_slot=False``: a reader and writer of the node's document that applies
+        nothing (the node agent's), so no worker waits for its acknowledgement."""
         self.base = base
         self.current = base
         self._view = memoryview(region)[: region_size(slots)]
@@ -245,7 +249,7 @@ class LiveSettings:
         self._node_appliers: list[Applier] = []
         self._applied = 0
         self._overrides: dict[str, str] = {}
-        self._slot = self._claim()
+        self._slot = self._claim() if claim_slot else -1
 
     @property
     def version(self) -> int:
@@ -289,6 +293,29 @@ class LiveSettings:
         self.refresh()
         self._apply(self._node_appliers, old, self.current)
         return self.current
+
+    def snapshot(self) -> tuple[int, dict[str, str]]:
+        """The node's (version, overrides) as the region holds them now."""
+        return self._read()
+
+    def adopt(self, overrides: Mapping[str, str], expected_version: int) -> int | None:
+        """Replace the node's overrides with ``overrides`` (the cluster's), unless the
+        region moved past ``expected_version`` meanwhile (a change made here: ``None``);
+        the new version. ``ConfigError`` for a document these settings cannot apply."""
+        apply_overrides(self.base, overrides)
+        document = orjson.dumps(dict(overrides))
+        if len(document) > MAX_DOCUMENT:
+            raise ConfigError("live settings", "(a document)", f"at most {MAX_DOCUMENT} bytes")
+        with self._lock:
+            sequence, version, _, _ = _HEAD.unpack_from(self._view, 0)
+            if version != expected_version:
+                return None
+            sequence += sequence % 2
+            _HEAD.pack_into(self._view, 0, sequence + 1, version, 0, time.time())
+            start = self.data_offset
+            self._view[start : start + len(document)] = document
+            _HEAD.pack_into(self._view, 0, sequence + 2, version + 1, len(document), time.time())
+        return int(version) + 1
 
     def refresh(self) -> bool:
         """Apply the node's live settings if they changed; whether they did."""

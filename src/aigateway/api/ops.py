@@ -4,7 +4,8 @@
                        503 when no configured provider can (every circuit open)
 ``GET /metrics``       node totals in the Prometheus text format (admin rule unless
                        ``METRICS_PUBLIC=true``)
-``GET /admin/stats``   the same numbers as JSON, with percentiles and request rate
+``GET /admin/stats``   the same numbers as JSON, with percentiles and request rate (with
+                       ``REDIS_URL``, and the cluster's members, figures and totals)
 ``GET /admin/config``  the effective settings, secrets masked
 ``PUT /admin/config``  change the live settings for the node (see ``aigateway.runtime``)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from functools import partial
 from typing import Any
 
 import orjson
@@ -28,6 +30,7 @@ from aigateway import __version__
 from aigateway.api.admin import cache_report
 from aigateway.api.http import json_response, read_body
 from aigateway.api.validation import parse_json_object
+from aigateway.cluster.figures import cluster_section, node_figures
 from aigateway.operations import Operations
 from aigateway.runtime import effective
 from aigateway.stats.exposition import CONTENT_TYPE
@@ -106,6 +109,10 @@ class OpsRoutes:
             document["cache"] = {"enabled": False}
         if operations.admission is not None:
             document["admission"] = operations.admission.report()
+        if operations.redis is not None:  # the members, their figures, the totals
+            own = partial(node_figures, numbers.snapshot, numbers.series, numbers.cache)
+            view = operations.cluster.read()
+            document["cluster"] = await cluster_section(operations.redis, view, own)
         return json_response(document)
 
     async def config(self, request: Request) -> Response:

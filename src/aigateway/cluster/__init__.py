@@ -14,5 +14,9 @@ Off unless ``REDIS_URL`` is set. Then:
   fallback limits);
 * ``agent``: the node agent, a thread of the main process with its own event loop that
   runs the node's periodic work against Redis (heartbeat and membership first; each
-  shared subsystem adds a ``Sync``).
+  shared subsystem adds a ``Sync``);
+* ``deadlines``: a provider's pause and open circuit, shared by every node;
+* ``settings``: the live settings, shared by every node;
+* ``figures``: each node's figures in its heartbeat, and ``/admin/stats``'s members;
+* ``node_state``: what the agent opens of its node's shared memory.
 """

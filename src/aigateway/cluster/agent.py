@@ -69,6 +69,8 @@ class NodeAgent:
         self.membership = Membership(self, figures)
         self.syncs: list[Sync] = [self.membership]
         self._due: dict[int, float] = {}
+        #: Called when the agent stops (after each sync's ``close``): what it opened.
+        self.closing: list[Callable[[], None]] = []
         self._changes: list[bool] = []
         state.write(redis="up", node_id=self.node_id, nodes=1, reason="")
 
@@ -117,6 +119,14 @@ class NodeAgent:
             await self.membership.leave(self)
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        # Let go of the node's shared memory before the main process unmaps it.
+        closers = [getattr(sync, "close", None) for sync in self.syncs]
+        for close in [*closers, *self.closing, self.state.close]:
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    logger.exception("the cluster agent failed to let go of shared memory")
 
     def _changed(self, up: bool, reason: str) -> None:
         self._changes.append(up)
