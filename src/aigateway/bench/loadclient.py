@@ -158,8 +158,10 @@ def observed_rate(
 
 
 class RepeatTracker:
-    """Requests and hits by where their body was sent before: ``same_node`` (to this
-    node), ``cross_node`` (only to another node), ``first`` (nowhere yet). No I/O."""
+    """Requests and hits by where their prompt was sent before: ``same_node`` (to this
+    node), ``cross_node`` (only to another node), ``first`` (nowhere yet). A prompt is the
+    body without ``stream`` (:func:`prompt_identity`): a streamed request and a plain one
+    of the same prompt share an answer. No I/O."""
 
     KINDS = ("first", "same_node", "cross_node")
 
@@ -177,6 +179,13 @@ class RepeatTracker:
 
     def answered(self, kind: str, hit: bool) -> None:
         self.counts[kind]["hits"] += hit
+
+
+def prompt_identity(body: bytes) -> bytes:
+    """What tells prompts apart: the body without its ``stream`` flag."""
+    fields = orjson.loads(body)
+    fields.pop("stream", None)
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 def _local_only(url: str) -> None:
@@ -281,7 +290,7 @@ async def _run(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[
                     entry = entries[index % len(entries)]
                     headers = {**_HEADERS, PRIORITY_HEADER: entry["priority"]}
                     body = entry["body"].encode()
-                    kind = repeats.sent(body, node)
+                    kind = repeats.sent(entry["identity"], node)
                     hit = await _one(
                         session, url, body, headers, entry["stream"], into, entry["priority"]
                     )
@@ -419,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     entries: list[dict[str, Any]] = []
     if args.mode == "trace":
         entries = [orjson.loads(line) for line in Path(args.trace).read_bytes().splitlines()]
+        for entry in entries:
+            entry["identity"] = prompt_identity(entry["body"].encode())
         if not entries:
             parser.error(f"the trace file {args.trace} is empty")
     import uvloop
