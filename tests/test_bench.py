@@ -107,7 +107,7 @@ def test_bad_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[
 
 def test_the_plan_covers_every_default_scenario_and_starts_each_mock_once() -> None:
     plan = build_plan(PlanOptions())
-    opt_in = {"soak", "hostile"}
+    opt_in = {"soak", "hostile", "cluster"}
     assert {s.scenario for s in plan} == set(DEFAULT_SCENARIOS) == set(SCENARIOS) - opt_in
     assert len({s.key for s in plan}) == len(plan)  # keys name measurements uniquely
     mocks = [s.mock for s in plan]

@@ -24,7 +24,9 @@ from pathlib import Path
 
 from aigateway.bench.procs import MockService, Service, ServiceError, free_port
 
-__all__ = ("ClusterDemo", "RedisProcess", "add_demo_arguments", "run_demo")
+__all__ = (
+    "ClusterDemo", "RedisProcess", "add_demo_arguments", "node_id", "node_variables", "run_demo",
+)  # fmt: skip
 
 HOST = "127.0.0.1"
 DEMO_KEY = "sk-demo-cluster-0123456789"
@@ -41,6 +43,13 @@ class RedisProcess:
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     @classmethod
     def start(cls, port: int | None = None, timeout_s: float = 10.0) -> RedisProcess:
@@ -128,14 +137,12 @@ class ClusterDemo:
         return demo
 
     def _start_node(self, index: int, port: int, workers: int, env: Mapping[str, str]) -> Service:
-        node_id = f"node-{chr(ord('a') + index)}"
         variables = _environment()
+        variables.update(node_variables(index, self.redis.url))
         variables.update(
             AI_GATEWAY_HOST=HOST,
             AI_GATEWAY_PORT=str(port),
-            AI_GATEWAY_NODE_ID=node_id,
             MAX_WORKERS=str(workers),
-            REDIS_URL=self.redis.url,
             LOG_LEVEL="warning",
             OPENAI_BASE_URL=self.mock.url + "/v1",
             OPENAI_API_KEY=DEMO_KEY,
@@ -147,7 +154,7 @@ class ClusterDemo:
         variables.update(env)
         args = [sys.executable, "-m", "aigateway.cli", "serve"]
         return Service.start(
-            node_id, args, variables, f"http://{HOST}:{port}", "/health", self.log_dir
+            node_id(index), args, variables, f"http://{HOST}:{port}", "/health", self.log_dir
         )
 
     def stop(self) -> None:
@@ -155,6 +162,17 @@ class ClusterDemo:
             node.stop()
         self.mock.stop()
         self.redis.stop()
+
+
+def node_id(index: int) -> str:
+    """The name of the ``index``-th node (0: ``node-a``)."""
+    return f"node-{chr(ord('a') + index)}"
+
+
+def node_variables(index: int, redis_url: str) -> dict[str, str]:
+    """What makes a gateway the ``index``-th node of a cluster on ``redis_url``; the
+    demo and the ``cluster`` benchmark add their own settings around it."""
+    return {"AI_GATEWAY_NODE_ID": node_id(index), "REDIS_URL": redis_url}
 
 
 def _environment() -> dict[str, str]:
