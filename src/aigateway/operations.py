@@ -28,6 +28,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from aigateway import shm
+from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
+from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
 from aigateway.cluster.state import REGION_NAME as CLUSTER_REGION
 from aigateway.cluster.state import ClusterState
@@ -111,6 +113,7 @@ class Operations:
         self.table: SeriesTable | None = None
         self.cluster = ClusterState.private()  # "off" unless the node's segment says more
         self.redis: WorkerRedis | None = None  # this worker's Redis link, with REDIS_URL
+        self.leases: LeaseBoard | None = None  # the node's leases of cluster-wide limits
         self.stats: SharedStats | None = None
         self.providers: dict[str, Provider] = {}
         self.cache: ResponseCache | None = None
@@ -181,6 +184,11 @@ class Operations:
             )
             if CLUSTER_REGION in regions:
                 self.cluster = ClusterState(segment.region(CLUSTER_REGION, *CLUSTER_LAYOUTS))
+            if LEASE_REGION in regions:
+                self.leases = LeaseBoard(
+                    segment.region(LEASE_REGION, *LeaseBoard.LAYOUTS),
+                    segment.region_params(LEASE_REGION)["providers"],
+                )
             self.started_at = segment.created_at or self.started_at
             self._buckets = {name: segment.bucket(name) for name in segment.bucket_names}
         else:
@@ -206,6 +214,8 @@ class Operations:
         self.live.subscribe(self._apply)
         if admission is not None:
             _apply_admission(admission, self.settings)  # PRIORITY_RESERVES from the start
+            if self.settings.redis_url is not None and self.leases is not None:
+                _leased(admission, self.leases)
         self.live.refresh()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -226,10 +236,10 @@ class Operations:
             await client.close()
         self._retired.clear()
         self.accounting = Accounting.private(tuple(p.name for p in self.settings.providers))
-        for closable in (self.table, self.health, self.live, self.cluster):
+        for closable in (self.table, self.health, self.live, self.cluster, self.leases):
             if closable is not None:
                 closable.close()
-        self.table = self.health = self.live = None
+        self.table = self.health = self.live = self.leases = None
         self.cluster = ClusterState.private()
 
     # -- what the endpoints read ---------------------------------------------------------
@@ -253,6 +263,7 @@ class Operations:
             cache_budget_bytes=cache.store.max_bytes if cache is not None else 0,
             pid=os.getpid(),
             cluster=self.cluster.read(),
+            leases=self.leases,
         )
 
     @property
@@ -278,7 +289,10 @@ class Operations:
         return (total - before) / (now - then), now - then
 
     def set_rates(self, old: Settings, new: Settings) -> None:
-        """Node-wide: move the providers' shared buckets to their new rates (once a change)."""
+        """Node-wide: move the providers' shared buckets to their new rates (once a change);
+        with REDIS_URL the node agent does, from its leases of the cluster-wide limits."""
+        if self.settings.redis_url is not None:
+            return
         before = {p.name: p.rps for p in old.providers}
         for provider in new.providers:
             bucket = self._buckets.get(provider.name)
@@ -327,6 +341,14 @@ class Operations:
                 while self._samples and time.monotonic() - self._samples[0][0] > RATE_WINDOW_S:
                     self._samples.popleft()
             await asyncio.sleep(every_s)
+
+
+def _leased(admission: Admission, leases: LeaseBoard) -> None:
+    """The node agent sets the buckets' rates (its leases): the gates leave them alone,
+    and refuse calls while the agent says a provider's limit fails closed."""
+    for gate in admission.gates.values():
+        gate.adaptive = False
+    admission.closed = leases.closed
 
 
 def _apply_admission(admission: Admission, settings: Settings) -> None:
