@@ -117,6 +117,11 @@ class NodeAgent:
             await self.membership.leave(self)
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        for sync in self.syncs:  # let go of the node's shared memory before it is unmapped
+            close = getattr(sync, "close", None)
+            if close is not None:
+                close()
+        self.state.close()
 
     def _changed(self, up: bool, reason: str) -> None:
         self._changes.append(up)

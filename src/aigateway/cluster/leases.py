@@ -14,8 +14,9 @@ Redis, atomically and by Redis's own clock:
   together, and at most what the global bucket holds.
 
 The node then sets its bucket's rate so that it produces the tokens paid for over the
-next ``LEASE_S`` (a partial grant lowers it), with a small burst (``LOCAL_BURST_S`` of
-it). So every token a node's bucket makes was taken from the global bucket first, and
+next ``LEASE_S`` and a little more (``SLACK_S``: a round may come late; what is left is
+spent in the next one), a partial grant lowering it, with a small burst
+(``LOCAL_BURST_S`` of it). So every token a node's bucket makes was taken from the global bucket first, and
 the provider sees the limit, plus at most the global burst and the nodes' small bursts.
 
 The demand of a node is read from the admission counters in shared memory: requests
@@ -64,6 +65,9 @@ __all__ = (
 logger = logging.getLogger("aigateway.cluster")
 
 LEASE_S: Final = 0.5  # how far ahead a lease pays (and how often the node asks)
+# A node's bucket spends what is paid for over this much longer than a round, so a round
+# that comes late (the agent's rounds are 0.1 s apart) still finds it paid for.
+SLACK_S: Final = 0.2
 GLOBAL_BURST_S: Final = 0.5  # the global bucket's burst, in seconds of the limit
 LOCAL_BURST_S: Final = 0.25  # a node bucket's burst, in seconds of its share (>= 1 token)
 HEADROOM: Final = 1.5  # a node asks this much more than it used, so a share can grow
@@ -175,6 +179,7 @@ class LeaseSync:
         nodes: Callable[[], int],
         fail_open: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.buckets = dict(buckets)
         self.board = board
@@ -184,6 +189,7 @@ class LeaseSync:
         self.fail_open = fail_open
         self.clock = clock
         self.calls = 0
+        self._on_close = on_close
         self._script: Any = None
         self._last = clock()
         now = self._last
@@ -246,12 +252,18 @@ class LeaseSync:
             lease.leased += granted
             if lease.mode != LEASED:
                 logger.debug("limits of %s leased from the cluster again", name)
-            rate = max(lease.balance / LEASE_S, MIN_RATE)  # spends what is paid for
+            rate = max(lease.balance / (LEASE_S + SLACK_S), MIN_RATE)  # what is paid for
             self._set(name, lease, LEASED, rate, limits[name], now)
 
     def redis_changed(self, up: bool) -> None:
         if not up:
             self._fall_back(self.limits(), self.nodes(), self.clock())
+
+    def close(self) -> None:
+        """Let go of the node's shared memory (the agent stops)."""
+        self.board.close()
+        if self._on_close is not None:
+            self._on_close()
 
     # -- internals --------------------------------------------------------------------------
 

@@ -63,6 +63,10 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
             rates = {p.name: p.rps for p in apply_overrides(settings, read[1]).providers}
         return rates
 
+    def release() -> None:
+        live.release()
+        cluster.close()
+
     def demand() -> dict[str, tuple[int, int]]:
         report = {name: counters.report(name) for name in names}
         return {
@@ -77,6 +81,7 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
         demand=demand,
         nodes=lambda: cluster.read().nodes,
         fail_open=settings.redis_limits_on_failure == "open",
+        on_close=release,
     )
 
 
