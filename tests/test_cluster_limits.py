@@ -47,9 +47,9 @@ def cluster(node: Gateway) -> dict[str, Any]:
 
 def metric(node: Gateway, name: str) -> float | None:
     for line in httpx.get(node.url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            if 'provider="openai"' in line or "{" not in line:
-                return float(line.rsplit(" ", 1)[1])
+        ours = line.startswith(name + " ") or line.startswith(name + '{provider="openai"}')
+        if ours:
+            return float(line.rsplit(" ", 1)[1])
     return None
 
 

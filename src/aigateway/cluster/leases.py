@@ -16,8 +16,9 @@ Redis, atomically and by Redis's own clock:
 The node then sets its bucket's rate so that it produces the tokens paid for over the
 next ``LEASE_S`` and a little more (``SLACK_S``: a round may come late; what is left is
 spent in the next one), a partial grant lowering it, with a small burst
-(``LOCAL_BURST_S`` of it). So every token a node's bucket makes was taken from the global bucket first, and
-the provider sees the limit, plus at most the global burst and the nodes' small bursts.
+(``LOCAL_BURST_S`` of it). So every token a node's bucket makes was taken from the global
+bucket first (a round later than the slack pays for the excess at once), and the
+provider sees the limit, plus at most the global burst and the nodes' small bursts.
 
 The demand of a node is read from the admission counters in shared memory: requests
 admitted since the last round and requests waiting now; it asks for half as much again
