@@ -13,9 +13,9 @@ Redis, atomically and by Redis's own clock:
   part of the limit in proportion to the wants when the nodes want more than the limit
   together, and at most what the global bucket holds.
 
-The node then sets its bucket's rate so that it produces the tokens paid for over the
-next ``LEASE_S`` and a little more (``SLACK_S``: a round may come late; what is left is
-spent in the next one), a partial grant lowering it, with a small burst
+The node asks for the tokens of the next ``LEASE_S`` and a little more (``SLACK_S``: a
+round may come late; what is left counts in the next one), and sets its bucket's rate so
+that it spends what it holds over that time, a partial grant lowering it, with a small burst
 (``LOCAL_BURST_S`` of it). So every token a node's bucket makes was taken from the global
 bucket first (a round later than the slack pays for the excess at once), and the
 provider sees the limit, plus at most the global burst and the nodes' small bursts.
@@ -233,13 +233,17 @@ class LeaseSync:
             lease.admitted = admitted
             want = wanted_rate(used, waiting, limit, nodes)
             owed[name] = max(-lease.balance, 0.0)
-            ask = max(want * LEASE_S - max(lease.balance, 0.0), 0.0)
+            ask = max(want * (LEASE_S + SLACK_S) - max(lease.balance, 0.0), 0.0)
             keys.append(agent.keys.limit(name))
             args += [repr(limit), repr(owed[name]), repr(want), repr(ask)]
-        if self._script is None:
-            self._script = agent.redis.register_script(LEASE_V1)
         script = self._script
-        answers = await agent.call(lambda: script(keys=keys, args=args))
+        if script is None:  # until one call went through: EVAL, one round trip (EVALSHA
+            # would meet NOSCRIPT, load and call again); then Redis keeps it for EVALSHA
+            redis = agent.redis
+            answers = await agent.call(lambda: redis.eval(LEASE_V1, len(keys), *keys, *args))
+            self._script = redis.register_script(LEASE_V1)
+        else:
+            answers = await agent.call(lambda: script(keys=keys, args=args))
         self.calls += 1
         self.board.add_call()
         now = self.clock()
