@@ -173,7 +173,8 @@ def follow_live_settings(
     its own handler; operations subscribed the log level and the retry policy."""
     operations.subscribe(providers.apply_settings)  # connection limits: new pools
     operations.subscribe(admission.apply_settings)
-    operations.subscribe(admission.set_node_rates, node_wide=True)  # the shared buckets
+    if operations.settings.redis_url is None:  # else the node agent leases the rates
+        operations.subscribe(admission.set_node_rates, node_wide=True)  # the shared buckets
     if cache is not None:
         operations.subscribe(cache.apply_settings)
 

@@ -33,6 +33,10 @@ class Keys:
         """A node's own document (its figures), expiring unless renewed."""
         return f"{self.coordination}node:{node_id}"
 
+    def limit(self, provider: str) -> str:
+        """A hash: the state of a provider's global bucket and each node's want (``leases``)."""
+        return f"{self.coordination}limit:{provider}"
+
     def coordination_key(self, *parts: str) -> str:
         """Any other coordination key (``limit``, ``pause``, ``settings``...)."""
         return self.coordination + ":".join(parts)

@@ -22,7 +22,7 @@ from aigateway.operations import HEALTH_REGION, LIVE_REGION, SERIES_REGION, heal
 from aigateway.runtime import LiveSettings
 from aigateway.stats.series import Series, SeriesTable
 
-__all__ = ("NodeReader", "circuit_board", "live_settings", "pause_clocks", "rate_mover")
+__all__ = ("NodeReader", "circuit_board", "live_settings", "pause_clocks")
 
 
 def pause_clocks(segment: shm.Segment, names: Sequence[str]) -> dict[str, PauseClock]:
@@ -55,24 +55,6 @@ def live_settings(settings: Settings, segment: shm.Segment) -> LiveSettings | No
         segment.region_lock_path(LIVE_REGION),
         claim_slot=False,
     )
-
-
-def rate_mover(segment: shm.Segment) -> Callable[[Settings, Settings], None]:
-    """Moves the node's provider buckets to new rates, as ``PUT /admin/config`` does on
-    the node that takes it (``Operations.set_rates``)."""
-    names = set(segment.bucket_names)
-    buckets: dict[str, TokenBucket] = {}
-
-    def move(old: Settings, new: Settings) -> None:
-        before = {p.name: p.rps for p in old.providers}
-        for provider in new.providers:
-            if provider.name in names and before.get(provider.name) != provider.rps:
-                if provider.name not in buckets:
-                    buckets[provider.name] = segment.bucket(provider.name)
-                spec = shm.provider_bucket(provider.name, provider.rps)
-                buckets[provider.name].set_rate(spec.rate_per_s, spec.burst)
-
-    return move
 
 
 class NodeReader:
