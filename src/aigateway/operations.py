@@ -304,4 +304,3 @@ def _leased(admission: Admission, leases: LeaseBoard) -> None:
     for gate in admission.gates.values():
         gate.adaptive = False
     admission.closed = leases.closed
-

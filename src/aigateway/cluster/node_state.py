@@ -10,14 +10,14 @@ stops, before the main process unmaps the segment.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aigateway import shm
 from aigateway.config import Settings
 from aigateway.core.admission import PauseClock, pause_bucket_name
 from aigateway.core.health import HealthBoard
-from aigateway.hotpath import StatsSnapshot, TokenBucket
+from aigateway.hotpath import StatsSnapshot
 from aigateway.operations import HEALTH_REGION, LIVE_REGION, SERIES_REGION, health_policy
 from aigateway.runtime import LiveSettings
 from aigateway.stats.series import Series, SeriesTable
