@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -31,6 +31,9 @@ from aigateway.core.types import ApiRequest, Completed, Streaming, close_events
 from aigateway.core.usage import token_counts
 from aigateway.hotpath import SSEDecoder, TTLPolicy, cache_key, compute_ttl
 from aigateway.stats.registry import labelled_key
+
+if TYPE_CHECKING:
+    from aigateway.cluster.cache_tier import SecondTier
 
 logger = logging.getLogger("aigateway.cache")
 
@@ -57,6 +60,7 @@ class ResponseCache:
         self._default_ttl_s = default_ttl_s
         self._policy = policy
         self.max_entry_bytes = max_entry_bytes
+        self.shared: SecondTier | None = None  # with REDIS_URL: the cluster's second tier
 
     def configure(self, default_ttl_s: float, policy: TTLPolicy) -> None:
         """Change the default TTL and the TTL policy live (``PUT /admin/config``)."""
@@ -118,6 +122,21 @@ class ResponseCache:
             return result
         result.events = self._tee(key, request, result, result.events, on_complete, on_give_up)
         return result
+
+    def keep(self, key: bytes, entry: CacheEntry, joined: bool) -> None:
+        """An answer from the second tier into the first, with the TTL it has left;
+        ``joined``: another node's identical call gave it (counted as de-duplicated),
+        else it was there already (a second-tier hit)."""
+        if joined:
+            self.store.count("dedup_joins")
+            self._count_avoided("dedup", entry.provider, entry.model, entry)
+        else:
+            self.store.count("second_tier_hits")
+            self._count_avoided("cache", entry.provider, entry.model, entry)
+        try:
+            self.store.put(key, entry)
+        except Exception as exc:  # served all the same
+            self._failed("store an answer", exc)
 
     def count_joined(self, provider: str, model: str, body: bytes) -> None:
         self.store.count("dedup_joins")
@@ -183,6 +202,8 @@ class ResponseCache:
             entry = CacheEntry(
                 body, provider, model, now, now + ttl, *token_counts(completion.get("usage"))
             )
+            if self.shared is not None:
+                self.shared.store(key, entry)  # in the background: never delays the answer
             self.store.put(key, entry)
         except Exception as exc:  # the answer still goes out; only the cache misses it
             self._failed("store an answer", exc)

@@ -7,6 +7,7 @@ from typing import Any
 
 from aigateway import shm
 from aigateway.cluster.agent import AgentThread, NodeAgent
+from aigateway.cluster.cache_sync import CacheGeneration, node_store
 from aigateway.cluster.state import LAYOUTS, REGION_NAME, ClusterState
 from aigateway.cluster.sync import Sync
 from aigateway.config import Settings, mask_url
@@ -25,7 +26,10 @@ def cluster_region() -> shm.RegionSpec:
 def node_syncs(settings: Settings, segment: shm.Segment) -> list[Sync]:
     """What the node shares besides membership, each a sync of the agent over the node's
     segment (leases of provider limits, pauses and health, live settings, the cache)."""
-    return []
+    syncs: list[Sync] = []
+    if settings.cache_enabled and settings.cache_path is not None:
+        syncs.append(CacheGeneration(node_store(settings)))  # DELETE /admin/cache anywhere
+    return syncs
 
 
 def start_agent(settings: Settings, segment: shm.Segment) -> AgentThread | None:
