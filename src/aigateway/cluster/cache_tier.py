@@ -173,6 +173,11 @@ class SecondTier:
         is still its own."""
         self._background_release(key, self._claims.pop(key, ""))
 
+    async def settle(self) -> None:
+        """Wait for the writes and releases under way (a worker that stops; tests)."""
+        while self._pending:
+            await asyncio.gather(*self._pending)
+
     # -- clearing -----------------------------------------------------------------------
 
     async def clear(self) -> tuple[int, int]:
