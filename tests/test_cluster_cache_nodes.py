@@ -43,9 +43,12 @@ NODE_ENV = {"CACHE_ENABLED": "true", "CACHE_SCOPE": "key", "REDIS_TIMEOUT_MS": s
 
 @pytest.fixture(scope="module")
 def nodes(redis: RedisServer, mock_provider: MockProvider) -> Iterator[list[Gateway]]:
-    started = start_nodes(mock_provider, redis.url, **NODE_ENV)
+    started = start_nodes(
+        mock_provider, redis.url, CACHE_ENABLED="true", CACHE_SCOPE="key",
+        REDIS_TIMEOUT_MS=str(TIMEOUT_MS),
+    )  # fmt: skip
     for node in started:
-        assert wait_for(lambda node=node: health(node)["cluster"]["redis"] == "up")
+        assert wait_for(redis_up(node))
     yield started
     stop_nodes(started)
 
@@ -57,6 +60,10 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 15.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
+
+
+def redis_up(node: Gateway) -> Callable[[], bool]:
+    return lambda: bool(health(node)["cluster"]["redis"] == "up")
 
 
 def health(node: Gateway) -> dict[str, Any]:
@@ -175,7 +182,7 @@ def test_a_node_killed_while_it_leads_does_not_strand_its_followers_on_another_n
     b = nodes[1]
     c = Gateway(mock_provider, REDIS_URL=redis.url, AI_GATEWAY_NODE_ID="node-c", **NODE_ENV)
     try:
-        assert wait_for(lambda: health(c)["cluster"]["redis"] == "up")
+        assert wait_for(redis_up(c))
         mock.faults({"latency_ms": 20_000})  # c's call: it will never answer
         body = chat_body("led by a node about to die")
         leader = threading.Thread(target=lambda: _quietly(lambda: post(c, body)), daemon=True)
@@ -217,7 +224,7 @@ def test_a_frozen_redis_never_holds_a_request_past_its_timeout(
     finally:
         redis.thaw()
     for node in nodes:  # and they rejoin by themselves
-        assert wait_for(lambda node=node: health(node)["status"] == "ok"), health(node)
+        assert wait_for(redis_up(node)), health(node)
 
 
 def _quietly(call: Callable[[], Any]) -> None:
