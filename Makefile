@@ -8,7 +8,7 @@ SRC := src tests benchmarks
 NODE_DIR := clients/node
 NODE_INSTALLED := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: serve test lint test-python test-node bench bench-hotpath clean system-packages
+.PHONY: serve test lint test-python test-node bench bench-hotpath clean system-packages cluster-demo
 
 $(INSTALLED): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ test-node: $(INSTALLED) $(NODE_INSTALLED)
 # Load scenarios against the baselines: make bench ARGS="--scenario overhead --duration 5"
 bench: $(INSTALLED)
 	$(BIN)/aigateway bench $(ARGS)
+
+# One Redis and two gateway nodes on this machine (docs/cluster.md); Ctrl-C stops them.
+cluster-demo: $(INSTALLED) system-packages
+	$(BIN)/aigateway cluster-demo $(ARGS)
 
 bench-hotpath: $(INSTALLED)
 	$(BIN)/python -m pytest benchmarks/bench_*.py -q --benchmark-only --benchmark-columns=min,median,ops

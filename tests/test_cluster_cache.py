@@ -41,8 +41,8 @@ from aigateway.cluster.state import ClusterState
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.dedup import Coalescer
-from aigateway.core.types import ApiRequest, CacheControl, Completed, Streaming
 from aigateway.hotpath import TTLPolicy
+from aigateway.wire import ApiRequest, CacheControl, Completed, Streaming
 from redis_servers import RedisCluster, RedisServer
 from servers import free_port
 

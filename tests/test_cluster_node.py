@@ -80,3 +80,39 @@ def test_without_redis_url_health_has_no_cluster(gateway: Gateway) -> None:
     body = health(gateway)
     assert "cluster" not in body and body["status"] == "ok"
     assert "\naigateway_redis_up " not in httpx.get(gateway.url + "/metrics").text  # no sample
+
+
+def test_redis_killed_mid_load_loses_no_request_and_the_nodes_rejoin(
+    redis: RedisServer, mock: MockProvider
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from redis_servers import start_nodes, stop_nodes
+
+    nodes = start_nodes(mock, redis.url, REDIS_TIMEOUT_MS="100", CACHE_ENABLED="true")
+    try:
+        assert wait_for(lambda: all(health(n).get("cluster", {}).get("nodes") == 2 for n in nodes))
+
+        def ask(index: int) -> int:
+            node = nodes[index % 2]
+            body = chat_body(f"mid-load {index % 40}")  # repeats: hits, shared or not
+            with httpx.Client(timeout=30) as client:
+                response = client.post(node.base_url + "/chat/completions", json=body)
+                return response.status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.map(ask, range(60))
+            redis.kill()  # while requests are in flight
+            second = list(pool.map(ask, range(60, 120)))
+        assert set(first) == {200} and set(second) == {200}
+        assert wait_for(lambda: all(health(n)["status"] == "degraded" for n in nodes))
+
+        redis.start()
+
+        def rejoined() -> bool:
+            clusters = [health(n)["cluster"] for n in nodes]
+            return all(c["redis"] == "up" and c["nodes"] == 2 for c in clusters)
+
+        assert wait_for(rejoined), [health(n) for n in nodes]
+    finally:
+        stop_nodes(nodes)

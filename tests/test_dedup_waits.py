@@ -28,9 +28,9 @@ import pytest
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import LmdbStore
 from aigateway.core.dedup import Coalescer
-from aigateway.core.types import ApiRequest, Completed, Streaming
 from aigateway.errors import GatewayTimeout
 from aigateway.hotpath import TTLPolicy
+from aigateway.wire import ApiRequest, Completed, Streaming
 from virtual_clock import run
 
 KEY = b"the same request"

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from aigateway.core.batching import EmbeddingBatcher
-from aigateway.core.types import ApiRequest, Completed
 from aigateway.errors import GatewayTimeout, ProviderError
+from aigateway.wire import ApiRequest, Completed
 from virtual_clock import run
 
 NO_DEADLINE = 1e9

@@ -30,11 +30,11 @@ from aigateway.core.pipeline import Pipeline
 from aigateway.core.providers import Provider
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
-from aigateway.core.types import ApiRequest, Completed
 from aigateway.errors import GatewayTimeout, ProviderError, ProviderUnavailable
 from aigateway.hotpath import TTLPolicy
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.upstream import UpstreamConnectError
+from aigateway.wire import ApiRequest, Completed
 from virtual_clock import run
 
 PROVIDERS = ("openai", "backup")

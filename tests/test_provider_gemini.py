@@ -15,7 +15,6 @@ import httpx
 import orjson
 import pytest
 
-from aigateway.core.types import ApiRequest
 from aigateway.errors import (
     GatewayError,
     GatewayTimeout,
@@ -30,6 +29,7 @@ from aigateway.hotpath import SSEDecoder
 from aigateway.providers._gemini_request import CallRef, decode_call_id
 from aigateway.providers.base import StreamTranslator, UpstreamCall
 from aigateway.providers.gemini import GeminiAdapter
+from aigateway.wire import ApiRequest
 from servers import MockProvider
 from wire_fixtures import chat, fixture, fixture_json, http_fixture, sent, user
 

@@ -22,17 +22,17 @@ from aigateway.config import (
     WORKER_SETTINGS_ENV,
     ConfigError,
     Settings,
+    apply_config_file,
     describe,
     load_settings,
     settings_from_worker_env,
     settings_to_worker_env,
 )
-from aigateway.config_file import apply_config_file
-from aigateway.core.types import Target
 from aigateway.errors import NotFound
 from aigateway.provider_specs import BUILT_IN, WIRE_FORMATS, ProviderSpec
 from aigateway.runtime import apply_overrides, effective, normalize_changes
 from aigateway.server import MOCK_PATHS, route_to_mock, wants_mock_provider
+from aigateway.wire import Target
 from servers import MockProvider, chat_body
 
 ACME = ProviderSpec(

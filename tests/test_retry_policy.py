@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from aigateway.core.retry import RetryPolicy, is_retryable_status, retry_after_from_headers
+from aigateway.core.retry import RetryPolicy
 from aigateway.errors import RateLimited
+from aigateway.providers.failures import is_retryable_status
+from aigateway.wire import retry_after_from_headers
 
 POLICY = RetryPolicy(max_retries=3, initial_delay_s=1.0, max_delay_s=5.0)
 

@@ -6,8 +6,8 @@ import pytest
 
 from aigateway.config import AliasTarget
 from aigateway.core.router import Router
-from aigateway.core.types import Target
 from aigateway.errors import NotFound
+from aigateway.wire import Target
 
 PROVIDERS = ["openai", "google", "anthropic", "local"]
 

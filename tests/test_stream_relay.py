@@ -10,8 +10,8 @@ import pytest
 from aigateway.core.accounting import Accounting
 from aigateway.core.dispatch import Answer
 from aigateway.core.streaming import relay_stream
-from aigateway.core.types import ApiRequest
 from aigateway.providers.openai import OpenAIAdapter
+from aigateway.wire import ApiRequest
 
 pytestmark = pytest.mark.anyio
 

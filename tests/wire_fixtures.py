@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from aigateway.core.types import ApiRequest
 from aigateway.providers.base import UpstreamCall
+from aigateway.wire import ApiRequest
 
 WIRE = Path(__file__).parent / "fixtures" / "wire"
 

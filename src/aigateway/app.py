@@ -30,6 +30,7 @@ from aigateway.api.http import error_response, json_response
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
+from aigateway.api.ops import OpsRoutes
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.cluster.cache_tier import SecondTier
@@ -142,7 +143,7 @@ def create_app(settings: Settings) -> Starlette:
             *openai_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
             Route("/v1/batch", batch_routes.batch, methods=["POST"]),
-            *operations.routes(),
+            *OpsRoutes(operations).routes(),
             *admin_routes.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],

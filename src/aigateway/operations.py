@@ -1,10 +1,11 @@
 """What operators see and steer, wired for one worker process.
 
 ``create_app`` makes one ``Operations`` from the settings: its middleware (request id,
-metrics and log line, CORS, authentication) and its routes (``/health``, ``/metrics``,
-``/admin/stats``, ``/admin/config``).  The worker's lifespan then attaches it to the
-node's shared-memory segment before the pipeline is built, starts it once the rest is
-ready, and stops it before the segment is closed::
+metrics and log line, CORS, authentication), and what the operators' endpoints read
+(``api.ops``: ``/health``, ``/metrics``, ``/admin/stats``, ``/admin/config``).  The
+worker's lifespan then attaches it to the node's shared-memory segment before the
+pipeline is built, starts it once the rest is ready, and stops it before the segment is
+closed::
 
     operations.attach(segment, providers)   # accounting, provider health, live settings
     pipeline = Pipeline(providers, ..., operations.retry, ...)  # providers with circuits
@@ -25,7 +26,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
-from starlette.routing import Route
 
 from aigateway import shm
 from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
@@ -34,7 +34,8 @@ from aigateway.cluster.state import ClusterState
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
-from aigateway.core.health import HealthBoard, HealthPolicy, probe_loop
+from aigateway.core.health import HealthBoard, HealthPolicy
+from aigateway.core.probe import probe_loop
 from aigateway.core.providers import Provider, make_client
 from aigateway.core.retry import RetryPolicy
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
@@ -98,7 +99,7 @@ def health_policy(settings: Settings) -> HealthPolicy:
 
 
 class Operations:
-    """One worker's accounting, provider health, live settings, ops middleware and routes."""
+    """One worker's accounting, provider health, live settings and ops middleware."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -141,11 +142,6 @@ class Operations:
             )
         )
         return stack
-
-    def routes(self) -> list[Route]:
-        from aigateway.api.ops import OpsRoutes
-
-        return OpsRoutes(self).routes()
 
     # -- the worker's lifespan -----------------------------------------------------------
 

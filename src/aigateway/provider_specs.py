@@ -1,10 +1,10 @@
 """The built-in providers, one entry each: the only place that names them.
 
-Everything else derives from :data:`BUILT_IN`: the provider settings and their
-environment variables (``config``), the names the configuration file may not reuse
-(``config_file``), what may change live (``runtime``), the bundled mock provider's
-routes at start-up (``server``), model routing by name family (``app``, ``core.router``)
-and the ``--help`` text (``cli``). A built-in provider that speaks an existing wire
+Everything else derives from :data:`BUILT_IN`: the provider settings, their
+environment variables and the names the configuration file may not reuse (``config``),
+what may change live (``runtime``), the bundled mock provider's routes at start-up
+(``server``), model routing by name family (``app``, ``core.router``) and the ``--help``
+text (``cli``). A built-in provider that speaks an existing wire
 format is one more entry here (and its tests); a new wire format also needs an adapter
 (``providers/``, chosen in ``core/providers.py``) and the mock's routes for it.
 

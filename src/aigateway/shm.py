@@ -1,16 +1,18 @@
-"""The node's shared-memory segment: node-wide token buckets and stats for every worker.
+"""The node's shared-memory segment: node-wide token buckets, stats and the raw regions
+of the node's other shared structures, for every worker.
 
 ``aigateway serve`` (the main process) lays the segment out before Granian starts its
 workers and removes it when the server stops; each worker attaches to it in its lifespan,
-finding it through the ``AIGATEWAY_SHM`` environment variable, which the workers inherit::
+by the name the main process put in the settings it hands the workers (``shm_name``;
+without a name, ``attach_segment`` reads the ``AIGATEWAY_SHM`` environment variable)::
 
     # main process                                   # each worker (lifespan)
-    clean_stale_segments()                           segment = attach_segment()
-    segment = create_segment(node_layout(settings))  bucket = segment.bucket("openai")
-    os.environ[SHM_ENV] = segment.name               stats = segment.stats()
-    try:                                             ...
-        server.serve()                               segment.close()
-    finally:
+    clean_stale_segments()                           segment = attach_segment(
+    segment = create_segment(node.node_layout(s))        settings.shm_name)
+    s = replace(s, shm_name=segment.name)            bucket = segment.bucket("openai")
+    try:                                             stats = segment.stats()
+        server.serve()                               ...
+    finally:                                         segment.close()
         segment.close(); segment.unlink()
 
 The segment is a file in ``/dev/shm`` (the shared-memory file system; the temporary

@@ -1,6 +1,7 @@
 """The upstream HTTP client: the one module that talks to providers over the network.
 
-Nothing else in the gateway imports aiohttp's or httpx's client. The interface is
+Nothing else in the gateway imports aiohttp's or httpx's client (the load benchmark's
+own clients aside). The interface is
 narrow on purpose: send a request and get the status and headers, then read the
 whole body or iterate over it as it arrives, then close. Each worker process holds
 one pooled client per provider (created in the ASGI lifespan).

@@ -25,8 +25,8 @@ from aigateway.api.http import json_response, observer_of, read_body
 from aigateway.api.native import NATIVE_KEYS, native_answer, parse_native_body
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.core.pipeline import Pipeline
-from aigateway.core.types import Completed
 from aigateway.errors import GatewayError, InvalidRequest
+from aigateway.wire import Completed
 
 MAX_BATCH_ITEMS = 100
 

@@ -31,9 +31,9 @@ from starlette.requests import Request
 
 from aigateway.api.http import whole_number
 from aigateway.cache.service import client_scope
-from aigateway.core.types import PRIORITIES, ApiRequest, CacheControl
 from aigateway.errors import InvalidRequest
 from aigateway.middleware._headers import presented_key
+from aigateway.wire import PRIORITIES, ApiRequest, CacheControl
 
 _DEFAULT_CONTROL = CacheControl()
 

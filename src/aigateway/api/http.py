@@ -13,10 +13,10 @@ from starlette.types import Receive, Scope, Send
 
 from aigateway.core.observer import RequestObserver
 from aigateway.core.streaming import without_usage
-from aigateway.core.types import ApiRequest, Streaming, close_events
 from aigateway.errors import GatewayError, PayloadTooLarge
 from aigateway.middleware.requests import OBSERVER_KEY
 from aigateway.providers._openai_format import include_usage
+from aigateway.wire import ApiRequest, Streaming, close_events
 
 JSON = "application/json"
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

@@ -23,10 +23,10 @@ from aigateway.api.builder import NativeControls, RequestBuilder
 from aigateway.api.http import event_stream, json_response, observer_of, read_body
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.core.pipeline import Pipeline
-from aigateway.core.types import PRIORITIES, ApiRequest, Completed, Streaming, close_events
 from aigateway.errors import InvalidRequest, ProviderError
 from aigateway.hotpath import SSEDecoder
 from aigateway.providers._openai_format import load_any
+from aigateway.wire import PRIORITIES, ApiRequest, Completed, Streaming, close_events
 
 PASSED_ON = ("temperature", "max_tokens", "top_p", "stop", "tools", "tool_choice", "stream")
 NATIVE_KEYS = frozenset(

@@ -10,7 +10,7 @@ from aigateway.api.builder import RequestBuilder
 from aigateway.api.http import event_stream, json_response, observer_of, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
 from aigateway.core.pipeline import Pipeline
-from aigateway.core.types import Streaming
+from aigateway.wire import Streaming
 
 
 class OpenAIRoutes:

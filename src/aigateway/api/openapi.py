@@ -24,9 +24,9 @@ from aigateway.api.validation import (
     MAX_CHOICES,
     MAX_DIMENSIONS,
 )
-from aigateway.core.types import PRIORITIES
 from aigateway.provider_specs import BUILT_IN
 from aigateway.runtime import LIVE_VARIABLES, MAPPING_VARIABLES
+from aigateway.wire import PRIORITIES
 
 _BUILT_IN_NAMES = tuple(spec.name for spec in BUILT_IN)
 _STRING = {"type": "string"}

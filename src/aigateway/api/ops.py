@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -28,12 +28,10 @@ from aigateway import __version__
 from aigateway.api.admin import cache_report
 from aigateway.api.http import json_response, read_body
 from aigateway.api.validation import parse_json_object
+from aigateway.operations import Operations
 from aigateway.runtime import effective
 from aigateway.stats.exposition import CONTENT_TYPE
 from aigateway.stats.report import prometheus_text, stats_document
-
-if TYPE_CHECKING:
-    from aigateway.operations import Operations
 
 MAX_CONFIG_BODY = 64 * 1024
 ACK_TIMEOUT_S = 1.0

@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from aigateway.core.types import ApiRequest
 from aigateway.errors import InvalidRequest
 from aigateway.hotpath import MAX_DEPTH
+from aigateway.wire import ApiRequest
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # The integers orjson reads as integers (a larger literal becomes a float): the schemas'

@@ -27,10 +27,9 @@ import orjson
 
 from aigateway.cache.replay import Assembler, is_cacheable, replay
 from aigateway.cache.store import CacheEntry, LmdbStore
-from aigateway.core.types import ApiRequest, Completed, Streaming, close_events
-from aigateway.core.usage import token_counts
 from aigateway.hotpath import SSEDecoder, TTLPolicy, cache_key, compute_ttl
 from aigateway.stats.registry import labelled_key
+from aigateway.wire import ApiRequest, Completed, Streaming, close_events, token_counts
 
 if TYPE_CHECKING:
     from aigateway.cluster.cache_tier import SecondTier

@@ -10,10 +10,13 @@ Who calls what::
 
     middleware      request_started / request_finished    (routes, statuses, latency)
     dispatch        provider_call, retry                  (every attempt, via the observer)
-    pipeline        failover, usage / tokens              (per target, per answer)
-    streaming       tokens                                (usage of a streamed answer)
-    admission       queue_wait                            (once per admitted request)
-    batching        avoided                               (calls saved by coalescing)
+    pipeline        failover, usage / usage_from_body     (per target, per answer)
+                    queue_wait                            (around admission, via the observer)
+                    avoided                               (calls batching saved)
+    streaming       usage_from_body                       (usage of a streamed answer)
+    health probes   probe                                 (core.probe, handed it by operations)
+
+Calls the cache and de-duplication saved are counted by the cache, in its own store.
 
 Every method is cheap and never raises.  Code that must count somewhere but should keep
 nothing (a tool, a test) uses ``Accounting.private()``: real counters in private memory.
@@ -27,10 +30,10 @@ from typing import Any, Final
 
 import orjson
 
-from aigateway.core.usage import token_counts
 from aigateway.hotpath import SharedStats
 from aigateway.stats.registry import SERIES, slot_table, stats_schema
 from aigateway.stats.series import SeriesTable, series_key
+from aigateway.wire import token_counts
 
 __all__ = ("Accounting",)
 
@@ -124,7 +127,7 @@ class Accounting:
             self._add(("tokens", provider, model, "out"), completion)
 
     def usage(self, provider: str, model: str, usage: Any) -> None:
-        """Tokens from an OpenAI ``usage`` object (odd counts clamped, see ``core.usage``)."""
+        """Tokens from an OpenAI ``usage`` object (odd counts clamped: ``wire.token_counts``)."""
         if isinstance(usage, Mapping):
             self.tokens(provider, model, *token_counts(usage))
 

@@ -37,8 +37,8 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from aigateway.core.types import ApiRequest, Completed
 from aigateway.errors import GatewayError, GatewayTimeout, ProviderError
+from aigateway.wire import ApiRequest, Completed
 
 IDLE_S = 0.01
 PRIORITY_ORDER = ("critical", "high", "normal", "low")

@@ -54,8 +54,8 @@ from typing import Any, Final
 
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import CacheEntry
-from aigateway.core.types import ApiRequest, Completed, Streaming, close_events
 from aigateway.errors import GatewayError, GatewayTimeout, ProviderError
+from aigateway.wire import ApiRequest, Completed, Streaming, close_events
 
 Fetch = Callable[[], Awaitable[Completed | Streaming]]
 POLL_INTERVAL_S = 0.005

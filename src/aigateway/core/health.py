@@ -22,7 +22,8 @@ timeouts of the gateway's own limits, and rejected credentials; client errors (4
 successes (the provider answered); rate limits (429, handled by admission), an exhausted
 account, the client's own deadline and cancelled calls do not count.  Live traffic is
 fed in by dispatch itself (``Circuit.record``, every attempt); besides, one worker of the
-node probes every provider every ``probe_interval_s`` (0: only after a cool-down).
+node probes every provider every ``probe_interval_s`` (``core.probe``; 0: only after a
+cool-down).
 
 Region layout: one entry (``ENTRY``, 256 bytes) per provider, in ``params["providers"]``
 order, all changes under the region's lock (a ``flock``, so a killed worker never leaves
@@ -52,25 +53,18 @@ unless marked wall; the window counts calls in 6 buckets of 5 s::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from aigateway.errors import Fault
 from aigateway.hotpath.regions import RegionLock
-from aigateway.providers.base import ModelListAdapter
 from aigateway.shm_layout import Field, Layout
-from aigateway.upstream import UpstreamFailure, UpstreamResponse, UpstreamTimeout
-
-if TYPE_CHECKING:
-    from aigateway.core.providers import Provider
 
 logger = logging.getLogger("aigateway.health")
 
-__all__ = ("OUTCOMES", "Circuit", "HealthBoard", "HealthPolicy", "probe_loop")
+__all__ = ("OUTCOMES", "Circuit", "HealthBoard", "HealthPolicy")
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 STATE_NAMES: Final = {CLOSED: "healthy", OPEN: "open", HALF_OPEN: "half_open"}
@@ -412,72 +406,3 @@ class Circuit:
         report = self._board.report(self.name)
         last = report.get("last_failure")
         return f"its circuit is {report['state']}" + (f" (last failure: {last})" if last else "")
-
-
-async def probe_loop(
-    board: HealthBoard,
-    providers: Mapping[str, Provider],
-    on_probe: Callable[[str, str], None] | None = None,
-    tick_s: float = 0.25,
-) -> None:
-    """Probe the providers when this worker's turn comes (run in every worker)."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def run(provider: Provider) -> None:
-        try:
-            outcome = await probe(board, provider)
-        except Exception:
-            logger.exception("the health probe of %s failed", provider.name)
-            return
-        if on_probe is not None:
-            on_probe(provider.name, outcome)
-
-    try:
-        while True:
-            await asyncio.sleep(tick_s)
-            for name in board.providers:
-                provider = providers.get(name)
-                if provider is None or not provider.usable:
-                    continue
-                if not isinstance(provider.adapter, ModelListAdapter):
-                    continue
-                if board.take_probe(name):
-                    task = asyncio.ensure_future(run(provider))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def probe(board: HealthBoard, provider: Provider) -> str:
-    """One cheap call (the model list); its outcome feeds the provider's health."""
-    adapter = provider.adapter
-    assert isinstance(adapter, ModelListAdapter)
-    call = adapter.models_call()
-    started = time.monotonic()
-    timeout = board.policy.probe_timeout_s
-    try:
-        response = await provider.client.send(
-            call.method, call.url, headers=call.headers, body=call.body, timeout_s=timeout
-        )
-        try:
-            body = await response.read(max(timeout - (time.monotonic() - started), 0.001))
-        finally:
-            await response.close()
-        outcome = "ok" if 200 <= response.status < 300 else _outcome_of(provider, response, body)
-    except UpstreamTimeout:
-        outcome = "timeout"
-    except UpstreamFailure:
-        outcome = "unreachable"
-    seconds = time.monotonic() - started
-    board.record(provider.name, outcome, seconds, probe=True)
-    logger.debug("probe of %s: %s in %.3f s", provider.name, outcome, seconds)
-    return outcome
-
-
-def _outcome_of(provider: Provider, response: UpstreamResponse, body: bytes) -> str:
-    """A probe's error answer, classified by the provider's adapter like any call's; one
-    that says nothing about its health (a rate limit, say) shows it alive: it answered."""
-    failure = provider.adapter.classify_error(response.status, response.headers, body)
-    return failure.error.fault.outcome if failure.error.fault.health is not None else "ok"

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from aigateway.core.types import ApiRequest
 from aigateway.errors import InvalidRequest
 from aigateway.providers.base import ChatAdapter
 from aigateway.upstream import UpstreamClient, UpstreamFailure
+from aigateway.wire import ApiRequest
 
 
 class RemoteMedia:

@@ -36,7 +36,6 @@ from aigateway.core.providers import Provider, usable_targets
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.core.streaming import relay_stream
-from aigateway.core.types import ApiRequest, Completed, Streaming, Target
 from aigateway.errors import Fault, GatewayError, NotFound
 from aigateway.providers._openai_format import load_any
 from aigateway.providers.base import (
@@ -46,6 +45,7 @@ from aigateway.providers.base import (
     UpstreamCall,
 )
 from aigateway.scrub import Scrubber
+from aigateway.wire import ApiRequest, Completed, Streaming, Target
 
 logger = logging.getLogger("aigateway.pipeline")
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from aigateway.config import ProviderSettings, Settings
 from aigateway.core.health import Circuit
-from aigateway.core.types import Target
 from aigateway.errors import InvalidRequest, ProviderUnavailable
 from aigateway.providers.base import ChatAdapter
 from aigateway.upstream import PoolLimits, UpstreamClient, create_upstream_client
+from aigateway.wire import Target
 
 
 @dataclass(frozen=True, slots=True)

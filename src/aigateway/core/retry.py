@@ -2,21 +2,16 @@
 
 Exponential backoff with full jitter: before retry ``n`` (0-based) wait a random
 time in ``[0, min(max_delay, initial_delay * 2**n)]``. A provider's own
-``retry-after-ms`` or ``retry-after`` replaces the computed delay; when it asks
-for longer than ``max_delay`` the gateway stops retrying and passes the wait on
-to the client instead of holding the request.
+``retry-after-ms`` or ``retry-after`` (``wire.retry_after_from_headers``) replaces the
+computed delay; when it asks for longer than ``max_delay`` the gateway stops retrying
+and passes the wait on to the client instead of holding the request.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from time import time
-
-# Statuses worth another try: the request may succeed unchanged a moment later.
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
 @dataclass(slots=True)
@@ -40,35 +35,3 @@ class RetryPolicy:
             return retry_after_s if retry_after_s <= self.max_delay_s else None
         ceiling = min(self.max_delay_s, self.initial_delay_s * (2.0**retry_number))
         return ceiling * rand()
-
-
-def is_retryable_status(status: int) -> bool:
-    return status in RETRYABLE_STATUSES or status >= 500
-
-
-def retry_after_from_headers(
-    headers: Mapping[str, str], now: Callable[[], float] = time
-) -> float | None:
-    """The wait a provider asked for, in seconds, from ``retry-after-ms`` or ``retry-after``.
-
-    ``headers`` must have lower-case names. Unparseable values are ignored.
-    """
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms)
-        except ValueError:
-            value = -1.0
-        if 0 <= value < float("inf"):
-            return value / 1000.0
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:  # an HTTP date; the caller bounds a wait that lasts until 2099
-            seconds = max(0.0, parsedate_to_datetime(raw).timestamp() - now())
-        except (TypeError, ValueError, IndexError, OverflowError, OSError):
-            return None
-    return seconds if 0 <= seconds < float("inf") else None

@@ -21,10 +21,10 @@ import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from aigateway.config import AliasTarget
-from aigateway.core.types import Target
 from aigateway.errors import NotFound
 from aigateway.provider_specs import BUILT_IN
 from aigateway.provider_specs import families as spec_families
+from aigateway.wire import Target
 
 
 class Router:

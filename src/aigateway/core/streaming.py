@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 
 from aigateway.core.accounting import Accounting
 from aigateway.core.dispatch import Answer
-from aigateway.core.types import close_events
 from aigateway.errors import GatewayError, ProviderError
 from aigateway.hotpath import SSEDecoder
 from aigateway.providers._openai_format import load_any
 from aigateway.providers.base import ChatAdapter, StreamTranslator
 from aigateway.upstream import UpstreamFailure
+from aigateway.wire import close_events
 
 logger = logging.getLogger("aigateway.stream")
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from aigateway.core.types import ApiRequest
 from aigateway.errors import (
     GatewayError,
     ProviderError,
@@ -34,6 +33,7 @@ from aigateway.providers._openai_format import (
 )
 from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
 from aigateway.providers.failures import ErrorBody, Said, classify
+from aigateway.wire import ApiRequest
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicAdapter"]
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from aigateway.core.types import ApiRequest
 from aigateway.errors import GatewayError
+from aigateway.wire import ApiRequest
 
 
 @dataclass(frozen=True, slots=True)

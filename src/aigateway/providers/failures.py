@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from aigateway.core.retry import is_retryable_status, retry_after_from_headers
 from aigateway.errors import (
     Fault,
     GatewayError,
@@ -39,8 +38,12 @@ from aigateway.errors import (
     RateLimited,
 )
 from aigateway.providers.base import ProviderFailure
+from aigateway.wire import retry_after_from_headers
 
-__all__ = ("ErrorBody", "Said", "classify")
+__all__ = ("RETRYABLE_STATUSES", "ErrorBody", "Said", "classify", "is_retryable_status")
+
+# Statuses worth another try: the request may succeed unchanged a moment later.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
 class Said(Enum):
@@ -118,3 +121,7 @@ def classify(
             )
         )
     return ProviderFailure(error, retry_after)
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUSES or status >= 500

@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import orjson
 
-from aigateway.core.types import ApiRequest
 from aigateway.errors import (
     GatewayError,
     ProviderError,
@@ -45,6 +44,7 @@ from aigateway.providers._openai_format import (
 )
 from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
 from aigateway.providers.failures import ErrorBody, Said, classify
+from aigateway.wire import ApiRequest
 
 __all__ = ["GeminiAdapter"]
 

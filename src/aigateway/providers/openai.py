@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from aigateway.core.types import ApiRequest
 from aigateway.errors import (
     ProviderError,
 )
@@ -27,6 +26,7 @@ from aigateway.providers._openai_format import (
 )
 from aigateway.providers.base import ProviderFailure, StreamTranslator, UpstreamCall
 from aigateway.providers.failures import ErrorBody, Said, classify
+from aigateway.wire import ApiRequest
 
 
 class OpenAIAdapter:

@@ -31,9 +31,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from aigateway.core.types import PRIORITIES
 from aigateway.hotpath import Histogram, StatsSchema
 from aigateway.stats.series import COUNTER, GAUGE, HISTOGRAM, series_key
+from aigateway.wire import PRIORITIES
 
 __all__ = (
     "ADMISSION_OUTCOMES",

@@ -1,11 +1,20 @@
-"""The gateway's own request and result types, shared by the API layer and the core."""
+"""What passes between the layers: the gateway's own request and result types, and the
+facts of a provider's answer every layer reads the same way (its ``Retry-After``, the
+token counts of its ``usage``).
+
+A leaf: it imports nothing from the gateway, so the API layer, the core, the cache and
+the provider adapters all build on it without building on each other.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from email.utils import parsedate_to_datetime
+from time import time
+from typing import Any, Final, Literal
 
 Operation = Literal["chat", "embeddings"]
 #: Admission priorities, most urgent first.
@@ -85,3 +94,55 @@ async def close_events(events: AsyncIterator[bytes]) -> None:
         result = aclose()
         if inspect.isawaitable(result):
             await result
+
+
+def retry_after_from_headers(
+    headers: Mapping[str, str], now: Callable[[], float] = time
+) -> float | None:
+    """The wait a provider asked for, in seconds, from ``retry-after-ms`` or ``retry-after``.
+
+    ``headers`` must have lower-case names. Unparseable values are ignored.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms)
+        except ValueError:
+            value = -1.0
+        if 0 <= value < float("inf"):
+            return value / 1000.0
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:  # an HTTP date; the caller bounds a wait that lasts until 2099
+            seconds = max(0.0, parsedate_to_datetime(raw).timestamp() - now())
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
+            return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+# A provider's answer is served as it came, but its ``usage`` is only trusted this far: a
+# count is a whole number of tokens from 0 to MAX_TOKENS. An integral float (12.0) counts
+# as the integer it equals, a larger count is clamped, and anything else (a negative
+# number, a fraction, a string, a ``usage`` that is not an object) counts as 0.
+MAX_TOKENS: Final = 2**32 - 1
+
+
+def token_count(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return min(max(value, 0), MAX_TOKENS)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return min(max(int(value), 0), MAX_TOKENS)
+    return 0
+
+
+def token_counts(usage: Any) -> tuple[int, int]:
+    """(prompt tokens, completion tokens) of an OpenAI ``usage`` object."""
+    if not isinstance(usage, Mapping):
+        return 0, 0
+    return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
