@@ -33,6 +33,7 @@ from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import OpsRoutes
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
+from aigateway.cluster.cache_tier import SecondTier
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.admission import (
@@ -93,6 +94,8 @@ def create_app(settings: Settings) -> Starlette:
         admission = build_admission(settings, segment, operations.stats)
         admin_routes.admission = admission
         cache = open_cache(settings)
+        if cache is not None and redis is not None:  # the cluster's cache: a second tier
+            cache.shared = SecondTier(redis)
         pipeline = Pipeline(
             providers,
             build_router(settings),

@@ -44,5 +44,13 @@ class Keys:
     def cache_entry(self, key: bytes) -> str:
         return f"{self.prefix}c:{{{key.hex()}}}"
 
+    def cache_entries(self) -> str:
+        """The pattern (``SCAN MATCH``) of every cache entry of this gateway."""
+        return f"{self.prefix}c:*"
+
+    def cache_generation(self) -> str:
+        """A counter that ``DELETE /admin/cache`` moves: each node clears its first tier."""
+        return self.coordination + "cache-generation"
+
     def in_flight(self, key: bytes) -> str:
         return f"{self.prefix}f:{{{key.hex()}}}"

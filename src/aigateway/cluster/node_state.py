@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
 
 from aigateway import shm
+from aigateway.cache.store import LmdbStore
 from aigateway.config import Settings
 from aigateway.core.admission import PauseClock, pause_bucket_name
 from aigateway.core.health import HealthBoard
@@ -71,7 +71,7 @@ class NodeReader:
                 segment.region_lock_path(SERIES_REGION),
                 claim_slot=False,
             )
-        self._store: Any = None
+        self._store: LmdbStore | None = None
 
     def read(self) -> tuple[StatsSnapshot, list[Series], dict[str, int] | None]:
         series = self.table.read() if self.table is not None else []
@@ -84,16 +84,19 @@ class NodeReader:
             with contextlib.suppress(Exception):
                 self._store.close()
 
-    def _cache_counters(self) -> dict[str, int] | None:
+    def store(self) -> LmdbStore | None:
+        """The node's cache, opened once for the main process (LMDB must not be opened
+        twice in one process: closing the second handle breaks the first one's locks)."""
         settings = self.settings
         if not settings.cache_enabled or not settings.cache_path:
             return None
         if self._store is None:
-            from aigateway.cache.store import LmdbStore
-
             try:
                 self._store = LmdbStore(settings.cache_path, int(settings.cache_max_mb * 2**20))
             except Exception:
                 return None  # the workers have not made it yet
-        counters: dict[str, int] = self._store.counters()
-        return counters
+        return self._store
+
+    def _cache_counters(self) -> dict[str, int] | None:
+        store = self.store()
+        return store.counters() if store is not None else None

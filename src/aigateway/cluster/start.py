@@ -7,6 +7,7 @@ from typing import Any
 
 from aigateway import shm
 from aigateway.cluster.agent import AgentThread, NodeAgent
+from aigateway.cluster.cache_sync import CacheGeneration
 from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDeadlines
 from aigateway.cluster.figures import node_figures
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
@@ -40,13 +41,13 @@ def lease_region(settings: Settings) -> shm.RegionSpec:
     )
 
 
-def node_syncs(settings: Settings, segment: shm.Segment, stats: SharedStats) -> list[Sync]:
+def node_syncs(settings: Settings, segment: shm.Segment, reader: NodeReader) -> list[Sync]:
     """What the node shares besides membership, each a sync of the agent over the node's
     segment (leases of provider limits, pauses and health, live settings, the cache)."""
     names = [p.name for p in settings.providers]
     clocks = pause_clocks(segment, names)
     syncs: list[Sync] = [
-        lease_sync(settings, segment, stats),
+        lease_sync(settings, segment, reader.stats),
         DeadlineSync("pause", list(clocks), PauseDeadlines(clocks)),
     ]
     board = circuit_board(settings, segment)
@@ -55,6 +56,8 @@ def node_syncs(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
     live = live_settings(settings, segment)
     if live is not None:
         syncs.append(SettingsSync(live))  # the lease sync follows the live limits
+    if settings.cache_enabled and settings.cache_path is not None:
+        syncs.append(CacheGeneration(reader.store))  # DELETE /admin/cache anywhere
     return syncs
 
 
@@ -110,7 +113,7 @@ def start_agent(settings: Settings, segment: shm.Segment) -> AgentThread | None:
         return node_figures(*reader.read())
 
     agent = NodeAgent(settings, state, figures=figures)
-    for sync in node_syncs(settings, segment, reader.stats):
+    for sync in node_syncs(settings, segment, reader):
         agent.add(sync)
     agent.closing.append(reader.close)
     logger.info(

@@ -162,6 +162,9 @@ METRICS: Final = _declare(
            key="hits"),
     Metric("cache_misses", "counter", "Cache lookups that found nothing.", (), _CACHE,
            key="misses"),
+    Metric("cache_second_tier_hits", "counter", "First-tier misses answered from the "
+           "cluster's second tier in Redis (counted in cache_misses too).", (), _CACHE,
+           key="second_tier_hits"),
     Metric("cache_bypasses", "counter", "Requests that skipped the cache (no-cache).", (),
            _CACHE, key="bypasses"),
     Metric("cache_evictions", "counter", "Entries evicted to stay within the cache budget.",
