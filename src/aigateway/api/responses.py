@@ -33,7 +33,7 @@ from aigateway.hotpath import SSEDecoder
 from aigateway.providers._responses_answer import ResponseShell, from_completion
 from aigateway.providers._responses_request import ResponsesRequest, chat_body, read_request
 from aigateway.providers._responses_stream import ResponsesEvents
-from aigateway.wire import Streaming, close_events
+from aigateway.wire import ApiRequest, Streaming, close_events
 
 logger = logging.getLogger("aigateway.responses")
 
@@ -62,15 +62,12 @@ class ResponsesRoutes:
 
     async def create(self, request: Request) -> Response:
         pipeline, store = self._ready()
-        body = parse_json_object(await read_body(request, self.max_body_bytes))
-        parsed = read_request(body)
+        parsed = parse_responses_request(await read_body(request, self.max_body_bytes))
         owner = self.builder.owner(request)
         items = _conversation(store, owner, parsed)
-        chat = chat_body(parsed, items)
-        check_depth(chat)
-        api_request = self.builder.build(request, parse_chat_request(orjson.dumps(chat)))
+        api_request = self.builder.build(request, chat_request(parsed, items))
         result = await pipeline.chat(api_request, observer_of(request))
-        shell = ResponseShell(body, parsed.model)
+        shell = ResponseShell(parsed.body, parsed.model)
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
         keep = _Keeper(store, owner, items) if parsed.store else None
         if isinstance(result, Streaming):
@@ -100,6 +97,18 @@ class ResponsesRoutes:
         if not store.delete(self.builder.owner(request), response_id):
             raise _not_found(response_id)
         return json_response({"id": response_id, "object": "response", "deleted": True})
+
+
+def parse_responses_request(raw: bytes) -> ResponsesRequest:
+    """A Responses body checked (400 naming the field), before any stored turn is read."""
+    return read_request(parse_json_object(raw))
+
+
+def chat_request(parsed: ResponsesRequest, items: list[JsonObject]) -> ApiRequest:
+    """The chat request for the conversation ``items``, checked like any chat request."""
+    chat = chat_body(parsed, items)
+    check_depth(chat)
+    return parse_chat_request(orjson.dumps(chat))
 
 
 def _conversation(store: ResponseStore, owner: str, parsed: ResponsesRequest) -> list[JsonObject]:

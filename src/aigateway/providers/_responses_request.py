@@ -113,8 +113,8 @@ def chat_body(request: ResponsesRequest, items: list[JsonObject]) -> JsonObject:
         messages.append({"role": "system", "content": instructions})
     for i, item in enumerate(items):
         _add_item(messages, item, f"input[{i}]")
-    if not messages:
-        raise invalid("input", "expected at least one message")
+    if len(messages) == bool(instructions):  # reasoning items alone say nothing
+        raise invalid("input", "expected at least one message or function call")
     chat: JsonObject = {"model": request.model, "messages": messages}
     for name in SAME_NAME:
         if body.get(name) is not None:
