@@ -54,7 +54,11 @@ _RESPONSES_MESSAGE = {
     ],
 }
 _NAMED = {"type": "string", "minLength": 1}
-_REASONING = {"type": "object", "required": ["type"], "properties": {"type": {"const": "reasoning"}}}
+_REASONING = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"const": "reasoning"}},
+}
 _RESPONSES_ITEM = {
     "anyOf": [
         _RESPONSES_MESSAGE,
