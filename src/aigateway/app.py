@@ -31,6 +31,8 @@ from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import OpsRoutes
+from aigateway.api.responses import ResponsesRoutes
+from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStore
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.cluster.cache_tier import SecondTier
@@ -66,6 +68,7 @@ def create_app(settings: Settings) -> Starlette:
     native_routes = NativeRoutes(settings.max_body_bytes, builder)
     admin_routes = AdminRoutes()
     batch_routes = BatchRoutes(settings.max_body_bytes, builder)
+    responses_routes = ResponsesRoutes(settings.max_body_bytes, builder)
     document = openapi_document(
         [p.name for p in settings.providers], live_variables(settings.specs)
     )
@@ -115,6 +118,9 @@ def create_app(settings: Settings) -> Starlette:
             provider_pause_max_s=settings.provider_pause_max_s,
         )
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
+        responses_routes.pipeline = pipeline
+        responses_store = open_response_store(settings)
+        responses_routes.store = responses_store
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
         follow_live_settings(operations, providers, admission, cache)
@@ -124,6 +130,8 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await operations.stop()
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
+            responses_routes.pipeline = responses_routes.store = None
+            responses_store.close()
             if upkeep is not None:
                 upkeep.cancel()
             if cache is not None:
@@ -141,6 +149,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             *openai_routes.routes(),
+            *responses_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
             Route("/v1/batch", batch_routes.batch, methods=["POST"]),
             *OpsRoutes(operations).routes(),
@@ -213,6 +222,15 @@ def open_cache(settings: Settings) -> ResponseCache | None:
     return ResponseCache(
         store, settings.cache_ttl_minutes * 60.0, policy, settings.cache_max_entry_bytes
     )
+
+
+def open_response_store(settings: Settings) -> LmdbResponseStore | MemoryResponseStore:
+    """The node's stored Responses; a worker's own when run without a node directory."""
+    ttl_s = settings.responses_store_days * 86400.0
+    if settings.responses_path is None:
+        return MemoryResponseStore(ttl_s)
+    budget = int(settings.responses_store_mb * 1024 * 1024)
+    return LmdbResponseStore(settings.responses_path, budget, ttl_s)
 
 
 async def cache_upkeep(cache: ResponseCache) -> None:
