@@ -43,6 +43,7 @@ SNIPPET_CHARS = 60
 TOOL_ARGUMENTS = '{"location": "Paris"}'
 _TOOL_ARGUMENT_FRAGMENT = 6
 MAX_CHOICES = 128
+MAX_CALL_ID = 40
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 
 # --------------------------------------------------------------------------------------------
@@ -119,7 +120,29 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 param=f"messages[{index}]",
                 code="invalid_type",
             )
+        _check_call_ids(message, index)
     return messages
+
+
+def _check_call_ids(message: dict[str, Any], index: int) -> None:
+    """OpenAI refuses tool-call ids longer than 40 characters."""
+    calls = message.get("tool_calls")
+    ids = [
+        (f"tool_calls[{k}].id", c.get("id"))
+        for k, c in enumerate(calls or ())
+        if isinstance(c, dict)
+    ]
+    ids.append(("tool_call_id", message.get("tool_call_id")))
+    for where, call_id in ids:
+        if isinstance(call_id, str) and len(call_id) > MAX_CALL_ID:
+            param = f"messages[{index}].{where}"
+            raise MockRequestError(
+                400,
+                f"Invalid '{param}': string too long. Expected a string with maximum length "
+                f"{MAX_CALL_ID}, but got a string with length {len(call_id)} instead.",
+                param=param,
+                code="string_above_max_length",
+            )
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
