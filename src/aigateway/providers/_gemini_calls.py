@@ -9,8 +9,8 @@ must be able to go on with ``gpt-*``, as a failing-over alias does). So:
   the candidate, the call's position, name and arguments: the same answer (a cache hit, a
   replayed stream) always gets the same ids, and two calls never share one;
 * the signature, Gemini's own call id if it sent one, and the function's name are kept by the
-  adapter under that id in a bounded map (:class:`ThoughtSignatures`, :data:`MAX_SIGNATURES` entries, each for
-  :data:`SIGNATURE_TTL_S`), one per worker process.
+  adapter under that id in a bounded map (:class:`ThoughtSignatures`: :data:`MAX_SIGNATURES`
+  entries, each for :data:`SIGNATURE_TTL_S`), one per worker process.
 
 When the history comes back, a kept signature goes back on its ``functionCall`` part. A call
 whose signature is unknown (the history came from another model, another worker or node served
