@@ -154,7 +154,7 @@ def test_an_error_inside_an_openai_stream_is_raised_with_its_message(
     sdk: openai.OpenAI, mock: MockProvider
 ) -> None:
     mock.faults({"stream_error_after_chunks": 2, "message": "The engine overheated."})
-    with pytest.raises(openai.APIError) as caught:  # noqa: PT012 - the error comes mid-stream
+    with pytest.raises(openai.APIError) as caught:
         for _ in sdk.chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True):
             pass
     assert "The engine overheated." in caught.value.message

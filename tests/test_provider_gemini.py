@@ -122,7 +122,10 @@ def test_generation_parameters_map_to_generation_config(adapter: GeminiAdapter) 
         seed=7,
         presence_penalty=0.5,
         frequency_penalty=-0.5,
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object"}},
+        },
     )
     assert sent(adapter.chat_call(chat(body), MODEL))["generationConfig"] == {
         "temperature": 1.7,
