@@ -10,6 +10,7 @@ from aigateway.api.builder import RequestBuilder
 from aigateway.api.http import event_stream, json_response, observer_of, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
 from aigateway.core.pipeline import Pipeline
+from aigateway.errors import NotFound
 from aigateway.wire import Streaming
 
 
@@ -26,6 +27,7 @@ class OpenAIRoutes:
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
         ]
 
     def _pipeline(self) -> Pipeline:
@@ -50,3 +52,13 @@ class OpenAIRoutes:
     async def models(self, request: Request) -> Response:
         models = await self._pipeline().models(observer_of(request))
         return json_response({"object": "list", "data": models})
+
+    async def model(self, request: Request) -> Response:
+        """One model object (``client.models.retrieve``); 404 as OpenAI answers it."""
+        model_id: str = request.path_params["model_id"]
+        model = await self._pipeline().model(model_id, observer_of(request))
+        if model is None:
+            raise NotFound(
+                f"The model '{model_id}' does not exist", param="model", code="model_not_found"
+            )
+        return json_response(model)

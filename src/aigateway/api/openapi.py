@@ -392,6 +392,31 @@ def openapi_document(
                     },
                 }
             },
+            "/v1/models/{model_id}": {
+                "get": {
+                    "summary": "One model (a provider's, as 'provider/model' too) or an alias",
+                    "parameters": [
+                        {
+                            "name": "model_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAI's model object",
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "required": ["id", "object", "created", "owned_by"],
+                                }
+                            ),
+                        },
+                        **_errors(404),
+                    },
+                }
+            },
             "/health": {
                 "get": {
                     "summary": "Liveness and each provider's state",

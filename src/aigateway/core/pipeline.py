@@ -205,6 +205,16 @@ class Pipeline:
             models.extend(result)
         return models
 
+    async def model(self, model_id: str, observer: CallObserver) -> dict[str, Any] | None:
+        """``GET /v1/models/{id}``: an alias, or a model some provider lists (as
+        ``provider/model`` too); None when neither."""
+        if self._router.is_alias(model_id):
+            return {"id": model_id, "object": "model", "created": 0, "owned_by": "aigateway"}
+        for model in await self.models(observer):
+            if model_id in (model.get("id"), f"{model.get('provider')}/{model.get('id')}"):
+                return {**model, "id": model_id}
+        return None
+
     async def _models_of(
         self, provider: Provider, deadline: float, observer: CallObserver
     ) -> list[dict[str, Any]]:

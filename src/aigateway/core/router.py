@@ -79,6 +79,9 @@ class Router:
             code="model_not_found",
         )
 
+    def is_alias(self, model: str) -> bool:
+        return model in self._aliases
+
     def _expand(self, chain: Sequence[AliasTarget]) -> list[Target]:
         ordered = list(chain)
         weighted = [entry for entry in chain if entry.weight > 0]

@@ -3,7 +3,9 @@
 System and developer messages move to the top-level ``system``; ``tool`` messages become
 ``tool_result`` blocks of a user turn; consecutive turns of one role are merged (as Anthropic
 would do itself); ``max_tokens``, which Anthropic requires, gets the adapter's default when the
-client gave none. A parameter Anthropic cannot take is a 400 naming it, never dropped silently.
+client gave none. Structured output, reasoning effort, stop sequences and sampling follow the
+rules of :mod:`aigateway.providers._anthropic_options`. Any other parameter Anthropic cannot take
+is a 400 naming it, never dropped silently.
 """
 
 from __future__ import annotations
@@ -11,6 +13,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from aigateway.providers._anthropic_options import (
+    apply_thinking,
+    drop_blank_stops,
+    json_answer,
+    one_sampler,
+    sampling_allowed,
+)
 from aigateway.providers._openai_format import (
     JsonObject,
     data_url,
@@ -39,7 +48,6 @@ _UNSUPPORTED = (
     "frequency_penalty",
     "audio",
     "prediction",
-    "reasoning_effort",
     "web_search_options",
 )
 
@@ -83,7 +91,9 @@ def build_request(
     elif system:
         request["system"] = [{"type": "text", "text": text} for text in system]
     _add_tools(body, request)
-    _add_sampling(body, request)
+    _add_json_answer(body, request, model)
+    _add_sampling(body, request, model)
+    apply_thinking(body, request, model)
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str) and user:
         request["metadata"] = {"user_id": user}
@@ -224,7 +234,29 @@ def _add_tools(body: JsonObject, request: JsonObject) -> None:
     request["tool_choice"] = anthropic_choice
 
 
-def _add_sampling(body: JsonObject, request: JsonObject) -> None:
+def _add_json_answer(body: JsonObject, request: JsonObject, model: str) -> None:
+    answer = json_answer(body, model)
+    if answer is None:
+        return
+    if answer.output_format is not None:
+        request["output_config"] = {"format": answer.output_format}
+        return
+    if "tools" in request:
+        raise unsupported(
+            PROVIDER,
+            "response_format",
+            f"{model} answers in JSON through a forced tool call, which cannot be combined "
+            "with 'tools'",
+        )
+    request["tools"] = [answer.tool]
+    request["tool_choice"] = {
+        "type": "tool",
+        "name": answer.tool_name,
+        "disable_parallel_tool_use": True,
+    }
+
+
+def _add_sampling(body: JsonObject, request: JsonObject, model: str) -> None:
     n = body.get("n")
     if n is not None and n != 1:
         raise unsupported(PROVIDER, "n", "Anthropic answers with one message per request")
@@ -242,14 +274,14 @@ def _add_sampling(body: JsonObject, request: JsonObject) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise invalid("top_k", "expected a whole number >= 0")
         request["top_k"] = top_k
-    stop = stop_sequences(body)
+    if "temperature" in request and "top_p" in request and one_sampler(model):
+        del request["top_p"]  # "cannot both be specified for this model"
+    if not sampling_allowed(model):
+        for name in ("temperature", "top_p", "top_k"):
+            request.pop(name, None)
+    stop = drop_blank_stops(stop_sequences(body))
     if stop:
         request["stop_sequences"] = stop
-    response_format = body.get("response_format")
-    if response_format is not None and (
-        not isinstance(response_format, dict) or response_format.get("type") != "text"
-    ):
-        raise unsupported(PROVIDER, "response_format", "only the 'text' format")
     modalities = body.get("modalities")
     if modalities is not None and modalities != ["text"]:
         raise unsupported(PROVIDER, "modalities", "this gateway relays text answers only")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aigateway.providers._gemini_request import encode_call_id
+from aigateway.providers._gemini_calls import CallIds
 from aigateway.providers._openai_format import JsonObject, tool_call, usage
 
 __all__ = [
     "blocked",
+    "candidate_logprobs",
     "error_detail",
     "finish_reason",
     "gemini_usage",
@@ -37,11 +38,16 @@ _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 # --- reading answers -----------------------------------------------------------------------
 
 
-def read_candidate(candidate: Any, position: int) -> tuple[int, str, list[JsonObject], str | None]:
-    """(choice index, text, OpenAI tool calls, Gemini finish reason) of one candidate."""
+def read_candidate(
+    candidate: Any, position: int, ids: CallIds
+) -> tuple[int, str, list[JsonObject], str | None]:
+    """(choice index, text, OpenAI tool calls, Gemini finish reason) of one candidate; each
+    call gets its id from ``ids``."""
     if not isinstance(candidate, dict):
         return position, "", [], None
     index = candidate.get("index")
+    if not isinstance(index, int):
+        index = position
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None
     texts: list[str] = []
@@ -55,15 +61,41 @@ def read_candidate(candidate: Any, position: int) -> tuple[int, str, list[JsonOb
             continue
         call = part.get("functionCall")
         if isinstance(call, dict) and isinstance(call.get("name"), str):
-            call_id = encode_call_id(call["name"], call.get("id"), part.get("thoughtSignature"))
-            calls.append(tool_call(call_id, call["name"], call.get("args") or {}))
+            args = call.get("args") or {}
+            call_id = ids.new(index, call["name"], args, part)
+            calls.append(tool_call(call_id, call["name"], args))
     reason = candidate.get("finishReason")
     return (
-        index if isinstance(index, int) else position,
+        index,
         "".join(texts),
         calls,
         reason if isinstance(reason, str) else None,
     )
+
+
+def candidate_logprobs(candidate: Any) -> JsonObject | None:
+    """Gemini's ``logprobsResult`` as an OpenAI choice's ``logprobs`` (``bytes`` are the
+    token's UTF-8 bytes, which Gemini does not send); None without one."""
+    result = candidate.get("logprobsResult") if isinstance(candidate, dict) else None
+    if not isinstance(result, dict):
+        return None
+    chosen = result.get("chosenCandidates")
+    tops = result.get("topCandidates")
+    content: list[JsonObject] = []
+    for i, token in enumerate(chosen if isinstance(chosen, list) else ()):
+        top = tops[i].get("candidates") if isinstance(tops, list) and i < len(tops) else None
+        entry = _token_logprob(token)
+        entry["top_logprobs"] = [_token_logprob(t) for t in top or () if isinstance(t, dict)]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def _token_logprob(token: Any) -> JsonObject:
+    text = token.get("token") if isinstance(token, dict) else None
+    value = token.get("logProbability") if isinstance(token, dict) else None
+    text = text if isinstance(text, str) else ""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return {"token": text, "logprob": value if number else 0.0, "bytes": list(text.encode())}
 
 
 def finish_reason(reason: str | None, has_calls: bool) -> str:

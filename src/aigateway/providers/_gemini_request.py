@@ -1,25 +1,26 @@
-"""OpenAI chat requests as Gemini ``generateContent`` bodies (v1beta), and Gemini's call ids.
+"""OpenAI chat requests as Gemini ``generateContent`` bodies (v1beta).
 
-Gemini often leaves ``functionCall.id`` out, and its ``functionResponse`` needs the function's
-name, which an OpenAI ``tool`` message does not carry. So the OpenAI tool-call ids this adapter
-hands out are ``call_`` + unpadded base64url of a small JSON object: the function name (``n``),
-Gemini's own id if it sent one (``i``), the part's ``thoughtSignature`` if any (``s``; Gemini 3
-rejects a replayed call without it) and a random nonce (``r``) so that equal calls get distinct
-ids. When the history comes back, the name is taken from the assistant message that made the
-call (any id works), else decoded from the id; id and signature are restored from the id.
+Tool-call ids and the thought signatures behind them: :mod:`aigateway.providers._gemini_calls`
+(a tool message's function name is taken from the assistant turn that made the call).
+``reasoning_effort`` becomes ``thinkingConfig`` (:func:`thinking_config`), ``logprobs`` and
+``top_logprobs`` become ``responseLogprobs`` and ``logprobs``, a ``json_schema`` response format
+``responseJsonSchema`` restricted to the keywords Gemini lists (:mod:`._json_schema`).
 """
 
 from __future__ import annotations
 
-import base64
 import re
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from aigateway.errors import InvalidRequest
+from aigateway.providers._gemini_calls import (
+    PLACEHOLDER_SIGNATURE,
+    ThoughtSignatures,
+    needs_signatures,
+)
+from aigateway.providers._json_schema import GEMINI_KEYWORDS, restrict
 from aigateway.providers._openai_format import (
     JsonObject,
     data_url,
@@ -35,74 +36,46 @@ from aigateway.providers._openai_format import (
     unsupported,
 )
 
-__all__ = ["PROVIDER", "CallRef", "build_request", "decode_call_id", "encode_call_id"]
+__all__ = ["PROVIDER", "THINKING_BUDGETS", "build_request", "thinking_config"]
 
 PROVIDER = "Gemini"
 MAX_STOP_SEQUENCES = 5
 MAX_CANDIDATES = 8
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,127}\Z")
-_ID_PREFIX = "call_"
 _MODES = {"none": "NONE", "auto": "AUTO", "required": "ANY", "function": "ANY"}
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
-_UNSUPPORTED = (
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "audio",
-    "prediction",
-    "reasoning_effort",
-    "web_search_options",
-)
-
-
-# --- call ids ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallRef:
-    name: str
-    gemini_id: str | None
-    signature: str | None
-
-
-def encode_call_id(name: str, gemini_id: Any = None, signature: Any = None) -> str:
-    payload: JsonObject = {"n": name, "r": uuid.uuid4().hex[:8]}
-    if isinstance(gemini_id, str) and gemini_id:
-        payload["i"] = gemini_id
-    if isinstance(signature, str) and signature:
-        payload["s"] = signature
-    token = base64.urlsafe_b64encode(orjson.dumps(payload)).rstrip(b"=").decode("ascii")
-    return _ID_PREFIX + token
-
-
-def decode_call_id(call_id: Any) -> CallRef | None:
-    """What an id made by :func:`encode_call_id` holds; None for any other id."""
-    if not isinstance(call_id, str) or not call_id.startswith(_ID_PREFIX):
-        return None
-    token = call_id[len(_ID_PREFIX) :]
-    try:
-        payload = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, orjson.JSONDecodeError):  # binascii.Error is a ValueError
-        return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("n"), str):
-        return None
-    gemini_id, signature = payload.get("i"), payload.get("s")
-    return CallRef(
-        payload["n"],
-        gemini_id if isinstance(gemini_id, str) else None,
-        signature if isinstance(signature, str) else None,
-    )
+_UNSUPPORTED = ("logit_bias", "audio", "prediction", "web_search_options")
+MAX_TOP_LOGPROBS = 20
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+# Google's OpenAI-compatible endpoint maps low/medium/high to these budgets on Gemini 2.5;
+# minimal and xhigh/max are this gateway's choice (2.5 Flash takes at most 24576).
+THINKING_BUDGETS = {
+    "none": 0,
+    "minimal": 512,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": 24576,
+    "max": 24576,
+}
+PRO_MIN_BUDGET = 128  # 2.5 Pro cannot switch thinking off
+# Gemini 3 levels (3 Pro takes only low and high; thinking cannot be switched off).
+_LEVELS = {"none": "low", "minimal": "low", "low": "low", "medium": "high"}
 
 
 # --- the request ---------------------------------------------------------------------------
 
 
-def build_request(body: JsonObject) -> JsonObject:
-    """The ``generateContent`` body for an OpenAI chat request (the model goes in the URL)."""
+def build_request(
+    body: JsonObject, model: str = "", signatures: ThoughtSignatures | None = None
+) -> JsonObject:
+    """The ``generateContent`` body for an OpenAI chat request (the model goes in the URL);
+    ``signatures``: the thought signatures kept for the calls in the history."""
     reject_set(body, PROVIDER, _UNSUPPORTED, "Gemini has no equivalent through this gateway")
     system: list[JsonObject] = []
     contents: list[JsonObject] = []
     names: dict[str, str] = {}  # OpenAI tool-call id -> function name, from assistant turns
+    ids: dict[str, str] = {}  # OpenAI tool-call id -> Gemini's own call id, where it sent one
     for i, message in enumerate(body.get("messages") or ()):
         where = f"messages[{i}]"
         role = message.get("role")
@@ -116,11 +89,13 @@ def build_request(body: JsonObject) -> JsonObject:
                 raise invalid(f"{where}.content", "Gemini does not accept an empty message")
             _append(contents, "user", parts)
         elif role == "assistant":
-            parts = _model_parts(message, where, names)
+            signed = needs_signatures(model)
+            parts = _model_parts(message, where, (names, ids), signatures, signed)
             if parts:
                 _append(contents, "model", parts)
         elif role == "tool":
-            _append(contents, "user", [_function_response(message, where, names)])
+            response = _function_response(message, where, names, ids, signatures)
+            _append(contents, "user", [response])
         else:
             raise unsupported(PROVIDER, f"{where}.role", f"the {role!r} role; use tools")
     if not contents:
@@ -130,6 +105,9 @@ def build_request(body: JsonObject) -> JsonObject:
         request["systemInstruction"] = {"parts": system}
     _add_tools(body, request)
     config = _generation_config(body)
+    thinking = thinking_config(body, model)
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     if config:
         request["generationConfig"] = config
     return request
@@ -198,7 +176,15 @@ def _file(file: Any, param: str) -> JsonObject:
     return {"inlineData": {"mimeType": inline.mime_type, "data": inline.data}}
 
 
-def _model_parts(message: JsonObject, where: str, names: dict[str, str]) -> list[JsonObject]:
+def _model_parts(
+    message: JsonObject,
+    where: str,
+    seen: tuple[dict[str, str], dict[str, str]],
+    signatures: ThoughtSignatures | None,
+    signed: bool,
+) -> list[JsonObject]:
+    """The model turn; ``seen``: (names, Gemini ids) by OpenAI call id, filled in here."""
+    names, ids = seen
     parts: list[JsonObject] = []
     for param, part in text_parts(message.get("content"), where):
         kind = part.get("type")
@@ -210,6 +196,7 @@ def _model_parts(message: JsonObject, where: str, names: dict[str, str]) -> list
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise invalid(f"{where}.tool_calls", "expected a list")
+    call_parts: list[JsonObject] = []
     for k, call in enumerate(calls):
         param = f"{where}.tool_calls[{k}]"
         function = call.get("function") if isinstance(call, dict) else None
@@ -218,25 +205,36 @@ def _model_parts(message: JsonObject, where: str, names: dict[str, str]) -> list
         name: str = function["name"]
         args = tool_arguments(function.get("arguments"), f"{param}.function.arguments")
         call_id = call.get("id")
-        ref = decode_call_id(call_id)
+        kept = signatures.recall(call_id) if signatures is not None else None
         function_call: JsonObject = {"name": name, "args": args}
-        if ref is not None and ref.gemini_id:
-            function_call["id"] = ref.gemini_id
+        if kept is not None and kept.gemini_id and isinstance(call_id, str):
+            function_call["id"] = ids[call_id] = kept.gemini_id
         gemini_part: JsonObject = {"functionCall": function_call}
-        if ref is not None and ref.signature:
-            gemini_part["thoughtSignature"] = ref.signature
-        parts.append(gemini_part)
+        if kept is not None and kept.signature:
+            gemini_part["thoughtSignature"] = kept.signature
+        call_parts.append(gemini_part)
         if isinstance(call_id, str):
             names[call_id] = name
-    return parts
+    if signed and call_parts and not any("thoughtSignature" in p for p in call_parts):
+        # a turn Gemini did not make (or whose signature is gone): Google's placeholder
+        call_parts[0]["thoughtSignature"] = PLACEHOLDER_SIGNATURE
+    return parts + call_parts
 
 
-def _function_response(message: JsonObject, where: str, names: dict[str, str]) -> JsonObject:
+def _function_response(
+    message: JsonObject,
+    where: str,
+    names: dict[str, str],
+    ids: dict[str, str],
+    signatures: ThoughtSignatures | None,
+) -> JsonObject:
     call_id = message.get("tool_call_id")
-    ref = decode_call_id(call_id)
     name = names.get(call_id) if isinstance(call_id, str) else None
-    if name is None and ref is not None:
-        name = ref.name
+    gemini_id = ids.get(call_id) if isinstance(call_id, str) else None
+    if name is None and signatures is not None:  # the assistant turn was left out
+        kept = signatures.recall(call_id)
+        if kept is not None:
+            name, gemini_id = kept.name, kept.gemini_id
     if name is None:
         raise invalid(
             f"{where}.tool_call_id",
@@ -248,8 +246,8 @@ def _function_response(message: JsonObject, where: str, names: dict[str, str]) -
     except orjson.JSONDecodeError:
         parsed = None
     response: JsonObject = {"name": name, "response": _struct(parsed, text)}
-    if ref is not None and ref.gemini_id:
-        response["id"] = ref.gemini_id
+    if gemini_id is not None:
+        response["id"] = gemini_id
     return {"functionResponse": response}
 
 
@@ -321,7 +319,44 @@ def _generation_config(body: JsonObject) -> JsonObject:
     if modalities is not None and modalities != ["text"]:
         raise unsupported(PROVIDER, "modalities", "this gateway relays text answers only")
     _response_format(body.get("response_format"), config)
+    _logprobs(body, config)
     return config
+
+
+def _logprobs(body: JsonObject, config: JsonObject) -> None:
+    """OpenAI ``logprobs`` + ``top_logprobs`` are Gemini ``responseLogprobs`` + ``logprobs``."""
+    wanted = body.get("logprobs")
+    top = body.get("top_logprobs")
+    if wanted is not None and not isinstance(wanted, bool):
+        raise invalid("logprobs", "expected true or false")
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise invalid("top_logprobs", f"expected a whole number from 0 to {MAX_TOP_LOGPROBS}")
+        if wanted is not True:
+            raise invalid("top_logprobs", "'logprobs' must be true to ask for top_logprobs")
+    if wanted:
+        config["responseLogprobs"] = True
+        if top:
+            config["logprobs"] = top
+
+
+def thinking_config(body: JsonObject, model: str) -> JsonObject | None:
+    """``reasoning_effort`` as Gemini 3's ``thinkingLevel`` or Gemini 2.5's ``thinkingBudget``;
+    None when not asked for, or for models that do not think (Gemini 2.0 and older)."""
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return None
+    if effort not in EFFORTS:
+        raise invalid("reasoning_effort", "expected one of " + ", ".join(EFFORTS))
+    name = model.removeprefix("models/")
+    if name.startswith(("gemini-1", "gemini-2.0")):
+        return None
+    if name.startswith("gemini-3"):
+        return {"thinkingLevel": _LEVELS.get(effort, "high")}
+    budget = THINKING_BUDGETS[effort]
+    if "-pro" in name:
+        budget = max(budget, PRO_MIN_BUDGET)
+    return {"thinkingBudget": budget}
 
 
 def _response_format(value: Any, config: JsonObject) -> None:
@@ -339,6 +374,6 @@ def _response_format(value: Any, config: JsonObject) -> None:
         if not isinstance(schema, dict):
             raise invalid("response_format.json_schema.schema", "expected a JSON Schema object")
         config["responseMimeType"] = "application/json"
-        config["responseJsonSchema"] = schema
+        config["responseJsonSchema"] = restrict(schema, GEMINI_KEYWORDS)
         return
     raise invalid("response_format.type", "expected 'text', 'json_object' or 'json_schema'")

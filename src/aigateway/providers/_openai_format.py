@@ -255,12 +255,21 @@ def tool_call(call_id: str, name: str, arguments: Any) -> JsonObject:
 
 
 def choice(
-    index: int, text: str | None, tool_calls: list[JsonObject], finish_reason: str
+    index: int,
+    text: str | None,
+    tool_calls: list[JsonObject],
+    finish_reason: str,
+    logprobs: JsonObject | None = None,
 ) -> JsonObject:
     message: JsonObject = {"role": "assistant", "content": text, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
+    }
 
 
 def completion(
@@ -292,10 +301,16 @@ class ChunkWriter:
         }
         self.include_usage = include_usage
 
-    def chunk(self, index: int, delta: JsonObject, finish_reason: str | None = None) -> bytes:
+    def chunk(
+        self,
+        index: int,
+        delta: JsonObject,
+        finish_reason: str | None = None,
+        logprobs: JsonObject | None = None,
+    ) -> bytes:
         payload = dict(self._head)
         payload["choices"] = [
-            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         ]
         if self.include_usage:
             payload["usage"] = None

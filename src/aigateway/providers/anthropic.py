@@ -18,6 +18,7 @@ from aigateway.errors import (
     GatewayError,
     ProviderError,
 )
+from aigateway.providers._anthropic_options import json_answer
 from aigateway.providers._anthropic_request import build_request
 from aigateway.providers._openai_format import (
     ChunkWriter,
@@ -105,19 +106,26 @@ class AnthropicAdapter:
 
     def chat_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
         data = load_object(self.name, body)
+        json_tool = _json_tool(request, model)
         texts: list[str] = []
         calls: list[JsonObject] = []
+        structured = False
         for block in data.get("content") or ():
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
             if kind == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
+            elif kind == "tool_use" and block.get("name") == json_tool:
+                texts.append(orjson.dumps(block.get("input")).decode())  # the structured answer
+                structured = True
             elif kind == "tool_use" and isinstance(block.get("name"), str):
                 calls.append(tool_call(str(block.get("id")), block["name"], block.get("input")))
             # thinking and redacted_thinking blocks have no place in an OpenAI message
         text = "".join(texts) if texts or not calls else None
         finish = _FINISH.get(data.get("stop_reason") or "", "stop")
+        if finish == "tool_calls" and structured and not calls:
+            finish = "stop"  # the forced JSON tool answered: for the client, a plain answer
         return completion(
             completion_id(data.get("id")),
             _model_name(data, model),
@@ -126,7 +134,9 @@ class AnthropicAdapter:
         )
 
     def chat_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
-        return _AnthropicStream(self, model, include_usage(request.body))
+        return _AnthropicStream(
+            self, model, include_usage(request.body), _json_tool(request, model)
+        )
 
     # models ---------------------------------------------------------------------------
 
@@ -172,14 +182,20 @@ class _AnthropicStream:
         "_blocks",
         "_finish",
         "_include_usage",
+        "_json_blocks",
+        "_json_tool",
         "_model",
         "_stopped",
         "_usage",
         "_writer",
     )
 
-    def __init__(self, adapter: AnthropicAdapter, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, adapter: AnthropicAdapter, model: str, include_usage: bool, json_tool: str | None
+    ) -> None:
         self._adapter = adapter
+        self._json_tool = json_tool  # the forced tool whose input is the answer, if any
+        self._json_blocks: set[Any] = set()
         self._model = model
         self._include_usage = include_usage
         self._writer: ChunkWriter | None = None
@@ -222,6 +238,8 @@ class _AnthropicStream:
             if not isinstance(reason, str):
                 return []
             self._finish = _FINISH.get(reason, "stop")
+            if self._finish == "tool_calls" and self._json_blocks and not self._blocks:
+                self._finish = "stop"  # only the JSON tool was called
             return [self._chunks().chunk(0, {}, self._finish)]
         if kind == "message_stop":
             self._stopped = True
@@ -240,8 +258,12 @@ class _AnthropicStream:
             if isinstance(text, str) and text:
                 return [self._chunks().chunk(0, {"content": text})]
         elif kind == "input_json_delta":
-            index = self._blocks.get(payload.get("index"))
             fragment = delta.get("partial_json")
+            if payload.get("index") in self._json_blocks:
+                if isinstance(fragment, str) and fragment:
+                    return [self._chunks().chunk(0, {"content": fragment})]
+                return []
+            index = self._blocks.get(payload.get("index"))
             if index is not None and isinstance(fragment, str) and fragment:
                 call = {"index": index, "function": {"arguments": fragment}}
                 return [self._chunks().chunk(0, {"tool_calls": [call]})]
@@ -256,6 +278,11 @@ class _AnthropicStream:
             text = block.get("text")
             if isinstance(text, str) and text:
                 return [self._chunks().chunk(0, {"content": text})]
+        elif kind == "tool_use" and block.get("name") == self._json_tool:
+            self._json_blocks.add(payload.get("index"))
+            given = block.get("input")
+            if given:
+                return [self._chunks().chunk(0, {"content": orjson.dumps(given).decode()})]
         elif kind == "tool_use" and isinstance(block.get("name"), str):
             index = self._blocks[payload.get("index")] = len(self._blocks)
             given = block.get("input")
@@ -288,6 +315,12 @@ class _AnthropicStream:
         if self._finish is None:
             raise ProviderError(f"{self._adapter.name} stream ended before the answer was complete")
         return self._usage_chunk()  # finished, only message_stop went missing
+
+
+def _json_tool(request: ApiRequest, model: str) -> str | None:
+    """The name of the tool forced to carry a structured answer (see _anthropic_options)."""
+    answer = json_answer(request.body, model)
+    return answer.tool_name if answer is not None else None
 
 
 def _usage(counts: Any) -> JsonObject:

@@ -22,6 +22,7 @@ from aigateway.errors import (
 )
 from aigateway.providers._gemini_answer import (
     blocked,
+    candidate_logprobs,
     error_detail,
     finish_reason,
     gemini_usage,
@@ -30,6 +31,7 @@ from aigateway.providers._gemini_answer import (
     read_candidate,
     retry_delay,
 )
+from aigateway.providers._gemini_calls import CallIds, ThoughtSignatures
 from aigateway.providers._gemini_request import PROVIDER, build_request
 from aigateway.providers._openai_format import (
     ChunkWriter,
@@ -63,8 +65,11 @@ class GeminiAdapter:
         api_key: str | None,
         *,
         key_variable: str = "GOOGLE_AI_API_KEY",
+        signatures: ThoughtSignatures | None = None,
     ) -> None:
         self.name = name
+        # This worker's thought signatures, by tool-call id (see providers._gemini_calls).
+        self.signatures = signatures if signatures is not None else ThoughtSignatures()
         self._base_url = base_url.rstrip("/")
         self._key_variable = key_variable
         headers = {"content-type": "application/json", "accept": "application/json"}
@@ -86,7 +91,7 @@ class GeminiAdapter:
     # chat ------------------------------------------------------------------------------
 
     def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall:
-        body = orjson.dumps(build_request(request.body))
+        body = orjson.dumps(build_request(request.body, model, self.signatures))
         url = self._model_url(model)
         if request.stream:
             return UpstreamCall(
@@ -98,13 +103,14 @@ class GeminiAdapter:
         data = load_object(self.name, body)
         candidates = data.get("candidates")
         choices: list[JsonObject] = []
+        ids = CallIds(data.get("responseId"), self.signatures)
         if isinstance(candidates, list) and candidates:
             for position, candidate in enumerate(candidates):
-                index, text, calls, reason = read_candidate(candidate, position)
+                index, text, calls, reason = read_candidate(candidate, position, ids)
                 text_or_none = text if text or not calls else None
-                choices.append(
-                    choice(index, text_or_none, calls, finish_reason(reason, bool(calls)))
-                )
+                finish = finish_reason(reason, bool(calls))
+                logprobs = candidate_logprobs(candidate)
+                choices.append(choice(index, text_or_none, calls, finish, logprobs))
         elif blocked(data):
             choices.append(choice(0, "", [], "content_filter"))
         else:
@@ -217,7 +223,16 @@ class GeminiAdapter:
 class _GeminiStream:
     """Each Gemini event is a whole ``GenerateContentResponse`` holding only the new parts."""
 
-    __slots__ = ("_adapter", "_finished", "_include_usage", "_model", "_tools", "_usage", "_writer")
+    __slots__ = (
+        "_adapter",
+        "_finished",
+        "_ids",
+        "_include_usage",
+        "_model",
+        "_tools",
+        "_usage",
+        "_writer",
+    )
 
     def __init__(self, adapter: GeminiAdapter, model: str, include_usage: bool) -> None:
         self._adapter = adapter
@@ -227,6 +242,7 @@ class _GeminiStream:
         self._tools: dict[int, int] = {}  # choice index -> tool calls sent so far
         self._finished: set[int] = set()
         self._usage: Any = None
+        self._ids: CallIds | None = None
 
     def event(self, data: bytes) -> list[bytes]:
         payload = load_any(data)
@@ -241,6 +257,8 @@ class _GeminiStream:
                 model_name(payload, self._model),
                 self._include_usage,
             )
+            self._ids = CallIds(payload.get("responseId"), self._adapter.signatures)
+        assert self._ids is not None
         if "usageMetadata" in payload:
             self._usage = payload["usageMetadata"]
         out: list[bytes] = []
@@ -253,13 +271,14 @@ class _GeminiStream:
                 out.append(writer.chunk(0, {}, "content_filter"))
             return out
         for position, candidate in enumerate(candidates):
-            index, text, calls, reason = read_candidate(candidate, position)
+            index, text, calls, reason = read_candidate(candidate, position, self._ids)
             sent = self._tools.get(index)
             if sent is None:
                 sent = self._tools[index] = 0
                 out.append(writer.chunk(index, {"role": "assistant", "content": ""}))
             if text:
-                out.append(writer.chunk(index, {"content": text}))
+                logprobs = candidate_logprobs(candidate)
+                out.append(writer.chunk(index, {"content": text}, logprobs=logprobs))
             if calls:
                 deltas = [{"index": sent + n, **call} for n, call in enumerate(calls)]
                 sent = self._tools[index] = sent + len(calls)

@@ -112,11 +112,12 @@ class _PassThroughStream:
         self._asked = include_usage
 
     def event(self, data: bytes) -> list[bytes]:
-        if data.startswith(b'{"error"'):
-            message = _message(_error_detail(data)) or "no message"
-            raise ProviderError(f"provider reported an error mid-stream: {message}")
-        if not isinstance(load_any(data), dict):
+        payload = load_any(data)
+        if not isinstance(payload, dict):
             raise ProviderError(f"{self._name} sent a stream event that is not a JSON object")
+        if payload.get("error"):  # wherever the key sits, as openai-python decides
+            message = _message(_error_detail(data)) or "no message"
+            raise ProviderError(f"{self._name} reported an error mid-stream: {message}")
         if not self._asked:
             data = data.replace(b',"usage":null', b"")
         return [data]

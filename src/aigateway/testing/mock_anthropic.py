@@ -2,9 +2,13 @@
 
 A request is checked the way Anthropic checks it (``max_tokens`` required, only ``user`` and
 ``assistant`` roles, no whitespace-only text blocks, every ``tool_result`` answering a
-``tool_use`` of the previous assistant turn, ``temperature`` 0..1, no unknown fields), then
-read as an OpenAI-shaped conversation and answered by the OpenAI rules of
-:mod:`aigateway.testing.mock_replies`: same reply text, same tool-call rule, same token counts.
+``tool_use`` of the previous assistant turn, ``temperature`` 0..1, no unknown fields, no
+whitespace-only stop sequence, not ``temperature`` with ``top_p`` on Claude 4.5 / Opus 4.1 and
+later, ``thinking.budget_tokens`` at least 1024 and below ``max_tokens``, no forced tool and no
+sampling change with thinking on), then read as an OpenAI-shaped conversation and answered by
+the OpenAI rules of :mod:`aigateway.testing.mock_replies`: same reply text, same tool-call rule,
+same token counts. ``output_config.format`` (``json_schema``) is answered with one text block of
+JSON that satisfies the schema; a forced tool gets input made from its ``input_schema``.
 """
 
 from __future__ import annotations
@@ -62,8 +66,11 @@ _FIELDS = frozenset(
         "tool_choice",
         "thinking",
         "service_tier",
+        "output_config",
     }
 )
+# Models that refuse temperature together with top_p (Claude 4.5, Opus 4.1, and later).
+_ONE_SAMPLER = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-opus-4-5")
 _BLOCKS = frozenset(
     {"text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"}
 )
@@ -156,6 +163,7 @@ def plan_messages(body: Any) -> ChatPlan:
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
         raise _bad("messages: at least one message is required")
+    _check_rules(body, max_tokens)
 
     view: list[Any] = []
     system = body.get("system")
@@ -176,6 +184,9 @@ def plan_messages(body: Any) -> ChatPlan:
         if not all(isinstance(t, dict) and isinstance(t.get("input_schema"), dict) for t in tools):
             raise _bad("tools.0.input_schema: Field required")
         request["tools"] = tools
+    output_format = _output_format(body.get("output_config"))
+    if output_format is not None:
+        request["response_format"] = {"type": "json_schema", "json_schema": output_format}
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
         if choice.get("type") == "tool":
@@ -185,6 +196,45 @@ def plan_messages(body: Any) -> ChatPlan:
         else:
             raise _bad("tool_choice: Input tag does not match any of the expected tags")
     return plan_chat(request)
+
+
+def _check_rules(body: dict[str, Any], max_tokens: int) -> None:
+    """Anthropic's rules on stop sequences, sampling and thinking."""
+    stops = body.get("stop_sequences")
+    if isinstance(stops, list) and any(not str(stop).strip() for stop in stops):
+        raise _bad("stop_sequences: each stop sequence must contain non-whitespace")
+    model = str(body.get("model"))
+    both = body.get("temperature") is not None and body.get("top_p") is not None
+    if both and model.startswith(_ONE_SAMPLER):
+        raise _bad("`temperature` and `top_p` cannot both be specified for this model.")
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        raise _bad("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+    if budget >= max_tokens:
+        raise _bad("`max_tokens` must be greater than `thinking.budget_tokens`.")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        raise _bad("Thinking may not be enabled when tool_choice forces tool use.")
+    if body.get("temperature") not in (None, 1) or body.get("top_k") is not None:
+        raise _bad("`temperature` may only be set to 1 when thinking is enabled.")
+
+
+def _output_format(config: Any) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    if not isinstance(config, dict) or config.keys() - {"format", "effort"}:
+        raise _bad("output_config: Extra inputs are not permitted")
+    output_format = config.get("format")
+    if output_format is None:
+        return None
+    if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
+        raise _bad("output_config.format.type: Input tag does not match 'json_schema'")
+    if not isinstance(output_format.get("schema"), dict):
+        raise _bad("output_config.format.schema: Field required")
+    return {"schema": output_format["schema"]}
 
 
 # --------------------------------------------------------------------------------------------

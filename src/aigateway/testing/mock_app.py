@@ -348,12 +348,13 @@ class _MockService:
     ) -> web.StreamResponse:
         """``POST models/{model}:{method}``."""
         model, _, method = request.match_info["target"].rpartition(":")
+        logprobs = mock_gemini.logprobs_config(body)
         if method == "generateContent":
-            return _json(mock_gemini.render_generate(mock_gemini.plan_generate(model, body, False)))
+            plan = mock_gemini.plan_generate(model, body, False)
+            return _json(mock_gemini.render_generate(plan, logprobs))
         if method == "streamGenerateContent":
-            events = mock_gemini.render_generate_stream(
-                mock_gemini.plan_generate(model, body, True)
-            )
+            plan = mock_gemini.plan_generate(model, body, True)
+            events = mock_gemini.render_generate_stream(plan, logprobs)
             if request.query.get("alt") == "sse":
                 return await self._stream(request, events, fault, "gemini")
             # without alt=sse the stream is one JSON array

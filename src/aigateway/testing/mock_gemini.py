@@ -5,7 +5,13 @@ A ``generateContent`` request is checked the way the API checks it (unknown fiel
 0..2, function responses named; for ``gemini-3*`` models replayed function calls must carry their
 ``thoughtSignature``), then read as an OpenAI-shaped conversation and answered by the OpenAI rules
 of :mod:`aigateway.testing.mock_replies`: same reply text, same tool-call rule, same counts.
-Function calls come back without an id (as Gemini often does) and with a ``thoughtSignature``.
+Function calls come back without an id (as Gemini often does) and with a ``thoughtSignature``;
+a replayed one must carry that signature or Google's placeholder (``skip_thought_signature_
+validator``), anything else is a 400 as on Gemini. ``responseJsonSchema``/``responseSchema`` are
+answered with JSON that satisfies the schema, ``responseMimeType: application/json`` alone with
+a JSON object; ``responseLogprobs`` adds a ``logprobsResult`` (one entry per word, ``logprobs``
+alternatives each); ``thinkingLevel`` is refused on models before Gemini 3 and together with
+``thinkingBudget``.
 Streams (``?alt=sse``) are CRLF-framed ``data:`` events, one word each, the finish reason and
 full usage on the last one, no terminator. Embeddings use the OpenAI mock's vectors.
 """
@@ -45,6 +51,7 @@ GEMINI_MODEL_IDS: tuple[str, ...] = (
     "text-embedding-004",
 )
 THOUGHT_SIGNATURE = "bW9jay10aG91Z2h0LXNpZ25hdHVyZQ=="  # base64 of "mock-thought-signature"
+PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"  # Google's, for foreign histories
 MAX_BATCH = 100
 
 
@@ -155,16 +162,15 @@ def _read_content(i: int, content: Any, signed: bool) -> list[dict[str, Any]]:
                 raise _bad(f"{where}.parts[{j}].function_response.name: Name cannot be empty.")
             response = orjson.dumps(value.get("response")).decode()
             results.append({"role": "tool", "content": response})
-        elif (
-            data[0] in ("functionCall", "function_call")
-            and signed
-            and "thoughtSignature" not in part
-            and "thought_signature" not in part
-        ):
-            raise _bad(
-                f"Function call is missing a thought_signature in functionCall parts "
-                f"(content {i}, part {j})."
-            )
+        elif data[0] in ("functionCall", "function_call"):
+            signature = _get(part, "thoughtSignature")
+            if signature is None and signed:
+                raise _bad(
+                    f"Function call is missing a thought_signature in functionCall parts "
+                    f"(content {i}, part {j})."
+                )
+            if signature not in (None, THOUGHT_SIGNATURE, PLACEHOLDER_SIGNATURE):
+                raise _bad(f"* contents[{i}].parts[{j}].thought_signature: Base64 decoding failed")
     if texts or not results:
         results.append(
             {"role": "assistant" if role == "model" else "user", "content": " ".join(texts)}
@@ -222,8 +228,12 @@ def plan_generate(model: str, body: Any, stream: bool) -> ChatPlan:
         raise _bad("* GenerateContentRequest.generation_config.candidate_count: must be 1 to 8")
     request["n"] = count
     request["max_tokens"] = _get(config, "maxOutputTokens")
+    _check_thinking(model, _get(config, "thinkingConfig"))
+    response_format = _response_format(config)
+    if response_format is not None:
+        request["response_format"] = response_format
 
-    names: list[dict[str, str]] = []
+    names: list[dict[str, Any]] = []
     tools = body.get("tools") or []
     if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
         raise _bad("* GenerateContentRequest.tools: expected a list of objects")
@@ -233,21 +243,81 @@ def plan_generate(model: str, body: Any, stream: bool) -> ChatPlan:
                 raise _bad("* GenerateContentRequest.tools.function_declarations: bad entry")
             if "parameters" in declaration and _get(declaration, "parametersJsonSchema"):
                 raise _bad("parameters and parameters_json_schema are mutually exclusive")
-            names.append({"name": declaration.get("name", "")})
+            schema = _get(declaration, "parametersJsonSchema") or declaration.get("parameters")
+            names.append({"name": declaration.get("name", ""), "parameters": schema})
     if names:
         request["tools"] = names
         request["tool_choice"] = _tool_choice(_get(body, "toolConfig"))
     return plan_chat(request)
 
 
+def _check_thinking(model: str, thinking: Any) -> None:
+    if not isinstance(thinking, dict):
+        return
+    level, budget = _get(thinking, "thinkingLevel"), _get(thinking, "thinkingBudget")
+    if level is not None and budget is not None:
+        raise _bad("thinking_level and thinking_budget cannot be set together.")
+    if level is not None and not model.startswith("gemini-3"):
+        raise _bad("Thinking level is not supported for this model.")
+
+
+def _response_format(config: dict[str, Any]) -> dict[str, Any] | None:
+    schema = _get(config, "responseJsonSchema")
+    legacy = _get(config, "responseSchema")
+    if schema is not None and legacy is not None:
+        raise _bad("response_schema and response_json_schema cannot be set together.")
+    schema = schema if schema is not None else legacy
+    json_mime = _get(config, "responseMimeType") == "application/json"
+    if schema is not None:
+        if not json_mime:
+            raise _bad("response_mime_type must be application/json with a response schema.")
+        return {"type": "json_schema", "json_schema": {"schema": schema}}
+    return {"type": "json_object"} if json_mime else None
+
+
+def logprobs_config(body: Any) -> int | None:
+    """How many alternatives each token's logprobs list; None when none were asked for."""
+    config = _get(body, "generationConfig") if isinstance(body, dict) else None
+    if not isinstance(config, dict) or _get(config, "responseLogprobs") is not True:
+        return None
+    count = config.get("logprobs")
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
+
+
 # --------------------------------------------------------------------------------------------
 # answers
 
 
-def _response(plan: ChatPlan, parts: list[Any], finish: str | None, final: bool) -> bytes:
+def _logprobs_result(parts: list[Any], alternatives: int) -> dict[str, Any]:
+    """One chosen candidate per word of the parts' text: log probability -0.5 per word,
+    then ``alternatives`` others below it."""
+    words = " ".join(str(p.get("text", "")) for p in parts).split()
+    chosen = [{"token": word, "logProbability": -0.5} for word in words]
+    top = [
+        {
+            "candidates": [
+                c,
+                *({"token": f"alt{k}", "logProbability": -2.0 - k} for k in range(1, alternatives)),
+            ]
+        }
+        for c in chosen
+    ]
+    return {
+        "topCandidates": top if alternatives else [],
+        "chosenCandidates": chosen,
+        "logProbabilitySum": -0.5 * len(words),
+    }
+
+
+def _response(
+    plan: ChatPlan, parts: list[Any], finish: str | None, final: bool, logprobs: int | None = None
+) -> bytes:
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
     if finish is not None:
         candidate["finishReason"] = finish
+    if logprobs is not None:
+        candidate["logprobsResult"] = _logprobs_result(parts, logprobs)
+        candidate["avgLogprobs"] = -0.5
     prompt = plan.usage["prompt_tokens"]
     usage: dict[str, int] = {"promptTokenCount": prompt, "totalTokenCount": prompt}
     if final:
@@ -274,13 +344,14 @@ def _call_part(plan: ChatPlan) -> dict[str, Any]:
     return {"functionCall": call, "thoughtSignature": THOUGHT_SIGNATURE}
 
 
-def render_generate(plan: ChatPlan) -> bytes:
+def render_generate(plan: ChatPlan, logprobs: int | None = None) -> bytes:
     if plan.tool_call is not None:
         return _response(plan, [_call_part(plan)], "STOP", final=True)
-    return _response(plan, [{"text": plan.content or ""}], _FINISH[plan.finish_reason], final=True)
+    parts = [{"text": plan.content or ""}]
+    return _response(plan, parts, _FINISH[plan.finish_reason], final=True, logprobs=logprobs)
 
 
-def render_generate_stream(plan: ChatPlan) -> list[bytes]:
+def render_generate_stream(plan: ChatPlan, logprobs: int | None = None) -> list[bytes]:
     """The ``?alt=sse`` events; ``b"[" + b",".join(payloads) + b"]"`` without ``alt=sse``."""
     if plan.tool_call is not None:
         payloads = [_response(plan, [_call_part(plan)], "STOP", final=True)]
@@ -293,6 +364,7 @@ def render_generate_stream(plan: ChatPlan) -> list[bytes]:
                 [{"text": word if n == 0 else " " + word}],
                 _FINISH[plan.finish_reason] if n == last else None,
                 final=n == last,
+                logprobs=logprobs,
             )
             for n, word in enumerate(words)
         ]

@@ -6,6 +6,12 @@ tool result, and the last user message contains the word "weather" (or ``tool_ch
 call), the reply is a call of the first tool (or the forced one) with arguments
 ``{"location": "Paris"}``. Token counts are word counts: ``prompt_tokens`` = words of all message
 texts + 3 per message, ``completion_tokens`` = words of the reply (per choice).
+
+Structured output: a ``response_format`` of type ``json_schema`` is answered with JSON that
+satisfies the schema (:mod:`aigateway.testing.mock_schema`), ``json_object`` with
+``{"reply": "<the reply text>"}``. A tool call's arguments are ``{"location": "Paris"}`` when
+the tool declares no parameters or a ``location`` parameter, and JSON made from the tool's
+schema otherwise (so a tool forced to carry a structured answer gets schema-valid input).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import orjson
 import xxhash
 
 from aigateway.testing.mock_faults import MockRequestError
+from aigateway.testing.mock_schema import sample
 
 __all__ = [
     "CREATED",
@@ -36,6 +43,7 @@ SNIPPET_CHARS = 60
 TOOL_ARGUMENTS = '{"location": "Paris"}'
 _TOOL_ARGUMENT_FRAGMENT = 6
 MAX_CHOICES = 128
+MAX_CALL_ID = 40
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +120,29 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 param=f"messages[{index}]",
                 code="invalid_type",
             )
+        _check_call_ids(message, index)
     return messages
+
+
+def _check_call_ids(message: dict[str, Any], index: int) -> None:
+    """OpenAI refuses tool-call ids longer than 40 characters."""
+    calls = message.get("tool_calls")
+    ids = [
+        (f"tool_calls[{k}].id", c.get("id"))
+        for k, c in enumerate(calls or ())
+        if isinstance(c, dict)
+    ]
+    ids.append(("tool_call_id", message.get("tool_call_id")))
+    for where, call_id in ids:
+        if isinstance(call_id, str) and len(call_id) > MAX_CALL_ID:
+            param = f"messages[{index}].{where}"
+            raise MockRequestError(
+                400,
+                f"Invalid '{param}': string too long. Expected a string with maximum length "
+                f"{MAX_CALL_ID}, but got a string with length {len(call_id)} instead.",
+                param=param,
+                code="string_above_max_length",
+            )
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
@@ -202,13 +232,14 @@ def plan_chat(body: Any) -> ChatPlan:
         answering_tool_result = messages[-1]["role"] == "tool"
         if forced or (not answering_tool_result and _WEATHER.search(user_text)):
             name = forced_name or _first_tool_name(tools)
-            completion_tokens = len(name.split()) + len(TOOL_ARGUMENTS.split())
+            arguments = _tool_arguments(tools, name)
+            completion_tokens = len(name.split()) + len(arguments.split())
             return ChatPlan(
                 completion_id=completion_id,
                 model=model,
                 n=n,
                 content=None,
-                tool_call=("call_mock_" + digest, name, TOOL_ARGUMENTS),
+                tool_call=("call_mock_" + digest, name, arguments),
                 finish_reason="tool_calls",
                 usage=_usage(prompt_tokens, completion_tokens * n),
                 stream=stream,
@@ -219,8 +250,11 @@ def plan_chat(body: Any) -> ChatPlan:
     if len(snippet) > SNIPPET_CHARS:
         snippet = snippet[:SNIPPET_CHARS].rstrip() + "..."
     words = (REPLY_PREFIX + snippet).split()
+    structured = _structured(body.get("response_format"), " ".join(words))
+    if structured is not None:
+        words = structured.split(" ")
     finish_reason = "stop"
-    if max_completion is not None and max_completion < len(words):
+    if structured is None and max_completion is not None and max_completion < len(words):
         words = words[:max_completion]
         finish_reason = "length"
     return ChatPlan(
@@ -234,6 +268,47 @@ def plan_chat(body: Any) -> ChatPlan:
         stream=stream,
         include_usage=include_usage,
     )
+
+
+def _tool_schema(tools: list[Any], name: str) -> Any:
+    """The parameters of tool ``name``, in OpenAI's, Anthropic's or Gemini's spelling."""
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        inner = tool.get("function")
+        function: dict[str, Any] = inner if isinstance(inner, dict) else tool
+        if function.get("name") == name:
+            for key in ("parameters", "input_schema", "parametersJsonSchema"):
+                if isinstance(function.get(key), dict):
+                    return function[key]
+    return None
+
+
+def _tool_arguments(tools: list[Any], name: str) -> str:
+    schema = _tool_schema(tools, name)
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict) or not properties or "location" in properties:
+        return TOOL_ARGUMENTS
+    return orjson.dumps(sample(schema)).decode()
+
+
+def _structured(response_format: Any, reply: str) -> str | None:
+    """The JSON answer a ``response_format`` asks for; None for plain text."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_object":
+        return orjson.dumps({"reply": reply}).decode()
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise MockRequestError(
+                400,
+                "Missing required parameter: 'response_format.json_schema.schema'.",
+                param="response_format.json_schema.schema",
+                code="missing_required_parameter",
+            )
+        return orjson.dumps(sample(schema)).decode()
+    return None
 
 
 def _tool_calls(plan: ChatPlan) -> list[dict[str, Any]]:
