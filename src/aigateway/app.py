@@ -27,6 +27,7 @@ from aigateway.api.admin import AdminRoutes
 from aigateway.api.batch import BatchRoutes
 from aigateway.api.builder import RequestBuilder
 from aigateway.api.http import error_response, json_response
+from aigateway.api.messages import MessagesRoutes
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
     native_routes = NativeRoutes(settings.max_body_bytes, builder)
     admin_routes = AdminRoutes()
     batch_routes = BatchRoutes(settings.max_body_bytes, builder)
+    messages_routes = MessagesRoutes(settings.max_body_bytes, builder)
     document = openapi_document(
         [p.name for p in settings.providers], live_variables(settings.specs)
     )
@@ -108,6 +110,7 @@ def create_app(settings: Settings) -> Starlette:
             provider_pause_max_s=settings.provider_pause_max_s,
         )
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
+        messages_routes.pipeline = pipeline
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
         operations.start(cache=cache, admission=admission)
@@ -116,6 +119,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await operations.stop()
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
+            messages_routes.pipeline = None
             if upkeep is not None:
                 upkeep.cancel()
             if cache is not None:
@@ -134,6 +138,7 @@ def create_app(settings: Settings) -> Starlette:
             *openai_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
             Route("/v1/batch", batch_routes.batch, methods=["POST"]),
+            *messages_routes.routes(),
             *OpsRoutes(operations).routes(),
             *admin_routes.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
