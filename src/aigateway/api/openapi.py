@@ -17,6 +17,7 @@ from typing import Any
 
 from aigateway import __version__
 from aigateway.api.batch import MAX_BATCH_ITEMS
+from aigateway.api.messages_schema import messages_paths, messages_schemas
 from aigateway.api.validation import (
     CHAT_ROLES,
     INT_MAX,
@@ -347,6 +348,7 @@ def openapi_document(
                     },
                 }
             },
+            **messages_paths(ref),
             "/v1/models": {
                 "get": {
                     "summary": "Models of every configured provider",
@@ -426,6 +428,7 @@ def openapi_document(
                 "BatchResponse": BATCH_RESPONSE,
                 "ConfigChange": config_change_schema(providers, live_variables),
                 "Error": _ERROR,
+                **messages_schemas(),
             }
         },
     }

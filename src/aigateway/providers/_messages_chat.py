@@ -190,7 +190,7 @@ def _tools(body: JsonObject, chat: JsonObject) -> None:
             functions.append({"type": "function", "function": function})
         chat["tools"] = functions
     choice = body.get("tool_choice")
-    if choice is None:
+    if choice is None or not tools:  # without tools a choice among them means nothing
         return
     kind = choice["type"]
     if kind == "tool":

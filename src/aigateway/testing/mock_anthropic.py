@@ -280,8 +280,8 @@ def render_message_stream(plan: ChatPlan, thinking: bool = False) -> list[bytes]
     index = 0
     if thinking:
         thought = _thought(plan)
-        start = {"type": "thinking", "thinking": "", "signature": ""}
-        events.append(_event({"type": "content_block_start", "index": 0, "content_block": start}))
+        opening = {"type": "thinking", "thinking": "", "signature": ""}
+        events.append(_event({"type": "content_block_start", "index": 0, "content_block": opening}))
         for delta in (
             {"type": "thinking_delta", "thinking": thought["thinking"]},
             {"type": "signature_delta", "signature": thought["signature"]},
