@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from aigateway.api.validation import check_depth, parse_json_object
 from aigateway.errors import InvalidRequest
 from aigateway.wire import ApiRequest
@@ -39,7 +41,8 @@ def parse_messages_request(raw: bytes, provider_headers: Headers = ()) -> ApiReq
     body, model = _common(raw)
     if "max_tokens" not in body:
         raise _missing("max_tokens", "the most tokens to generate, a whole number >= 1")
-    _whole(body, "max_tokens", 1)
+    if _whole(body, "max_tokens", 1) | _whole(body, "top_k", 0):
+        raw = orjson.dumps(body)  # 5.0 goes on as 5, as providers expect
     stream = _optional(body, "stream", bool, "true or false")
     return ApiRequest(
         "messages", model, body, raw, stream=bool(stream), provider_headers=provider_headers
@@ -74,7 +77,6 @@ def _common(raw: bytes) -> tuple[dict[str, Any], str]:
             isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high
         ):
             raise _wrong(name, f"a number from 0 to {high:g}")
-    _whole(body, "top_k", 0)
     stop = body.get("stop_sequences")
     if stop is not None and (
         not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)
@@ -143,12 +145,19 @@ def _check_tools(body: dict[str, Any]) -> None:
         raise _missing("tool_choice.name", "the name of the tool to call")
 
 
-def _whole(body: dict[str, Any], name: str, least: int) -> None:
+def _whole(body: dict[str, Any], name: str, least: int) -> bool:
+    """Check a whole-number field; whether it had to be made an int (JSON Schema counts
+    5.0 as an integer, so the gateway does too)."""
     value = body.get(name)
     if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= INT_MAX:
+        return False
+    number = value if isinstance(value, int) else None
+    if isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if isinstance(value, bool) or number is None or not least <= number <= INT_MAX:
         raise _wrong(name, f"a whole number >= {least}")
+    body[name] = number
+    return number is not value
 
 
 def _optional(body: dict[str, Any], name: str, kind: type, expected: str) -> Any:
