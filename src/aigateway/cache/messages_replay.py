@@ -3,7 +3,8 @@
 The cache keeps a ``/v1/messages`` answer as one message, whatever the target was: a
 streamed answer is assembled from its events (``MessagesAssembler``), and a streamed hit
 is replayed as the events Anthropic would send (``replay_messages``): text and thinking
-in small pieces, tool input as JSON fragments, the thinking signature in its own delta.
+in small pieces, tool input as JSON fragments, the thinking signature and each citation
+in deltas of their own.
 """
 
 from __future__ import annotations
@@ -81,9 +82,13 @@ class MessagesAssembler:
         elif kind == "content_block_delta":
             block = self._blocks[int(event["index"])]
             delta = event["delta"]
+            if delta["type"] == "citations_delta" and block["type"] == "text":
+                block.setdefault("citations", []).append(delta["citation"])
+                self._size += len(orjson.dumps(delta["citation"]))
+                return
             key = _GROWS.get(block["type"], ("", {}))[1].get(delta["type"])
             if key is None:
-                raise _Unusable  # citations and deltas added later: not replayable
+                raise _Unusable  # deltas added later: not replayable
             piece = delta[key]
             if not isinstance(piece, str):
                 raise _Unusable
@@ -127,10 +132,13 @@ def replay_messages(message: dict[str, Any]) -> list[bytes]:
     for index, block in enumerate(message.get("content") or ()):
         kind = block.get("type")
         if kind in ("text", "thinking"):
-            opening = {**block, kind: ""}
+            opening = {k: v for k, v in block.items() if k != "citations"}
+            opening[kind] = ""
             if kind == "thinking":
                 opening["signature"] = ""
             out.append(_start(index, opening))
+            for citation in block.get("citations") or ():
+                out.append(_delta(index, {"type": "citations_delta", "citation": citation}))
             pieces = _PIECES.findall(block.get(kind) or "")
             for i in range(0, len(pieces), WORDS_PER_EVENT):
                 text = "".join(pieces[i : i + WORDS_PER_EVENT])
