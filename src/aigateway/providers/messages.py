@@ -72,6 +72,8 @@ class _Translated:
         self.name = inner.name
         self._inner = inner
         self._top_k = isinstance(inner, GeminiAdapter)  # OpenAI's format has no top_k
+        # Gemini takes images inline only: core.media fetches URL image blocks first.
+        self.inline_remote_images = bool(getattr(inner, "inline_remote_images", False))
         self._last: tuple[ApiRequest, ApiRequest] | None = None
 
     def _chat(self, request: ApiRequest) -> ApiRequest:
