@@ -276,6 +276,27 @@ def test_the_same_request_is_a_cache_hit_whole_and_streamed(
     assert mock.calls() == 1
 
 
+def test_a_cached_claude_answer_keeps_its_thinking_and_signature(
+    client: anthropic.Anthropic, mock: MockProvider
+) -> None:
+    asked: dict[str, Any] = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": user("think once, answer twice"),
+    }
+    with client.messages.stream(**asked) as stream:
+        first = stream.get_final_message()
+    raw = client.messages.with_raw_response.create(**asked)
+    assert raw.headers["x-aigateway-cache"] == "hit"
+    with client.messages.stream(**asked) as stream:
+        replayed = stream.get_final_message()
+    for again in (raw.parse(), replayed):
+        assert [b.model_dump() for b in again.content] == [b.model_dump() for b in first.content]
+    assert first.content[0].type == "thinking" and first.content[0].signature
+    assert mock.calls() == 1
+
+
 def test_a_messages_answer_is_never_a_chat_answer(gateway_url: str, mock: MockProvider) -> None:
     body = {"model": "gpt-4o-mini", "max_tokens": 10, "messages": user("same body, two APIs")}
     headers = {"x-api-key": KEY}
