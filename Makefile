@@ -8,7 +8,7 @@ SRC := src tests benchmarks
 NODE_DIR := clients/node
 NODE_INSTALLED := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: serve test lint test-python test-node bench bench-hotpath clean
+.PHONY: serve test lint test-python test-node bench bench-hotpath clean system-packages cluster-demo
 
 $(INSTALLED): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,19 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
 
-test-python: $(INSTALLED)
+# What the tests run besides Python and Node.js: a real redis-server (the tests start
+# their own on free ports). Installed with apt-get when missing and root; otherwise
+# one line says what to install.
+system-packages:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing redis-server (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "make test needs redis-server: sudo apt-get install redis-server (or your system's package)" >&2; exit 1; \
+	  fi; }
+
+test-python: $(INSTALLED) system-packages
 	$(BIN)/python -c 'import aigateway.hotpath as h; assert h.IMPLEMENTATION == "cython", h.IMPLEMENTATION'
 	AIGATEWAY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/test_sse_decoder.py tests/test_hotpath_*.py tests/test_shm.py tests/test_shm_layout.py
 	$(BIN)/python -m pytest
@@ -43,6 +55,10 @@ test-node: $(INSTALLED) $(NODE_INSTALLED)
 # Load scenarios against the baselines: make bench ARGS="--scenario overhead --duration 5"
 bench: $(INSTALLED)
 	$(BIN)/aigateway bench $(ARGS)
+
+# One Redis and two gateway nodes on this machine (docs/cluster.md); Ctrl-C stops them.
+cluster-demo: $(INSTALLED) system-packages
+	$(BIN)/aigateway cluster-demo $(ARGS)
 
 bench-hotpath: $(INSTALLED)
 	$(BIN)/python -m pytest benchmarks/bench_*.py -q --benchmark-only --benchmark-columns=min,median,ops

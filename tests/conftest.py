@@ -31,6 +31,7 @@ from collections.abc import Iterator  # noqa: E402
 import httpx  # noqa: E402
 import openai  # noqa: E402
 
+from redis_servers import RedisCluster, RedisServer  # noqa: E402
 from servers import LOG_DIR, Gateway, MockProvider  # noqa: E402
 
 
@@ -44,6 +45,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of the tests' own on a free port (a test flushes it first)."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied."""
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A real Redis Cluster of three masters, started on first use."""
+    cluster = RedisCluster()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

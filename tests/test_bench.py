@@ -107,7 +107,7 @@ def test_bad_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[
 
 def test_the_plan_covers_every_default_scenario_and_starts_each_mock_once() -> None:
     plan = build_plan(PlanOptions())
-    opt_in = {"soak", "hostile"}
+    opt_in = {"soak", "hostile", "cluster"}
     assert {s.scenario for s in plan} == set(DEFAULT_SCENARIOS) == set(SCENARIOS) - opt_in
     assert len({s.key for s in plan}) == len(plan)  # keys name measurements uniquely
     mocks = [s.mock for s in plan]
@@ -692,12 +692,11 @@ def assert_all_stopped(document: dict[str, Any]) -> None:
 def test_smoke_overhead_runs_end_to_end_and_stops_everything(tmp_path: Path) -> None:
     wrk_or_skip()
     out = tmp_path / "run.json"
-    started = time.monotonic()
     bench = run_bench_process(tmp_path, "--duration", "2", "--scenario", "overhead",
                               "--json", str(out))  # fmt: skip
-    stdout, stderr = bench.communicate(timeout=120)
+    # a bound on a hang, not a timing: the run takes ~40 s quiet, twice that under load
+    stdout, stderr = bench.communicate(timeout=240)
     assert bench.returncode == 0, stderr
-    assert time.monotonic() - started < 60
     document = orjson.loads(out.read_bytes())
     rows = {r["target"]: r for r in document["results"]}
     assert set(rows) == {"direct", "passthrough", "gateway"}

@@ -1,7 +1,10 @@
 """Admission control over real HTTP: node-wide rate limits, priority, shedding, batches.
 
 The mock provider records when each call arrived, so the tests see the rate the
-provider saw, whatever worker sent the call.
+provider saw, whatever worker sent the call.  What one worker decides alone is tested in
+process: shedding past QUEUE_SIZE and a deadline shorter than the wait
+(tests/test_pipeline_faults.py), who waits for a token (tests/test_admission_gate.py),
+when a lone embedding leaves (tests/test_embedding_batches.py).
 """
 
 from __future__ import annotations
@@ -100,38 +103,6 @@ def test_admin_queue_reports_the_outcomes(limited: Gateway) -> None:
     assert set(openai["depth"]) == {"critical", "high", "normal", "low"}
 
 
-def test_a_full_queue_sheds_with_429_and_retry_after(mock: MockProvider) -> None:
-    gateway = Gateway(mock, OPENAI_RPS="2", QUEUE_SIZE="5")
-    try:
-        results = asyncio.run(_fire(gateway.url, [chat_body(f"shed {i}") for i in range(20)]))
-    finally:
-        gateway.stop()
-    statuses = Counter(status for status, _, _ in results)
-    assert statuses[429] >= 10
-    shed = [headers for status, _, headers in results if status == 429]
-    assert all(int(h["retry-after"]) >= 1 for h in shed)
-    assert mock.calls() == statuses[200]
-
-
-def test_a_deadline_shorter_than_the_wait_is_a_504_without_a_provider_call(
-    mock: MockProvider,
-) -> None:
-    gateway = Gateway(mock, OPENAI_RPS="1")
-    try:
-        with gateway.client() as client:
-            assert client.post("/v1/chat/completions", json=chat_body("first")).status_code == 200
-            started = time.monotonic()
-            response = client.post(
-                "/v1/chat/completions", json=chat_body("second"),
-                headers={"x-aigateway-timeout-ms": "200"},
-            )  # fmt: skip
-            assert response.status_code == 504
-            assert time.monotonic() - started < 1.0
-    finally:
-        gateway.stop()
-    assert mock.calls() == 1
-
-
 def test_a_providers_retry_after_pauses_it_for_the_whole_node(
     limited: Gateway, mock: MockProvider
 ) -> None:
@@ -206,18 +177,3 @@ def test_each_caller_gets_its_own_vector(gateway: Gateway, mock: MockProvider) -
     ]
     assert batched[:3] == alone
     assert len({tuple(v) for v in batched}) == 12
-
-
-def test_a_lone_embedding_is_not_held_by_the_batch_window(mock: MockProvider) -> None:
-    gateway = Gateway(mock, BATCH_TIMEOUT_MS="2000")
-    try:
-        with gateway.client() as client:
-            client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "warm"})
-            started = time.monotonic()
-            response = client.post(
-                "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "alone"}
-            )
-            assert response.status_code == 200
-            assert time.monotonic() - started < 0.5
-    finally:
-        gateway.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from aigateway.cluster.state import ClusterView
 from aigateway.core.accounting import Accounting
 from aigateway.core.admission import NodeCounters
 from aigateway.core.health import HealthBoard, HealthPolicy
@@ -36,6 +37,7 @@ def numbers(cache: dict[str, int] | None) -> NodeNumbers:
         snapshot=stats.snapshot(), series=table.read(), providers=PROVIDERS,
         health={name: health.report(name) for name in PROVIDERS}, workers_configured=1,
         workers_live=1, started_at=1.0, cache=cache, cache_budget_bytes=1024,
+        cluster=ClusterView("up", 2, 1.0, 1.0, "", "node-a"),
     )  # fmt: skip
 
 

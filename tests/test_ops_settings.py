@@ -106,7 +106,6 @@ def test_a_change_reaches_every_worker_and_a_bad_one_changes_nothing() -> None:
 def test_priority_reserves_reach_admission() -> None:
     from aigateway.core.admission import Admission
     from aigateway.hotpath import TokenBucket
-    from aigateway.operations import _apply_admission
 
     settings = load_settings({"PRIORITY_RESERVES": "low=0.6, normal=0.3", "QUEUE_SIZE": "7"})
     assert settings.priority_reserves == (("low", 0.6), ("normal", 0.3))
@@ -114,7 +113,7 @@ def test_priority_reserves_reach_admission() -> None:
         load_settings({"PRIORITY_RESERVES": "urgent=0.1"})
     buckets = {"openai": (TokenBucket(10, 10), TokenBucket(1000, 1000))}
     admission = Admission(buckets, {"openai": 10.0}, 100)
-    _apply_admission(admission, settings.with_providers({"openai": {"rps": 3.0}}))
+    admission.apply_settings(settings, settings.with_providers({"openai": {"rps": 3.0}}))
     assert admission.queue_size == 7
     assert admission.reserves == {"critical": 0.0, "high": 0.1, "normal": 0.3, "low": 0.6}
     assert admission.gates["openai"].configured_rate == 3.0

@@ -1,8 +1,9 @@
 """The pipeline in-process: routing, retries, failover, circuit breaking, de-duplication,
 embedding batches.
 
-No HTTP and no middleware: a ``Pipeline`` is built here from its parts, its providers are
-fakes behind ``upstream.UpstreamClient`` (the gateway's one transport seam), and each
+No HTTP and no middleware: a ``Pipeline`` is built here from its parts, its providers (a
+``ProviderRegistry``, as in the app) are fakes behind ``upstream.UpstreamClient`` (the
+gateway's one transport seam, see tests/fake_upstream.py), and each
 request brings its own observer, as a route hands it in.  Everything runs on a virtual
 clock (tests/virtual_clock.py), so backoff, provider latency and deadlines cost no time
 and the tests read exact times.  What only real processes show (the shared-memory health
@@ -12,8 +13,7 @@ board seen by every worker, ``/health`` and ``/metrics``) stays in test_ops_heal
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -28,107 +28,19 @@ from aigateway.core.media import RemoteMedia
 from aigateway.core.observer import RequestObserver, RequestRecord
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.providers import Provider
+from aigateway.core.registry import ProviderRegistry
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.errors import GatewayTimeout, ProviderError, ProviderUnavailable
 from aigateway.hotpath import TTLPolicy
 from aigateway.providers.openai import OpenAIAdapter
-from aigateway.upstream import UpstreamConnectError
-from aigateway.wire import ApiRequest, Completed
+from aigateway.wire import ApiRequest, Completed, Streaming
+from fake_upstream import FakeUpstream, Reply
 from virtual_clock import run
 
 PROVIDERS = ("openai", "backup")
 THRESHOLD = 3  # consecutive failures that open a circuit
 GATEWAY_TIMEOUT_S = 60.0  # REQUEST_TIMEOUT_SEC
-
-
-@dataclass
-class Reply:
-    """One answer of a fake provider, ``latency_s`` (virtual) seconds after the call."""
-
-    status: int = 200
-    text: str = "hello"
-    latency_s: float = 0.01
-    unreachable: bool = False
-
-
-@dataclass
-class FakeResponse:
-    status: int
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    async def read(self, timeout_s: float | None) -> bytes:
-        return self.body
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        yield self.body
-
-    async def close(self) -> None:
-        pass
-
-
-@dataclass
-class FakeUpstream:
-    """A provider behind ``UpstreamClient``: every call gets ``reply``; ``calls`` keeps
-    the (virtual) time of each."""
-
-    reply: Reply = field(default_factory=Reply)
-    calls: list[float] = field(default_factory=list)
-    cancelled: list[float] = field(default_factory=list)
-
-    async def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        timeout_s: float | None,
-    ) -> FakeResponse:
-        loop = asyncio.get_running_loop()
-        self.calls.append(loop.time())
-        reply = self.reply
-        try:
-            await asyncio.sleep(reply.latency_s)
-        except asyncio.CancelledError:
-            self.cancelled.append(loop.time())
-            raise
-        if reply.unreachable:
-            raise UpstreamConnectError("connection refused")
-        if reply.status != 200:
-            error = {"error": {"message": "boom", "type": "server_error"}}
-            return FakeResponse(reply.status, orjson.dumps(error))
-        if url.endswith("/embeddings"):
-            return FakeResponse(200, embeddings(orjson.loads(body or b"{}")["input"]))
-        return FakeResponse(200, completion(reply.text))
-
-    async def close(self) -> None:
-        pass
-
-
-def completion(text: str) -> bytes:
-    return orjson.dumps(
-        {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "model": "gpt-4o-mini",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text},
-                 "finish_reason": "stop"}
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-        }
-    )  # fmt: skip
-
-
-def embeddings(inputs: str | list[str]) -> bytes:
-    """One vector per input, [its length]."""
-    texts = [inputs] if isinstance(inputs, str) else inputs
-    data = [{"object": "embedding", "index": i, "embedding": [float(len(t))]}
-            for i, t in enumerate(texts)]  # fmt: skip
-    usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
-    return orjson.dumps({"object": "list", "data": data, "model": "m", "usage": usage})
 
 
 @dataclass
@@ -159,17 +71,19 @@ def gateway(
     upstreams = {name: FakeUpstream() for name in PROVIDERS}
     policy = HealthPolicy(failure_threshold=THRESHOLD, cooldown_s=30.0, probe_interval_s=0)
     board = HealthBoard.private(list(PROVIDERS), policy)
-    providers = {
-        name: Provider(
-            name,
-            OpenAIAdapter(name, f"http://{name}.test/v1", "sk-test", f"{name.upper()}_API_KEY"),
-            upstreams[name],
-            usable=True,
-            key_variable=f"{name.upper()}_API_KEY",
-            circuit=board.circuit(name, probe_able=True),
-        )
-        for name in PROVIDERS
-    }
+    providers = ProviderRegistry(
+        {
+            name: Provider(
+                name,
+                OpenAIAdapter(name, f"http://{name}.test/v1", "sk-test", f"{name.upper()}_API_KEY"),
+                upstreams[name],
+                usable=True,
+                key_variable=f"{name.upper()}_API_KEY",
+                circuit=board.circuit(name, probe_able=True),
+            )
+            for name in PROVIDERS
+        }
+    )
     router = Router(
         PROVIDERS,
         aliases={
@@ -192,9 +106,14 @@ def gateway(
     return Gateway(pipeline, upstreams, board, Accounting.private(PROVIDERS))
 
 
-def chat(model: str = "openai/gpt-4o-mini", timeout_s: float | None = None) -> ApiRequest:
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    return ApiRequest("chat", model, body, orjson.dumps(body), timeout_s=timeout_s)
+def chat(
+    model: str = "openai/gpt-4o-mini", timeout_s: float | None = None, stream: bool = False
+) -> ApiRequest:
+    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body["stream"] = True
+    raw = orjson.dumps(body)
+    return ApiRequest("chat", model, body, raw, stream=stream, timeout_s=timeout_s)
 
 
 async def answer(gw: Gateway, request: ApiRequest, observer: RequestObserver) -> str:
@@ -381,3 +300,25 @@ def test_embeddings_arriving_together_share_one_call_noted_in_the_first_callers_
 def embed(model: str, text: str) -> ApiRequest:
     body = {"model": model, "input": text}
     return ApiRequest("embeddings", model, body, orjson.dumps(body))
+
+
+def test_identical_concurrent_streams_share_one_call_and_each_reader_gets_every_event(
+    tmp_path: Path,
+) -> None:
+    gw = gateway(cache_dir=tmp_path)
+    gw.upstreams["openai"].reply = Reply(text="one two three", gap_s=0.2)
+
+    async def read(request: ApiRequest) -> tuple[str, str]:
+        result = await gw.pipeline.chat(request, gw.observer())
+        assert isinstance(result, Streaming)
+        events = b"".join([event async for event in result.events]).decode()
+        chunks = [orjson.loads(e[len("data: ") :]) for e in events.split("\n\n")
+                  if e.startswith("data: {")]  # fmt: skip
+        words = [c["delta"].get("content") or "" for d in chunks for c in d["choices"]]
+        return result.cache, " ".join(w for w in words if w)
+
+    async def scenario() -> list[tuple[str, str]]:
+        return list(await asyncio.gather(*(read(chat(stream=True)) for _ in range(3))))
+
+    assert run(scenario()) == [("miss", "one two three")] + [("hit", "one two three")] * 2
+    assert len(gw.upstreams["openai"].calls) == 1

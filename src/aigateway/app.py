@@ -34,6 +34,7 @@ from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import OpsRoutes
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
+from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.admission import (
     Admission,
@@ -43,7 +44,7 @@ from aigateway.core.admission import (
 )
 from aigateway.core.media import RemoteMedia
 from aigateway.core.pipeline import Pipeline
-from aigateway.core.providers import build_providers
+from aigateway.core.registry import ProviderRegistry
 from aigateway.core.router import Router
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
@@ -74,7 +75,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        providers = build_providers(settings)
+        providers = ProviderRegistry.from_settings(settings)
         media_client = create_upstream_client(
             settings.upstream_client,
             PoolLimits(
@@ -88,6 +89,9 @@ def create_app(settings: Settings) -> Starlette:
         segment = shm.attach_segment(settings.shm_name) if settings.shm_name else None
         app.state.segment = segment
         operations.attach(segment, providers)
+        # With REDIS_URL: this worker's own link to the cluster (shared cache, claims).
+        redis = WorkerRedis(settings, operations.cluster) if settings.redis_url else None
+        operations.redis = redis
         admission = build_admission(settings, segment, operations.stats)
         admin_routes.admission = admission
         cache = open_cache(settings)
@@ -113,6 +117,7 @@ def create_app(settings: Settings) -> Starlette:
         messages_routes.pipeline = pipeline
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
+        follow_live_settings(operations, providers, admission, cache)
         operations.start(cache=cache, admission=admission)
         try:
             yield
@@ -126,9 +131,10 @@ def create_app(settings: Settings) -> Starlette:
                 cache.store.close()
             if segment is not None:
                 segment.close()
-            for provider in providers.values():
-                await provider.client.close()
+            await providers.close()
             await media_client.close()
+            if redis is not None:
+                await redis.close()
 
     async def openapi(request: Request) -> Response:
         return json_response(document)
@@ -162,6 +168,21 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
+def follow_live_settings(
+    operations: Operations,
+    providers: ProviderRegistry,
+    admission: Admission,
+    cache: ResponseCache | None,
+) -> None:
+    """Each subsystem follows the live settings it owns (``PUT /admin/config``) through
+    its own handler; operations subscribed the log level and the retry policy."""
+    operations.subscribe(providers.apply_settings)  # connection limits: new pools
+    operations.subscribe(admission.apply_settings)
+    operations.subscribe(admission.set_node_rates, node_wide=True)  # the shared buckets
+    if cache is not None:
+        operations.subscribe(cache.apply_settings)
+
+
 def build_admission(
     settings: Settings, segment: shm.Segment | None, stats: SharedStats | None
 ) -> Admission:
@@ -174,11 +195,15 @@ def build_admission(
             name: (TokenBucket(r, max(1.0, r)), TokenBucket(rate, burst))
             for name, r in rates.items()
         }
-        return Admission(buckets, rates, settings.queue_size)
-    buckets = {
-        name: (segment.bucket(name), segment.bucket(pause_bucket_name(name))) for name in rates
-    }
-    return Admission(buckets, rates, settings.queue_size, NodeCounters(stats, tuple(rates)))
+        admission = Admission(buckets, rates, settings.queue_size)
+    else:
+        buckets = {
+            name: (segment.bucket(name), segment.bucket(pause_bucket_name(name))) for name in rates
+        }
+        counters = NodeCounters(stats, tuple(rates))
+        admission = Admission(buckets, rates, settings.queue_size, counters)
+    admission.apply_settings(settings, settings)  # PRIORITY_RESERVES from the start
+    return admission
 
 
 def open_cache(settings: Settings) -> ResponseCache | None:

@@ -1,4 +1,4 @@
-"""The `aigateway` command: serve, mock-upstream, bench, config."""
+"""The `aigateway` command: serve, mock-upstream, bench, cluster-demo, config."""
 
 from __future__ import annotations
 
@@ -74,6 +74,17 @@ def build_parser(specs: tuple[ProviderSpec, ...] = BUILT_IN) -> argparse.Argumen
 
     add_bench_arguments(bench)
 
+    demo = commands.add_parser(
+        "cluster-demo",
+        help="run one Redis and several gateway nodes on this machine",
+        description="Start redis-server, the mock provider and N gateway nodes (each with "
+        "its own workers) sharing that Redis, on loopback; Ctrl-C stops them. See "
+        "docs/cluster.md.",
+    )
+    from aigateway.bench.cluster_demo import add_demo_arguments
+
+    add_demo_arguments(demo)
+
     config = commands.add_parser(
         "config",
         help="print the effective configuration (secrets masked)",
@@ -105,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from aigateway.bench import run_bench
 
         return int(run_bench(args))
+
+    if args.command == "cluster-demo":
+        from aigateway.bench.cluster_demo import run_demo
+
+        return int(run_demo(args))
 
     environ = dict(os.environ)
     for attr, variable in FLAG_VARIABLES.items():

@@ -152,6 +152,13 @@ class Settings:
     client_header_timeout_s: float = 30.0
     client_body_timeout_s: float = 60.0
     client_max_connections: int = 10_000
+    # Several nodes as one gateway (docs/cluster.md): off without a Redis URL.
+    redis_url: str | None = field(default=None, repr=False)
+    redis_cache_url: str | None = field(default=None, repr=False)
+    redis_timeout_ms: int = 100
+    redis_limits_on_failure: str = "open"
+    cluster_name: str = "aigateway"
+    node_id: str | None = None  # default: host name and port
 
     @property
     def providers(self) -> tuple[ProviderSettings, ...]:
@@ -262,6 +269,36 @@ def mask_url(value: str) -> str:
     mark = min((i for i in map(rest.find, "?#") if i >= 0), default=-1)
     front, tail = (rest[:mark], rest[mark] + "****") if mark >= 0 else (rest, "")
     return scheme + sep + ("****@" if at else "") + front + tail
+
+
+REDIS_SCHEMES = (
+    "redis", "rediss", "unix",
+    "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel",
+)  # fmt: skip
+
+
+def _redis_url(name: str, raw: str) -> str | None:
+    """A Redis (or Valkey) URL; the scheme picks a single server (redis, rediss with TLS,
+    unix), a cluster (redis+cluster: any of its nodes) or Sentinel (redis+sentinel:
+    host:port,... of the sentinels, then /service). Errors never show a password."""
+    value = raw.strip()
+    if not value:
+        return None
+    shown = mask_url(value)
+    scheme, sep, rest = value.partition("://")
+    expected = "a URL starting " + ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+    if not sep or scheme.lower() not in REDIS_SCHEMES or not rest:
+        raise ConfigError(name, shown, expected)
+    if scheme.lower().endswith("sentinel") and not urlsplit(value).path.strip("/"):
+        raise ConfigError(name, shown, "a Sentinel URL naming its service: .../<service>")
+    return value
+
+
+def _name(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "-_.:" for c in value):
+        raise ConfigError(name, raw, "1 to 64 letters, digits, '-', '_', '.' or ':'")
+    return value
 
 
 def _host(name: str, raw: str) -> str:
@@ -531,6 +568,31 @@ _OPERATIONS_VARIABLES: tuple[Variable, ...] = (
     ),
 )
 
+# Several nodes as one gateway through Redis or Valkey (docs/cluster.md).
+_CLUSTER_VARIABLES: tuple[Variable, ...] = (
+    ("REDIS_URL", "redis_url", _redis_url, "Redis/Valkey shared by the nodes (unset: one node)"),
+    (
+        "REDIS_CACHE_URL",
+        "redis_cache_url",
+        _redis_url,
+        "a separate Redis for the shared cache (default: REDIS_URL)",
+    ),
+    (
+        "REDIS_TIMEOUT_MS",
+        "redis_timeout_ms",
+        _int(1, 10_000),
+        "longest wait for one Redis call; past it the node goes on alone",
+    ),
+    (
+        "REDIS_LIMITS_ON_FAILURE",
+        "redis_limits_on_failure",
+        _choice(("open", "closed")),
+        "Redis gone: open (limit / last live nodes) or closed (503)",
+    ),
+    ("CLUSTER_NAME", "cluster_name", _name, "the gateway's name in Redis (several may share one)"),
+    ("AI_GATEWAY_NODE_ID", "node_id", _name, "this node's name (default: host name:port)"),
+)
+
 
 def provider_variables(spec: ProviderSpec) -> tuple[Variable, ...]:
     """The four variables of a built-in provider: key, base URL, connections, rate."""
@@ -556,7 +618,7 @@ def provider_variables(spec: ProviderSpec) -> tuple[Variable, ...]:
 def variables(specs: tuple[ProviderSpec, ...] = BUILT_IN) -> tuple[Variable, ...]:
     """Every variable of a gateway whose built-in providers are ``specs``."""
     providers = (row for spec in specs for row in provider_variables(spec))
-    return (*_NODE_VARIABLES, *providers, *_OPERATIONS_VARIABLES)
+    return (*_NODE_VARIABLES, *providers, *_OPERATIONS_VARIABLES, *_CLUSTER_VARIABLES)
 
 
 VARIABLES: Final = variables(BUILT_IN)
@@ -564,6 +626,10 @@ VARIABLES: Final = variables(BUILT_IN)
 
 def _is_secret(parse: Callable[[str, str], Any]) -> bool:
     return parse is _secret or parse is _key_list
+
+
+def _is_url_with_secret(parse: Callable[[str, str], Any]) -> bool:
+    return parse is _redis_url
 
 
 def load_settings(
@@ -624,6 +690,8 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             shown = ",".join(value)
         else:
             shown = mask_secret(value) if _is_secret(parse) else f"{value}"
+            if _is_url_with_secret(parse):
+                shown = mask_url(value) if value else "(not set)"
         rows.append((name, shown))
     return rows
 

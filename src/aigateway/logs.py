@@ -14,9 +14,12 @@ import logging
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from aigateway.config import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 _QUOTE_IF = frozenset(' ="\t\n')
@@ -56,6 +59,11 @@ def logging_config(level: str, fmt: str = "text", secrets: Sequence[str] = ()) -
             "granian.access": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         },
     }
+
+
+def apply_log_level(old: Settings, new: Settings) -> None:
+    """Live settings: LOG_LEVEL, in this worker."""
+    logging.getLogger("aigateway").setLevel(new.log_level.upper())
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -9,6 +9,7 @@ providers), and the regions of operations (labelled metrics, health, live settin
 from __future__ import annotations
 
 from aigateway import shm
+from aigateway.cluster.start import cluster_region
 from aigateway.config import Settings
 from aigateway.core.admission import pause_bucket_name, pause_bucket_spec
 from aigateway.operations import node_regions
@@ -21,4 +22,5 @@ def node_layout(settings: Settings) -> shm.NodeLayout:
         shm.BucketSpec(pause_bucket_name(p.name), rate, burst) for p in settings.providers
     )
     regions = node_regions(settings, base.stats_slots)  # metrics, health, live settings
+    regions = (*regions, cluster_region())  # Redis up or down, live nodes
     return shm.NodeLayout((*base.buckets, *pauses), base.stats, base.stats_slots, regions)

@@ -9,9 +9,14 @@ closed::
 
     operations.attach(segment, providers)   # accounting, provider health, live settings
     pipeline = Pipeline(providers, ..., operations.retry, ...)  # providers with circuits
+    operations.subscribe(cache.apply_settings)   # each subsystem follows its own settings
     operations.start(cache=cache, admission=admission)   # probes, live-settings watcher
     ...
     await operations.stop()
+
+Live settings reach each subsystem through the handler it subscribed (the provider
+registry its connection limits, admission its rates and queue, the cache its TTLs, the
+retry policy and the log level theirs): nothing here knows what a setting does.
 """
 
 from __future__ import annotations
@@ -19,36 +24,41 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 
 from aigateway import shm
+from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
+from aigateway.cluster.state import REGION_NAME as CLUSTER_REGION
+from aigateway.cluster.state import ClusterState
+from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
 from aigateway.core.health import HealthBoard, HealthPolicy
 from aigateway.core.probe import probe_loop
-from aigateway.core.providers import Provider, make_client
+from aigateway.core.providers import Provider
 from aigateway.core.retry import RetryPolicy
-from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
+from aigateway.hotpath import SharedStats
+from aigateway.logs import apply_log_level
 from aigateway.middleware.auth import AuthMiddleware
 from aigateway.middleware.cors import CORSMiddleware
 from aigateway.middleware.requests import RequestMiddleware
 from aigateway.providers.base import ModelListAdapter
-from aigateway.runtime import LiveSettings, region_size
+from aigateway.runtime import Applier, LiveSettings, region_size
 from aigateway.scrub import Scrubber
 from aigateway.stats.registry import METRICS, slot_table, stats_schema
 from aigateway.stats.report import NodeNumbers
 from aigateway.stats.series import SeriesTable
-from aigateway.upstream import UpstreamClient
 
 if TYPE_CHECKING:
     from aigateway.cache.service import ResponseCache
     from aigateway.core.admission import Admission
+    from aigateway.core.registry import ProviderRegistry
 
 logger = logging.getLogger("aigateway.operations")
 
@@ -106,18 +116,16 @@ class Operations:
         self.health: HealthBoard | None = None
         self.live: LiveSettings | None = None
         self.table: SeriesTable | None = None
+        self.cluster = ClusterState.private()  # "off" unless the node's segment says more
+        self.redis: WorkerRedis | None = None  # this worker's Redis link, with REDIS_URL
         self.stats: SharedStats | None = None
-        self.providers: dict[str, Provider] = {}
+        self.providers: Mapping[str, Provider] = {}  # the worker's registry, once attached
         self.cache: ResponseCache | None = None
         self.admission: Admission | None = None
-        self.retry = RetryPolicy(
-            settings.max_retries, settings.initial_delay_ms / 1000.0, settings.max_delay_ms / 1000.0
-        )
+        self.retry = RetryPolicy.from_settings(settings)
         self.started_at = time.time()
-        self._buckets: dict[str, TokenBucket] = {}
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._retired: list[UpstreamClient] = []
 
     # -- building the app ----------------------------------------------------------------
 
@@ -139,7 +147,7 @@ class Operations:
 
     # -- the worker's lifespan -----------------------------------------------------------
 
-    def attach(self, segment: shm.Segment | None, providers: dict[str, Provider]) -> None:
+    def attach(self, segment: shm.Segment | None, providers: ProviderRegistry) -> None:
         """Accounting, health and live settings on the node's segment (private ones
         without it), and the providers' circuits; before the pipeline is built."""
         settings = self.settings
@@ -169,8 +177,9 @@ class Operations:
                 segment.region_params(LIVE_REGION)["slots"],
                 segment.region_lock_path(LIVE_REGION),
             )
+            if CLUSTER_REGION in regions:
+                self.cluster = ClusterState(segment.region(CLUSTER_REGION, *CLUSTER_LAYOUTS))
             self.started_at = segment.created_at or self.started_at
-            self._buckets = {name: segment.bucket(name) for name in segment.bucket_names}
         else:
             self.stats = SharedStats(stats_schema(names))
             params = {"series": SERIES_CAPACITY, "cells": CELL_CAPACITY, "slots": 1}
@@ -181,19 +190,23 @@ class Operations:
         self.accounting = Accounting(self.stats, self.table, tuple(names))
         self.stats.incr(slot_table(self.stats.schema, "worker_starts", ())[()])
         self.providers = providers
-        for name, provider in list(providers.items()):
+        for name, provider in providers.items():
             probe_able = isinstance(provider.adapter, ModelListAdapter)
-            providers[name] = dataclasses.replace(
-                provider, circuit=self.health.circuit(name, probe_able)
-            )
+            providers.set_circuit(name, self.health.circuit(name, probe_able))
+        self.subscribe(apply_log_level)
+        self.subscribe(self.retry.apply_settings)
+
+    def subscribe(self, applier: Applier, *, node_wide: bool = False) -> None:
+        """Call ``applier(old, new)`` whenever the live settings change (see
+        ``runtime.LiveSettings.subscribe``); from ``attach`` on, before ``start``."""
+        assert self.live is not None, "operations are not attached yet"
+        self.live.subscribe(applier, node_wide=node_wide)
 
     def start(self, cache: ResponseCache | None = None, admission: Admission | None = None) -> None:
-        """Apply the node's live settings, then watch them; probe providers; sample rates."""
+        """Apply the node's live settings (a respawned worker's changes), then watch them;
+        probe providers; sample rates."""
         self.cache, self.admission = cache, admission
         assert self.live is not None and self.health is not None
-        self.live.subscribe(self._apply)
-        if admission is not None:
-            _apply_admission(admission, self.settings)  # PRIORITY_RESERVES from the start
         self.live.refresh()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -210,14 +223,12 @@ class Operations:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for client in self._retired:
-            await client.close()
-        self._retired.clear()
         self.accounting = Accounting.private(tuple(p.name for p in self.settings.providers))
-        for closable in (self.table, self.health, self.live):
+        for closable in (self.table, self.health, self.live, self.cluster):
             if closable is not None:
                 closable.close()
         self.table = self.health = self.live = None
+        self.cluster = ClusterState.private()
 
     # -- what the endpoints read ---------------------------------------------------------
 
@@ -239,6 +250,7 @@ class Operations:
             cache=cache.store.counters() if cache is not None else None,
             cache_budget_bytes=cache.store.max_bytes if cache is not None else 0,
             pid=os.getpid(),
+            cluster=self.cluster.read(),
         )
 
     @property
@@ -263,47 +275,7 @@ class Operations:
         then, before = past[0]
         return (total - before) / (now - then), now - then
 
-    def set_rates(self, old: Settings, new: Settings) -> None:
-        """Node-wide: move the providers' shared buckets to their new rates (once a change)."""
-        before = {p.name: p.rps for p in old.providers}
-        for provider in new.providers:
-            bucket = self._buckets.get(provider.name)
-            if bucket is not None and before.get(provider.name) != provider.rps:
-                spec = shm.provider_bucket(provider.name, provider.rps)
-                bucket.set_rate(spec.rate_per_s, spec.burst)
-
     # -- internals -----------------------------------------------------------------------
-
-    def _apply(self, old: Settings, new: Settings) -> None:
-        """Apply live settings in this worker."""
-        logging.getLogger("aigateway").setLevel(new.log_level.upper())
-        self.retry.max_retries = new.max_retries
-        self.retry.initial_delay_s = new.initial_delay_ms / 1000.0
-        self.retry.max_delay_s = new.max_delay_ms / 1000.0
-        if self.cache is not None:
-            policy = TTLPolicy(provider_factors=dict(new.cache_ttl_factors))
-            self.cache.configure(new.cache_ttl_minutes * 60.0, policy)
-        if self.admission is not None:
-            _apply_admission(self.admission, new)
-        before = {p.name: p.max_connections for p in old.providers}
-        for p in new.providers:
-            current = self.providers.get(p.name)
-            if current is not None and before.get(p.name) != p.max_connections:
-                self._retire(current.client)
-                self.providers[p.name] = dataclasses.replace(current, client=make_client(p, new))
-
-    def _retire(self, client: UpstreamClient) -> None:
-        """Close a replaced client once the calls that use it have had time to finish."""
-        self._retired.append(client)
-        grace = self.settings.request_timeout_s + 5.0
-
-        async def close_later() -> None:
-            await asyncio.sleep(grace)
-            if client in self._retired:
-                self._retired.remove(client)
-                await client.close()
-
-        self._tasks.append(asyncio.get_running_loop().create_task(close_later()))
 
     async def _sample_rates(self, every_s: float = 1.0) -> None:
         while True:
@@ -313,15 +285,3 @@ class Operations:
                 while self._samples and time.monotonic() - self._samples[0][0] > RATE_WINDOW_S:
                     self._samples.popleft()
             await asyncio.sleep(every_s)
-
-
-def _apply_admission(admission: Admission, settings: Settings) -> None:
-    """Queue size, priority reserves and the providers' configured rates of admission."""
-    from aigateway.core.admission import DEFAULT_RESERVES
-
-    admission.queue_size = settings.queue_size
-    admission.reserves = {**DEFAULT_RESERVES, **dict(settings.priority_reserves)}
-    rates = {p.name: p.rps for p in settings.providers}
-    for name, gate in admission.gates.items():
-        if name in rates:
-            gate.configured_rate = rates[name]

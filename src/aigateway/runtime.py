@@ -9,8 +9,11 @@ message as at startup, and nothing changes unless every value is good.
 The changes live in a region of the node's shared memory: the overrides (variable ->
 raw value) as JSON, and a version.  The worker that takes a change writes them (under the
 region's lock); every worker polls the version every ``POLL_S`` and, when it moved,
-rebuilds its settings from the startup ones plus the overrides and applies them (each
-``subscribe``d callback), then acknowledges the version in its slot.  A worker that
+rebuilds its settings from the startup ones plus the overrides and applies them, then
+acknowledges the version in its slot.  Each subsystem subscribes its own handler for the
+settings it owns (``subscribe(cache.apply_settings)``), so a new live setting touches the
+subsystem that uses it and nothing else; a handler of state the workers share (the rate
+buckets) subscribes ``node_wide`` and runs once, in the worker that took the change.  A worker that
 starts (or is respawned) applies the current overrides before it serves.  Changes last
 until the server stops: the environment still rules the next start.
 
@@ -232,16 +235,21 @@ class LiveSettings:
         region: memoryview | bytearray,
         slots: int,
         lock_path: str | None = None,
+        *,
+        claim_slot: bool = True,
     ) -> None:
+        """``claim_slot=False``: a reader and writer of the node's document that applies
+        nothing (the node agent's), so no worker waits for its acknowledgement."""
         self.base = base
         self.current = base
         self._view = memoryview(region)[: region_size(slots)]
         self._slots = slots
         self._lock = RegionLock(lock_path)
         self._appliers: list[Applier] = []
+        self._node_appliers: list[Applier] = []
         self._applied = 0
         self._overrides: dict[str, str] = {}
-        self._slot = self._claim()
+        self._slot = self._claim() if claim_slot else -1
 
     @property
     def version(self) -> int:
@@ -251,9 +259,12 @@ class LiveSettings:
     def overrides(self) -> dict[str, str]:
         return dict(self._overrides)
 
-    def subscribe(self, applier: Applier) -> None:
-        """Call ``applier(old, new)`` in this worker whenever the settings change."""
-        self._appliers.append(applier)
+    def subscribe(self, applier: Applier, *, node_wide: bool = False) -> None:
+        """Call ``applier(old, new)`` in this worker whenever the settings change.
+
+        ``node_wide``: only in the worker that takes a change (``update``), once for the
+        node, for state the workers share (the rate buckets in shared memory)."""
+        (self._node_appliers if node_wide else self._appliers).append(applier)
 
     def update(self, changes: Any) -> Settings:
         """Validate and publish a change for the node, and apply it here at once."""
@@ -278,8 +289,33 @@ class LiveSettings:
             start = self.data_offset
             self._view[start : start + len(document)] = document
             _HEAD.pack_into(self._view, 0, sequence + 2, version + 1, len(document), time.time())
+        old = self.current
         self.refresh()
+        self._apply(self._node_appliers, old, self.current)
         return self.current
+
+    def snapshot(self) -> tuple[int, dict[str, str]]:
+        """The node's (version, overrides) as the region holds them now."""
+        return self._read()
+
+    def adopt(self, overrides: Mapping[str, str], expected_version: int) -> int | None:
+        """Replace the node's overrides with ``overrides`` (the cluster's), unless the
+        region moved past ``expected_version`` meanwhile (a change made here: ``None``);
+        the new version. ``ConfigError`` for a document these settings cannot apply."""
+        apply_overrides(self.base, overrides)
+        document = orjson.dumps(dict(overrides))
+        if len(document) > MAX_DOCUMENT:
+            raise ConfigError("live settings", "(a document)", f"at most {MAX_DOCUMENT} bytes")
+        with self._lock:
+            sequence, version, _, _ = _HEAD.unpack_from(self._view, 0)
+            if version != expected_version:
+                return None
+            sequence += sequence % 2
+            _HEAD.pack_into(self._view, 0, sequence + 1, version, 0, time.time())
+            start = self.data_offset
+            self._view[start : start + len(document)] = document
+            _HEAD.pack_into(self._view, 0, sequence + 2, version + 1, len(document), time.time())
+        return int(version) + 1
 
     def refresh(self) -> bool:
         """Apply the node's live settings if they changed; whether they did."""
@@ -294,11 +330,7 @@ class LiveSettings:
             self._applied = version
             return False
         self.current, self._overrides, self._applied = new, overrides, version
-        for applier in self._appliers:
-            try:
-                applier(old, new)
-            except Exception:
-                logger.exception("applying live settings failed")
+        self._apply(self._appliers, old, new)
         self._ack(version)
         if version:
             logger.info("live settings version %d applied: %s", version, overrides)
@@ -345,6 +377,14 @@ class LiveSettings:
             if time.monotonic() > deadline:
                 return self._applied, dict(self._overrides)  # a writer died mid-write
             time.sleep(0.0001)
+
+    @staticmethod
+    def _apply(appliers: list[Applier], old: Settings, new: Settings) -> None:
+        for applier in appliers:
+            try:
+                applier(old, new)
+            except Exception:  # one subsystem's failure must not keep the change from others
+                logger.exception("applying live settings failed")
 
     def _ack(self, version: int) -> None:
         if self._slot >= 0:

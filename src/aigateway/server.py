@@ -2,9 +2,11 @@
 
 It owns what belongs to the node rather than to one worker: the bundled mock
 provider when no provider key is set, the node's cache directory and its shared-memory
-segment (token buckets, stats, health board, live settings), created before the workers
-start and removed after they stop, and the limits every worker's listener runs with
-(client timeouts, connections per worker, open files). Workers are separate processes
+segment (token buckets, stats, health board, live settings, cluster state), created
+before the workers start and removed after they stop, the node agent that joins the
+other nodes through Redis when ``REDIS_URL`` is set (``aigateway.cluster``), and the
+limits every worker's listener runs with (client timeouts, connections per worker, open
+files). Workers are separate processes
 that load the app by import string.
 """
 
@@ -33,6 +35,8 @@ from granian.server import Server
 
 from aigateway import __version__, logs, node, shm
 from aigateway.cache import node_cache
+from aigateway.cluster.agent import node_id_of
+from aigateway.cluster.start import start_agent
 from aigateway.config import WORKER_SETTINGS_ENV, Settings, settings_to_worker_env
 from aigateway.scrub import secrets_of
 
@@ -94,6 +98,8 @@ def serve(settings: Settings) -> int:
     if settings.cache_enabled:
         cache_dir = node_cache.create(settings.cache_dir)
         settings = dataclasses.replace(settings, cache_path=cache_dir)
+    if settings.redis_url is not None:  # the workers name the node as the agent does
+        settings = dataclasses.replace(settings, node_id=node_id_of(settings))
     removed = shm.clean_stale_segments()
     if removed:
         logger.info("removed %d shared-memory file(s) of stopped servers", len(removed))
@@ -134,9 +140,12 @@ def serve(settings: Settings) -> int:
         # DRAIN_TIMEOUT_SEC, then stop the workers that are still busy.
         workers_kill_timeout=max(1, math.ceil(settings.drain_timeout_s)),
     )
+    agent = start_agent(settings, segment)  # with REDIS_URL: the node joins the others
     try:
         server.serve()
     finally:
+        if agent is not None:
+            agent.stop()
         if mock is not None:
             mock.stop()
         if cache_dir is not None:

@@ -4,7 +4,8 @@
                        503 when no configured provider can (every circuit open)
 ``GET /metrics``       node totals in the Prometheus text format (admin rule unless
                        ``METRICS_PUBLIC=true``)
-``GET /admin/stats``   the same numbers as JSON, with percentiles and request rate
+``GET /admin/stats``   the same numbers as JSON, with percentiles and request rate (with
+                       ``REDIS_URL``, and the cluster's members, figures and totals)
 ``GET /admin/config``  the effective settings, secrets masked
 ``PUT /admin/config``  change the live settings for the node (see ``aigateway.runtime``)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from functools import partial
 from typing import Any
 
 import orjson
@@ -28,6 +30,7 @@ from aigateway import __version__
 from aigateway.api.admin import cache_report
 from aigateway.api.http import json_response, read_body
 from aigateway.api.validation import parse_json_object
+from aigateway.cluster.figures import cluster_section, node_figures
 from aigateway.operations import Operations
 from aigateway.runtime import effective
 from aigateway.stats.exposition import CONTENT_TYPE
@@ -70,13 +73,26 @@ class OpsRoutes:
                 "mock": settings.mock_provider,
                 "state": state,
             }
-        body = {
-            "status": "ok" if serving else "unavailable",
+        cluster = operations.cluster.read()
+        status = "ok" if serving else "unavailable"
+        if serving and cluster.degraded:
+            status = "degraded"  # serving, alone: Redis is down
+        body: dict[str, Any] = {
+            "status": status,
             "version": __version__,
             "workers": settings.workers,
             "pid": os.getpid(),
             "providers": providers,
         }
+        if cluster.enabled:
+            body["cluster"] = {
+                "node": cluster.node_id,
+                "redis": cluster.redis,
+                "nodes": cluster.nodes,
+                "since": cluster.since,
+            }
+            if cluster.degraded:
+                body["cluster"]["reason"] = f"Redis unavailable: {cluster.reason}"
         return self._scrubbed(body, status=200 if serving else 503)
 
     async def metrics(self, request: Request) -> Response:
@@ -93,6 +109,10 @@ class OpsRoutes:
             document["cache"] = {"enabled": False}
         if operations.admission is not None:
             document["admission"] = operations.admission.report()
+        if operations.redis is not None:  # the members, their figures, the totals
+            own = partial(node_figures, numbers.snapshot, numbers.series, numbers.cache)
+            view = operations.cluster.read()
+            document["cluster"] = await cluster_section(operations.redis, view, own)
         return json_response(document)
 
     async def config(self, request: Request) -> Response:
@@ -103,9 +123,7 @@ class OpsRoutes:
             shown = effective(live.current, live.overrides)
             return self._scrubbed({"version": live.version, "pid": os.getpid(), **shown})
         changes = parse_json_object(await read_body(request, MAX_CONFIG_BODY))
-        old = live.current
-        new = live.update(changes)  # a bad value: 400, nothing changed
-        operations.set_rates(old, new)
+        new = live.update(changes)  # a bad value: 400, nothing changed; applied here at once
         version = live.version
         deadline = time.monotonic() + ACK_TIMEOUT_S
         applied, alive = live.acknowledged(version)

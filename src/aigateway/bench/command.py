@@ -27,6 +27,7 @@ import orjson
 
 from aigateway.bench.scenarios import (
     ADMISSION_DURATION_S,
+    CLUSTER_DURATION_S,
     DEFAULT_SCENARIOS,
     HOSTILE_IDLE,
     HOSTILE_SLOW_READERS,
@@ -183,6 +184,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         f"by its burst, so a rate is judged over many seconds (default: {ADMISSION_DURATION_S})",
     )
     parser.add_argument(
+        "--cluster-duration",
+        type=_positive_int,
+        default=CLUSTER_DURATION_S,
+        metavar="S",
+        help="seconds of load of the cluster scenario's step over the provider limit "
+        f"(default: {CLUSTER_DURATION_S}); its other steps take --duration",
+    )
+    parser.add_argument(
         "--hostile-idle",
         type=_non_negative_int,
         default=HOSTILE_IDLE,
@@ -331,6 +340,7 @@ def _measure(
             mock_latency_ms=_flat(args.mock_latency_ms),
             soak_duration_s=args.soak_duration,
             admission_duration_s=args.admission_duration,
+            cluster_duration_s=args.cluster_duration,
             hostile=Hostile(args.hostile_idle, args.hostile_slowloris, args.hostile_slow_readers),
         )
     )

@@ -31,7 +31,10 @@ HIGHER_IS_BETTER = (
     "provider_calls_avoided",
     "rps-vs-",
 )
-LOWER_IS_BETTER = ("_ms", "errors", "cpu_", "rss", "added-", "busy", ".p50", ".p90", ".p99")
+LOWER_IS_BETTER = (
+    "_ms", "errors", "cpu_", "rss", "added-", "busy", ".p50", ".p90", ".p99",
+    "commands-per-request", "commands-run-per-request", "provider-excess",
+)  # fmt: skip
 
 
 class CompareError(ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from aigateway.bench.cluster import cluster_derived, cluster_goals
 from aigateway.bench.hostile import hostile_goals
 from aigateway.bench.report import Row, fmt, table
 
@@ -46,7 +47,8 @@ def derive(results: Sequence[Row]) -> list[Derived]:
         if value is not None:
             out.append({"key": key, "text": text, "value": value, "unit": unit})
 
-    for gw in (r for r in results if r["target"] == "gateway"):
+    out.extend(cluster_derived(results))
+    for gw in (r for r in results if r["target"] == "gateway" and r["scenario"] != "cluster"):
         scenario, where = gw["scenario"], _where(gw)
         same = {"concurrency": gw["concurrency"], "mock_latency_ms": gw["mock_latency_ms"]}
         if scenario in ("overhead", "stream"):
@@ -379,7 +381,13 @@ def goals(results: Sequence[Row], derived: Sequence[Derived]) -> list[dict[str, 
             "status": _status(None if largest is None else largest <= 150),
         }
     )
-    return out + admission_goals(results) + soak_goals(results) + hostile_goals(results)
+    return (
+        out
+        + admission_goals(results)
+        + soak_goals(results)
+        + hostile_goals(results)
+        + cluster_goals(results)
+    )
 
 
 def render_goals(rows: Sequence[dict[str, str]], markdown: bool = False) -> str:

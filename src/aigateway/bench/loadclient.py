@@ -17,6 +17,11 @@ line ``AIGATEWAY_BENCH_JSON {...}``.
   waits ``--grace`` seconds at most for the last answers. Latency counts from each
   request's scheduled time; per priority: successes' latency, 429s (shed), 504s (timed out).
   It only speaks to 127.0.0.1.
+
+``--url`` may be given several times (the nodes of a cluster): request *i* then goes to
+URL *i* mod N. The trace mode counts, per request, whether its body was sent to the same
+node before, only to another node (a hit there comes from the shared tier), or never
+(:class:`RepeatTracker`).
 """
 
 from __future__ import annotations
@@ -152,6 +157,37 @@ def observed_rate(
     return (calls / span if span > 0 else None), calls
 
 
+class RepeatTracker:
+    """Requests and hits by where their prompt was sent before: ``same_node`` (to this
+    node), ``cross_node`` (only to another node), ``first`` (nowhere yet). A prompt is the
+    body without ``stream`` (:func:`prompt_identity`): a streamed request and a plain one
+    of the same prompt share an answer. No I/O."""
+
+    KINDS = ("first", "same_node", "cross_node")
+
+    def __init__(self) -> None:
+        self._seen: dict[bytes, set[int]] = {}
+        self.counts = {kind: {"requests": 0, "hits": 0} for kind in self.KINDS}
+
+    def sent(self, body: bytes, node: int) -> str:
+        """Record a request of ``body`` to ``node`` as it is sent: its kind."""
+        nodes = self._seen.setdefault(body, set())
+        kind = "same_node" if node in nodes else ("cross_node" if nodes else "first")
+        nodes.add(node)
+        self.counts[kind]["requests"] += 1
+        return kind
+
+    def answered(self, kind: str, hit: bool) -> None:
+        self.counts[kind]["hits"] += hit
+
+
+def prompt_identity(body: bytes) -> bytes:
+    """What tells prompts apart: the body without its ``stream`` flag."""
+    fields = orjson.loads(body)
+    fields.pop("stream", None)
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+
+
 def _local_only(url: str) -> None:
     host = urlsplit(url).hostname
     if host != "127.0.0.1":
@@ -185,8 +221,10 @@ async def _one(
     stream: bool,
     stats: _Stats,
     priority: str | None = None,
-) -> None:
+) -> bool:
+    """One request; whether the gateway answered it from its cache."""
     started = time.perf_counter()
+    hit = False
     try:
         async with session.post(url, data=body, headers=headers) as resp:
             last = started
@@ -206,27 +244,30 @@ async def _one(
             ok = resp.status < 300 and (not stream or received.endswith(b"data: [DONE]\n\n"))
             if resp.headers.get(CACHE_HEADER, "").lower() == "hit":
                 stats.hits += 1
+                hit = True
             status = resp.status
     except Exception as exc:  # any failure is one error of the run, never its end
         stats.requests += 1
         stats.error(f"{type(exc).__name__}: {exc}")
-        return
+        return False
     elapsed_ms = (time.perf_counter() - started) * 1000
     stats.requests += 1
     stats.streamed += stream
     if not ok:
         stats.error(f"status {status}" + ("" if status >= 300 else " (stream incomplete)"))
-        return
+        return hit
     stats.latency_ms.append(elapsed_ms)
     if priority is not None:
         stats.by_priority.setdefault(priority, []).append(elapsed_ms)
+    return hit
 
 
 async def _run(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[str, Any]:
     import aiohttp
 
-    url = args.url.rstrip("/") + CHAT_PATH
+    urls = [url.rstrip("/") + CHAT_PATH for url in args.url]
     stats = _Stats()
+    repeats = RepeatTracker()
     counter: Iterator[int] = itertools.count()
     nonce = secrets.token_hex(4)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
@@ -236,19 +277,24 @@ async def _run(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[
 
         async def worker(deadline: float, into: _Stats) -> None:
             while time.perf_counter() < deadline:
+                index = next(counter)
+                node = index % len(urls)
+                url = urls[node]
                 if into is not stats and args.mode == "trace":  # warming up: no trace entry
-                    body = orjson.dumps(chat_body(f"warm-up {next(counter)}"))
+                    body = orjson.dumps(chat_body(f"warm-up {nonce} {index}"))
                     await _one(session, url, body, _HEADERS, False, into)
                 elif args.mode == "stream":
-                    body = stream_body(nonce, next(counter))
+                    body = stream_body(nonce, index)
                     await _one(session, url, body, _HEADERS, True, into)
                 else:
-                    entry = entries[next(counter) % len(entries)]
+                    entry = entries[index % len(entries)]
                     headers = {**_HEADERS, PRIORITY_HEADER: entry["priority"]}
                     body = entry["body"].encode()
-                    await _one(
+                    kind = repeats.sent(entry["identity"], node)
+                    hit = await _one(
                         session, url, body, headers, entry["stream"], into, entry["priority"]
                     )
+                    repeats.answered(kind, hit)
 
         # Unmeasured first: open every connection, so no measured request pays for one.
         warm, warm_stats = time.perf_counter() + args.warmup, _Stats()
@@ -274,6 +320,8 @@ async def _run(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[
     else:
         result["hits"] = stats.hits
         result["streamed"] = stats.streamed
+        result["nodes"] = len(urls)
+        result["repeats"] = repeats.counts
         result["by_priority"] = {
             name: {"requests": len(values), **summarize(values)}
             for name, values in sorted(stats.by_priority.items())
@@ -284,7 +332,7 @@ async def _run(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[
 async def _open_loop(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
 
-    url = args.url.rstrip("/") + CHAT_PATH
+    urls = [url.rstrip("/") + CHAT_PATH for url in args.url]
     offsets = open_loop_schedule(args.rate, args.duration, args.max_requests)
     priorities = priority_sequence(len(offsets), args.seed)
     nonce = secrets.token_hex(4)
@@ -300,6 +348,7 @@ async def _open_loop(args: argparse.Namespace) -> dict[str, Any]:
             headers = {**_HEADERS, PRIORITY_HEADER: priority}
             status = 0
             try:
+                url = urls[index % len(urls)]
                 async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     status = resp.status
@@ -336,6 +385,7 @@ async def _open_loop(args: argparse.Namespace) -> dict[str, Any]:
         "sent_s": sent_s,
         "started_wall": wall,
         "offered_rps": args.rate,
+        "nodes": len(urls),
         "scheduled": len(offsets),
         "unfinished": len(pending),
         "seed": args.seed,
@@ -347,7 +397,12 @@ async def _open_loop(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aigateway.bench.loadclient")
     parser.add_argument("mode", choices=("stream", "trace", "open-loop"))
-    parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8081")
+    parser.add_argument(
+        "--url",
+        action="append",
+        required=True,
+        help="base URL, e.g. http://127.0.0.1:8081; repeatable: requests go round-robin",
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first")
@@ -364,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.mode == "open-loop":
-        _local_only(args.url)
+        for url in args.url:
+            _local_only(url)
         if not args.rate > 0:
             parser.error("--rate must be > 0")
     if args.mode == "trace" and not args.trace:
@@ -372,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     entries: list[dict[str, Any]] = []
     if args.mode == "trace":
         entries = [orjson.loads(line) for line in Path(args.trace).read_bytes().splitlines()]
+        for entry in entries:
+            entry["identity"] = prompt_identity(entry["body"].encode())
         if not entries:
             parser.error(f"the trace file {args.trace} is empty")
     import uvloop

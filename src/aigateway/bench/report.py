@@ -176,6 +176,8 @@ def scenario_table(scenario: str, rows: Sequence[Row], markdown: bool = False) -
         return soak_table(rows, markdown)
     if scenario == "hostile":
         return hostile_table(rows, markdown)
+    if scenario == "cluster":
+        return cluster_table(rows, markdown)
     headers = [*_BASE_HEADERS, *_TAIL_HEADERS]
     return table(headers, [[*_base(row), *_tail(row)] for row in rows], markdown)
 
@@ -274,6 +276,86 @@ def hostile_table(rows: Sequence[Row], markdown: bool = False) -> str:
         ]
         body.append([*_base(row), *figures, *_tail(row)])
     return table(headers, body, markdown)
+
+
+def _redis(row: Row) -> dict[str, Any]:
+    redis: dict[str, Any] = row.get("extra", {}).get("redis") or {}
+    return redis
+
+
+def cluster_table(rows: Sequence[Row], markdown: bool = False) -> str:
+    """Two nodes on Redis (the provider's rate against the limit, the largest excess over
+    it in any window, hit rates, Redis commands sent per request and the limits' share),
+    then one node with and without Redis, pair by pair (Redis commands run per request)."""
+    groups = [r for r in rows if r.get("nodes", 1) > 1], [r for r in rows if r.get("nodes", 1) <= 1]
+    parts = []
+    if groups[0]:
+        headers = [
+            *_BASE_HEADERS, "nodes", "limit/s", "provider/s", "excess", "hit rate",
+            "x-node hit", "redis/req", "limits/req", "redis cpu%", *_TAIL_HEADERS,
+        ]  # fmt: skip
+        body = []
+        for row in groups[0]:
+            extra, redis = row.get("extra", {}), _redis(row)
+            figures = [
+                str(row["nodes"]),
+                fmt(extra.get("provider_limit_rps"), 0),
+                fmt(extra.get("provider_observed_rps"), 1),
+                fmt(extra.get("provider_excess_calls"), 0),
+                fmt(extra.get("hit_rate"), 3),
+                fmt(extra.get("cross_node_hit_rate"), 3),
+                fmt(redis.get("sent_per_request"), 3),
+                fmt(redis.get("limit_commands_per_request"), 4),
+                fmt(row.get("cpu_pct", {}).get("redis"), 0),
+            ]
+            body.append([*_base(row), *figures, *_tail(row)])
+        text = table(headers, body, markdown)
+        for row in groups[0]:
+            text += _cluster_notes(row)
+        parts.append(text)
+    if groups[1]:
+        headers = [*_BASE_HEADERS, "redis run/req", "redis cpu%", *_TAIL_HEADERS]
+        body = [
+            [
+                *_base(row),
+                fmt(_redis(row).get("run_per_request"), 3),
+                fmt(row.get("cpu_pct", {}).get("redis"), 0),
+                *_tail(row),
+            ]
+            for row in groups[1]
+        ]
+        parts.append(table(headers, body, markdown))
+    return "\n\n".join(parts)
+
+
+def _cluster_notes(row: Row) -> str:
+    extra, redis, text = row.get("extra", {}), _redis(row), ""
+    window = extra.get("provider_rate_window_s")
+    if window:
+        text += (
+            f"\n\n{row['load']}: provider/s from {fmt(extra.get('provider_rate_calls'))} calls "
+            f"the mock saw from {window[0]:g} s to {window[1]:g} s of the "
+            f"{fmt(extra.get('schedule_s'), 0)} s schedule; excess: the most calls beyond "
+            "limit x window in any window of the load"
+        )
+    repeats = extra.get("repeats")
+    if repeats:
+        shown = ", ".join(
+            f"{kind.replace('_', ' ')} {fmt(v.get('hits'))}/{fmt(v.get('requests'))}"
+            for kind, v in repeats.items()
+        )
+        text += f"\n\n{row['load']}: hits/requests by where the prompt was sent before: {shown}"
+    sent = redis.get("sent")
+    if sent:
+        by_class = ", ".join(f"{name} {fmt(count)}" for name, count in sent.items())
+        commands = ", ".join(
+            f"{name} {fmt(count)}" for name, count in list(redis["sent_by_command"].items())[:6]
+        )
+        text += (
+            f"\n\n{row['load']}: Redis commands sent, by key: {by_class} (by name: {commands}); "
+            f"run, scripts' own included: {fmt(redis.get('commands_run'))}"
+        )
+    return text
 
 
 def render_results(results: Sequence[Row], markdown: bool = False) -> str:

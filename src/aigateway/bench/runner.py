@@ -9,6 +9,12 @@ second snapshot. :meth:`Environment.close` stops every process the bench started
 With ``--profile`` py-spy records one gateway worker during each gateway measurement; a
 ``soak`` step samples the workers' resident memory while its load runs, a ``hostile`` one
 every second, and starts the attacker (``bench/hostile.py``) before its load.
+
+The ``cluster`` scenario's targets run on one scratch ``redis-server`` the run starts on
+first use (``bench/cluster_demo.py``'s :class:`RedisProcess`): ``gateway+redis`` is one
+node with ``REDIS_URL``, ``cluster`` two of them measured as one (``bench/cluster.py``'s
+:class:`NodeGroup`, the load spread over both). Redis's CPU is counted apart, and its
+command counters are read around each load of these targets (``bench/redis_counters.py``).
 """
 
 from __future__ import annotations
@@ -28,17 +34,24 @@ from typing import Any
 import orjson
 
 from aigateway.bench import bodies, procs, soak
+from aigateway.bench.cluster import NodeGroup, cross_node_figures, largest_excess, redis_figures
+from aigateway.bench.cluster_demo import RedisProcess, node_variables
 from aigateway.bench.hostile import MEMORY_SAMPLE_S, Attacker
 from aigateway.bench.loadclient import observed_rate, parse_output, steady_window
 from aigateway.bench.procs import HOST, MockService, Service, ServiceError, free_port
 from aigateway.bench.profile import file_stem
 from aigateway.bench.progress import Progress
 from aigateway.bench.pyspy import Profiler
+from aigateway.bench.redis_counters import CommandMonitor, commands_between, commandstats
 from aigateway.bench.scenarios import SOAK_REPEAT_EVERY, SOAK_REPEAT_POOL, MockConfig, Step
 from aigateway.bench.trace import TraceSpec, generate_trace
 from aigateway.bench.wrk import WrkError, lua_script, parse_wrk_output, wrk_command
+from aigateway.cluster.keys import Keys
 
 UPSTREAM_MAX_CONNS = 1024  # per worker, gateway and passthrough alike: never the limit here
+CLUSTER_NAME = "bench"  # the nodes' CLUSTER_NAME: their keys in the bench's Redis
+REDIS_TARGETS = ("gateway+redis", "cluster")
+Server = Service | NodeGroup
 
 
 @dataclass
@@ -80,7 +93,8 @@ class Environment:
         self.progress = progress
         self.mock: MockService | None = None
         self.mock_config: MockConfig | None = None
-        self.targets: dict[tuple[str, int, tuple[tuple[str, str], ...]], Service] = {}
+        self.targets: dict[tuple[str, int, tuple[tuple[str, str], ...], int], Server] = {}
+        self.redis: RedisProcess | None = None
         # every server started: name, pid, url
         self.started: list[dict[str, Any]] = [] if started is None else started
         self._names: dict[str, int] = {}
@@ -125,37 +139,91 @@ class Environment:
         self.mock_config = config
         return self.mock
 
+    def redis_for(self) -> RedisProcess:
+        """The run's scratch Redis, started on first use (stopped with the targets)."""
+        if self.redis is not None and self.redis.alive():
+            return self.redis
+        self.redis = RedisProcess.start()
+        self.progress.say(f"started redis-server on port {self.redis.port}")
+        self.started.append({"name": "redis", "pid": self.redis.pid, "url": self.redis.url})
+        return self.redis
+
+    def _gateway_env(
+        self, port: int, workers: int, settings: tuple[tuple[str, str], ...]
+    ) -> dict[str, str]:
+        assert self.mock is not None, "start the mock first"
+        env = _clean_env()
+        env.update(
+            AI_GATEWAY_HOST=HOST,
+            AI_GATEWAY_PORT=str(port),
+            MAX_WORKERS=str(workers),
+            LOG_LEVEL="warning",
+            OPENAI_BASE_URL=self.mock.url + "/v1",
+            OPENAI_API_KEY=bodies.API_KEY,
+            OPENAI_MAX_CONNS=str(UPSTREAM_MAX_CONNS),
+            # The mock has no rate limit: the gateway's own (50/s by default) would
+            # measure admission control instead of the gateway's throughput.
+            OPENAI_RPS=str(UNLIMITED_RPS),
+            UPSTREAM_CLIENT=self.config.upstream_client,
+        )
+        env.update(dict(settings))  # a scenario's own limits (admission)
+        return env
+
+    def _start_nodes(
+        self, kind: str, count: int, workers: int, settings: tuple[tuple[str, str], ...]
+    ) -> Server:
+        """``count`` gateway nodes on the run's Redis (one: a Service, more: a group)."""
+        redis = self.redis_for()
+        nodes: list[Service] = []
+        try:
+            for index in range(count):
+                port = free_port()
+                env = self._gateway_env(port, workers, settings)
+                env.update(node_variables(index, redis.url), CLUSTER_NAME=CLUSTER_NAME)
+                self.progress.say(
+                    f"starting {kind} node {index + 1}/{count} with {workers} worker(s) "
+                    f"on port {port}"
+                )
+                args = [self.config.python, "-m", "aigateway.cli", "serve"]
+                node = Service.start(
+                    self._name(f"{kind}-w{workers}"), args, env, f"http://{HOST}:{port}",
+                    "/health", self.config.work_dir,
+                )  # fmt: skip
+                self._record(node)
+                nodes.append(node)
+        except BaseException:
+            for node in nodes:
+                node.stop()
+            raise
+        return nodes[0] if count == 1 else NodeGroup(self._name(kind), nodes)
+
     def target(
-        self, kind: str, workers: int, settings: tuple[tuple[str, str], ...] = ()
-    ) -> Service | None:
+        self,
+        kind: str,
+        workers: int,
+        settings: tuple[tuple[str, str], ...] = (),
+        nodes: int = 1,
+    ) -> Server | None:
         """The server of a target (None for direct: the mock itself), started on first use;
-        ``settings``: more environment of the gateway (e.g. its ``OPENAI_RPS``)."""
+        ``settings``: more environment of the gateway (e.g. its ``OPENAI_RPS``); ``nodes``:
+        of a ``cluster``."""
         if kind == "direct":
             return None
         assert self.mock is not None, "start the mock first"
-        running = self.targets.get((kind, workers, settings))
+        running = self.targets.get((kind, workers, settings, nodes))
         if running is not None:
             if running.alive():
                 return running
             raise ServiceError(f"{running.name} died; its log:\n{running.log_tail()}")
+        if kind in REDIS_TARGETS:
+            server = self._start_nodes(kind, nodes, workers, settings)
+            self.targets[(kind, workers, settings, nodes)] = server
+            return server
         port = free_port()
         env = _clean_env()
         if kind == "gateway":
             args = [self.config.python, "-m", "aigateway.cli", "serve"]
-            env.update(
-                AI_GATEWAY_HOST=HOST,
-                AI_GATEWAY_PORT=str(port),
-                MAX_WORKERS=str(workers),
-                LOG_LEVEL="warning",
-                OPENAI_BASE_URL=self.mock.url + "/v1",
-                OPENAI_API_KEY=bodies.API_KEY,
-                OPENAI_MAX_CONNS=str(UPSTREAM_MAX_CONNS),
-                # The mock has no rate limit: the gateway's own (50/s by default) would
-                # measure admission control instead of the gateway's throughput.
-                OPENAI_RPS=str(UNLIMITED_RPS),
-                UPSTREAM_CLIENT=self.config.upstream_client,
-            )
-            env.update(dict(settings))  # a scenario's own limits (admission)
+            env = self._gateway_env(port, workers, settings)
         else:
             args = [
                 self.config.python, "-m", "aigateway.bench.baselines", kind,
@@ -175,7 +243,7 @@ class Environment:
             self.config.work_dir,
         )  # fmt: skip
         self._record(service)
-        self.targets[(kind, workers, settings)] = service
+        self.targets[(kind, workers, settings, nodes)] = service
         return service
 
     def _record(self, service: Service) -> None:
@@ -191,6 +259,9 @@ class Environment:
             if self.mock is not None:
                 mock, self.mock = self.mock, None
                 mock.stop()
+            if self.redis is not None:
+                redis, self.redis = self.redis, None
+                redis.stop()
             self.mock_config = None
 
 
@@ -215,9 +286,13 @@ class _Snapshot:
     target_cpu: float | None
     mock_cpu: float
     calls: int
+    redis_cpu: float | None = None
+    redis_commands: dict[str, int] | None = None  # INFO commandstats: calls by command
 
     @classmethod
-    def take(cls, mock: MockService, target: Service | None) -> _Snapshot:
+    def take(
+        cls, mock: MockService, target: Server | None, redis: RedisProcess | None = None
+    ) -> _Snapshot:
         return cls(
             time.monotonic(),
             procs.machine_cpu(),
@@ -225,6 +300,8 @@ class _Snapshot:
             None if target is None else target.cpu_seconds(),
             mock.cpu_seconds(),
             mock.calls(),
+            None if redis is None else procs.cpu_seconds(redis.pid),
+            None if redis is None else commandstats(redis.port),
         )
 
 
@@ -284,6 +361,7 @@ def _wrk_body(load: str) -> bytes | tuple[bytes, bytes] | bodies.MixedBodies:
 def _run_wrk(
     config: RunConfig, url: str, step: Step, load: str, seconds: int, tick: Callable[[float], None]
 ) -> tuple[dict[str, Any], float]:
+    """wrk against one URL (a group's load goes through the load client)."""
     name = f"wrk-{secrets.token_hex(3)}"
     script = config.work_dir / f"{name}.lua"
     headers = {"Authorization": f"Bearer {bodies.API_KEY}"}
@@ -314,13 +392,19 @@ def _run_wrk(
 
 
 def _run_client(
-    config: RunConfig, url: str, step: Step, seconds: int, tick: Callable[[float], None]
+    config: RunConfig,
+    urls: list[str],
+    step: Step,
+    seconds: int,
+    tick: Callable[[float], None],
 ) -> tuple[dict[str, Any], float]:
     name = f"client-{secrets.token_hex(3)}"
     command = [
-        config.python, "-m", "aigateway.bench.loadclient", step.load, "--url", url,
+        config.python, "-m", "aigateway.bench.loadclient", step.load,
         "--concurrency", str(step.concurrency), "--duration", str(seconds),
     ]  # fmt: skip
+    for url in urls:
+        command += ["--url", url]
     if step.load == "open-loop":
         command += ["--rate", f"{step.offered_rps:g}", "--seed", str(config.trace.seed)]
     if step.load == "trace":
@@ -356,15 +440,17 @@ def measure(step: Step, env: Environment, progress: Progress) -> dict[str, Any]:
     """One measurement: warm up, snapshot, load, snapshot; the result row as a dict."""
     config = env.config
     mock = env.mock_for(step.mock)
-    target = env.target(step.target, step.workers, step.gateway_env)
+    target = env.target(step.target, step.workers, step.gateway_env, step.nodes)
     url = (target or mock).url
     if config.max_other_pct is not None:
         _wait_quiet(config.max_other_pct, progress)
     if config.warmup_s > 0:
-        _run_wrk(
-            config, url, step, "unique", config.warmup_s,
-            lambda t: progress.tick("warm-up", t, config.warmup_s),
-        )  # fmt: skip
+        # every node of a group: the load spreads over them
+        for node_url in target.urls if isinstance(target, NodeGroup) else [url]:
+            _run_wrk(
+                config, node_url, step, "unique", config.warmup_s,
+                lambda t: progress.tick("warm-up", t, config.warmup_s),
+            )  # fmt: skip
     _settle(mock)
     attacker = None
     if step.hostile is not None and target is not None:
@@ -386,12 +472,16 @@ def _measure_load(
     env: Environment,
     progress: Progress,
     mock: MockService,
-    target: Service | None,
+    target: Server | None,
     url: str,
     attacker: Attacker | None,
 ) -> dict[str, Any]:
     config = env.config
-    before = _Snapshot.take(mock, target)
+    redis = env.redis if step.target in REDIS_TARGETS else None
+    before = _Snapshot.take(mock, target, redis)
+    monitor = None
+    if redis is not None and isinstance(target, NodeGroup):
+        monitor = CommandMonitor(redis.port, Keys(CLUSTER_NAME))
     attacker_cpu = attacker.cpu_seconds() if attacker is not None else 0.0
     seconds = step.duration_s or config.duration_s
     memory = None
@@ -413,11 +503,12 @@ def _measure_load(
         if profiler is not None:
             profiler.tick(elapsed)
 
+    urls = target.urls if isinstance(target, NodeGroup) else [url]
     try:
         if step.load in ("unique", "identical", "soak"):
             figures, generator_cpu = _run_wrk(config, url, step, step.load, seconds, tick)
         else:
-            figures, generator_cpu = _run_client(config, url, step, seconds, tick)
+            figures, generator_cpu = _run_client(config, urls, step, seconds, tick)
         if memory is not None:
             memory.finish(time.monotonic() - load_started)
         if profiler is not None:
@@ -426,14 +517,17 @@ def _measure_load(
     finally:
         if profiler is not None:
             profiler.stop()
+        monitored = None if monitor is None else monitor.stop()
     _settle(mock)
-    after = _Snapshot.take(mock, target)
+    after = _Snapshot.take(mock, target, redis)
     window = max(after.at - before.at, 1e-9)
     cpu_s = {"mock": after.mock_cpu - before.mock_cpu, "generator": generator_cpu}
     if attacker is not None:
         cpu_s["attacker"] = attacker.cpu_seconds() - attacker_cpu
     if after.target_cpu is not None and before.target_cpu is not None:
         cpu_s["target"] = after.target_cpu - before.target_cpu
+    if after.redis_cpu is not None and before.redis_cpu is not None:
+        cpu_s["redis"] = after.redis_cpu - before.redis_cpu
     machine_total = max(after.machine.total - before.machine.total, 1e-9)
     machine_busy = after.machine.busy - before.machine.busy
     # CPU that none of the measured processes used: other processes on the machine
@@ -446,6 +540,7 @@ def _measure_load(
         "target": step.target,
         "concurrency": step.concurrency,
         "workers": step.workers,
+        "nodes": step.nodes,
         "mock_latency_ms": step.mock.latency_ms,
         "mock_chunk_delay_ms": step.mock.chunk_delay_ms,
         "load": step.load,
@@ -476,8 +571,13 @@ def _measure_load(
         requests = int(row["requests"])
         extra["hit_rate"] = extra.get("hits", 0) / requests if requests else 0.0
         extra["provider_calls_avoided"] = requests - row["provider_calls"]
+        if step.nodes > 1:
+            extra.update(cross_node_figures(extra))
     if step.load == "open-loop":
         _add_provider_rate(row, step, mock)
+    if before.redis_commands is not None and after.redis_commands is not None:
+        commands = commands_between(before.redis_commands, after.redis_commands)
+        row["extra"]["redis"] = redis_figures(int(row["requests"]), commands, monitored)
     if memory is not None:
         row["extra"].update(soak.summarise_rss(memory.samples))
     if profile is not None:
@@ -485,16 +585,14 @@ def _measure_load(
     return row
 
 
-def _worker_memory(target: Service) -> Callable[[], soak.Reading]:
+def _worker_memory(target: Server) -> Callable[[], soak.Reading]:
     def read() -> soak.Reading:
         return {pid: procs.memory_bytes(pid) for pid in target.worker_pids()}
 
     return read
 
 
-def _profiler(
-    step: Step, target: Service | None, env: Environment, seconds: int
-) -> Profiler | None:
+def _profiler(step: Step, target: Server | None, env: Environment, seconds: int) -> Profiler | None:
     """py-spy on one gateway worker for the load's duration (``--profile`` only)."""
     config = env.config
     if config.profile_dir is None or step.target != "gateway" or target is None:
@@ -521,7 +619,12 @@ def _add_provider_rate(row: dict[str, Any], step: Step, mock: MockService) -> No
     if limit and step.offered_rps > limit:
         skip = max(skip, limit / (step.offered_rps - limit))
     window = steady_window(float(extra["schedule_s"]), skip)
-    rate, calls = observed_rate(mock.call_times(), float(extra["started_wall"]), window)
+    call_times = mock.call_times()
+    started = float(extra["started_wall"])
+    rate, calls = observed_rate(call_times, started, window)
     extra["provider_rate_window_s"] = list(window)
     extra["provider_rate_calls"] = calls
     extra["provider_observed_rps"] = rate
+    if limit:  # from the load's start on: the warm-up's calls came before the settle
+        excess = largest_excess([t for t in call_times if t >= started], limit)
+        extra["provider_excess_calls"] = excess

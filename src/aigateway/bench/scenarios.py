@@ -20,6 +20,12 @@ descriptors and loads the machine, so it runs only when named.
 The ``soak`` scenario (memory over time) runs the gateway alone for ``--soak-duration``
 seconds under a steady mix of cache misses and hits. It takes minutes, so it is not part
 of the default set (:data:`DEFAULT_SCENARIOS`): it runs only when named.
+
+The ``cluster`` scenario (only when named: it needs ``redis-server``) runs gateway nodes
+on one Redis: two nodes under an open-loop load over a provider limit spread over both
+(the provider's rate against the limit, Redis commands per request), the trace replayed
+over both nodes (cross-node hits), and one node with Redis against the same node without
+it, pair by pair (misses at 1 and 16 connections, hits at 16).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from dataclasses import dataclass, replace
 
 SCENARIOS = (
     "overhead", "miss-frontier", "hit-frontier", "stream", "trace", "workers", "admission",
-    "soak", "hostile",
+    "soak", "hostile", "cluster",
 )  # fmt: skip
-OPT_IN_SCENARIOS = ("soak", "hostile")  # too long or too heavy for "all": only when named
+# too long, too heavy or needing redis-server for "all": only when named
+OPT_IN_SCENARIOS = ("soak", "hostile", "cluster")
 DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s not in OPT_IN_SCENARIOS)
-TARGETS = ("direct", "passthrough", "constant", "gateway")
+TARGETS = ("direct", "passthrough", "constant", "gateway", "gateway+redis", "cluster")
 FRONTIER_CONCURRENCY = (16, 64, 256)
 # the 50 ms mock also runs at 128 connections: the goal's "128 x 20 requests/s" point
 SLOW_FRONTIER_CONCURRENCY = (16, 64, 128, 256)
@@ -70,6 +77,18 @@ HOSTILE_IDLE = 10_000
 HOSTILE_SLOWLORIS = 2_000
 HOSTILE_SLOW_READERS = 1
 QUIET_LABEL = "quiet: no hostile connection"
+# cluster: nodes on one Redis. The limit step offers more than the nodes' limits added up
+# (2.5x one limit), so a limit that is per node shows as about twice the limit.
+CLUSTER_NODES = 2
+CLUSTER_PROVIDER_RPS = 100.0
+CLUSTER_OVERLOAD = 2.5
+CLUSTER_MOCK_MS = 20.0
+CLUSTER_DURATION_S = 30  # the rate is judged to 2% over many seconds, as for admission
+CLUSTER_TRACE_CONCURRENCY = 16
+# with Redis against without: p50 at one connection, throughput at a saturating load
+CLUSTER_PAIR_CONCURRENCY = (1, 16)
+CLUSTER_LIMIT_LABEL = "open loop over the provider's limit, spread over both nodes"
+CLUSTER_TRACE_LABEL = "the trace, spread over both nodes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +130,7 @@ class Step:
     gateway_env: tuple[tuple[str, str], ...] = ()
     duration_s: int = 0  # seconds of load; 0: the run's --duration
     hostile: Hostile | None = None  # held by the attacker while the load runs
+    nodes: int = 1  # gateway nodes sharing one Redis (target "cluster"); the load spreads
 
     @property
     def provider_rps(self) -> float | None:
@@ -125,6 +145,8 @@ class Step:
         if self.mock.chunk_delay_ms:
             mock += f"+{self.mock.chunk_delay_ms:g}ms/chunk"
         where = f"c{self.concurrency}/w{self.workers}/{mock}"
+        if self.nodes > 1:
+            where = f"n{self.nodes}/" + where
         if self.offered_rps:
             where += f"/offered{self.offered_rps:g}"
         where += "".join(f"/{name}={value}" for name, value in self.gateway_env)
@@ -135,6 +157,8 @@ class Step:
 
     def describe(self) -> str:
         workers = f" w={self.workers}" if self.workers else ""
+        if self.nodes > 1:
+            workers = f" {self.nodes} nodes" + workers
         if self.offered_rps:
             return (
                 f"{self.scenario}: {self.target}{workers} {self.offered_rps:g} req/s open loop, "
@@ -158,6 +182,7 @@ class PlanOptions:
     soak_duration_s: int = SOAK_DURATION_S
     admission_duration_s: int = ADMISSION_DURATION_S
     hostile: Hostile = Hostile()
+    cluster_duration_s: int = CLUSTER_DURATION_S
 
 
 def _latencies(options: PlanOptions, default: tuple[float, ...]) -> tuple[float, ...]:
@@ -236,8 +261,46 @@ def _scenario_steps(name: str, options: PlanOptions) -> list[Step]:
                 quiet = Step(name, "gateway", c, w, MockConfig(latency), "unique", QUIET_LABEL)
                 held = options.hostile
                 steps += [quiet, replace(quiet, label=held.describe(), hostile=held)]
+    elif name == "cluster":
+        steps += _cluster_steps(options)
     else:
         raise ValueError(f"unknown scenario {name!r}: expected one of {', '.join(SCENARIOS)}")
+    return steps
+
+
+def _cluster_steps(options: PlanOptions) -> list[Step]:
+    """Two nodes over a limit, two nodes on the trace, then one node without and with
+    Redis, each pair measured back to back (misses at 1 and 16 connections, hits)."""
+    w, n = options.workers, CLUSTER_NODES
+    steps: list[Step] = []
+    for latency in _latencies(options, (CLUSTER_MOCK_MS,)):
+        env = (
+            ("OPENAI_RPS", f"{CLUSTER_PROVIDER_RPS:g}"),
+            ("QUEUE_SIZE", str(ADMISSION_QUEUE_SIZE)),
+            ("REQUEST_TIMEOUT_SEC", f"{ADMISSION_TIMEOUT_S:g}"),
+        )
+        step = Step("cluster", "cluster", 1, w, MockConfig(latency), "open-loop",
+                    CLUSTER_LIMIT_LABEL, nodes=n)  # fmt: skip
+        steps.append(
+            replace(
+                step,
+                offered_rps=CLUSTER_PROVIDER_RPS * CLUSTER_OVERLOAD,
+                gateway_env=env,
+                duration_s=options.cluster_duration_s,
+            )
+        )
+    for latency in _latencies(options, (0.0,)):
+        mock = MockConfig(latency)
+        for c in _levels(options, (CLUSTER_TRACE_CONCURRENCY,)):
+            steps.append(
+                Step("cluster", "cluster", c, w, mock, "trace", CLUSTER_TRACE_LABEL, nodes=n)
+            )
+        pairs = [("unique", c) for c in _levels(options, CLUSTER_PAIR_CONCURRENCY)]
+        pairs.append(("identical", max(_levels(options, CLUSTER_PAIR_CONCURRENCY))))
+        for load, c in pairs:
+            label = HIT_LABEL if load == "identical" else ""
+            for target in ("gateway", "gateway+redis"):
+                steps.append(Step("cluster", target, c, w, mock, load, label))
     return steps
 
 

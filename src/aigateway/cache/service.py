@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -31,6 +31,9 @@ from aigateway.cache.store import CacheEntry, LmdbStore
 from aigateway.hotpath import SSEDecoder, TTLPolicy, cache_key, compute_ttl
 from aigateway.stats.registry import labelled_key
 from aigateway.wire import ApiRequest, Completed, Streaming, close_events, token_counts
+
+if TYPE_CHECKING:
+    from aigateway.config import Settings
 
 logger = logging.getLogger("aigateway.cache")
 
@@ -59,9 +62,15 @@ class ResponseCache:
         self.max_entry_bytes = max_entry_bytes
 
     def configure(self, default_ttl_s: float, policy: TTLPolicy) -> None:
-        """Change the default TTL and the TTL policy live (``PUT /admin/config``)."""
+        """Change the default TTL and the TTL policy."""
         self._default_ttl_s = default_ttl_s
         self._policy = policy
+
+    def apply_settings(self, old: Settings, new: Settings) -> None:
+        """Live settings (``PUT /admin/config``): CACHE_TTL_MINUTES and
+        CACHE_PROVIDER_TTL_FACTORS."""
+        policy = TTLPolicy(provider_factors=dict(new.cache_ttl_factors))
+        self.configure(new.cache_ttl_minutes * 60.0, policy)
 
     def key(self, request: ApiRequest, provider: str, model: str) -> bytes | None:
         """The request's key; None if it has none (the request then skips the cache)."""

@@ -41,10 +41,15 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aigateway.errors import Fault, GatewayTimeout, RateLimited
 from aigateway.hotpath import PriorityQueue, SharedStats, TokenBucket
+from aigateway.shm import provider_bucket
 from aigateway.stats.registry import ADMISSION_OUTCOMES, slot_table, stats_schema
+
+if TYPE_CHECKING:
+    from aigateway.config import Settings
 
 PRIORITIES = ("critical", "high", "normal", "low")
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
@@ -384,6 +389,28 @@ class Admission:
 
     def gate(self, provider: str) -> ProviderGate | None:
         return self.gates.get(provider)
+
+    # -- live settings (PUT /admin/config) ------------------------------------------------
+
+    def apply_settings(self, old: Settings, new: Settings) -> None:
+        """In every worker: queue size, priority reserves, the providers' configured rates
+        (what a rate slowed by 429s climbs back to)."""
+        self.queue_size = new.queue_size
+        self.reserves = {**DEFAULT_RESERVES, **dict(new.priority_reserves)}
+        rates = {p.name: p.rps for p in new.providers}
+        for name, gate in self.gates.items():
+            if name in rates:
+                gate.configured_rate = rates[name]
+
+    def set_node_rates(self, old: Settings, new: Settings) -> None:
+        """Once for the node (the buckets are shared): a provider whose rate changed gets
+        its bucket moved to the new rate and burst."""
+        before = {p.name: p.rps for p in old.providers}
+        for p in new.providers:
+            gate = self.gates.get(p.name)
+            if gate is not None and before.get(p.name) != p.rps:
+                spec = provider_bucket(p.name, p.rps)
+                gate.bucket.set_rate(spec.rate_per_s, spec.burst)
 
     # -- node-wide numbers ----------------------------------------------------------------
 

@@ -256,6 +256,14 @@ class HealthBoard:
     def opened_total(self, name: str) -> int:
         return self._entry(name).opened
 
+    def open_left_s(self, name: str, now: float | None = None) -> float:
+        """Seconds of cool-down left while the provider's circuit is open (else 0)."""
+        entry = self._entry(name)
+        if entry.state == CLOSED:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(entry.open_until - now, 0.0)
+
     # -- writing -------------------------------------------------------------------------
 
     def record(self, name: str, outcome: str, seconds: float, *, probe: bool = False) -> None:
@@ -282,6 +290,28 @@ class HealthBoard:
             self._u32[u32 + _LAST_FAILURE] = last_failure
             if probe:
                 self._u32[u32 + _LAST_PROBE] = 2 if failed else 1
+
+    def open_from_cluster(
+        self, name: str, seconds: float, why: str, now: float | None = None
+    ) -> bool:
+        """Open the provider's circuit for ``seconds`` because another node opened it
+        (``why`` says where); whether that changed anything (an open circuit ending later
+        stays as it is). Not counted in ``opened``: the node that opened it counts it."""
+        index = self._index.get(name)
+        if index is None or seconds <= 0.0:
+            return False
+        now = time.monotonic() if now is None else now
+        base = index * _SIZE
+        with self._lock:
+            entry = self._entry(name)
+            if entry.state == OPEN and entry.open_until >= now + seconds:
+                return False
+            self._u32[base // 4 + _STATE] = OPEN
+            self._f64[base // 8 + _OPEN_UNTIL] = now + seconds
+            self._f64[base // 8 + _TRIAL_UNTIL] = 0.0
+            self._f64[base // 8 + _CHANGED] = time.time()
+        logger.warning("%s circuit opened %s: routing skips it for %.1f s", name, why, seconds)
+        return True
 
     def take_probe(self, name: str, now: float | None = None) -> bool:
         """Whether this worker should probe the provider now (at most one worker does)."""

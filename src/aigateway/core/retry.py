@@ -12,6 +12,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aigateway.config import Settings
 
 
 @dataclass(slots=True)
@@ -21,6 +25,20 @@ class RetryPolicy:
     max_retries: int
     initial_delay_s: float
     max_delay_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """MAX_RETRIES, INITIAL_DELAY_MS and MAX_DELAY_MS."""
+        return cls(
+            settings.max_retries, settings.initial_delay_ms / 1000.0, settings.max_delay_ms / 1000.0
+        )
+
+    def apply_settings(self, old: Settings, new: Settings) -> None:
+        """Live settings: the same three, in this worker (its requests share the policy)."""
+        changed = self.from_settings(new)
+        self.max_retries = changed.max_retries
+        self.initial_delay_s = changed.initial_delay_s
+        self.max_delay_s = changed.max_delay_s
 
     def delay_before_retry(
         self,

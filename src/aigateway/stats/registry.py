@@ -192,6 +192,10 @@ METRICS: Final = _declare(
            "(admitted; shed: refused because the queue was full; timed_out: could not "
            "start before its deadline).", (*_PROVIDER, "priority", "outcome"), _STATS,
            values={"priority": PRIORITIES, "outcome": ADMISSION_OUTCOMES}),
+    Metric("redis_up", "gauge", "Whether this node reaches the cluster's Redis (1) or goes "
+           "on alone (0); absent without REDIS_URL.", (), _NODE),
+    Metric("cluster_nodes", "gauge", "Live nodes of the cluster last seen, this one "
+           "included; absent without REDIS_URL.", (), _NODE),
     Metric("metric_series_dropped", "counter", "Updates lost: the series table was full.",
            (), _STATS, key="series_dropped"),
 )  # fmt: skip

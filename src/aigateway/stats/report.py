@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway import __version__, hotpath
+from aigateway.cluster.state import ClusterView
 from aigateway.hotpath import HistogramSnapshot, StatsSnapshot
 from aigateway.stats.exposition import Exposition, quantile
 from aigateway.stats.registry import METRICS, SERIES, Metric, exported_name, stats_samples
@@ -42,6 +43,7 @@ class NodeNumbers:
     cache: dict[str, int] | None = None
     cache_budget_bytes: int = 0
     pid: int = 0
+    cluster: ClusterView | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def by_family(self, family: str) -> list[Series]:
@@ -72,6 +74,12 @@ def _from_node(metric: Metric, numbers: NodeNumbers) -> list[Series]:
         return [_one(metric, 1, build)]
     if metric.name == "cache_budget_bytes":
         return [] if numbers.cache is None else [_one(metric, numbers.cache_budget_bytes)]
+    if metric.name in ("redis_up", "cluster_nodes"):
+        cluster = numbers.cluster
+        if cluster is None or not cluster.enabled:
+            return []  # one node, no Redis
+        up = 1 if cluster.redis == "up" else 0
+        return [_one(metric, up if metric.name == "redis_up" else cluster.nodes)]
     value = {
         "start_time_seconds": numbers.started_at,
         "uptime_seconds": max(time.time() - numbers.started_at, 0.0),

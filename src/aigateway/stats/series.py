@@ -119,7 +119,16 @@ class SeriesTable:
     #: What the region is laid out by (``shm.RegionSpec.layouts``).
     LAYOUTS: ClassVar[tuple[Layout, ...]] = (HEAD, ENTRY, SLOT_HEAD)
 
-    def __init__(self, region: memoryview, params: dict[str, Any], lock_path: str | None) -> None:
+    def __init__(
+        self,
+        region: memoryview,
+        params: dict[str, Any],
+        lock_path: str | None,
+        *,
+        claim_slot: bool = True,
+    ) -> None:
+        """``claim_slot=False``: a reader of the node's totals that writes nothing and is
+        not counted as a worker (the node agent's, for its heartbeat)."""
         self._series = int(params["series"])
         self._cells = int(params["cells"])
         self._slots = int(params["slots"])
@@ -137,7 +146,8 @@ class SeriesTable:
         # Directory entries parsed so far (they never change once written).
         self._entries: list[tuple[str, int, int, int]] = []  # key, kind, first cell, cells
         self._known: dict[str, int] = {}  # key -> first cell
-        self._slot = self._claim()
+        self._reader = not claim_slot  # open until closed, with no slot to give back
+        self._slot = self._claim() if claim_slot else -1
         self._base = self._value_words + self._slot * self._cells
 
     @staticmethod
@@ -224,13 +234,14 @@ class SeriesTable:
 
     def close(self) -> None:
         """Give the slot back (its gauges zeroed, its counters kept) and let go of the region."""
-        if self._slot < 0:
+        if self._slot < 0 and not self._reader:
             return
-        with self._lock:
-            self._read_directory()
-            self._zero_gauges(self._slot)
-            self._i64[self._head_word(self._slot) + _OWNER] = 0
-        self._slot = -1
+        if self._slot >= 0:
+            with self._lock:
+                self._read_directory()
+                self._zero_gauges(self._slot)
+                self._i64[self._head_word(self._slot) + _OWNER] = 0
+        self._slot, self._reader = -1, False
         self._lock.close()
         for view in (self._u32, self._u64, self._i64, self._f64, self._view):
             view.release()

@@ -1,0 +1,44 @@
+"""The names of every key the gateway keeps in Redis.
+
+All of a gateway's keys start with ``aigw:<CLUSTER_NAME>:``, so several gateways can
+share one Redis and an operator can find them. Keys carry a hash tag (the part in
+braces) so that every script touches one slot of a Redis Cluster:
+
+* coordination (membership, limits, pauses, health, settings, the cache's generation)
+  shares the tag ``{aigw:<name>}``: it is a handful of small keys, read and written a few
+  times a second by each node, and one slot lets one script read or change any of them;
+* each cache entry and its in-flight claim share a tag made of the entry's key, so the
+  entries spread over the cluster and a claim sits beside the entry it waits for.
+"""
+
+from __future__ import annotations
+
+__all__ = ("Keys",)
+
+
+class Keys:
+    """Key names for the gateway called ``cluster_name``."""
+
+    __slots__ = ("coordination", "prefix")
+
+    def __init__(self, cluster_name: str) -> None:
+        self.prefix = f"aigw:{cluster_name}:"
+        self.coordination = f"{{aigw:{cluster_name}}}:"
+
+    def nodes(self) -> str:
+        """A sorted set: node id -> its last heartbeat (Redis time, ms)."""
+        return self.coordination + "nodes"
+
+    def node(self, node_id: str) -> str:
+        """A node's own document (its figures), expiring unless renewed."""
+        return f"{self.coordination}node:{node_id}"
+
+    def coordination_key(self, *parts: str) -> str:
+        """Any other coordination key (``limit``, ``pause``, ``settings``...)."""
+        return self.coordination + ":".join(parts)
+
+    def cache_entry(self, key: bytes) -> str:
+        return f"{self.prefix}c:{{{key.hex()}}}"
+
+    def in_flight(self, key: bytes) -> str:
+        return f"{self.prefix}f:{{{key.hex()}}}"
