@@ -93,6 +93,20 @@ def _batch(item: dict[str, Any]) -> Ask:
     return ask
 
 
+def _messages(model: str, stream: bool) -> Ask:
+    def ask(client: httpx.Client, text: str, headers: dict[str, str]) -> tuple[int, Any]:
+        body = {"model": model, "max_tokens": 50, "messages": [{"role": "user", "content": text}]}
+        if not stream:
+            response = client.post("/v1/messages", json=body, headers=headers)
+            return response.status_code, response.headers.get("x-aigateway-cache")
+        body["stream"] = True
+        with client.stream("POST", "/v1/messages", json=body, headers=headers) as response:
+            response.read()
+            return response.status_code, response.headers.get("x-aigateway-cache")
+
+    return ask
+
+
 ROUTES_THROUGH_THE_CACHE: dict[str, tuple[str, Ask]] = {
     "chat completions": ("/v1/chat/completions", _completions),
     "chat completions, streamed": ("/v1/chat/completions", _completions_stream),
@@ -101,8 +115,10 @@ ROUTES_THROUGH_THE_CACHE: dict[str, tuple[str, Ask]] = {
     "batch, OpenAI item": ("/v1/batch", _batch({"model": "gpt-4o-mini", "n": 1})),
     "responses": ("/v1/responses", _responses(stream=False)),
     "responses, streamed": ("/v1/responses", _responses(stream=True)),
+    "messages, claude": ("/v1/messages", _messages("claude-sonnet-4-5", stream=False)),
+    "messages, gpt, streamed": ("/v1/messages", _messages("gpt-4o-mini", stream=True)),
 }
-NOT_THROUGH_THE_CACHE = {"/v1/embeddings"}
+NOT_THROUGH_THE_CACHE = {"/v1/embeddings", "/v1/messages/count_tokens"}
 
 
 def test_the_walk_covers_every_api_operation(client: httpx.Client) -> None:

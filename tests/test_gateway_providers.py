@@ -243,3 +243,22 @@ def test_private_image_addresses_are_refused_by_default(
         response = client.post("/v1/chat/completions", json=_image_chat(image_server + "/cat.png"))
     assert response.status_code == 400
     assert "private network" in response.json()["error"]["message"]
+
+
+def test_an_image_url_block_on_v1_messages_is_fetched_and_inlined_for_gemini(
+    image_gateway: Gateway, image_server: str, mock: MockProvider
+) -> None:
+    image = {"type": "image", "source": {"type": "url", "url": image_server + "/cat.png"}}
+    body = {
+        "model": "gemini-2.0-flash",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "What?"}, image]}],
+    }
+    with image_gateway.client() as client:
+        response = client.post("/v1/messages", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["type"] == "message"
+    sent = mock.stats()["last_requests"][-1]["body"]["contents"][-1]["parts"]
+    inline = next(p for p in sent if "inline_data" in p or "inlineData" in p)
+    data = inline.get("inline_data") or inline.get("inlineData")
+    assert base64.b64decode(data["data"]) == PNG

@@ -87,13 +87,17 @@ def test_a_key_in_x_api_key_counts_like_a_bearer_token(
     guarded: Gateway, mock: MockProvider, path: str
 ) -> None:
     """Anthropic's clients send the key in ``x-api-key``: a wrong one is a 401 on every
-    ``/v1`` path, known or not; a right one is let through."""
+    ``/v1`` path, known or not (in Anthropic's shape on ``/v1/messages``); a right one is
+    let through (to a 400 there: a chat body lacks ``max_tokens``)."""
     with guarded.client() as client:
         wrong = client.post(path, json=chat_body(), headers={"x-api-key": "sk-team-c-0000000000"})
         assert wrong.status_code == 401
-        assert wrong.json()["error"]["code"] == "invalid_api_key"
+        if path == "/v1/messages":
+            assert wrong.json()["error"]["type"] == "authentication_error"
+        else:
+            assert wrong.json()["error"]["code"] == "invalid_api_key"
         right = client.post(path, json=chat_body(), headers={"x-api-key": KEYS[0]})
-        assert right.status_code == (200 if path == CHAT else 404)
+        assert right.status_code == {CHAT: 200, "/v1/messages": 400}.get(path, 404)
 
 
 def test_cors_preflight_for_an_allowed_and_a_refused_origin(guarded: Gateway) -> None:

@@ -27,6 +27,7 @@ from aigateway.api.admin import AdminRoutes
 from aigateway.api.batch import BatchRoutes
 from aigateway.api.builder import RequestBuilder
 from aigateway.api.http import error_response, json_response
+from aigateway.api.messages import MessagesRoutes
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> Starlette:
     admin_routes = AdminRoutes()
     batch_routes = BatchRoutes(settings.max_body_bytes, builder)
     responses_routes = ResponsesRoutes(settings.max_body_bytes, builder)
+    messages_routes = MessagesRoutes(settings.max_body_bytes, builder)
     document = openapi_document(
         [p.name for p in settings.providers], live_variables(settings.specs)
     )
@@ -121,6 +123,7 @@ def create_app(settings: Settings) -> Starlette:
         responses_routes.pipeline = pipeline
         responses_store = open_response_store(settings)
         responses_routes.store = responses_store
+        messages_routes.pipeline = pipeline
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
         follow_live_settings(operations, providers, admission, cache)
@@ -132,6 +135,7 @@ def create_app(settings: Settings) -> Starlette:
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
             responses_routes.pipeline = responses_routes.store = None
             responses_store.close()
+            messages_routes.pipeline = None
             if upkeep is not None:
                 upkeep.cancel()
             if cache is not None:
@@ -152,6 +156,7 @@ def create_app(settings: Settings) -> Starlette:
             *responses_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
             Route("/v1/batch", batch_routes.batch, methods=["POST"]),
+            *messages_routes.routes(),
             *OpsRoutes(operations).routes(),
             *admin_routes.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),

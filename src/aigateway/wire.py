@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from time import time
 from typing import Any, Final, Literal
 
-Operation = Literal["chat", "embeddings"]
+Operation = Literal["chat", "embeddings", "messages"]
 #: Admission priorities, most urgent first.
 PRIORITIES = ("critical", "high", "normal", "low")
 
@@ -53,6 +53,9 @@ class ApiRequest:
     cache: CacheControl = DEFAULT_CACHE_CONTROL
     cache_scope: str = ""  # a namespace of cache keys (per client key with CACHE_SCOPE=key)
     timeout_s: float | None = None  # the client's own deadline, if shorter than the gateway's
+    # Headers the client sent for a provider that speaks its API (``anthropic-beta`` on
+    # /v1/messages), passed on only there; part of the cache key.
+    provider_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,14 @@ def token_count(value: Any) -> int:
 
 
 def token_counts(usage: Any) -> tuple[int, int]:
-    """(prompt tokens, completion tokens) of an OpenAI ``usage`` object."""
+    """(prompt tokens, completion tokens) of an OpenAI ``usage`` object, or of an Anthropic
+    one (``input_tokens`` counts neither cache reads nor cache writes: both are added)."""
     if not isinstance(usage, Mapping):
         return 0, 0
+    if "prompt_tokens" not in usage and "input_tokens" in usage:
+        prompt = sum(
+            token_count(usage.get(name))
+            for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        return min(prompt, MAX_TOKENS), token_count(usage.get("output_tokens"))
     return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))

@@ -17,6 +17,7 @@ from typing import Any
 
 from aigateway import __version__
 from aigateway.api.batch import MAX_BATCH_ITEMS
+from aigateway.api.messages_schema import messages_paths, messages_schemas
 from aigateway.api.openapi_responses import RESPONSE_OBJECT, RESPONSES_REQUEST
 from aigateway.api.validation import (
     CHAT_ROLES,
@@ -384,6 +385,7 @@ def openapi_document(
                     },
                 }
             },
+            **messages_paths(ref),
             "/v1/models": {
                 "get": {
                     "summary": "Models of every configured provider",
@@ -490,6 +492,7 @@ def openapi_document(
                 "BatchResponse": BATCH_RESPONSE,
                 "ConfigChange": config_change_schema(providers, live_variables),
                 "Error": _ERROR,
+                **messages_schemas(),
             }
         },
     }

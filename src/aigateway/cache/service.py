@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from aigateway.cache.messages_replay import MessagesAssembler, messages_cacheable, replay_messages
 from aigateway.cache.replay import Assembler, is_cacheable, replay
 from aigateway.cache.store import CacheEntry, LmdbStore
 from aigateway.hotpath import SSEDecoder, TTLPolicy, cache_key, compute_ttl
@@ -76,7 +77,8 @@ class ResponseCache:
     def key(self, request: ApiRequest, provider: str, model: str) -> bytes | None:
         """The request's key; None if it has none (the request then skips the cache)."""
         try:
-            return cache_key(request.body, request.cache_scope, provider=provider, model=model)
+            scope = _namespace(request)
+            return cache_key(request.body, scope, provider=provider, model=model)
         except Exception as exc:  # e.g. a body nested deeper than keys go
             self._failed("compute a key", exc)
             return None
@@ -106,6 +108,9 @@ class ResponseCache:
     ) -> Completed | Streaming:
         if not request.stream:
             return Completed(body, provider, model, 0, cache=status)
+        if request.operation == "messages":
+            chunks = replay_messages(orjson.loads(body))
+            return Streaming(_replayed(chunks), provider, model, 0, cache=status)
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
         chunks = replay(orjson.loads(body), include_usage)
         return Streaming(_replayed(chunks), provider, model, 0, cache=status)
@@ -159,7 +164,11 @@ class ResponseCache:
         on_give_up: Callable[[], None] | None = None,
     ) -> AsyncIterator[bytes]:  # fmt: skip
         decoder = SSEDecoder()
-        assembler = Assembler(self.max_entry_bytes)
+        assembler: Assembler | MessagesAssembler
+        if request.operation == "messages":
+            assembler = MessagesAssembler(self.max_entry_bytes)
+        else:
+            assembler = Assembler(self.max_entry_bytes)
         complete = False
         try:
             async for piece in events:
@@ -197,7 +206,10 @@ class ResponseCache:
             self.store.count("too_large")
             return None
         try:
-            if not is_cacheable(completion, request.body):
+            if request.operation == "messages":
+                if not messages_cacheable(completion):
+                    return None
+            elif not is_cacheable(completion, request.body):
                 return None
             ttl = request.cache.ttl_s
             if ttl is None:
@@ -225,6 +237,16 @@ class ResponseCache:
         count(labelled_key("avoided_provider_calls", provider, model, how))
         count(labelled_key("avoided_tokens", provider, model, how, "in"), entry.prompt_tokens)
         count(labelled_key("avoided_tokens", provider, model, how, "out"), entry.completion_tokens)
+
+
+def _namespace(request: ApiRequest) -> str:
+    """The key's scope: a Messages answer is never served to a chat request (nor the other
+    way round), and the provider headers a client sent (``anthropic-beta``) are part of
+    what was asked."""
+    if request.operation != "messages":
+        return request.cache_scope
+    headers = "\x00".join(f"{name}:{value}" for name, value in request.provider_headers)
+    return f"messages\x00{request.cache_scope}\x00{headers}"
 
 
 _last_failure_log = 0.0

@@ -37,20 +37,28 @@ class RemoteMedia:
         self, request: ApiRequest, adapter: ChatAdapter, deadline: float
     ) -> ApiRequest:
         """``request`` with remote images inlined when ``adapter`` needs that; else unchanged."""
-        if not getattr(adapter, "inline_remote_images", False) or request.operation != "chat":
+        if not getattr(adapter, "inline_remote_images", False):
             return request
-        spots = list(_remote_images(request.body))
+        blocks = request.operation == "messages"  # Anthropic's image blocks, not parts
+        if request.operation != "chat" and not blocks:
+            return request
+        spots = _remote_blocks(request.body) if blocks else _remote_images(request.body)
         if not spots:
             return request
         budget = min(self._timeout_s, deadline - asyncio.get_running_loop().time())
         body = orjson.loads(request.raw)  # a private copy to rewrite
         total = 0
         for i, j, url in spots:
-            param = f"messages[{i}].content[{j}].image_url.url"
+            where = f"messages.{i}.content.{j}.source.url" if blocks else None
+            param = where or f"messages[{i}].content[{j}].image_url.url"
             mime, data = await self._fetch(url, param, budget, self._max_bytes - total)
             total += len(data)
             part = body["messages"][i]["content"][j]
-            part["image_url"]["url"] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+            encoded = base64.b64encode(data).decode()
+            if blocks:
+                part["source"] = {"type": "base64", "media_type": mime, "data": encoded}
+            else:
+                part["image_url"]["url"] = f"data:{mime};base64,{encoded}"
         # Everything else the client asked for (scope, deadline, cache controls) stays.
         return dataclasses.replace(request, body=body, raw=orjson.dumps(body))
 
@@ -111,6 +119,24 @@ def _remote_images(body: dict[str, Any]) -> list[tuple[int, int, str]]:
                 if isinstance(url, str) and url.startswith(("http://", "https://")):
                     spots.append((i, j, url))
     return spots
+
+
+def _remote_blocks(body: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """The URL image blocks of a Messages body (``/v1/messages`` to such a target)."""
+    spots = []
+    for i, message in enumerate(body.get("messages") or ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            source = block.get("source") if isinstance(block, dict) else None
+            if block.get("type") == "image" and isinstance(source, dict):
+                url = source.get("url")
+                if source.get("type") == "url" and isinstance(url, str) and _remote(url):
+                    spots.append((i, j, url))
+    return spots
+
+
+def _remote(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
 
 
 def _bad(param: str, message: str) -> InvalidRequest:

@@ -40,10 +40,12 @@ from aigateway.errors import Fault, GatewayError, NotFound
 from aigateway.providers._openai_format import load_any
 from aigateway.providers.base import (
     EmbeddingsAdapter,
+    MessagesAdapter,
     ModelListAdapter,
     ProviderFailure,
     UpstreamCall,
 )
+from aigateway.providers.messages import answering
 from aigateway.scrub import Scrubber
 from aigateway.wire import ApiRequest, Completed, Streaming, Target
 
@@ -121,7 +123,7 @@ class Pipeline:
         failure: GatewayError | None = None
         clients = self._clients_deadline(request)
         for i, (provider, model) in enumerate(targets):  # dispatch, failing over
-            adapter = provider.adapter
+            adapter = answering(request, provider.adapter)  # in the client's API
             more = i + 1 < len(targets)
             try:
                 prepared = await self._media.prepare(request, adapter, deadline)
@@ -183,6 +185,20 @@ class Pipeline:
             return Completed(body, provider.name, model, answer.attempts)
         assert failure is not None
         raise failure
+
+    async def count_tokens(self, request: ApiRequest, observer: RequestObserver) -> bytes | None:
+        """The first target's own count of a Messages request (``{"input_tokens": N}``),
+        or None when that target cannot count (the caller estimates)."""
+        deadline = self._deadline(request)
+        provider, model = self._route(request)[0]
+        adapter = provider.adapter
+        if not isinstance(adapter, MessagesAdapter):
+            return None
+        await self._admit(provider, request.priority, deadline, observer)
+        call = adapter.count_tokens_call(request, model)
+        clients = self._clients_deadline(request)
+        answer = await self._send(provider, call, deadline, observer, model=model, clients=clients)
+        return answer.body
 
     async def models(self, observer: CallObserver) -> list[dict[str, Any]]:
         """Every usable provider's models in one list, each naming its provider."""

@@ -11,10 +11,10 @@
 
 No key or an unknown one is a 401 (on any path under these prefixes, known or not), a
 known key where it is not enough (a client key on ``/admin``) or a client off loopback
-without an admin key a 403, both in OpenAI's error shape.  Keys are compared in constant
-time: the token's SHA-256 digest against every key's, with ``hmac.compare_digest``, all
-of them every time.  The client address is the TCP peer's: behind a proxy on the same
-host, set an admin key.
+without an admin key a 403, both in OpenAI's error shape (Anthropic's on
+``/v1/messages``).  Keys are compared in constant time: the token's SHA-256 digest
+against every key's, with ``hmac.compare_digest``, all of them every time.  The client
+address is the TCP peer's: behind a proxy on the same host, set an admin key.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aigateway.api.anthropic_errors import anthropic_error_response, speaks_anthropic
 from aigateway.api.http import error_response
 from aigateway.errors import AuthenticationFailed, GatewayError, PermissionDenied
 from aigateway.middleware._headers import presented_key
@@ -86,7 +87,10 @@ class AuthMiddleware:
         if scope["type"] == "http":
             refusal = self.check(scope)
             if refusal is not None:
-                await error_response(refusal)(scope, receive, send)
+                if speaks_anthropic(scope.get("path", "")):
+                    await anthropic_error_response(refusal)(scope, receive, send)
+                else:
+                    await error_response(refusal)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -18,6 +18,12 @@ from aigateway.errors import (
     GatewayError,
     ProviderError,
 )
+from aigateway.providers._anthropic_messages import (
+    NativeMessagesStream,
+    count_tokens_call,
+    messages_call,
+    messages_response,
+)
 from aigateway.providers._anthropic_options import json_answer
 from aigateway.providers._anthropic_request import build_request
 from aigateway.providers._openai_format import (
@@ -137,6 +143,21 @@ class AnthropicAdapter:
         return _AnthropicStream(
             self, model, include_usage(request.body), _json_tool(request, model)
         )
+
+    # messages, passed through (see _anthropic_messages) ----------------------------------
+
+    def messages_call(self, request: ApiRequest, model: str) -> UpstreamCall:
+        headers = self._stream_headers if request.stream else self._headers
+        return messages_call(self._base_url, headers, request, model)
+
+    def messages_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
+        return messages_response(self.name, body)
+
+    def messages_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
+        return NativeMessagesStream(self)
+
+    def count_tokens_call(self, request: ApiRequest, model: str) -> UpstreamCall:
+        return count_tokens_call(self._base_url, self._headers, request, model)
 
     # models ---------------------------------------------------------------------------
 

@@ -86,3 +86,22 @@ class ModelListAdapter(Protocol):
     def models_call(self) -> UpstreamCall: ...
 
     def models_response(self, body: bytes) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class MessagesAdapter(Protocol):
+    """A provider that speaks Anthropic's Messages API: ``/v1/messages`` passes through."""
+
+    def messages_call(self, request: ApiRequest, model: str) -> UpstreamCall: ...
+
+    def messages_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
+        """A whole answer, as the provider sent it (a Messages ``message``)."""
+        ...
+
+    def messages_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
+        """Its events as Messages event payloads (``data`` of each server-sent event)."""
+        ...
+
+    def count_tokens_call(self, request: ApiRequest, model: str) -> UpstreamCall:
+        """``/v1/messages/count_tokens``: the answer is ``{"input_tokens": N}``."""
+        ...

@@ -22,11 +22,13 @@ from aigateway.testing.mock_replies import ChatPlan, plan_chat
 
 __all__ = [
     "ANTHROPIC_MODEL_IDS",
+    "count_tokens",
     "plan_messages",
     "render_message",
     "render_message_stream",
     "render_model",
     "render_models",
+    "thinks",
 ]
 
 _NAMES = {
@@ -74,7 +76,11 @@ _ONE_SAMPLER = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "cla
 _BLOCKS = frozenset(
     {"text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"}
 )
+_COUNT_FIELDS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config"}
+)
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+THOUGHT = "The user wants a short answer; I will give one."
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 _ARGUMENT_FRAGMENT = 6
 
@@ -122,6 +128,9 @@ def _read_turn(i: int, message: Any, previous_calls: set[str]) -> tuple[list[Any
             source = block.get("source")
             if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
                 raise _bad(f"{where}.source: Field required")
+        elif kind == "thinking":
+            if role != "assistant" or not isinstance(block.get("signature"), str):
+                raise _bad(f"{where}.signature: Field required")
         elif kind == "tool_use":
             if role != "assistant" or not isinstance(block.get("input"), dict):
                 raise _bad(f"{where}: tool_use blocks belong to assistant turns, with an input")
@@ -237,6 +246,26 @@ def _output_format(config: Any) -> dict[str, Any] | None:
     return {"schema": output_format["schema"]}
 
 
+def count_tokens(body: Any) -> bytes:
+    """``POST /v1/messages/count_tokens``: the Messages checks, without ``max_tokens`` (which
+    is refused, as are the other fields only a generation takes); the prompt's token count
+    is the one a reply to the same request reports."""
+    if not isinstance(body, dict):
+        raise _bad("Invalid request body: expected a JSON object.")
+    extra = sorted(body.keys() - _COUNT_FIELDS)
+    if extra:
+        raise _bad(f"{extra[0]}: Extra inputs are not permitted")
+    plan = plan_messages({**body, "max_tokens": 1})
+    return orjson.dumps({"input_tokens": plan.usage["prompt_tokens"]})
+
+
+def thinks(body: Any) -> bool:
+    """Whether the request turned extended thinking on (the reply then opens with a
+    thinking block and its signature)."""
+    thinking = body.get("thinking") if isinstance(body, dict) else None
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
 # --------------------------------------------------------------------------------------------
 # answers
 
@@ -262,6 +291,10 @@ def _content(plan: ChatPlan) -> list[dict[str, Any]]:
     return [{"type": "text", "text": plan.content or ""}]
 
 
+def _thought(plan: ChatPlan) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": THOUGHT, "signature": "mock-signature-" + _digest(plan)}
+
+
 def _message(plan: ChatPlan, content: list[Any], stop: str | None, output: int) -> dict[str, Any]:
     return {
         "id": "msg_mock_" + _digest(plan),
@@ -275,10 +308,11 @@ def _message(plan: ChatPlan, content: list[Any], stop: str | None, output: int) 
     }
 
 
-def render_message(plan: ChatPlan) -> bytes:
+def render_message(plan: ChatPlan, thinking: bool = False) -> bytes:
     completion_tokens = plan.usage["completion_tokens"]
     stop = _STOP_REASONS[plan.finish_reason]
-    return orjson.dumps(_message(plan, _content(plan), stop, completion_tokens))
+    content = [_thought(plan), *_content(plan)] if thinking else _content(plan)
+    return orjson.dumps(_message(plan, content, stop, completion_tokens))
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -287,10 +321,23 @@ def _event(payload: dict[str, Any]) -> bytes:
     )
 
 
-def render_message_stream(plan: ChatPlan) -> list[bytes]:
-    """message_start, one content block (text deltas one word each, or a tool_use with
-    input_json_delta fragments), a ping, message_delta, message_stop."""
+def render_message_stream(plan: ChatPlan, thinking: bool = False) -> list[bytes]:
+    """message_start, with ``thinking`` a thinking block (thinking_delta, signature_delta),
+    one content block (text deltas one word each, or a tool_use with input_json_delta
+    fragments), a ping, message_delta, message_stop."""
     events = [_event({"type": "message_start", "message": _message(plan, [], None, 1)})]
+    index = 0
+    if thinking:
+        thought = _thought(plan)
+        opening = {"type": "thinking", "thinking": "", "signature": ""}
+        events.append(_event({"type": "content_block_start", "index": 0, "content_block": opening}))
+        for delta in (
+            {"type": "thinking_delta", "thinking": thought["thinking"]},
+            {"type": "signature_delta", "signature": thought["signature"]},
+        ):
+            events.append(_event({"type": "content_block_delta", "index": 0, "delta": delta}))
+        events.append(_event({"type": "content_block_stop", "index": 0}))
+        index = 1
     (block,) = _content(plan)
     if block["type"] == "tool_use":
         start = {**block, "input": {}}
@@ -307,12 +354,12 @@ def render_message_stream(plan: ChatPlan) -> list[bytes]:
             {"type": "text_delta", "text": word if n == 0 else " " + word}
             for n, word in enumerate(words)
         ]
-    events.append(_event({"type": "content_block_start", "index": 0, "content_block": start}))
+    events.append(_event({"type": "content_block_start", "index": index, "content_block": start}))
     events.append(_event({"type": "ping"}))
     events.extend(
-        _event({"type": "content_block_delta", "index": 0, "delta": delta}) for delta in deltas
+        _event({"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas
     )
-    events.append(_event({"type": "content_block_stop", "index": 0}))
+    events.append(_event({"type": "content_block_stop", "index": index}))
     events.append(
         _event(
             {

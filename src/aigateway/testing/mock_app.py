@@ -321,10 +321,16 @@ class _MockService:
         self, request: web.Request, body: Any, fault: Fault | None
     ) -> web.StreamResponse:
         plan = mock_anthropic.plan_messages(body)
+        thinking = mock_anthropic.thinks(body)
         if not plan.stream:
-            return _json(mock_anthropic.render_message(plan))
-        events = mock_anthropic.render_message_stream(plan)
+            return _json(mock_anthropic.render_message(plan, thinking))
+        events = mock_anthropic.render_message_stream(plan, thinking)
         return await self._stream(request, events, fault, "anthropic")
+
+    async def anthropic_count_tokens(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        return _json(mock_anthropic.count_tokens(body))
 
     async def anthropic_models(
         self, request: web.Request, body: Any, fault: Fault | None
@@ -398,6 +404,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
         ("GET", v1 + "/models/{model}", service.model, "openai"),
         ("*", v1 + "/{tail:.*}", service.unknown, "openai"),
         ("POST", anthropic + "/messages", service.anthropic_messages, "anthropic"),
+        ("POST", anthropic + "/messages/count_tokens", service.anthropic_count_tokens, "anthropic"),
         ("GET", anthropic + "/models", service.anthropic_models, "anthropic"),
         ("GET", anthropic + "/models/{model}", service.anthropic_model, "anthropic"),
         ("*", anthropic + "/{tail:.*}", service.anthropic_unknown, "anthropic"),
