@@ -179,6 +179,15 @@ def test_count_tokens_estimates_for_other_providers(
 # --- claude passes through with nothing lost ------------------------------------------------
 
 
+def test_top_k_reaches_claude_without_thinking(
+    client: anthropic.Anthropic, mock: MockProvider
+) -> None:
+    sent = {"model": "claude-sonnet-4-5", "max_tokens": 64, "temperature": 0.5,
+            "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
+    client.messages.create(**sent, extra_body={"top_k": 5})  # this SDK has no parameter
+    assert last_request(mock)["body"] == {**sent, "top_k": 5}
+
+
 def test_a_claude_request_reaches_anthropic_as_sent(
     client: anthropic.Anthropic, mock: MockProvider
 ) -> None:
@@ -211,14 +220,13 @@ def test_a_claude_request_reaches_anthropic_as_sent(
         "tools": [WEATHER_TOOL],
         "tool_choice": {"type": "auto"},
     }
+    # No top_k: Anthropic refuses it with thinking on (as the mock now does).
     message = client.messages.create(
-        **sent,
-        extra_body={"top_k": 5},  # this SDK version has no parameter for it
-        extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+        **sent, extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"}
     )
     reached = last_request(mock)
     assert reached["path"] == "/anthropic/v1/messages"
-    assert reached["body"] == {**sent, "top_k": 5}
+    assert reached["body"] == sent
     assert reached["headers"]["anthropic-beta"] == "interleaved-thinking-2025-05-14"
     thinking, text = message.content
     assert thinking.type == "thinking" and thinking.signature.startswith("mock-signature-")
