@@ -182,7 +182,7 @@ def test_count_tokens_estimates_for_other_providers(
 def test_top_k_reaches_claude_without_thinking(
     client: anthropic.Anthropic, mock: MockProvider
 ) -> None:
-    sent = {"model": "claude-sonnet-4-5", "max_tokens": 64, "temperature": 0.5,
+    sent = {"model": "claude-sonnet-4-5", "max_tokens": 64,
             "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
     client.messages.create(**sent, extra_body={"top_k": 5})  # this SDK has no parameter
     assert last_request(mock)["body"] == {**sent, "top_k": 5}
