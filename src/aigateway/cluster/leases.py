@@ -41,8 +41,10 @@ same way, in the same script call: a second global bucket per provider
 the node's token bucket spends what was paid for. Its demand is in tokens: those reserved
 since the last round and those waiting now; a node asks for at least the tokens its
 waiting requests reserve (however large one is) less what its bucket already holds, and
-its bucket may hold a whole burst (what it was paid for, no more), so a large request is
-granted over a round or a few rather than never.
+what it is granted goes into its bucket at once (the bucket itself refills at next to
+nothing): a waiting request needs its tokens whole, not spread over the round. The bucket
+may hold a whole burst (what it was paid for, no more), so a request as large as the limit
+allows is granted over a round or a few, never refused for the node's small share.
 
 Rolling deploys: the state of a provider's global bucket is a hash (``v``, ``rate``,
 ``tat`` and one ``w:<node>`` per node) whose ``v`` is the format's version. A later
@@ -137,10 +139,14 @@ for i, key in ipairs(KEYS) do
         end
       end
     end
-    local cap = ask
-    if total > limit then cap = math.min(ask, limit * lease_s * want / total) end
     local burst = math.max(1, limit * burst_s)
     local available = burst - (tat - now) * limit / 1000000
+    -- wanted beyond the limit: each node its part of a round, or of what the bucket
+    -- holds when that is more (a token limit's burst is a minute, not a round)
+    local cap = ask
+    if total > limit then
+      cap = math.min(ask, math.max(limit * lease_s, available) * want / total)
+    end
     local grant = math.max(0, math.min(cap, available))
     tat = tat + grant * 1000000 / limit
     redis.call('HSET', key, 'v', '1', 'rate', string.format('%.17g', limit),
@@ -300,10 +306,16 @@ class LeaseSync:
                 self._alone(name, limits[name], nodes, now, f"format {text} of a newer version")
                 continue
             granted = float(text)
-            lease.balance += owed[name] + granted
             lease.leased += granted
             if lease.mode != LEASED:
                 logger.debug("limits of %s leased from the cluster again", name)
+            if lease.tokens:  # deposited at once: a waiting request needs them whole
+                lease.balance += owed[name]
+                if granted > 0.0:
+                    self.buckets[name].settle(-granted, now=now)
+                self._set(name, lease, LEASED, MIN_RATE, limits[name], now)
+                continue
+            lease.balance += owed[name] + granted
             rate = max(lease.balance / (LEASE_S + SLACK_S), MIN_RATE)  # what is paid for
             self._set(name, lease, LEASED, rate, limits[name], now)
 

@@ -397,9 +397,14 @@ class ProviderGate:
         refill = max(ahead - self.bucket.available(), 0.0) / max(self.bucket.rate_per_s, 1e-9)
         tokens = self.tokens
         if need and tokens is not None:
-            waiting = self._admission.counters.waiting_tokens(self.name) + need
-            wait = max(waiting - tokens.available(), 0.0) / max(tokens.rate_per_s, 1e-9)
-            refill = max(refill, wait)
+            ahead_tokens = self._admission.counters.waiting_tokens(self.name)
+            short = ahead_tokens + need - tokens.available()
+            rate = tokens.rate_per_s
+            if not self.adaptive:  # leased: the node cannot see the cluster's bucket, so
+                # it counts on it at best, full (its burst), then the limit
+                short -= token_bucket_spec(self.tpm)[1]
+                rate = self.tpm / 60.0
+            refill = max(refill, max(short, 0.0) / max(rate, 1e-9))
         return self.pause_clock.left_s() + refill
 
     def _make_room(self, priority: str, wait: float) -> None:
