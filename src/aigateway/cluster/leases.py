@@ -3,7 +3,7 @@
 A provider's ``<PROVIDER>_RPS`` holds for every node sharing the Redis, and no request
 waits on Redis for it: requests take tokens from the node's own bucket in shared memory
 (``admission``, unchanged), and the node agent keeps that bucket supplied. Every
-``LEASE_S`` it runs one script (``LEASE_V1``) for all the node's providers, which on
+``LEASE_S`` it runs one script (``LEASE_V2``) for all the node's providers, which on
 Redis, atomically and by Redis's own clock:
 
 * charges what the node's bucket produced beyond what was paid for (a late round);
