@@ -14,9 +14,12 @@ second) that the few milliseconds a test takes do not move them measurably.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from aigateway.config import ConfigError, Settings, load_settings
 from aigateway.core.admission import Admission, NodeCounters, pause_bucket_spec
 from aigateway.core.token_budget import (
     DEFAULT_OUTPUT_TOKENS,
@@ -26,6 +29,7 @@ from aigateway.core.token_budget import (
 )
 from aigateway.errors import Fault, GatewayTimeout, InvalidRequest
 from aigateway.hotpath import TokenBucket
+from aigateway.runtime import apply_overrides, normalize_changes
 from aigateway.wire import ApiRequest
 
 
@@ -198,8 +202,6 @@ async def test_priority_reserves_keep_token_budget_for_urgent_requests() -> None
 
 @pytest.mark.anyio
 async def test_live_settings_set_and_clear_the_limit() -> None:
-    from aigateway.config import Settings
-
     admission = admission_with(tpm=0)
     old = Settings()
     new = old.with_providers({"openai": {"tpm": 120.0}})
@@ -210,3 +212,64 @@ async def test_live_settings_set_and_clear_the_limit() -> None:
     assert admission.token_limited("openai")
     admission.apply_settings(new, old)
     assert not admission.token_limited("openai")
+
+
+# --- a stream is settled by its usage chunk ----------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_stream_is_settled_by_its_usage_chunk_when_it_ends() -> None:
+    admission = admission_with(tpm=60)
+    reservation = await admission.admit(
+        "openai", "critical", deadline(), tokens=Estimate(10, 20, True)
+    )
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+        yield b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":6}}\n\n'
+        yield b"data: [DONE]\n\n"
+
+    relayed = [piece async for piece in reservation.metered(events())]
+    assert len(relayed) == 3  # passed on untouched
+    assert level(admission) == pytest.approx(50, abs=0.5)  # 10 used of 30 reserved
+
+
+@pytest.mark.anyio
+async def test_a_stream_without_usage_keeps_its_estimate() -> None:
+    admission = admission_with(tpm=60)
+    reservation = await admission.admit(
+        "openai", "critical", deadline(), tokens=Estimate(10, 20, True)
+    )
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+
+    assert [piece async for piece in reservation.metered(events())]
+    assert level(admission) == pytest.approx(30, abs=0.5)
+
+
+# --- the setting -------------------------------------------------------------------------
+
+
+def test_tpm_is_a_setting_of_every_provider_validated_like_the_others(tmp_path: Path) -> None:
+    settings = load_settings({"OPENAI_TPM": "90000"})
+    assert settings.provider("openai").tpm == 90000.0
+    assert settings.provider("google").tpm == 0.0  # unset: no token limit
+    with pytest.raises(ConfigError, match="GOOGLE_TPM"):
+        load_settings({"GOOGLE_TPM": "lots"})
+    with pytest.raises(ConfigError, match="ANTHROPIC_TPM"):
+        load_settings({"ANTHROPIC_TPM": "-5"})
+    path = tmp_path / "gateway.toml"
+    path.write_text('[providers.local]\nbase_url = "http://127.0.0.1:9/v1"\ntpm = 5000\n')
+    assert load_settings({"AI_GATEWAY_CONFIG": str(path)}).provider("local").tpm == 5000.0
+    path.write_text('[providers.local]\nbase_url = "http://127.0.0.1:9/v1"\ntpm = "x"\n')
+    with pytest.raises(ConfigError, match=r"providers\.local\.tpm"):
+        load_settings({"AI_GATEWAY_CONFIG": str(path)})
+
+
+def test_tpm_may_change_live_by_its_variable_or_the_provider_table() -> None:
+    settings = load_settings({})
+    changes = normalize_changes(settings, {"OPENAI_TPM": 1000, "providers.google.tpm": 0})
+    assert changes == {"OPENAI_TPM": "1000", "GOOGLE_TPM": "0"}
+    changed = apply_overrides(settings, {k: v for k, v in changes.items() if v is not None})
+    assert changed.provider("openai").tpm == 1000.0
