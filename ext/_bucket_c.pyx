@@ -17,6 +17,10 @@ compare-and-swap, retried if another process moved it in between.  Every grant i
 successful CAS on the same word, so tokens are neither lost nor granted twice, whatever
 the number of processes; and no lock exists that a killed process could leave held.
 
+``settle`` moves ``tat_ns`` by the tokens' time, later (a debit, even past the burst: a
+debt) or earlier (a refund, never before ``now``: at most a full bucket), in the same CAS
+loop; admission uses it to correct a reservation once a call's real cost is known.
+
 ``set_rate`` stores the new rate and burst, then re-expresses ``tat_ns`` so that the
 tokens available stay the same (capped at the new burst), again with a CAS loop.  An
 acquisition in another process that read the old rate just before may use it once.
@@ -24,7 +28,7 @@ acquisition in another process that read the old rate just before may use it onc
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.math cimport ceil
+from libc.math cimport ceil, floor
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
@@ -185,6 +189,36 @@ cdef class TokenBucket:
             if cost == 0 or aigw_cas_i64(&region.tat_ns, &tat, new_tat):
                 return 0.0
             # Another process took tokens in between: tat now holds its value; retry.
+
+    def settle(self, double tokens, object now=None):
+        """Take ``tokens`` more (> 0, even into debt) or give ``-tokens`` back (< 0)."""
+        cdef BucketRegion* region = self._live()
+        cdef int64_t now_ns = _now_ns(now)
+        cdef int64_t tat, base, new_tat, cap
+        cdef double rate, seconds
+        if not (-_INF < tokens < _INF):
+            raise ValueError(f"tokens must be a finite number, not {tokens!r}")
+        rate = aigw_load_f64(&region.rate_per_s)
+        cap = now_ns + <int64_t>(_MAX_FILL_S * 1e9)
+        tat = aigw_load_i64(&region.tat_ns)
+        while True:
+            base = tat if tat > now_ns else now_ns
+            if tokens >= 0.0:
+                seconds = tokens / rate
+                if seconds > _MAX_FILL_S:
+                    seconds = _MAX_FILL_S
+                new_tat = base + <int64_t>ceil(seconds * 1e9)
+                if new_tat > cap:
+                    new_tat = cap
+            else:
+                seconds = -tokens / rate
+                if seconds > _MAX_FILL_S:
+                    seconds = _MAX_FILL_S
+                new_tat = base - <int64_t>floor(seconds * 1e9)
+                if new_tat < now_ns:
+                    new_tat = now_ns  # full: a bucket holds at most its burst
+            if new_tat == tat or aigw_cas_i64(&region.tat_ns, &tat, new_tat):
+                return
 
     def available(self, object now=None):
         """The tokens in the bucket at ``now``."""

@@ -95,6 +95,65 @@ def test_set_rate_keeps_the_tokens_available(hotpath_impl):
     assert bucket.try_acquire(now=T0 + 1) == pytest.approx(1.0)
 
 
+def test_settle_takes_more_even_into_debt_which_later_callers_wait_out(hotpath_impl):
+    # A reservation of 4 tokens whose call used 9: the 5 more are taken although the
+    # bucket holds only 1, and the debt delays whoever comes next.
+    bucket = hotpath_impl.TokenBucket(10, 5)
+    assert bucket.try_acquire(4, now=T0) == 0.0
+    bucket.settle(5, now=T0)
+    assert bucket.available(now=T0) == 0.0
+    assert bucket.try_acquire(1, now=T0) == pytest.approx(0.5)  # 4 in debt, then 1
+    assert bucket.available(now=T0 + 0.5) == pytest.approx(1.0)
+    assert bucket.try_acquire(1, now=T0 + 0.5) == 0.0
+
+
+def test_settle_gives_tokens_back_up_to_the_burst(hotpath_impl):
+    # A reservation of 4 tokens whose call used 1 (or failed before it counted anything).
+    bucket = hotpath_impl.TokenBucket(10, 5)
+    assert bucket.try_acquire(4, now=T0) == 0.0
+    bucket.settle(-3, now=T0)
+    assert bucket.available(now=T0) == pytest.approx(4.0)
+    bucket.settle(-100, now=T0)  # never more than the burst
+    assert bucket.available(now=T0) == 5.0
+    assert take(bucket, 8, T0) == 5
+
+
+def test_settle_of_one_token_undoes_an_acquisition(hotpath_impl):
+    bucket = hotpath_impl.TokenBucket(10, 2)
+    assert take(bucket, 2, T0) == 2
+    bucket.settle(-1.0, now=T0)
+    assert take(bucket, 2, T0) == 1
+    bucket.settle(0.0, now=T0)
+    assert bucket.available(now=T0) == 0.0
+
+
+def test_a_debt_is_capped_and_bad_settlements_are_rejected(hotpath_impl):
+    bucket = hotpath_impl.TokenBucket(1, 1)
+    bucket.settle(1e300, now=T0)  # at most 1e9 seconds of the rate
+    assert bucket.try_acquire(now=T0) == pytest.approx(1e9)
+    for tokens in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="must be"):
+            bucket.settle(tokens, now=T0)
+    with pytest.raises(ValueError, match="must be"):
+        bucket.settle(1, now=math.nan)
+
+
+def test_both_twins_settle_to_the_same_state():
+    from aigateway.hotpath import _bucket_c, _bucket_py
+
+    buffers = [bytearray(64), bytearray(64)]
+    buckets = [
+        _bucket_py.TokenBucket(7, 30, buffers[0]),
+        _bucket_c.TokenBucket(7, 30, buffers[1]),
+    ]
+    steps = [(12.5, 0.0), (-3.25, 0.1), (40.0, 0.2), (-1e6, 9.0), (0.001, 9.0), (-0.3, 9.5)]
+    for tokens, at in steps:
+        for bucket in buckets:
+            assert bucket.try_acquire(2.0, now=T0 + at) >= 0.0
+            bucket.settle(tokens, now=T0 + at)
+        assert buffers[0][24:32] == buffers[1][24:32]  # tat_ns, the whole state
+
+
 def test_the_real_clock_is_the_default(hotpath_impl):
     bucket = hotpath_impl.TokenBucket(1000, 1)
     assert bucket.try_acquire() == 0.0

@@ -49,6 +49,7 @@ from aigateway.core.media import RemoteMedia
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.registry import ProviderRegistry
 from aigateway.core.router import Router
+from aigateway.core.token_budget import token_bucket_name, token_bucket_spec
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
 from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
@@ -208,13 +209,15 @@ def build_admission(
             name: (TokenBucket(r, max(1.0, r)), TokenBucket(rate, burst))
             for name, r in rates.items()
         }
-        admission = Admission(buckets, rates, settings.queue_size)
+        tokens = {p.name: TokenBucket(*token_bucket_spec(p.tpm)) for p in settings.providers}
+        admission = Admission(buckets, rates, settings.queue_size, token_buckets=tokens)
     else:
         buckets = {
             name: (segment.bucket(name), segment.bucket(pause_bucket_name(name))) for name in rates
         }
+        tokens = {name: segment.bucket(token_bucket_name(name)) for name in rates}
         counters = NodeCounters(stats, tuple(rates))
-        admission = Admission(buckets, rates, settings.queue_size, counters)
+        admission = Admission(buckets, rates, settings.queue_size, counters, token_buckets=tokens)
     admission.apply_settings(settings, settings)  # PRIORITY_RESERVES from the start
     return admission
 

@@ -59,6 +59,7 @@ class ProviderSettings:
     key_variable: str = ""  # where the key comes from, for error messages
     models: tuple[str, ...] = ()  # bare model names routed here (configuration file)
     spec: ProviderSpec | None = None  # what it is, for a built-in provider
+    tpm: float = 0.0  # tokens per minute (prompt + completion, as reported); 0: no limit
 
     @classmethod
     def built_in(cls, spec: ProviderSpec) -> ProviderSettings:
@@ -619,7 +620,7 @@ _CLUSTER_VARIABLES: tuple[Variable, ...] = (
 
 
 def provider_variables(spec: ProviderSpec) -> tuple[Variable, ...]:
-    """The four variables of a built-in provider: key, base URL, connections, rate."""
+    """The variables of a built-in provider: key, base URL, connections, rate, tokens."""
     name, label = spec.name, spec.label
     return (
         (spec.key_variable, f"{name}.api_key", _secret, f"{spec.key_label or label} API key"),
@@ -635,6 +636,12 @@ def provider_variables(spec: ProviderSpec) -> tuple[Variable, ...]:
             f"{name}.rps",
             _number(0, strict=True),
             f"{label} requests per second (node)",
+        ),
+        (
+            spec.tpm_variable,
+            f"{name}.tpm",
+            _number(0),
+            f"{label} tokens per minute (0: no token limit)",
         ),
     )
 
@@ -757,7 +764,7 @@ def _provider_from_json(data: dict[str, Any]) -> ProviderSettings:
 # naming the file and the key.
 
 TOP_LEVEL_KEYS = {"default_provider", "providers", "aliases"}
-PROVIDER_KEYS = {"type", "base_url", "api_key_env", "max_connections", "rps", "models"}
+PROVIDER_KEYS = {"type", "base_url", "api_key_env", "max_connections", "rps", "tpm", "models"}
 
 
 def apply_config_file(settings: Settings, path: str, env: Mapping[str, str]) -> Settings:
@@ -824,11 +831,12 @@ def _provider(
     raw_connections = str(table.get("max_connections", 20))
     max_connections = _int(1, 10000)(f"{where}.max_connections", raw_connections)
     rps = _number(0, strict=True)(f"{where}.rps", str(table.get("rps", 50)))
+    tpm = _number(0)(f"{where}.tpm", str(table.get("tpm", 0)))
     models = table.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
         raise ConfigError(f"{where}.models", repr(models), "a list of model names")
     return ProviderSettings(
-        name, base_url, api_key, max_connections, rps, kind, key_variable, tuple(models)
+        name, base_url, api_key, max_connections, rps, kind, key_variable, tuple(models), tpm=tpm
     )
 
 

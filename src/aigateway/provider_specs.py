@@ -29,7 +29,7 @@ class ProviderSpec:
     name: str  # in targets ("openai/gpt-4o"), metrics, /admin/config, live settings
     wire_format: str  # one of WIRE_FORMATS
     label: str  # how help texts name it ("pooled connections to Gemini per worker")
-    env_prefix: str  # <PREFIX>_RPS and <PREFIX>_MAX_CONNS
+    env_prefix: str  # <PREFIX>_RPS, <PREFIX>_TPM and <PREFIX>_MAX_CONNS
     key_variable: str  # the variable holding its API key
     base_url_variable: str  # the variable that points it elsewhere
     default_base_url: str
@@ -41,6 +41,10 @@ class ProviderSpec:
     @property
     def rps_variable(self) -> str:
         return f"{self.env_prefix}_RPS"
+
+    @property
+    def tpm_variable(self) -> str:
+        return f"{self.env_prefix}_TPM"
 
     @property
     def max_connections_variable(self) -> str:

@@ -1,8 +1,8 @@
 """Live settings: changed with ``PUT /admin/config``, applied by every worker within a second.
 
 The settings that are safe to change while the gateway runs (``LIVE_VARIABLES``: a few of
-the node's, and ``<PREFIX>_RPS`` and ``<PREFIX>_MAX_CONNS`` of each built-in provider; plus
-``providers.<name>.rps`` and ``providers.<name>.max_connections`` of any provider) are
+the node's, and ``<PREFIX>_RPS``, ``_TPM`` and ``_MAX_CONNS`` of each built-in provider; plus
+``providers.<name>.rps``, ``.tpm`` and ``.max_connections`` of any provider) are
 validated with the parsers of ``config.variables``, so a bad value gets the same clear
 message as at startup, and nothing changes unless every value is good.
 
@@ -80,8 +80,13 @@ _NODE_LIVE_VARIABLES: Final = (
 PROVIDER_FIELDS: Final = {
     "rps": ("rps", _number(0, strict=True)),
     "max_connections": ("max_connections", _int(1, 10000)),
+    "tpm": ("tpm", _number(0)),
 }
-PROVIDER_NAMES: Final = ("providers.<name>.rps", "providers.<name>.max_connections")
+PROVIDER_NAMES: Final = (
+    "providers.<name>.rps",
+    "providers.<name>.tpm",
+    "providers.<name>.max_connections",
+)
 POLL_S: Final = 0.2
 MAX_DOCUMENT: Final = 64 * 1024
 HEAD: Final = Layout(
@@ -111,7 +116,11 @@ Applier = Callable[[Settings, Settings], None]
 def live_variables(specs: tuple[ProviderSpec, ...] = BUILT_IN) -> tuple[str, ...]:
     """The variables that may change live on a gateway whose built-in providers are
     ``specs``."""
-    providers = (v for spec in specs for v in (spec.rps_variable, spec.max_connections_variable))
+    providers = (
+        v
+        for spec in specs
+        for v in (spec.rps_variable, spec.tpm_variable, spec.max_connections_variable)
+    )
     return (*_NODE_LIVE_VARIABLES, *providers)
 
 
@@ -167,8 +176,11 @@ def normalize_changes(settings: Settings, changes: Any) -> dict[str, str | None]
         if prefix == "providers" and provider in names and attribute in PROVIDER_FIELDS:
             spec = specs.get(provider)
             if spec is not None:  # a built-in provider: its variable's name
-                rps = attribute == "rps"
-                canonical = spec.rps_variable if rps else spec.max_connections_variable
+                canonical = {
+                    "rps": spec.rps_variable,
+                    "tpm": spec.tpm_variable,
+                    "max_connections": spec.max_connections_variable,
+                }[attribute]
         elif name not in live_names:
             live = ", ".join([*live_names, *PROVIDER_NAMES])
             raise InvalidRequest(
@@ -219,6 +231,7 @@ def effective(settings: Settings, overrides: Mapping[str, str]) -> dict[str, Any
                 "type": p.kind,
                 "base_url": p.base_url,
                 "rps": p.rps,
+                "tpm": p.tpm,
                 "max_connections": p.max_connections,
                 "key_configured": bool(p.api_key),
             }

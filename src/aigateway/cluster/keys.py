@@ -37,6 +37,11 @@ class Keys:
         """A hash: the state of a provider's global bucket and each node's want (``leases``)."""
         return f"{self.coordination}limit:{provider}"
 
+    def token_limit(self, provider: str) -> str:
+        """A hash: the state of a provider's global token bucket (``<PROVIDER>_TPM``) and
+        each node's want, as ``limit``'s."""
+        return f"{self.coordination}tpm:{provider}"
+
     def coordination_key(self, *parts: str) -> str:
         """Any other coordination key (``limit``, ``pause``, ``settings``...)."""
         return self.coordination + ":".join(parts)

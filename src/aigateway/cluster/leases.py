@@ -3,7 +3,7 @@
 A provider's ``<PROVIDER>_RPS`` holds for every node sharing the Redis, and no request
 waits on Redis for it: requests take tokens from the node's own bucket in shared memory
 (``admission``, unchanged), and the node agent keeps that bucket supplied. Every
-``LEASE_S`` it runs one script (``LEASE_V1``) for all the node's providers, which on
+``LEASE_S`` it runs one script (``LEASE_V2``) for all the node's providers, which on
 Redis, atomically and by Redis's own clock:
 
 * charges what the node's bucket produced beyond what was paid for (a late round);
@@ -34,11 +34,26 @@ the live nodes last seen (``REDIS_LIMITS_ON_FAILURE=open``), or refuses its call
 (``closed``, 503) until a lease succeeds again. The lease board (``lease_board``) shows
 the workers which.
 
+A provider's tokens per minute (``<PROVIDER>_TPM``, ``core.token_budget``) are leased the
+same way, in the same script call: a second global bucket per provider
+(``Keys.token_limit``) at ``TPM / 60`` tokens a second, whose burst is the TPM's own
+(``BURST_MINUTES`` of it, so a request as large as the limit allows can be granted), and
+the node's token bucket spends what was paid for. Its demand is in tokens: those reserved
+since the last round and those waiting now; a node asks for at least the tokens its
+waiting requests reserve (however large one is) less what its bucket already holds, and
+what it is granted goes into its bucket at once (the bucket itself refills at next to
+nothing): a waiting request needs its tokens whole, not spread over the round. The bucket
+may hold a whole burst (what it was paid for, no more), so a request as large as the limit
+allows is granted over a round or a few, never refused for the node's small share.
+
 Rolling deploys: the state of a provider's global bucket is a hash (``v``, ``rate``,
 ``tat`` and one ``w:<node>`` per node) whose ``v`` is the format's version. A later
 script must read this format (and keep writing it while nodes of this version run);
 this one, meeting a newer format, grants nothing and the node limits the provider alone,
-as if Redis were gone, rather than misread it.
+as if Redis were gone, rather than misread it. ``LEASE_V2`` (each key's burst its own, for
+the token limits) reads and writes the same format 1 as ``LEASE_V1`` did, so nodes of
+both run side by side on a provider's rate; only nodes with ``LEASE_V2`` know the token
+limits' keys.
 """
 
 from __future__ import annotations
@@ -46,18 +61,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aigateway.cluster.lease_board import ALONE, CLOSED, LEASED, LeaseBoard
 from aigateway.cluster.sync import Agent
+from aigateway.core.token_budget import BURST_MINUTES, token_bucket_name
 from aigateway.hotpath import TokenBucket
 
 __all__ = (
     "GLOBAL_BURST_S",
     "LEASE_S",
-    "LEASE_V1",
+    "LEASE_V2",
     "LOCAL_BURST_S",
     "LeaseSync",
     "wanted_rate",
@@ -79,26 +95,27 @@ KEY_TTL_MS: Final = 60_000  # an unused limit's state expires (it is a full buck
 CLOSED_RATE: Final = 1e-6  # a bucket that fails closed: no token for ~11 days
 MIN_RATE: Final = 1e-3  # a bucket's rate may not be 0
 
-# v1. KEYS: each provider's limit state (one slot). ARGV: node id, lease ms, stale ms,
-# global burst s, ttl ms; then for each key: limit (tokens/s), owed tokens, wanted
-# tokens/s, asked tokens. Answers each key's grant (tokens, as text), or "v<n>" for the
-# state of a newer format, which this script leaves alone.
-LEASE_V1: Final = """
+# v2 (state format 1, as v1; v1 took one burst for every key, ARGV[4]). KEYS: each
+# limit's state (one slot). ARGV: node id, lease ms, stale ms, ttl ms; then for each key:
+# limit (tokens/s), owed tokens, wanted tokens/s, asked tokens, burst (s of the limit).
+# Answers each key's grant (tokens, as text), or "v<n>" for the state of a newer format,
+# which this script leaves alone.
+LEASE_V2: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now / 1000)
 local node = ARGV[1]
 local lease_s = tonumber(ARGV[2]) / 1000
 local stale_ms = tonumber(ARGV[3])
-local burst_s = tonumber(ARGV[4])
-local ttl_ms = tonumber(ARGV[5])
+local ttl_ms = tonumber(ARGV[4])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local a = 5 + (i - 1) * 4
+  local a = 4 + (i - 1) * 5
   local limit = tonumber(ARGV[a + 1])
   local owed = tonumber(ARGV[a + 2])
   local want = tonumber(ARGV[a + 3])
   local ask = tonumber(ARGV[a + 4])
+  local burst_s = tonumber(ARGV[a + 5])
   local state = redis.call('HMGET', key, 'v', 'rate', 'tat')
   local version = tonumber(state[1]) or 1
   if version > 1 then
@@ -122,10 +139,14 @@ for i, key in ipairs(KEYS) do
         end
       end
     end
-    local cap = ask
-    if total > limit then cap = math.min(ask, limit * lease_s * want / total) end
     local burst = math.max(1, limit * burst_s)
     local available = burst - (tat - now) * limit / 1000000
+    -- wanted beyond the limit: each node its part of a round, or of what the bucket
+    -- holds when that is more (a token limit's burst is a minute, not a round)
+    local cap = ask
+    if total > limit then
+      cap = math.min(ask, math.max(limit * lease_s, available) * want / total)
+    end
     local grant = math.max(0, math.min(cap, available))
     tat = tat + grant * 1000000 / limit
     redis.call('HSET', key, 'v', '1', 'rate', string.format('%.17g', limit),
@@ -152,12 +173,26 @@ def local_burst(rate: float) -> float:
     return max(1.0, rate * LOCAL_BURST_S)
 
 
+def _token_burst(limit: float) -> float:
+    """A token bucket's burst for a limit of ``limit`` tokens a second."""
+    return max(1.0, limit * TOKEN_BURST_S)
+
+
+def token_lease(provider: str) -> str:
+    """The name of a provider's token lease (``<PROVIDER>_TPM``) among the leases."""
+    return token_bucket_name(provider)
+
+
+TOKEN_BURST_S: Final = 60.0 * BURST_MINUTES  # a token limit's burst, in seconds of it
+
+
 @dataclass(slots=True)
 class _Lease:
     """One provider's lease on this node."""
 
     rate: float  # the bucket's rate as last set
     since: float  # when (the local clock)
+    tokens: bool = False  # a token limit (TPM): bursts of its own, asks for its waiters
     balance: float = 0.0  # tokens paid for and not yet produced (< 0: produced unpaid)
     admitted: int = -1  # the admission counter at the last round (-1: none yet)
     leased: float = 0.0  # tokens granted in total
@@ -181,7 +216,10 @@ class LeaseSync:
         fail_open: bool = True,
         clock: Callable[[], float] = time.monotonic,
         on_close: Callable[[], None] | None = None,
+        tokens: Collection[str] = (),
     ) -> None:
+        """``tokens``: which of ``buckets`` are token limits (``token_lease``): their limit
+        in tokens a second (0: none, not leased), their demand in tokens."""
         self.buckets = dict(buckets)
         self.board = board
         self.limits = limits
@@ -198,8 +236,12 @@ class LeaseSync:
         limits_now = limits()
         for name, bucket in self.buckets.items():
             # Until the first lease: next to nothing (what it makes is charged then).
-            bucket.set_rate(MIN_RATE, 1.0, now=now)
-            self.leases[name] = _Lease(MIN_RATE, now)
+            token = name in tokens
+            burst = _token_burst(limits_now.get(name, 0.0)) if token else 1.0
+            bucket.set_rate(MIN_RATE, burst, now=now)
+            if token:  # empty: a token bucket's burst is large, and none of it paid for
+                bucket.try_acquire(bucket.available(now=now), now=now)
+            self.leases[name] = _Lease(MIN_RATE, now, token)
             board.write(name, LEASED, MIN_RATE, limits_now.get(name, 0.0), 0.0)
 
     async def tick(self, agent: Agent) -> None:
@@ -217,12 +259,15 @@ class LeaseSync:
             agent.node_id,
             round(LEASE_S * 1000),
             round(STALE_LEASES * LEASE_S * 1000),
-            GLOBAL_BURST_S,
             KEY_TTL_MS,
         ]
         owed: dict[str, float] = {}
+        leased: list[tuple[str, _Lease]] = []
         for name, lease in self.leases.items():
             limit = limits[name]
+            if not limit > 0.0:  # a token limit that is not set: nothing to lease
+                continue
+            leased.append((name, lease))
             if lease.mode == LEASED:
                 lease.balance -= lease.rate * (now - lease.since)
                 lease.since = now
@@ -233,30 +278,44 @@ class LeaseSync:
             lease.admitted = admitted
             want = wanted_rate(used, waiting, limit, nodes)
             owed[name] = max(-lease.balance, 0.0)
-            ask = max(want * (LEASE_S + SLACK_S) - max(lease.balance, 0.0), 0.0)
-            keys.append(agent.keys.limit(name))
-            args += [repr(limit), repr(owed[name]), repr(want), repr(ask)]
+            need = want * (LEASE_S + SLACK_S)
+            held = max(lease.balance, 0.0)
+            if lease.tokens:  # the waiters' tokens, however large one request is
+                need = max(need, float(waiting))
+                held += self.buckets[name].available(now=now)
+            ask = max(need - held, 0.0)
+            burst_s = TOKEN_BURST_S if lease.tokens else GLOBAL_BURST_S
+            keys.append(self._key(agent, name, lease))
+            args += [repr(limit), repr(owed[name]), repr(want), repr(ask), repr(burst_s)]
+        if not keys:
+            return
         script = self._script
         if script is None:  # until one call went through: EVAL, one round trip (EVALSHA
             # would meet NOSCRIPT, load and call again); then Redis keeps it for EVALSHA
             redis = agent.redis
-            answers = await agent.call(lambda: redis.eval(LEASE_V1, len(keys), *keys, *args))
-            self._script = redis.register_script(LEASE_V1)
+            answers = await agent.call(lambda: redis.eval(LEASE_V2, len(keys), *keys, *args))
+            self._script = redis.register_script(LEASE_V2)
         else:
             answers = await agent.call(lambda: script(keys=keys, args=args))
         self.calls += 1
         self.board.add_call()
         now = self.clock()
-        for (name, lease), answer in zip(self.leases.items(), answers, strict=True):
+        for (name, lease), answer in zip(leased, answers, strict=True):
             text = answer.decode() if isinstance(answer, bytes) else str(answer)
             if text.startswith("v"):
                 self._alone(name, limits[name], nodes, now, f"format {text} of a newer version")
                 continue
             granted = float(text)
-            lease.balance += owed[name] + granted
             lease.leased += granted
             if lease.mode != LEASED:
                 logger.debug("limits of %s leased from the cluster again", name)
+            if lease.tokens:  # deposited at once: a waiting request needs them whole
+                lease.balance += owed[name]
+                if granted > 0.0:
+                    self.buckets[name].settle(-granted, now=now)
+                self._set(name, lease, LEASED, MIN_RATE, limits[name], now)
+                continue
+            lease.balance += owed[name] + granted
             rate = max(lease.balance / (LEASE_S + SLACK_S), MIN_RATE)  # what is paid for
             self._set(name, lease, LEASED, rate, limits[name], now)
 
@@ -272,9 +331,15 @@ class LeaseSync:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _key(self, agent: Agent, name: str, lease: _Lease) -> str:
+        if lease.tokens:
+            return agent.keys.token_limit(name.removeprefix(token_lease("")))
+        return agent.keys.limit(name)
+
     def _fall_back(self, limits: Mapping[str, float], nodes: int, now: float) -> None:
         for name in self.leases:
-            self._alone(name, limits[name], nodes, now, "Redis is gone")
+            if limits[name] > 0.0:
+                self._alone(name, limits[name], nodes, now, "Redis is gone")
 
     def _alone(self, name: str, limit: float, nodes: int, now: float, why: str) -> None:
         """The provider limited by this node alone: its part of the limit, or nothing."""
@@ -304,6 +369,8 @@ class LeaseSync:
             rate = MIN_RATE
         bucket = self.buckets[name]
         burst = local_burst(rate)
+        if lease.tokens:  # a whole request must fit: the limit's burst (alone: the part)
+            burst = _token_burst(limit if mode == LEASED else limit / max(self.nodes(), 1))
         if rate != bucket.rate_per_s or burst != bucket.burst:
             bucket.set_rate(rate, burst, now=now)
         lease.mode, lease.rate, lease.since = mode, rate, now

@@ -12,13 +12,14 @@ from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDea
 from aigateway.cluster.figures import node_figures
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
 from aigateway.cluster.lease_board import LeaseBoard
-from aigateway.cluster.leases import LeaseSync
+from aigateway.cluster.leases import LeaseSync, token_lease
 from aigateway.cluster.node_state import NodeReader, circuit_board, live_settings, pause_clocks
 from aigateway.cluster.settings import SettingsSync
 from aigateway.cluster.state import LAYOUTS, REGION_NAME, ClusterState
 from aigateway.cluster.sync import Sync
 from aigateway.config import Settings, mask_url
 from aigateway.core.admission import NodeCounters
+from aigateway.core.token_budget import token_bucket_name
 from aigateway.hotpath import SharedStats
 from aigateway.operations import LIVE_REGION
 from aigateway.runtime import apply_overrides, read_overrides
@@ -62,22 +63,23 @@ def node_syncs(settings: Settings, segment: shm.Segment, reader: NodeReader) -> 
 
 
 def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> LeaseSync:
-    """Leases of each provider's limit into its bucket, following the live limits (the
-    live-settings region) and the node's demand (the admission counters)."""
+    """Leases of each provider's limit into its bucket (and of its TPM into its token
+    bucket), following the live limits (the live-settings region) and the node's demand
+    (the admission counters)."""
     names = tuple(p.name for p in settings.providers)
     board = LeaseBoard(segment.region(LEASE_REGION, *LeaseBoard.LAYOUTS), names)
     counters = NodeCounters(stats, names)
     cluster = ClusterState(segment.region(REGION_NAME, *LAYOUTS))
     live = segment.region(LIVE_REGION)
     slots = segment.region_params(LIVE_REGION)["slots"]
-    version, rates = -1, {p.name: p.rps for p in settings.providers}
+    version, rates = -1, _limits(settings)
 
     def limits() -> dict[str, float]:
         nonlocal version, rates
         read = read_overrides(live, slots)
         if read is not None and read[0] != version:
             version = read[0]
-            rates = {p.name: p.rps for p in apply_overrides(settings, read[1]).providers}
+            rates = _limits(apply_overrides(settings, read[1]))
         return rates
 
     def release() -> None:
@@ -86,20 +88,30 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
 
     def demand() -> dict[str, tuple[int, int]]:
         report = {name: counters.report(name) for name in names}
-        return {
+        requests = {
             name: (sum(row["admitted"].values()), sum(row["depth"].values()))
             for name, row in report.items()
         }
+        return requests | {token_lease(name): counters.token_demand(name) for name in names}
 
+    buckets = {name: segment.bucket(name) for name in names}
+    buckets |= {token_lease(name): segment.bucket(token_bucket_name(name)) for name in names}
     return LeaseSync(
-        {name: segment.bucket(name) for name in names},
+        buckets,
         board,
         limits=limits,
         demand=demand,
         nodes=lambda: cluster.read().nodes,
         fail_open=settings.redis_limits_on_failure == "open",
         on_close=release,
+        tokens=[token_lease(name) for name in names],
     )
+
+
+def _limits(settings: Settings) -> dict[str, float]:
+    """Each provider's rate, and its tokens a second (``<PROVIDER>_TPM`` / 60, 0: none)."""
+    rates = {p.name: p.rps for p in settings.providers}
+    return rates | {token_lease(p.name): p.tpm / 60.0 for p in settings.providers}
 
 
 def start_agent(settings: Settings, segment: shm.Segment) -> AgentThread | None:

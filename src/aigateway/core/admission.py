@@ -34,6 +34,13 @@ second, bounded by the pipeline to PROVIDER_PAUSE_MAX_SEC) and halves its rate, 
 tenth of the configured one; each success after a second of calm raises the rate by a
 tenth of the configured rate until it is back.
 
+A provider with a tokens-per-minute limit (``<PROVIDER>_TPM``, ``core.token_budget``)
+has a second bucket: a request also reserves its estimated tokens there, in the same
+turn as its token of the rate (both, or neither), and waits for them by the same rules
+(its place in the queue, the fair start, 504 ``queue_timeout``); the priority reserves
+hold there too (of its burst, never more than leaves room for the request). The pipeline
+settles the reservation after the call.
+
 With several nodes (``REDIS_URL``) the node agent sets each bucket's rate (the node's
 lease of the cluster-wide limit, ``cluster.leases``): the gates leave the rate alone
 (``adaptive`` off; a 429 still pauses), and while Redis is gone and the limits fail
@@ -48,6 +55,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from aigateway.core.token_budget import (
+    NO_RESERVATION,
+    Estimate,
+    Reservation,
+    token_bucket_spec,
+    too_large,
+)
 from aigateway.errors import (
     Fault,
     GatewayError,
@@ -98,12 +112,53 @@ class NodeCounters:
         self._depth = slot_table(schema, "queue_depth", providers)
         self._outcomes = slot_table(schema, "admission", providers)
         self._depth_names = {key: schema.gauges[i] for key, i in self._depth.items()}
+        budget = {
+            name: slot_table(schema, f"token_budget_{name}", providers)
+            for name in ("reserved", "used", "waiting", "waits")
+        }
+        self._reserved, self._used = budget["reserved"], budget["used"]
+        self._waiting_tokens, self._token_waits = budget["waiting"], budget["waits"]
+        self._waiting_names = {k[0]: schema.gauges[i] for k, i in self._waiting_tokens.items()}
+        self._reserved_names = {k[0]: schema.counters[i] for k, i in self._reserved.items()}
         self._outcome_names = {key: schema.counters[i] for key, i in self._outcomes.items()}
 
-    def queued(self, provider: str, priority: str, n: int) -> None:
+    def queued(self, provider: str, priority: str, n: int, tokens: int = 0) -> None:
         index = self._depth.get((provider, priority))
         if index is not None:
             self._stats.gauge_add(index, n)
+        if tokens:
+            index = self._waiting_tokens.get((provider,))
+            if index is not None:
+                self._stats.gauge_add(index, n * tokens)
+
+    def tokens_reserved(self, provider: str, tokens: int) -> None:
+        index = self._reserved.get((provider,))
+        if index is not None:
+            self._stats.incr(index, tokens)
+
+    def tokens_used(self, provider: str, tokens: int) -> None:
+        index = self._used.get((provider,))
+        if index is not None and tokens > 0:
+            self._stats.incr(index, tokens)
+
+    def token_wait(self, provider: str) -> None:
+        index = self._token_waits.get((provider,))
+        if index is not None:
+            self._stats.incr(index)
+
+    def waiting_tokens(self, provider: str) -> int:
+        """Tokens the requests waiting for ``provider`` on the node reserve."""
+        return self.token_demand(provider)[1]
+
+    def token_demand(self, provider: str) -> tuple[int, int]:
+        """(tokens reserved in total, tokens waited for now) of ``provider`` on the node."""
+        snapshot = self._stats.snapshot()
+        reserved = self._reserved_names.get(provider)
+        waiting = self._waiting_names.get(provider)
+        return (
+            snapshot.counters[reserved] if reserved is not None else 0,
+            snapshot.gauges[waiting] if waiting is not None else 0,
+        )
 
     def count(self, provider: str, priority: str, outcome: str) -> None:
         index = self._outcomes.get((provider, priority, outcome))
@@ -158,6 +213,7 @@ class _Waiter:
     future: asyncio.Future[None]
     latest_start: float  # on the event loop's clock: past it, the call's budget is unfair
     fallback: bool  # another target can take it: a pause is not worth waiting out
+    tokens: int = 0  # the tokens it reserves of the provider's TPM (0: none)
     since: float = field(default_factory=time.monotonic)
     handle: int = -1
 
@@ -172,12 +228,17 @@ class ProviderGate:
         pause_clock: PauseClock,
         configured_rate: float,
         admission: Admission,
+        tokens: TokenBucket | None = None,
     ) -> None:
         self.name = name
         self.bucket = bucket
         self.pause_clock = pause_clock
         self.configured_rate = configured_rate
         self._admission = admission
+        self.tokens = tokens  # the TPM bucket (in every node's layout, used while tpm > 0)
+        self.tpm = 0.0  # the live <PROVIDER>_TPM: 0, no token limit
+        counters = admission.counters
+        self._count_used: Callable[[int], None] = lambda n: counters.tokens_used(name, n)
         self._queue = PriorityQueue()
         self._waiting: dict[int, _Waiter] = {}
         self._pump: asyncio.Task[None] | None = None
@@ -189,18 +250,28 @@ class ProviderGate:
         burst = self.bucket.burst
         return min(self._admission.reserves[priority] * burst, max(burst - 1.0, 0.0))
 
-    async def admit(self, priority: str, deadline: float, fallback: bool = False) -> None:
+    async def admit(
+        self,
+        priority: str,
+        deadline: float,
+        fallback: bool = False,
+        tokens: Estimate | None = None,
+    ) -> Reservation:
         """Wait for this provider's turn; ``fallback``: another target can take the request
         if this one cannot now (paused) or not in time to leave the call a fair share of
-        what is left until ``deadline``."""
+        what is left until ``deadline``; ``tokens``: the request's estimate, reserved of the
+        provider's TPM (the answer: the reservation to settle after the call)."""
         loop = asyncio.get_running_loop()
         rank = PRIORITY_RANK[priority]
+        need = self._need(priority, tokens) if tokens is not None and self.tpm > 0.0 else 0
         # Straight on when nobody here would go first: an empty queue, or one whose most
         # urgent waiter is less urgent than this request.
         ahead = bool(self._queue) and self._queue.peek_priority() <= rank
-        if not ahead and not self.paused() and self._take(priority) == 0.0:
+        if not ahead and not self.paused() and self._take(priority, need) == 0.0:
             self._admission.count(self.name, priority, "admitted")
-            return
+            return self._reserved(need)
+        if need and self._short_of_tokens(priority, need):
+            self._admission.counters.token_wait(self.name)
         if self._admission.closed(self.name):
             self._admission.count(self.name, priority, "shed")
             raise self._closed_error()
@@ -210,16 +281,16 @@ class ProviderGate:
         if pause_s > 0.0 and (fallback or now + pause_s > latest_start):
             self._admission.count(self.name, priority, "timed_out")
             raise self._paused_error(pause_s)
-        wait = self._estimated_wait()
+        wait = self._estimated_wait(need)
         if now + wait > latest_start:
             self._admission.count(self.name, priority, "timed_out")
             raise self._cannot_start(wait)
         self._make_room(priority, wait)
-        waiter = _Waiter(priority, loop.create_future(), latest_start, fallback)
+        waiter = _Waiter(priority, loop.create_future(), latest_start, fallback, need)
         new_head = not self._queue or rank < self._queue.peek_priority()
         waiter.handle = self._queue.push(rank, waiter)
         self._waiting[waiter.handle] = waiter
-        self._admission.queued(self.name, priority, +1)
+        self._admission.queued(self.name, priority, +1, need)
         self._ensure_pump()
         if new_head and self._nudge is not None and not self._nudge.done():
             # The pump naps for the old head's token (a low one waits for more tokens
@@ -230,12 +301,13 @@ class ProviderGate:
                 await waiter.future
         except TimeoutError:  # still no token, and the call would now start too late
             self._admission.count(self.name, priority, "timed_out")
-            raise self._cannot_start(self._estimated_wait()) from None
+            raise self._cannot_start(self._estimated_wait(need)) from None
         finally:
             if self._waiting.pop(waiter.handle, None) is not None:
                 self._queue.cancel(waiter.handle)  # the client left, or the deadline passed
-                self._admission.queued(self.name, priority, -1)
+                self._admission.queued(self.name, priority, -1, need)
         self._admission.count(self.name, priority, "admitted")
+        return self._reserved(need)
 
     def paused(self) -> bool:
         return self.pause_clock.left_s() > 0.0
@@ -272,12 +344,67 @@ class ProviderGate:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _take(self, priority: str) -> float:
-        return self.bucket.try_acquire(1.0, reserve=self.reserve(priority))
+    def _take(self, priority: str, need: int = 0) -> float:
+        """A token of the rate and ``need`` tokens of the TPM, both or neither: 0.0, or the
+        seconds until they may be there."""
+        wait = self.bucket.try_acquire(1.0, reserve=self.reserve(priority))
+        if wait > 0.0 or not need:
+            return wait
+        tokens = self.tokens
+        assert tokens is not None
+        # A bucket smaller than the request (the node's part while Redis is gone) is taken
+        # whole and the rest owed: the request goes when it is full.
+        take = min(float(need), tokens.burst)
+        wait = tokens.try_acquire(take, reserve=self._token_reserve(priority, take))
+        if wait > 0.0:
+            self.bucket.settle(-1.0)  # the rate's token back: neither
+            return wait
+        if take < need:
+            tokens.settle(need - take)
+        return 0.0
 
-    def _estimated_wait(self) -> float:
+    def _token_reserve(self, priority: str, take: float) -> float:
+        assert self.tokens is not None
+        if not self.adaptive:  # a leased bucket holds what the node's requests asked for
+            return 0.0
+        burst = self.tokens.burst
+        return min(self._admission.reserves[priority] * burst, max(burst - take, 0.0))
+
+    def _need(self, priority: str, tokens: Estimate) -> int:
+        """The tokens to reserve of ``tokens``; refused at once if they never fit."""
+        if self.tokens is None:
+            return 0
+        _, burst = token_bucket_spec(self.tpm)
+        if tokens.prompt + (tokens.output if tokens.explicit else 0) > burst:
+            self._admission.count(self.name, priority, "shed")
+            raise too_large(self.name, tokens, self.tpm, burst)
+        return tokens.need(burst)
+
+    def _short_of_tokens(self, priority: str, need: int) -> bool:
+        tokens = self.tokens
+        assert tokens is not None
+        take = min(float(need), tokens.burst)
+        return tokens.available() < take + self._token_reserve(priority, take)
+
+    def _reserved(self, need: int) -> Reservation:
+        if not need:
+            return NO_RESERVATION
+        self._admission.counters.tokens_reserved(self.name, need)
+        return Reservation(self.tokens, need, self._count_used)
+
+    def _estimated_wait(self, need: int = 0) -> float:
         ahead = self._admission.node_depth(self.name) + 1
         refill = max(ahead - self.bucket.available(), 0.0) / max(self.bucket.rate_per_s, 1e-9)
+        tokens = self.tokens
+        if need and tokens is not None:
+            ahead_tokens = self._admission.counters.waiting_tokens(self.name)
+            short = ahead_tokens + need - tokens.available()
+            rate = tokens.rate_per_s
+            if not self.adaptive:  # leased: the node cannot see the cluster's bucket, so
+                # it counts on it at best, full (its burst), then the limit
+                short -= token_bucket_spec(self.tpm)[1]
+                rate = self.tpm / 60.0
+            refill = max(refill, max(short, 0.0) / max(rate, 1e-9))
         return self.pause_clock.left_s() + refill
 
     def _make_room(self, priority: str, wait: float) -> None:
@@ -304,7 +431,7 @@ class ProviderGate:
         # A more urgent request displaces the least urgent, newest waiter of this worker.
         self._waiting.pop(victim.handle)
         self._queue.cancel(victim.handle)
-        self._admission.queued(self.name, victim.priority, -1)
+        self._admission.queued(self.name, victim.priority, -1, victim.tokens)
         self._admission.count(self.name, victim.priority, "shed")
         if not victim.future.done():
             victim.future.set_exception(shed)
@@ -348,7 +475,7 @@ class ProviderGate:
         for waiter in hopeless:
             del self._waiting[waiter.handle]
             self._queue.cancel(waiter.handle)
-            self._admission.queued(self.name, waiter.priority, -1)
+            self._admission.queued(self.name, waiter.priority, -1, waiter.tokens)
             self._admission.count(self.name, waiter.priority, "timed_out")
             if not waiter.future.done():
                 waiter.future.set_exception(self._paused_error(pause_s))
@@ -357,7 +484,7 @@ class ProviderGate:
         for waiter in list(self._waiting.values()):
             del self._waiting[waiter.handle]
             self._queue.cancel(waiter.handle)
-            self._admission.queued(self.name, waiter.priority, -1)
+            self._admission.queued(self.name, waiter.priority, -1, waiter.tokens)
             self._admission.count(self.name, waiter.priority, "shed")
             if not waiter.future.done():
                 waiter.future.set_exception(error)
@@ -377,7 +504,7 @@ class ProviderGate:
                 self._release_hopeless(self.pause_clock.left_s())
                 await self._nap(min(max(self.pause_clock.left_s(), 0.001), MAX_POLL_S))
                 continue
-            wait = self._take(head.priority)
+            wait = self._take(head.priority, head.tokens)
             if wait > 0.0:
                 if self._admission.closed(self.name):
                     self._release_all(self._closed_error())
@@ -386,7 +513,7 @@ class ProviderGate:
                 continue
             self._queue.pop()
             del self._waiting[head.handle]
-            self._admission.queued(self.name, head.priority, -1)
+            self._admission.queued(self.name, head.priority, -1, head.tokens)
             if not head.future.done():
                 head.future.set_result(None)
 
@@ -416,25 +543,39 @@ class Admission:
         queue_size: int,
         counters: NodeCounters | None = None,
         reserves: Mapping[str, float] | None = None,
+        token_buckets: Mapping[str, TokenBucket] | None = None,
     ) -> None:
-        """``buckets`` maps each provider to its rate bucket and its pause-clock bucket."""
+        """``buckets`` maps each provider to its rate bucket and its pause-clock bucket;
+        ``token_buckets`` to its TPM bucket (used while its ``tpm`` is set)."""
         self.queue_size = queue_size
         self.reserves = dict(DEFAULT_RESERVES if reserves is None else reserves)
         self.counters = counters or NodeCounters(None, tuple(buckets))
         # Whether a provider's calls are refused now (the cluster's limits fail closed
         # while Redis is gone); asked only when a request finds no token at once.
         self.closed: Callable[[str], bool] = _never
+        tokens = token_buckets or {}
         self.gates = {
-            name: ProviderGate(name, rate, PauseClock(pause), rates[name], self)
+            name: ProviderGate(name, rate, PauseClock(pause), rates[name], self, tokens.get(name))
             for name, (rate, pause) in buckets.items()
         }
 
     async def admit(
-        self, provider: str, priority: str, deadline: float, fallback: bool = False
-    ) -> None:
+        self,
+        provider: str,
+        priority: str,
+        deadline: float,
+        fallback: bool = False,
+        tokens: Estimate | None = None,
+    ) -> Reservation:
         gate = self.gates.get(provider)
-        if gate is not None:
-            await gate.admit(priority, deadline, fallback)
+        if gate is None:
+            return NO_RESERVATION
+        return await gate.admit(priority, deadline, fallback, tokens)
+
+    def token_limited(self, provider: str) -> bool:
+        """Whether ``provider`` has a TPM now (its requests then bring an estimate)."""
+        gate = self.gates.get(provider)
+        return gate is not None and gate.tpm > 0.0 and gate.tokens is not None
 
     def gate(self, provider: str) -> ProviderGate | None:
         return self.gates.get(provider)
@@ -447,24 +588,29 @@ class Admission:
         self.queue_size = new.queue_size
         self.reserves = {**DEFAULT_RESERVES, **dict(new.priority_reserves)}
         rates = {p.name: p.rps for p in new.providers}
+        tpms = {p.name: p.tpm for p in new.providers}
         for name, gate in self.gates.items():
             if name in rates:
                 gate.configured_rate = rates[name]
+                gate.tpm = tpms[name]
 
     def set_node_rates(self, old: Settings, new: Settings) -> None:
         """Once for the node (the buckets are shared): a provider whose rate changed gets
         its bucket moved to the new rate and burst."""
-        before = {p.name: p.rps for p in old.providers}
+        before = {p.name: p for p in old.providers}
         for p in new.providers:
             gate = self.gates.get(p.name)
-            if gate is not None and before.get(p.name) != p.rps:
+            was = before.get(p.name)
+            if gate is not None and (was is None or was.rps != p.rps):
                 spec = provider_bucket(p.name, p.rps)
                 gate.bucket.set_rate(spec.rate_per_s, spec.burst)
+            if gate is not None and gate.tokens is not None and (was is None or was.tpm != p.tpm):
+                gate.tokens.set_rate(*token_bucket_spec(p.tpm))
 
     # -- node-wide numbers ----------------------------------------------------------------
 
-    def queued(self, provider: str, priority: str, n: int) -> None:
-        self.counters.queued(provider, priority, n)
+    def queued(self, provider: str, priority: str, n: int, tokens: int = 0) -> None:
+        self.counters.queued(provider, priority, n, tokens)
 
     def count(self, provider: str, priority: str, outcome: str) -> None:
         self.counters.count(provider, priority, outcome)
@@ -479,9 +625,12 @@ class Admission:
                 "rate_per_s": round(gate.bucket.rate_per_s, 3),
                 "configured_rate_per_s": gate.configured_rate,
                 "paused_for_s": round(gate.pause_clock.left_s(), 3),
+                "tokens_per_minute": gate.tpm,
                 "oldest_wait_s_this_worker": round(gate.oldest_wait_s(), 3),
                 **self.counters.report(name),
             }
+            if gate.tpm > 0.0 and gate.tokens is not None:
+                row["token_budget_available"] = round(gate.tokens.available(), 1)
             providers[name] = row
         return {
             "queue_size": self.queue_size,

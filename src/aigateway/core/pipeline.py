@@ -5,7 +5,9 @@ route      model -> ordered targets (provider, model): aliases are fallback chai
 cache      key -> a stored answer (cache.service), served at once
 dedup      identical requests in flight share one provider call (core.dedup); embeddings
            arriving together share one call (core.batching)
-admission  priority queue, node-wide rate limits and pauses (core.admission)
+admission  priority queue, node-wide rate limits and pauses (core.admission); a
+           provider's tokens per minute reserved by estimate, settled by the answer's
+           usage (core.token_budget)
 dispatch   provider adapter -> pooled upstream client, retries with backoff (core.dispatch,
            which also feeds the provider's circuit); on a provider-side failure (its
            ``errors.Fault``) the next target is tried
@@ -36,6 +38,7 @@ from aigateway.core.providers import Provider, usable_targets
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
 from aigateway.core.streaming import relay_stream
+from aigateway.core.token_budget import NO_RESERVATION, Reservation, estimate
 from aigateway.errors import Fault, GatewayError, NotFound
 from aigateway.providers._openai_format import load_any
 from aigateway.providers.base import (
@@ -125,24 +128,29 @@ class Pipeline:
         for i, (provider, model) in enumerate(targets):  # dispatch, failing over
             adapter = answering(request, provider.adapter)  # in the client's API
             more = i + 1 < len(targets)
+            reservation = NO_RESERVATION
             try:
                 prepared = await self._media.prepare(request, adapter, deadline)
-                await self._admit(provider, request.priority, deadline, observer, more)  # admit
+                reservation = await self._admit(provider, request, deadline, observer, more)
                 call = adapter.chat_call(prepared, model)
                 answer = await self._send(
                     provider, call, deadline, observer, request.stream, model, clients
                 )
             except GatewayError as exc:
+                reservation.failed(exc.fault)  # its tokens back, unless the provider counted
                 failure = _fail_over(provider, model, exc, deadline, more, observer)
                 continue
             accounting = observer.accounting
             if request.stream:
                 translator = self._scrubber.translator(adapter.chat_stream(prepared, model))
                 events = relay_stream(answer, adapter, translator, accounting, model=model)
+                if reservation.tokens:
+                    events = reservation.metered(events)  # settled when the stream ends
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
             completion = _parsed(body)  # once, for the accounting and the cache
             accounting.usage(provider.name, model, completion.get("usage"))
+            reservation.settle_usage(completion.get("usage"))
             return Completed(body, provider.name, model, answer.attempts, completion=completion)
         assert failure is not None
         raise failure
@@ -171,17 +179,21 @@ class Pipeline:
                     code="unsupported_operation",
                 )
                 continue
+            reservation = NO_RESERVATION
             try:
-                await self._admit(provider, request.priority, deadline, observer, more)
+                reservation = await self._admit(provider, request, deadline, observer, more)
                 call = adapter.embeddings_call(request, model)
                 answer = await self._send(
                     provider, call, deadline, observer, model=model, clients=clients
                 )
             except GatewayError as exc:
+                reservation.failed(exc.fault)
                 failure = _fail_over(provider, model, exc, deadline, more, observer)
                 continue
             body = adapter.embeddings_response(answer.body, request, model)
             observer.accounting.usage_from_body(provider.name, model, body)
+            if reservation.tokens:
+                reservation.settle_usage(_parsed(body).get("usage"))
             return Completed(body, provider.name, model, answer.attempts)
         assert failure is not None
         raise failure
@@ -260,16 +272,22 @@ class Pipeline:
     async def _admit(
         self,
         provider: Provider,
-        priority: str,
+        request: ApiRequest,
         deadline: float,
         observer: RequestObserver,
         more: bool = False,
-    ) -> None:
-        """``more``: a later target can take the request, so a paused provider is skipped."""
-        if self._admission is not None:
-            started = time.perf_counter()
-            await self._admission.admit(provider.name, priority, deadline, fallback=more)
-            observer.queue_wait(provider.name, priority, time.perf_counter() - started)
+    ) -> Reservation:
+        """``more``: a later target can take the request, so a paused provider is skipped.
+        The answer: the tokens reserved of the provider's TPM, to settle after the call."""
+        admission = self._admission
+        if admission is None:
+            return NO_RESERVATION
+        name, priority = provider.name, request.priority
+        tokens = estimate(request) if admission.token_limited(name) else None
+        started = time.perf_counter()
+        reservation = await admission.admit(name, priority, deadline, more, tokens)
+        observer.queue_wait(name, priority, time.perf_counter() - started)
+        return reservation
 
     async def _send(
         self,

@@ -19,11 +19,17 @@ time at which the bucket is full again).
 * ``set_rate(rate_per_s, burst, now=None)`` changes both live; the tokens available stay
   as they are (capped at the new burst).  An acquisition racing with it in another
   process may still use the old values once.
+* ``settle(tokens, now=None)`` corrects an earlier acquisition by ``tokens`` without
+  waiting: a positive number is taken even when the bucket does not hold it (a debt, which
+  later acquisitions wait out), a negative one is given back (the bucket never holds more
+  than ``burst``).  Admission reserves an estimate of a call's tokens, then settles it
+  against what the call really used; giving back one token also undoes an acquisition.
 * ``available(now=None)`` is the number of tokens available; ``rate_per_s`` and
   ``burst`` the current values; ``close()`` lets go of the buffer.
 
 Limits: ``rate_per_s`` and ``burst`` are finite and > 0 with ``burst / rate_per_s`` at
-most 1e9 seconds; ``tokens`` and ``reserve`` are >= 0; ``now`` is finite and within
+most 1e9 seconds; ``tokens`` and ``reserve`` are >= 0 (``settle``'s ``tokens`` any finite
+number; a debt is capped at 1e9 seconds of the rate); ``now`` is finite and within
 +-4e9 seconds.  Anything else raises ``ValueError``.
 
 This twin changes the state under a ``RegionLock`` (``flock`` on a lock file when the
@@ -171,6 +177,27 @@ class TokenBucket:
             if cost:
                 i64[_TAT] = new_tat
             return 0.0
+
+    def settle(self, tokens: float, now: float | None = None) -> None:
+        """Take ``tokens`` more (> 0, even into debt) or give ``-tokens`` back (< 0)."""
+        now_ns = _now_ns(now)
+        if not math.isfinite(tokens):
+            raise ValueError(f"tokens must be a finite number, not {tokens!r}")
+        f64 = self._f64
+        i64 = self._i64
+        with self._lock:
+            tat = i64[_TAT]
+            base = tat if tat > now_ns else now_ns
+            if tokens >= 0.0:
+                cost = math.ceil(min(tokens / f64[_RATE], _MAX_FILL_S) * 1e9)
+                new_tat = min(base + cost, now_ns + int(_MAX_FILL_S * 1e9))
+            else:
+                refund = math.floor(min(-tokens / f64[_RATE], _MAX_FILL_S) * 1e9)
+                new_tat = base - refund
+                if new_tat < now_ns:
+                    new_tat = now_ns  # full: a bucket holds at most its burst
+            if new_tat != tat:
+                i64[_TAT] = new_tat
 
     def available(self, now: float | None = None) -> float:
         """The tokens in the bucket at ``now``."""

@@ -195,6 +195,14 @@ METRICS: Final = _declare(
            "(admitted; shed: refused because the queue was full; timed_out: could not "
            "start before its deadline).", (*_PROVIDER, "priority", "outcome"), _STATS,
            values={"priority": PRIORITIES, "outcome": ADMISSION_OUTCOMES}),
+    Metric("token_budget_reserved", "counter", "Tokens reserved of a provider's "
+           "<PROVIDER>_TPM before its calls (estimates).", _PROVIDER, _STATS),
+    Metric("token_budget_used", "counter", "Tokens the provider reported (prompt + "
+           "completion) that settled reservations of its <PROVIDER>_TPM.", _PROVIDER, _STATS),
+    Metric("token_budget_waiting", "gauge", "Tokens that requests waiting for admission "
+           "reserve of a provider's <PROVIDER>_TPM (estimates).", _PROVIDER, _STATS),
+    Metric("token_budget_waits", "counter", "Requests that had to wait for a provider's "
+           "token budget (<PROVIDER>_TPM).", _PROVIDER, _STATS),
     Metric("redis_up", "gauge", "Whether this node reaches the cluster's Redis (1) or goes "
            "on alone (0); absent without REDIS_URL.", (), _NODE),
     Metric("cluster_nodes", "gauge", "Live nodes of the cluster last seen, this one "
