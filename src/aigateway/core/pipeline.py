@@ -206,7 +206,8 @@ class Pipeline:
         adapter = provider.adapter
         if not isinstance(adapter, MessagesAdapter):
             return None
-        await self._admit(provider, request.priority, deadline, observer)
+        reservation = await self._admit(provider, request, deadline, observer)
+        reservation.settle(0)  # counting generates nothing: the estimate goes back
         call = adapter.count_tokens_call(request, model)
         clients = self._clients_deadline(request)
         answer = await self._send(provider, call, deadline, observer, model=model, clients=clients)
