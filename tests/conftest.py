@@ -62,6 +62,19 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture(params=["single", "cluster"])
+def each_redis(request: pytest.FixtureRequest) -> str:
+    """A Redis of the tests' own, emptied: the single server, then the three-master cluster
+    (for scripts and keys that must work on both)."""
+    if request.param == "single":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.client().flushall()
+        return server.url
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return cluster.url
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     """A real Redis Cluster of three masters, started on first use."""

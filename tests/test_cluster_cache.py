@@ -43,7 +43,6 @@ from aigateway.config import Settings
 from aigateway.core.dedup import Coalescer
 from aigateway.hotpath import TTLPolicy
 from aigateway.wire import ApiRequest, CacheControl, Completed, Streaming
-from redis_servers import RedisCluster, RedisServer
 from servers import free_port
 
 T = TypeVar("T")
@@ -62,16 +61,10 @@ ANSWER = {
 }
 
 
-@pytest.fixture(params=["single", "cluster"])
-def url(request: pytest.FixtureRequest) -> str:
+@pytest.fixture
+def url(each_redis: str) -> str:
     """A Redis of the tests' own, emptied: a single server, then a three-master cluster."""
-    if request.param == "single":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        server.client().flushall()
-        return server.url
-    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-    cluster.flush()
-    return cluster.url
+    return each_redis
 
 
 @dataclass

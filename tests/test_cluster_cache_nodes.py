@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from redis_servers import RedisServer, start_nodes, stop_nodes
-from servers import Gateway, MockProvider, chat_body
+from servers import Gateway, MockProvider, chat_body, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,15 +51,6 @@ def nodes(redis: RedisServer, mock_provider: MockProvider) -> Iterator[list[Gate
         assert wait_for(redis_up(node))
     yield started
     stop_nodes(started)
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def redis_up(node: Gateway) -> Callable[[], bool]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from redis_servers import RedisServer, start_nodes, stop_nodes
-from servers import Gateway, MockProvider, chat_body
+from servers import Gateway, MockProvider, chat_body, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,15 +29,6 @@ def redis() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def cluster(node: Gateway) -> dict[str, Any]:

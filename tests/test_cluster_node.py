@@ -7,15 +7,14 @@ test's own, killed and restarted on the same port.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from redis_servers import RedisServer
-from servers import Gateway, MockProvider, chat_body
+from servers import Gateway, MockProvider, chat_body, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +27,6 @@ def redis() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def health(gateway: Gateway) -> dict[str, Any]:

@@ -8,15 +8,14 @@ and 500s).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from redis_servers import RedisServer, start_nodes, stop_nodes
-from servers import Gateway, MockProvider, chat_body
+from servers import Gateway, MockProvider, chat_body, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +37,6 @@ def nodes(redis_server: RedisServer, mock_provider: MockProvider) -> Iterator[li
     stop_nodes(started)
     for node in started:
         assert "still in use" not in node.log()  # the agent let go of the shared memory
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def get(node: Gateway, path: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from aigateway.cluster.state import ClusterState
 from aigateway.config import Settings
 from aigateway.core.token_budget import token_bucket_spec
 from aigateway.hotpath import TokenBucket
-from redis_servers import RedisCluster, RedisServer
+from redis_servers import RedisServer
 
 TOKENS = token_lease("openai")
 
@@ -74,16 +74,10 @@ class Node:
         await self.agent.close()
 
 
-@pytest.fixture(params=["server", "cluster"])
-def url(request: pytest.FixtureRequest) -> str:
-    """The single server's URL, or the three-master cluster's (both emptied)."""
-    if request.param == "server":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        server.client().flushall()
-        return server.url
-    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-    cluster.flush()
-    return cluster.url
+@pytest.fixture
+def url(each_redis: str) -> str:
+    """A Redis of the tests' own, emptied: a single server, then a three-master cluster."""
+    return each_redis
 
 
 @pytest.fixture
