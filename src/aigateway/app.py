@@ -45,6 +45,7 @@ from aigateway.core.media import RemoteMedia
 from aigateway.core.pipeline import Pipeline
 from aigateway.core.registry import ProviderRegistry
 from aigateway.core.router import Router
+from aigateway.dashboard.routes import DashboardRoutes
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
 from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
@@ -141,6 +142,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
             Route("/v1/batch", batch_routes.batch, methods=["POST"]),
             *OpsRoutes(operations).routes(),
+            *DashboardRoutes(operations).routes(),
             *admin_routes.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
