@@ -81,13 +81,17 @@ def dashboard_document(
             "worker_restarts": numbers.restarts,
             "started_at": numbers.started_at,
             "uptime_s": round(max(now - numbers.started_at, 0.0), 3),
-            "in_flight": max(numbers.stat("requests_in_flight"), 0),
+            # Requests being handled besides this one.
+            "in_flight": max(numbers.stat("requests_in_flight") - 1, 0),
         },
         "summary": _summary(numbers, last_minute, cluster),
         "providers": _providers(numbers, last_minute, recent, usable, limits),
         "cache": _cache(numbers, cache_enabled),
         "queue": _queue(numbers, queue_size),
-        "spend": {"available": False, "reason": "spend by key comes with tenant keys and prices"},
+        "spend": {
+            "available": False,
+            "reason": "spend by key comes with tenant keys and their prices",
+        },
         "cluster": cluster,
         "charts": charts(columns, rows, after),
     }

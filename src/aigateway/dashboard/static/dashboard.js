@@ -56,6 +56,15 @@
     if (v >= 10000) return num(v / 1000, 1) + " s";
     return num(v, v >= 100 ? 0 : v >= 10 ? 1 : 2) + " ms";
   }
+  // Two latencies and their one unit: ["2.7 · 9.4", "ms"].
+  function pair(a, b) {
+    if (a === null || a === undefined) return ["–", "ms"];
+    var big = Math.max(a, b || 0) >= 10000;
+    var f = function (v) {
+      return v === null || v === undefined ? "–" : big ? num(v / 1000, 1) : num(v, v >= 100 ? 0 : 1);
+    };
+    return [f(a) + " · " + f(b), big ? "s" : "ms"];
+  }
   function bytes(v) {
     if (!v) return "0 B";
     var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
@@ -68,6 +77,15 @@
     if (s < 3600) return Math.floor(s / 60) + " min";
     if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
     return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
+  }
+  // The time axis: 16:05, or 16:05:30 between whole minutes (no date: it is today's).
+  function clockTicks(u, splits) {
+    return splits.map(function (t) {
+      var d = new Date(t * 1000);
+      var two = function (n) { return (n < 10 ? "0" : "") + n; };
+      var hm = two(d.getHours()) + ":" + two(d.getMinutes());
+      return d.getSeconds() ? hm + ":" + two(d.getSeconds()) : hm;
+    });
   }
   function sum(obj) {
     var total = 0;
@@ -166,17 +184,21 @@
 
   function makeChart(el, spec) {
     var text = cssVar("--muted"), grid = cssVar("--grid");
-    var scales = { x: { time: true } };
+    // At least a minute wide: a young node's few seconds get whole-second ticks.
+    var scales = { x: { time: true, range: function (u, min, max) { return [Math.min(min, max - 60), max]; } } };
     var axes = [
-      { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } },
+      { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 },
+        space: 70, values: clockTicks },
     ];
+    // A second scale (the cache's calls/s beside its hit rate) gets its own axis on the
+    // right, in its series' colour.
     var used = {};
-    spec.series.forEach(function (s) { used[s.scale || "y"] = true; });
+    spec.series.forEach(function (s) { if (!used[s.scale || "y"]) used[s.scale || "y"] = s.color; });
     Object.keys(used).forEach(function (scale, i) {
-      scales[scale] = { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } };
-      axes.push({ scale: scale, side: i === 0 ? 3 : 1, stroke: text, size: 52,
-        grid: { show: i === 0, stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 },
-        label: scale === "y" ? undefined : scale, labelSize: scale === "y" ? 0 : 16 });
+      scales[scale] = scale === "%" ? { range: [0, 100] }
+        : { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } };
+      axes.push({ scale: scale, side: i === 0 ? 3 : 1, stroke: i === 0 ? text : cssVar(used[scale]),
+        size: 48, grid: { show: i === 0, stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } });
     });
     var series = [{}].concat(spec.series.map(function (s) {
       return { label: s.label, scale: s.scale || "y", stroke: cssVar(s.color), width: 1.6,
@@ -261,7 +283,7 @@
     span.textContent = text;
     return span;
   }
-  function meter(use, label) {
+  function meter(use, label, more) {
     var wrap = document.createElement("span");
     wrap.className = "meter";
     var track = document.createElement("span");
@@ -275,6 +297,10 @@
     wrap.appendChild(track);
     var text = document.createElement("span");
     text.textContent = label;
+    var detail = document.createElement("span");
+    detail.className = "opt";
+    detail.textContent = more;
+    text.appendChild(detail);
     wrap.appendChild(text);
     return wrap;
   }
@@ -299,11 +325,13 @@
     put("requests_per_s", num(s.requests_per_s));
     put("in_flight", doc.node.in_flight + " in flight");
     put("error_rate", s.error_rate === null ? "–" : pct(s.error_rate));
-    put("errors_sub", "5xx of clients' requests");
+    put("errors_sub", "5xx answers");
     level("error_rate", s.error_rate >= 0.05 ? "bad" : s.error_rate >= 0.01 ? "warn" : "");
-    put("latency", s.latency_p50_ms === null ? "–" : ms(s.latency_p50_ms) + " · " + ms(s.latency_p99_ms));
+    var latency = pair(s.latency_p50_ms, s.latency_p99_ms);
+    put("latency", latency[0]);
+    put("latency_sub", latency[1] + ", provider calls");
     put("ttft_p50_ms", ms(s.ttft_p50_ms));
-    put("overhead", "gateway overhead p50 " + ms(s.overhead_p50_ms));
+    put("overhead", "overhead " + ms(s.overhead_p50_ms));
     put("cache_hit_rate", doc.cache.enabled ? pct(s.cache_hit_rate) : "off");
     put("avoided", count(doc.cache.avoided.calls) + " calls avoided");
     var depth = sum(s.queue_depth);
@@ -333,14 +361,14 @@
       circuit.appendChild(badge(label, p.state));
       cell(row, num(p.calls_per_s), "num");
       cell(row, num(p.errors_per_s), "num");
-      cell(row, ms(p.p50_ms), "num");
-      cell(row, ms(p.p99_ms), "num");
+      cell(row, ms(p.p50_ms), "num opt");
+      cell(row, ms(p.p99_ms), "num opt");
       var limit = cell(row, "");
-      var text = p.rate_use === null ? "no limit"
-        : pct(p.rate_use) + " of " + num(p.rate_limit_per_s) + "/s";
-      if (p.paused_for_s > 0) text += " · paused " + num(p.paused_for_s, 0) + " s";
-      limit.appendChild(meter(p.rate_use, text));
-      cell(row, count(sum(p.queue_depth)), "num");
+      var text = p.rate_use === null ? "no limit" : num(p.rate_use * 100, 0) + "%";
+      var more = p.rate_use === null ? "" : " of " + num(p.rate_limit_per_s) + "/s";
+      if (p.paused_for_s > 0) more += " · paused " + num(p.paused_for_s, 0) + " s";
+      limit.appendChild(meter(p.rate_use, text, more));
+      cell(row, count(sum(p.queue_depth)), "num opt");
       body.appendChild(row);
     });
     var note = $("unconfigured");
@@ -417,8 +445,7 @@
     renderCache(doc);
     renderQueue(doc);
     renderCluster(doc);
-    $("spend-note").textContent = doc.spend.available ? "" :
-      "Shown once tenant keys exist: " + doc.spend.reason + ".";
+    $("spend-note").textContent = doc.spend.available ? "" : "Not yet: " + doc.spend.reason + ".";
     var first = !state.points;
     mergePoints(doc.charts);
     if (doc.charts.t.length) state.since = doc.charts.t[doc.charts.t.length - 1];
