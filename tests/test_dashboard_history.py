@@ -145,3 +145,31 @@ def test_chart_points_cover_the_seconds_before_them_and_the_summary_the_last_min
     assert last_minute["seconds"] == 60.0
     assert last_minute["requests_per_s"] == 10.0
     assert summary(columns, rows[:1]) is None
+
+
+def test_each_chart_point_says_what_the_summary_would_say_of_its_span() -> None:
+    columns = Columns(PROVIDERS)
+    rows = []
+    for second in range(30):
+        n = float(second * second)  # traffic that grows, spread over buckets and providers
+        rows.append(
+            row(
+                columns, 2000.0 + second, api_requests=3 * n, api_errors=n // 7,
+                cache_hits=n, cache_misses=n // 2, calls__openai=n, calls__anthropic=n // 3,
+                latency__openai__3=n, latency__openai__7=n // 4, latency__anthropic__9=n // 3,
+                ttft__2=n // 2, ttft__5=n // 5, queue__low=second % 4, shed=n // 9,
+            )
+        )  # fmt: skip
+    points = charts(columns, rows, after=2010.0)
+    for k, t in enumerate(points["t"]):
+        i = int(t - 2000.0)
+        span = between(columns, rows[i - WINDOW], rows[i])
+        for name in ("requests_per_s", "latency_p50_ms", "latency_p99_ms", "ttft_p99_ms",
+                     "cache_hit_rate", "shed_per_s"):  # fmt: skip
+            assert points[name][k] == span[name], (name, t)
+        assert points["queue"]["low"][k] == span["queue"]["low"]
+        for provider in PROVIDERS:
+            assert (
+                points["providers"][provider]["calls_per_s"][k]
+                == (span["providers"][provider]["calls_per_s"])
+            )

@@ -98,6 +98,7 @@ class Columns:
             names += self.buckets(f"latency:{provider}", LATENCY_BOUNDS)
         self.names = tuple(names)
         self.index = {name: i for i, name in enumerate(self.names)}
+        self._spans: dict[str, slice] = {}
 
     def __len__(self) -> int:
         return len(self.names)
@@ -108,8 +109,12 @@ class Columns:
         return [f"{prefix}:{i}" for i in range(len(bounds) + 1)]
 
     def span(self, prefix: str, bounds: Sequence[float]) -> slice:
-        first = self.index[f"{prefix}:0"]
-        return slice(first, first + len(bounds) + 1)
+        """The columns of a histogram's buckets."""
+        found = self._spans.get(prefix)
+        if found is None:
+            first = self.index[f"{prefix}:0"]
+            found = self._spans[prefix] = slice(first, first + len(bounds) + 1)
+        return found
 
     def sample(self, numbers: NodeNumbers, now: float) -> list[float]:
         """One row: the node's totals as ``numbers`` has them, at ``now``."""

@@ -202,7 +202,7 @@
     });
     var series = [{}].concat(spec.series.map(function (s) {
       return { label: s.label, scale: s.scale || "y", stroke: cssVar(s.color), width: 1.6,
-        dash: s.dash ? [5, 4] : undefined, spanGaps: false, points: { show: false },
+        dash: s.dash ? [5, 4] : undefined, spanGaps: false,
         value: spec.value ? function (u, v) { return spec.value(v); }
           : function (u, v) { return v === null ? "–" : num(v); } };
     }));
