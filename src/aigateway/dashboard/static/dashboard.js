@@ -19,6 +19,9 @@
     points: null, // the charts' columns, the last 15 minutes
     doc: null,
     timer: 0,
+    busy: false, // a request is under way
+    epoch: 0, // raised when the key changes
+    tried: false, // the key was just typed in: say so if it is refused
     charts: {},
     providers: [], // configured providers, the order of the providers chart's series
   };
@@ -69,7 +72,7 @@
     if (!v) return "0 B";
     var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
     while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-    return num(v, i ? 1 : 0) + " " + units[i];
+    return num(v, i && v < 100 ? 1 : 0) + " " + units[i];
   }
   function duration(s) {
     s = Math.floor(s);
@@ -202,7 +205,7 @@
     });
     var series = [{}].concat(spec.series.map(function (s) {
       return { label: s.label, scale: s.scale || "y", stroke: cssVar(s.color), width: 1.6,
-        dash: s.dash ? [5, 4] : undefined, spanGaps: false,
+        dash: s.dash ? [5, 4] : undefined, spanGaps: false, points: { show: false },
         value: spec.value ? function (u, v) { return spec.value(v); }
           : function (u, v) { return v === null ? "–" : num(v); } };
     }));
@@ -244,27 +247,34 @@
     });
   }
 
-  // The new points join the ones the page has; points older than 15 minutes go.
+  // Every column of a points object, sliced alike.
+  function sliced(obj, from) {
+    var out = {};
+    Object.keys(obj).forEach(function (k) {
+      out[k] = Array.isArray(obj[k]) ? obj[k].slice(from) : sliced(obj[k], from);
+    });
+    return out;
+  }
+
+  // The new points join the ones the page has (any it has already are skipped); points
+  // older than 15 minutes go.
   function mergePoints(fresh) {
     if (!state.points) { state.points = fresh; return; }
     var p = state.points;
-    function append(into, from) {
+    var last = p.t.length ? p.t[p.t.length - 1] : 0;
+    var skip = 0;
+    while (skip < fresh.t.length && fresh.t[skip] <= last) skip++;
+    fresh = sliced(fresh, skip);
+    (function append(into, from) {
       Object.keys(from).forEach(function (k) {
         if (Array.isArray(from[k])) into[k] = (into[k] || []).concat(from[k]);
         else { into[k] = into[k] || {}; append(into[k], from[k]); }
       });
-    }
-    append(p, fresh);
-    var last = p.t.length ? p.t[p.t.length - 1] : 0;
+    })(p, fresh);
+    last = p.t.length ? p.t[p.t.length - 1] : 0;
     var drop = 0;
     while (drop < p.t.length && p.t[drop] < last - WINDOW_S) drop++;
-    if (drop) {
-      (function trim(obj) {
-        Object.keys(obj).forEach(function (k) {
-          if (Array.isArray(obj[k])) obj[k] = obj[k].slice(drop); else trim(obj[k]);
-        });
-      })(p);
-    }
+    if (drop) state.points = sliced(p, drop);
   }
 
   // -- panels ---------------------------------------------------------------------------
@@ -390,7 +400,7 @@
       ["Hit rate (since start)", pct(c.hit_rate)],
       ["Hits · misses", count(c.hits) + " · " + count(c.misses)],
       ["Entries", count(c.entries)],
-      ["Size", bytes(c.bytes) + " of " + bytes(c.budget_bytes)],
+      ["Size", bytes(c.bytes) + " / " + bytes(c.budget_bytes), "of CACHE_MAX_MB"],
       ["Calls avoided", count(c.avoided.calls), ways],
       ["Tokens avoided", count(c.avoided.tokens)],
       ["Dollars avoided", c.avoided.dollars === null ? "needs prices" : "$" + num(c.avoided.dollars, 2)],
@@ -490,11 +500,15 @@
   }
 
   function poll() {
-    if (document.hidden) return; // visibilitychange polls again
+    if (document.hidden || state.busy) return; // visibilitychange polls again
+    state.busy = true;
     var headers = { Accept: "application/json" };
     if (state.key) headers.Authorization = "Bearer " + state.key;
     var url = DATA_URL + "?since=" + encodeURIComponent(state.since);
+    var epoch = state.epoch;
     fetch(url, { headers: headers, cache: "no-store", credentials: "omit" }).then(function (res) {
+      if (epoch !== state.epoch) return; // asked with a key since typed in or forgotten
+      state.busy = false;
       return res.json().catch(function () { return null; }).then(function (body) {
         if (res.status === 401 || (res.status === 403 && needsKey)) {
           sessionStorage.removeItem(KEY_STORE);
@@ -524,14 +538,24 @@
         schedule();
       });
     }, function () {
+      if (epoch !== state.epoch) return;
+      state.busy = false;
       setStatus("offline", "gateway unreachable, retrying");
       schedule();
     });
   }
 
+  // A new key (or none): answers to requests made with the old one are ignored.
+  function newEpoch() {
+    state.epoch++;
+    state.busy = false;
+    clearTimeout(state.timer);
+  }
+
   function initLogin() {
     $("login-form").addEventListener("submit", function (event) {
       event.preventDefault();
+      newEpoch();
       state.key = $("key").value;
       $("key").value = "";
       state.tried = true;
@@ -540,6 +564,7 @@
       poll();
     });
     $("signout").addEventListener("click", function () {
+      newEpoch();
       sessionStorage.removeItem(KEY_STORE);
       state.key = "";
       showLogin("");
