@@ -23,7 +23,7 @@ write overwrites).
 from __future__ import annotations
 
 import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final
 
 from aigateway.hotpath.regions import RegionLock
@@ -234,7 +234,7 @@ class History:
         """Whether the next sample is due (a clock that went back makes it due)."""
         return not 0 <= now - self._f64[_LAST] < _DUE_S
 
-    def record(self, now: float, take: Any) -> bool:
+    def record(self, now: float, take: Callable[[], Sequence[float]]) -> bool:
         """Append ``take()`` (a row of ``Columns``) if a sample is due at ``now``; whether
         this call wrote it.  ``take`` runs under the lock: one worker reads the node a
         second, not each of them."""
@@ -243,7 +243,7 @@ class History:
         with self._lock:
             if not self.due(now):
                 return False  # another worker just did
-            row: Sequence[float] = take()
+            row = take()
             count = self.count
             at = _HEAD_WORDS + (count % self.capacity) * self._width
             self._f64[at : at + self._width] = array.array("d", row)
