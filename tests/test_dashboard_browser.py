@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright import sync_api
 
 from servers import ARTIFACTS_DIR, Gateway, MockProvider, chat_body
 
 pytestmark = pytest.mark.e2e
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
 
 CHROMIUM = "/usr/bin/chromium"
 INSTALL_HINT = "the browser tests need Debian's chromium: apt-get install chromium (make test does)"

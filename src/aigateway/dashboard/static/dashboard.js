@@ -438,8 +438,8 @@
       cell(row, m.id + (m.id === c.node ? " (this node)" : ""));
       cell(row, count(f.requests), "num");
       cell(row, count(f.errors), "num");
-      cell(row, count(f.cache_hits), "num");
-      cell(row, count(f.in_flight), "num");
+      cell(row, count(f.cache_hits), "num opt");
+      cell(row, count(f.in_flight), "num opt");
       cell(row, num((m.seen_ms_ago || 0) / 1000, 1) + " s ago", "num");
       body.appendChild(row);
     });
