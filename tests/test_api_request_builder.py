@@ -68,6 +68,16 @@ def _native(client: httpx.Client, text: str, headers: dict[str, str]) -> tuple[i
     return response.status_code, response.headers.get("x-aigateway-cache")
 
 
+def _responses(stream: bool) -> Ask:
+    def ask(client: httpx.Client, text: str, headers: dict[str, str]) -> tuple[int, Any]:
+        body = {"model": "gpt-4o-mini", "input": text, "stream": stream}
+        with client.stream("POST", "/v1/responses", json=body, headers=headers) as response:
+            response.read()
+            return response.status_code, response.headers.get("x-aigateway-cache")
+
+    return ask
+
+
 def _batch(item: dict[str, Any]) -> Ask:
     def ask(client: httpx.Client, text: str, headers: dict[str, str]) -> tuple[int, Any]:
         body = {"requests": [{**item, "messages": [{"role": "user", "content": text}]}]}
@@ -89,6 +99,8 @@ ROUTES_THROUGH_THE_CACHE: dict[str, tuple[str, Ask]] = {
     "native chat": ("/v1/chat", _native),
     "batch, native item": ("/v1/batch", _batch({"model": "gpt-4o-mini"})),
     "batch, OpenAI item": ("/v1/batch", _batch({"model": "gpt-4o-mini", "n": 1})),
+    "responses": ("/v1/responses", _responses(stream=False)),
+    "responses, streamed": ("/v1/responses", _responses(stream=True)),
 }
 NOT_THROUGH_THE_CACHE = {"/v1/embeddings"}
 

@@ -148,8 +148,14 @@ def test_the_pipeline_reports_tokens_failovers_and_models(
 # Families that the traffic below cannot reach (no fallback chain, no probes, no rate limit
 # in this gateway): they must still be exported, with their type, but may have no samples.
 RARE = {"aigateway_failovers", "aigateway_health_probes", "aigateway_rate_limit_waits"}
-# Samples only with REDIS_URL (tests/test_cluster_node.py shows them).
-CLUSTER_ONLY = {"aigateway_redis_up", "aigateway_cluster_nodes"}
+# Samples only with REDIS_URL (tests/test_cluster_node.py, test_cluster_limits.py show them).
+CLUSTER_ONLY = {
+    "aigateway_redis_up",
+    "aigateway_cluster_nodes",
+    "aigateway_limit_share",
+    "aigateway_limit_leased",
+    "aigateway_limit_lease_calls",
+}
 
 
 def test_every_declared_metric_is_exported_and_every_exported_one_is_declared(

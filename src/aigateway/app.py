@@ -31,8 +31,11 @@ from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import OpsRoutes
+from aigateway.api.responses import ResponsesRoutes
+from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStore
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
+from aigateway.cluster.cache_tier import SecondTier
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.admission import (
@@ -66,6 +69,7 @@ def create_app(settings: Settings) -> Starlette:
     native_routes = NativeRoutes(settings.max_body_bytes, builder)
     admin_routes = AdminRoutes()
     batch_routes = BatchRoutes(settings.max_body_bytes, builder)
+    responses_routes = ResponsesRoutes(settings.max_body_bytes, builder)
     document = openapi_document(
         [p.name for p in settings.providers], live_variables(settings.specs)
     )
@@ -94,6 +98,8 @@ def create_app(settings: Settings) -> Starlette:
         admission = build_admission(settings, segment, operations.stats)
         admin_routes.admission = admission
         cache = open_cache(settings)
+        if cache is not None and redis is not None:  # the cluster's cache: a second tier
+            cache.shared = SecondTier(redis)
         pipeline = Pipeline(
             providers,
             build_router(settings),
@@ -113,6 +119,9 @@ def create_app(settings: Settings) -> Starlette:
             provider_pause_max_s=settings.provider_pause_max_s,
         )
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
+        responses_routes.pipeline = pipeline
+        responses_store = open_response_store(settings)
+        responses_routes.store = responses_store
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
         follow_live_settings(operations, providers, admission, cache)
@@ -122,6 +131,8 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await operations.stop()
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
+            responses_routes.pipeline = responses_routes.store = None
+            responses_store.close()
             if upkeep is not None:
                 upkeep.cancel()
             if cache is not None:
@@ -139,6 +150,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             *openai_routes.routes(),
+            *responses_routes.routes(),
             Route("/v1/chat", native_routes.chat, methods=["POST"]),
             Route("/v1/batch", batch_routes.batch, methods=["POST"]),
             *OpsRoutes(operations).routes(),
@@ -175,7 +187,8 @@ def follow_live_settings(
     its own handler; operations subscribed the log level and the retry policy."""
     operations.subscribe(providers.apply_settings)  # connection limits: new pools
     operations.subscribe(admission.apply_settings)
-    operations.subscribe(admission.set_node_rates, node_wide=True)  # the shared buckets
+    if operations.settings.redis_url is None:  # else the node agent leases the rates
+        operations.subscribe(admission.set_node_rates, node_wide=True)  # the shared buckets
     if cache is not None:
         operations.subscribe(cache.apply_settings)
 
@@ -211,6 +224,15 @@ def open_cache(settings: Settings) -> ResponseCache | None:
     return ResponseCache(
         store, settings.cache_ttl_minutes * 60.0, policy, settings.cache_max_entry_bytes
     )
+
+
+def open_response_store(settings: Settings) -> LmdbResponseStore | MemoryResponseStore:
+    """The node's stored Responses; a worker's own when run without a node directory."""
+    ttl_s = settings.responses_store_days * 86400.0
+    if settings.responses_path is None:
+        return MemoryResponseStore(ttl_s)
+    budget = int(settings.responses_store_mb * 1024 * 1024)
+    return LmdbResponseStore(settings.responses_path, budget, ttl_s)
 
 
 async def cache_upkeep(cache: ResponseCache) -> None:

@@ -118,8 +118,14 @@ class Settings:
     cache_scope: str = "global"
     cache_dir: str | None = None  # where the node's cache directory goes (default /dev/shm)
     cache_ttl_factors: tuple[tuple[str, float], ...] = ()
-    # Set by `aigateway serve`: the node's cache directory and shared-memory segment.
+    # Stored Responses (store: true, previous_response_id): where, how long, how much.
+    responses_store_dir: str | None = None  # default: the node's directory (tmpfs)
+    responses_store_days: float = 30.0
+    responses_store_mb: float = 64.0
+    # Set by `aigateway serve`: the node's cache directory and shared-memory segment,
+    # and the directory of its stored Responses.
     cache_path: str | None = None
+    responses_path: str | None = None
     shm_name: str | None = None
     image_fetch_max_bytes: int = 20 * 1024 * 1024
     image_fetch_timeout_s: float = 10.0
@@ -479,6 +485,24 @@ _NODE_VARIABLES: tuple[Variable, ...] = (
         "global: one cache for all clients; key: one per client API key",
     ),
     ("CACHE_DIR", "cache_dir", _directory, "where the cache lives (default /dev/shm, tmpfs)"),
+    (
+        "RESPONSES_STORE_DIR",
+        "responses_store_dir",
+        _directory,
+        "where stored Responses live (default: the node's directory, gone at stop)",
+    ),
+    (
+        "RESPONSES_STORE_DAYS",
+        "responses_store_days",
+        _number(0, strict=True),
+        "how long a stored Response (previous_response_id) is kept",
+    ),
+    (
+        "RESPONSES_STORE_MB",
+        "responses_store_mb",
+        _number(0, strict=True),
+        "size budget of stored Responses (the oldest go first past it)",
+    ),
     (
         "CACHE_PROVIDER_TTL_FACTORS",
         "cache_ttl_factors",

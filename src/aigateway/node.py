@@ -9,7 +9,7 @@ providers), and the regions of operations (labelled metrics, health, live settin
 from __future__ import annotations
 
 from aigateway import shm
-from aigateway.cluster.start import cluster_region
+from aigateway.cluster.start import cluster_region, lease_region
 from aigateway.config import Settings
 from aigateway.core.admission import pause_bucket_name, pause_bucket_spec
 from aigateway.operations import node_regions
@@ -23,4 +23,5 @@ def node_layout(settings: Settings) -> shm.NodeLayout:
     )
     regions = node_regions(settings, base.stats_slots)  # metrics, health, live settings
     regions = (*regions, cluster_region())  # Redis up or down, live nodes
+    regions = (*regions, lease_region(settings))  # the node's leases of cluster-wide limits
     return shm.NodeLayout((*base.buckets, *pauses), base.stats, base.stats_slots, regions)

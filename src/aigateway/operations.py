@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.middleware import Middleware
 
 from aigateway import shm
+from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
+from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
 from aigateway.cluster.state import REGION_NAME as CLUSTER_REGION
 from aigateway.cluster.state import ClusterState
@@ -129,6 +131,7 @@ class Operations:
         self.history: History | None = None  # the dashboard's samples of the node
         self.cluster = ClusterState.private()  # "off" unless the node's segment says more
         self.redis: WorkerRedis | None = None  # this worker's Redis link, with REDIS_URL
+        self.leases: LeaseBoard | None = None  # the node's leases of cluster-wide limits
         self.stats: SharedStats | None = None
         self.providers: Mapping[str, Provider] = {}  # the worker's registry, once attached
         self.cache: ResponseCache | None = None
@@ -196,6 +199,11 @@ class Operations:
                 )
             if CLUSTER_REGION in regions:
                 self.cluster = ClusterState(segment.region(CLUSTER_REGION, *CLUSTER_LAYOUTS))
+            if LEASE_REGION in regions:
+                self.leases = LeaseBoard(
+                    segment.region(LEASE_REGION, *LeaseBoard.LAYOUTS),
+                    segment.region_params(LEASE_REGION)["providers"],
+                )
             self.started_at = segment.created_at or self.started_at
         else:
             self.stats = SharedStats(stats_schema(names))
@@ -226,6 +234,8 @@ class Operations:
         probe providers; sample rates."""
         self.cache, self.admission = cache, admission
         assert self.live is not None and self.health is not None
+        if admission is not None and self.settings.redis_url is not None and self.leases:
+            _leased(admission, self.leases)
         self.live.refresh()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -243,10 +253,11 @@ class Operations:
                 await task
         self._tasks.clear()
         self.accounting = Accounting.private(tuple(p.name for p in self.settings.providers))
-        for closable in (self.table, self.health, self.live, self.cluster, self.history):
+        closables = (self.table, self.health, self.live, self.cluster, self.leases, self.history)
+        for closable in closables:
             if closable is not None:
                 closable.close()
-        self.table = self.health = self.live = None
+        self.table = self.health = self.live = self.leases = None
         self.history = None
         self.cluster = ClusterState.private()
 
@@ -271,6 +282,7 @@ class Operations:
             cache_budget_bytes=cache.store.max_bytes if cache is not None else 0,
             pid=os.getpid(),
             cluster=self.cluster.read(),
+            leases=self.leases,
         )
 
     @property
@@ -317,3 +329,11 @@ class Operations:
             history.record(now, lambda: history.columns.sample(self.numbers(), now))
         except Exception:  # the charts miss a second; requests must not notice
             logger.exception("the dashboard's sample of the node failed")
+
+
+def _leased(admission: Admission, leases: LeaseBoard) -> None:
+    """The node agent sets the buckets' rates (its leases): the gates leave them alone,
+    and refuse calls while the agent says a provider's limit fails closed."""
+    for gate in admission.gates.values():
+        gate.adaptive = False
+    admission.closed = leases.closed

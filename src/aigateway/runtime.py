@@ -59,7 +59,13 @@ from aigateway.shm_layout import Field, Layout
 
 logger = logging.getLogger("aigateway.runtime")
 
-__all__ = ("LIVE_VARIABLES", "LiveSettings", "apply_overrides", "normalize_changes")
+__all__ = (
+    "LIVE_VARIABLES",
+    "LiveSettings",
+    "apply_overrides",
+    "normalize_changes",
+    "read_overrides",
+)
 
 _NODE_LIVE_VARIABLES: Final = (
     "LOG_LEVEL",
@@ -221,6 +227,22 @@ def effective(settings: Settings, overrides: Mapping[str, str]) -> dict[str, Any
         "live": [*_variables(settings), *PROVIDER_NAMES],
         "overrides": dict(overrides),
     }
+
+
+def read_overrides(region: memoryview | bytearray, slots: int) -> tuple[int, dict[str, str]] | None:
+    """(version, overrides) of the node's live settings, read without taking a worker's
+    slot (the node agent's view: it follows live limits). A write in progress is waited
+    for; one that never ends (its writer died) reads as ``None``."""
+    view = memoryview(region)
+    start = _SLOTS_AT + _SLOT.size * slots
+    deadline = time.monotonic() + 0.1
+    while time.monotonic() < deadline:
+        sequence, version, length, _ = _HEAD.unpack_from(view, 0)
+        raw = bytes(view[start : start + length])
+        if not sequence % 2 and _HEAD.unpack_from(view, 0)[0] == sequence:
+            return version, (orjson.loads(raw) if raw else {})
+        time.sleep(0.0001)
+    return None
 
 
 class LiveSettings:

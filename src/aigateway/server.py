@@ -94,10 +94,14 @@ def serve(settings: Settings) -> int:
         settings.workers,
         settings.upstream_client,
     )
-    cache_dir = None
-    if settings.cache_enabled:
-        cache_dir = node_cache.create(settings.cache_dir)
-        settings = dataclasses.replace(settings, cache_path=cache_dir)
+    # The node's directory: its cache (when enabled) and, unless RESPONSES_STORE_DIR says
+    # otherwise, its stored Responses; removed when the server stops.
+    cache_dir = node_cache.create(settings.cache_dir)
+    settings = dataclasses.replace(
+        settings,
+        cache_path=cache_dir if settings.cache_enabled else None,
+        responses_path=settings.responses_store_dir or os.path.join(cache_dir, "responses"),
+    )
     if settings.redis_url is not None:  # the workers name the node as the agent does
         settings = dataclasses.replace(settings, node_id=node_id_of(settings))
     removed = shm.clean_stale_segments()

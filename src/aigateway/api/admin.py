@@ -1,4 +1,10 @@
-"""Admin endpoints: the node's response cache (report, empty) and its admission queue."""
+"""Admin endpoints: the node's response cache (report, empty) and its admission queue.
+
+``DELETE /admin/cache`` empties this node's cache; in a cluster (``REDIS_URL``) also the
+second tier in Redis and, through the cache's generation, every node's first tier
+(docs/cluster.md). When Redis cannot be reached the node's own cache is still emptied, and
+the answer is a 503 that says what was not.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from starlette.routing import Route
 
 from aigateway.api.http import json_response
 from aigateway.cache.service import ResponseCache
+from aigateway.cluster.guard import RedisUnavailable
 from aigateway.core.admission import Admission
+from aigateway.errors import GatewayError
 from aigateway.stats.report import cache_series
 
 # The fields of /admin/cache's ``avoided`` rows, by metric and direction.
@@ -42,10 +50,30 @@ class AdminRoutes:
     async def cache_endpoint(self, request: Request) -> Response:
         if self.cache is None:
             return json_response({"enabled": False})
-        store = self.cache.store
         if request.method == "DELETE":
-            return json_response({"cleared": store.clear()})
+            return json_response(await clear_cache(self.cache))
         return json_response(cache_report(self.cache))
+
+
+async def clear_cache(cache: ResponseCache) -> dict[str, Any]:
+    """Empty the second tier first (so no node refills its first tier from it), then
+    tell every node to empty its first, then empty this node's."""
+    shared = cache.shared
+    if shared is None:
+        return {"cleared": cache.store.clear()}
+    try:
+        removed, generation = await shared.clear()
+    except RedisUnavailable as exc:
+        cleared = cache.store.clear()
+        raise GatewayError(
+            f"this node's cache was emptied ({cleared} entries), but Redis could not be "
+            f"reached ({exc}): the shared cache and the other nodes' caches were not; "
+            "try again",
+            status=503,
+            error_type="service_unavailable",
+            code="redis_unavailable",
+        ) from None
+    return {"cleared": cache.store.clear(), "shared_cleared": removed, "generation": generation}
 
 
 def cache_report(cache: ResponseCache, counters: Mapping[str, int] | None = None) -> dict[str, Any]:
@@ -54,6 +82,7 @@ def cache_report(cache: ResponseCache, counters: Mapping[str, int] | None = None
     if counters is None:
         counters = store.counters()
     hits, misses = counters.get("hits", 0), counters.get("misses", 0)
+    second = counters.get("second_tier_hits", 0)  # first-tier misses the second answered
     avoided: dict[str, dict[str, Any]] = {}
     for one in cache_series(counters):
         labels = dict(one.labels)
@@ -68,9 +97,10 @@ def cache_report(cache: ResponseCache, counters: Mapping[str, int] | None = None
         "pages_bytes": store.footprint(),  # what the budget limits
         "budget_bytes": store.max_bytes,
         "hits": hits,
+        "second_tier_hits": second,
         "misses": misses,
         "bypasses": counters.get("bypasses", 0),
-        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        "hit_rate": round((hits + second) / (hits + misses), 4) if hits + misses else 0.0,
         "dedup_joins": counters.get("dedup_joins", 0),
         "evictions": counters.get("evictions", 0),
         "expirations": counters.get("expirations", 0),

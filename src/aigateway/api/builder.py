@@ -8,6 +8,7 @@ once and the same way for every route::
     /v1/embeddings           parse_embeddings_request    -> build(request, parsed)
     /v1/chat                 parse_native_request        -> build(request, parsed, native)
     /v1/batch, each item     either of the two above     -> build(request, parsed, native)
+    /v1/responses            read_request + chat_body    -> build(request, parsed)
 
 =========  ==============================================================================
 scope      ``CACHE_SCOPE=key``: a cache namespace derived from the key the client
@@ -67,6 +68,12 @@ class RequestBuilder:
             cache_scope=scope,
             timeout_s=timeout_of(request),
         )
+
+    def owner(self, request: Request) -> str:
+        """Whose stored state a request reads (stored Responses): a hash of the key the
+        client presented, whatever ``CACHE_SCOPE`` says, so tenants never see each
+        other's conversations ("" without a key)."""
+        return client_scope(presented_key(request.scope))
 
     def check_headers(self, request: Request) -> None:
         """400 for a bad priority, deadline or cache header (before any work starts)."""

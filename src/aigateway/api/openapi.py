@@ -17,6 +17,7 @@ from typing import Any
 
 from aigateway import __version__
 from aigateway.api.batch import MAX_BATCH_ITEMS
+from aigateway.api.openapi_responses import RESPONSE_OBJECT, RESPONSES_REQUEST
 from aigateway.api.validation import (
     CHAT_ROLES,
     INT_MAX,
@@ -316,6 +317,42 @@ def openapi_document(
                     },
                 }
             },
+            "/v1/responses": {
+                "post": {
+                    "summary": "OpenAI's Responses API, for every provider "
+                    "(events with stream: true)",
+                    "requestBody": {"required": True, **_json({"$ref": ref + "ResponsesRequest"})},
+                    "responses": {
+                        "200": {
+                            "description": "a response object, or Responses events",
+                            "content": {
+                                "application/json": {"schema": {"$ref": ref + "Response"}},
+                                "text/event-stream": {"schema": {"type": "object"}},
+                            },
+                        },
+                        **_errors(400, 404, 413, 429, 502, 503, 504),
+                    },
+                }
+            },
+            "/v1/responses/{response_id}": {
+                "parameters": [
+                    {"name": "response_id", "in": "path", "required": True, "schema": _STRING}
+                ],
+                "get": {
+                    "summary": "A stored response (the caller's key's own)",
+                    "responses": {
+                        "200": {"description": "the response", **_json({"$ref": ref + "Response"})},
+                        **_errors(404),
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a stored response",
+                    "responses": {
+                        "200": {"description": "deleted", **_json({"type": "object"})},
+                        **_errors(404),
+                    },
+                },
+            },
             "/v1/chat": {
                 "post": {
                     "summary": "Native chat for every provider",
@@ -419,6 +456,8 @@ def openapi_document(
         "components": {
             "schemas": {
                 "ChatCompletionRequest": CHAT_COMPLETION_REQUEST,
+                "ResponsesRequest": RESPONSES_REQUEST,
+                "Response": RESPONSE_OBJECT,
                 "EmbeddingsRequest": EMBEDDINGS_REQUEST,
                 "NativeChatRequest": NATIVE_CHAT_REQUEST,
                 "NativeChatResponse": NATIVE_CHAT_RESPONSE,

@@ -32,6 +32,7 @@ from aigateway.stats.registry import labelled_key
 from aigateway.wire import ApiRequest, Completed, Streaming, close_events, token_counts
 
 if TYPE_CHECKING:
+    from aigateway.cluster.cache_tier import SecondTier
     from aigateway.config import Settings
 
 logger = logging.getLogger("aigateway.cache")
@@ -59,6 +60,7 @@ class ResponseCache:
         self._default_ttl_s = default_ttl_s
         self._policy = policy
         self.max_entry_bytes = max_entry_bytes
+        self.shared: SecondTier | None = None  # with REDIS_URL: the cluster's second tier
 
     def configure(self, default_ttl_s: float, policy: TTLPolicy) -> None:
         """Change the default TTL and the TTL policy."""
@@ -127,6 +129,21 @@ class ResponseCache:
         result.events = self._tee(key, request, result, result.events, on_complete, on_give_up)
         return result
 
+    def keep(self, key: bytes, entry: CacheEntry, joined: bool) -> None:
+        """An answer from the second tier into the first, with the TTL it has left;
+        ``joined``: another node's identical call gave it (counted as de-duplicated),
+        else it was there already (a second-tier hit)."""
+        if joined:
+            self.store.count("dedup_joins")
+            self._count_avoided("dedup", entry.provider, entry.model, entry)
+        else:
+            self.store.count("second_tier_hits")
+            self._count_avoided("cache", entry.provider, entry.model, entry)
+        try:
+            self.store.put(key, entry)
+        except Exception as exc:  # served all the same
+            self._failed("store an answer", exc)
+
     def count_joined(self, provider: str, model: str, body: bytes) -> None:
         self.store.count("dedup_joins")
         try:
@@ -191,6 +208,8 @@ class ResponseCache:
             entry = CacheEntry(
                 body, provider, model, now, now + ttl, *token_counts(completion.get("usage"))
             )
+            if self.shared is not None:
+                self.shared.store(key, entry)  # in the background: never delays the answer
             self.store.put(key, entry)
         except Exception as exc:  # the answer still goes out; only the cache misses it
             self._failed("store an answer", exc)

@@ -98,6 +98,23 @@ def _unpack_meta(raw: Any) -> tuple[float, float, int, int, int, int, str, str, 
     return expires_at, created, size, hits, prompt, completion, provider, model, end
 
 
+def encode_entry(entry: CacheEntry) -> bytes:
+    """``entry`` as the ``entries`` database keeps it (and the shared tier in Redis)."""
+    return _pack(entry)[1]
+
+
+def decode_entry(raw: bytes, expires_at: float) -> CacheEntry:
+    """An entry from ``encode_entry``'s bytes, expiring at ``expires_at`` (the holder's
+    clock, not the writer's); ``ValueError`` for bytes that are not one."""
+    try:
+        _, created, size, hits, prompt, completion, provider, model, end = _unpack_meta(raw)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a cache entry: {exc}") from None
+    if size != len(raw) or end > size:
+        raise ValueError("not a cache entry: its size does not match")
+    return CacheEntry(raw[end:], provider, model, created, expires_at, prompt, completion, hits)
+
+
 class LmdbStore:
     """One worker's handle on the node's cache."""
 

@@ -65,8 +65,20 @@ def _sentinel_master(base: str, url: str, options: dict[str, Any]) -> Redis:
     if base == "rediss":
         options["ssl"] = True
     sentinel = Sentinel(sentinels, sentinel_kwargs=_timeouts(options), **options)
-    master: Redis = sentinel.master_for(service)
+    master: _SentinelMaster = sentinel.master_for(service, redis_class=_SentinelMaster)
+    master.sentinels = sentinel.sentinels
     return master
+
+
+class _SentinelMaster(Redis):
+    """The master Sentinel names; closing it closes the clients of the sentinels too."""
+
+    sentinels: list[Redis] = []
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in self.sentinels:
+            await client.aclose()
 
 
 def _timeouts(options: dict[str, Any]) -> dict[str, Any]:

@@ -33,12 +33,24 @@ class Keys:
         """A node's own document (its figures), expiring unless renewed."""
         return f"{self.coordination}node:{node_id}"
 
+    def limit(self, provider: str) -> str:
+        """A hash: the state of a provider's global bucket and each node's want (``leases``)."""
+        return f"{self.coordination}limit:{provider}"
+
     def coordination_key(self, *parts: str) -> str:
         """Any other coordination key (``limit``, ``pause``, ``settings``...)."""
         return self.coordination + ":".join(parts)
 
     def cache_entry(self, key: bytes) -> str:
         return f"{self.prefix}c:{{{key.hex()}}}"
+
+    def cache_entries(self) -> str:
+        """The pattern (``SCAN MATCH``) of every cache entry of this gateway."""
+        return f"{self.prefix}c:*"
+
+    def cache_generation(self) -> str:
+        """A counter that ``DELETE /admin/cache`` moves: each node clears its first tier."""
+        return self.coordination + "cache-generation"
 
     def in_flight(self, key: bytes) -> str:
         return f"{self.prefix}f:{{{key.hex()}}}"

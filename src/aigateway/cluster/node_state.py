@@ -10,19 +10,19 @@ stops, before the main process unmaps the segment.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from aigateway import shm
+from aigateway.cache.store import LmdbStore
 from aigateway.config import Settings
 from aigateway.core.admission import PauseClock, pause_bucket_name
 from aigateway.core.health import HealthBoard
-from aigateway.hotpath import StatsSnapshot, TokenBucket
+from aigateway.hotpath import StatsSnapshot
 from aigateway.operations import HEALTH_REGION, LIVE_REGION, SERIES_REGION, health_policy
 from aigateway.runtime import LiveSettings
 from aigateway.stats.series import Series, SeriesTable
 
-__all__ = ("NodeReader", "circuit_board", "live_settings", "pause_clocks", "rate_mover")
+__all__ = ("NodeReader", "circuit_board", "live_settings", "pause_clocks")
 
 
 def pause_clocks(segment: shm.Segment, names: Sequence[str]) -> dict[str, PauseClock]:
@@ -57,24 +57,6 @@ def live_settings(settings: Settings, segment: shm.Segment) -> LiveSettings | No
     )
 
 
-def rate_mover(segment: shm.Segment) -> Callable[[Settings, Settings], None]:
-    """Moves the node's provider buckets to new rates, as ``PUT /admin/config`` does on
-    the node that takes it (``Operations.set_rates``)."""
-    names = set(segment.bucket_names)
-    buckets: dict[str, TokenBucket] = {}
-
-    def move(old: Settings, new: Settings) -> None:
-        before = {p.name: p.rps for p in old.providers}
-        for provider in new.providers:
-            if provider.name in names and before.get(provider.name) != provider.rps:
-                if provider.name not in buckets:
-                    buckets[provider.name] = segment.bucket(provider.name)
-                spec = shm.provider_bucket(provider.name, provider.rps)
-                buckets[provider.name].set_rate(spec.rate_per_s, spec.burst)
-
-    return move
-
-
 class NodeReader:
     """The node's numbers that its heartbeat's figures come from."""
 
@@ -89,7 +71,7 @@ class NodeReader:
                 segment.region_lock_path(SERIES_REGION),
                 claim_slot=False,
             )
-        self._store: Any = None
+        self._store: LmdbStore | None = None
 
     def read(self) -> tuple[StatsSnapshot, list[Series], dict[str, int] | None]:
         series = self.table.read() if self.table is not None else []
@@ -102,16 +84,19 @@ class NodeReader:
             with contextlib.suppress(Exception):
                 self._store.close()
 
-    def _cache_counters(self) -> dict[str, int] | None:
+    def store(self) -> LmdbStore | None:
+        """The node's cache, opened once for the main process (LMDB must not be opened
+        twice in one process: closing the second handle breaks the first one's locks)."""
         settings = self.settings
         if not settings.cache_enabled or not settings.cache_path:
             return None
         if self._store is None:
-            from aigateway.cache.store import LmdbStore
-
             try:
                 self._store = LmdbStore(settings.cache_path, int(settings.cache_max_mb * 2**20))
             except Exception:
                 return None  # the workers have not made it yet
-        counters: dict[str, int] = self._store.counters()
-        return counters
+        return self._store
+
+    def _cache_counters(self) -> dict[str, int] | None:
+        store = self.store()
+        return store.counters() if store is not None else None

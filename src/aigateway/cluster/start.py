@@ -7,21 +7,23 @@ from typing import Any
 
 from aigateway import shm
 from aigateway.cluster.agent import AgentThread, NodeAgent
+from aigateway.cluster.cache_sync import CacheGeneration
 from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDeadlines
 from aigateway.cluster.figures import node_figures
-from aigateway.cluster.node_state import (
-    NodeReader,
-    circuit_board,
-    live_settings,
-    pause_clocks,
-    rate_mover,
-)
+from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
+from aigateway.cluster.lease_board import LeaseBoard
+from aigateway.cluster.leases import LeaseSync
+from aigateway.cluster.node_state import NodeReader, circuit_board, live_settings, pause_clocks
 from aigateway.cluster.settings import SettingsSync
 from aigateway.cluster.state import LAYOUTS, REGION_NAME, ClusterState
 from aigateway.cluster.sync import Sync
 from aigateway.config import Settings, mask_url
+from aigateway.core.admission import NodeCounters
+from aigateway.hotpath import SharedStats
+from aigateway.operations import LIVE_REGION
+from aigateway.runtime import apply_overrides, read_overrides
 
-__all__ = ("cluster_region", "node_syncs", "start_agent")
+__all__ = ("cluster_region", "lease_region", "lease_sync", "node_syncs", "start_agent")
 
 logger = logging.getLogger("aigateway.cluster")
 
@@ -31,19 +33,73 @@ def cluster_region() -> shm.RegionSpec:
     return shm.RegionSpec(REGION_NAME, ClusterState.SIZE, {}, LAYOUTS)
 
 
-def node_syncs(settings: Settings, segment: shm.Segment) -> list[Sync]:
+def lease_region(settings: Settings) -> shm.RegionSpec:
+    """The node's leases of the providers' cluster-wide limits (``lease_board``)."""
+    providers = [p.name for p in settings.providers]
+    return shm.RegionSpec(
+        LEASE_REGION, LeaseBoard.size(len(providers)), {"providers": providers}, LeaseBoard.LAYOUTS
+    )
+
+
+def node_syncs(settings: Settings, segment: shm.Segment, reader: NodeReader) -> list[Sync]:
     """What the node shares besides membership, each a sync of the agent over the node's
     segment (leases of provider limits, pauses and health, live settings, the cache)."""
     names = [p.name for p in settings.providers]
     clocks = pause_clocks(segment, names)
-    syncs: list[Sync] = [DeadlineSync("pause", list(clocks), PauseDeadlines(clocks))]
+    syncs: list[Sync] = [
+        lease_sync(settings, segment, reader.stats),
+        DeadlineSync("pause", list(clocks), PauseDeadlines(clocks)),
+    ]
     board = circuit_board(settings, segment)
     if board is not None:
         syncs.append(DeadlineSync("circuit", board.providers, CircuitDeadlines(board)))
     live = live_settings(settings, segment)
     if live is not None:
-        syncs.append(SettingsSync(live, rate_mover(segment)))
+        syncs.append(SettingsSync(live))  # the lease sync follows the live limits
+    if settings.cache_enabled and settings.cache_path is not None:
+        syncs.append(CacheGeneration(reader.store))  # DELETE /admin/cache anywhere
     return syncs
+
+
+def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> LeaseSync:
+    """Leases of each provider's limit into its bucket, following the live limits (the
+    live-settings region) and the node's demand (the admission counters)."""
+    names = tuple(p.name for p in settings.providers)
+    board = LeaseBoard(segment.region(LEASE_REGION, *LeaseBoard.LAYOUTS), names)
+    counters = NodeCounters(stats, names)
+    cluster = ClusterState(segment.region(REGION_NAME, *LAYOUTS))
+    live = segment.region(LIVE_REGION)
+    slots = segment.region_params(LIVE_REGION)["slots"]
+    version, rates = -1, {p.name: p.rps for p in settings.providers}
+
+    def limits() -> dict[str, float]:
+        nonlocal version, rates
+        read = read_overrides(live, slots)
+        if read is not None and read[0] != version:
+            version = read[0]
+            rates = {p.name: p.rps for p in apply_overrides(settings, read[1]).providers}
+        return rates
+
+    def release() -> None:
+        live.release()
+        cluster.close()
+
+    def demand() -> dict[str, tuple[int, int]]:
+        report = {name: counters.report(name) for name in names}
+        return {
+            name: (sum(row["admitted"].values()), sum(row["depth"].values()))
+            for name, row in report.items()
+        }
+
+    return LeaseSync(
+        {name: segment.bucket(name) for name in names},
+        board,
+        limits=limits,
+        demand=demand,
+        nodes=lambda: cluster.read().nodes,
+        fail_open=settings.redis_limits_on_failure == "open",
+        on_close=release,
+    )
 
 
 def start_agent(settings: Settings, segment: shm.Segment) -> AgentThread | None:
@@ -57,7 +113,7 @@ def start_agent(settings: Settings, segment: shm.Segment) -> AgentThread | None:
         return node_figures(*reader.read())
 
     agent = NodeAgent(settings, state, figures=figures)
-    for sync in node_syncs(settings, segment):
+    for sync in node_syncs(settings, segment, reader):
         agent.add(sync)
     agent.closing.append(reader.close)
     logger.info(

@@ -33,17 +33,28 @@ A provider's 429 pauses it for the node for the time it asked (``retry-after``, 
 second, bounded by the pipeline to PROVIDER_PAUSE_MAX_SEC) and halves its rate, down to a
 tenth of the configured one; each success after a second of calm raises the rate by a
 tenth of the configured rate until it is back.
+
+With several nodes (``REDIS_URL``) the node agent sets each bucket's rate (the node's
+lease of the cluster-wide limit, ``cluster.leases``): the gates leave the rate alone
+(``adaptive`` off; a 429 still pauses), and while Redis is gone and the limits fail
+closed (``closed``), a request that finds no token is refused with 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aigateway.errors import Fault, GatewayTimeout, RateLimited
+from aigateway.errors import (
+    Fault,
+    GatewayError,
+    GatewayTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
 from aigateway.hotpath import PriorityQueue, SharedStats, TokenBucket
 from aigateway.shm import provider_bucket
 from aigateway.stats.registry import ADMISSION_OUTCOMES, slot_table, stats_schema
@@ -172,6 +183,7 @@ class ProviderGate:
         self._pump: asyncio.Task[None] | None = None
         self._nudge: asyncio.Future[None] | None = None  # wakes a napping pump early
         self._last_change = 0.0
+        self.adaptive = True  # off when the node agent owns the bucket's rate (leases)
 
     def reserve(self, priority: str) -> float:
         burst = self.bucket.burst
@@ -189,6 +201,9 @@ class ProviderGate:
         if not ahead and not self.paused() and self._take(priority) == 0.0:
             self._admission.count(self.name, priority, "admitted")
             return
+        if self._admission.closed(self.name):
+            self._admission.count(self.name, priority, "shed")
+            raise self._closed_error()
         now = loop.time()
         latest_start = now + WAIT_SHARE * max(deadline - now, 0.0)
         pause_s = self.pause_clock.left_s()
@@ -228,6 +243,8 @@ class ProviderGate:
     def rate_limited(self, retry_after_s: float | None) -> None:
         """The provider said 429: pause it for the node and slow down."""
         self.pause_clock.pause(retry_after_s if retry_after_s is not None else 1.0)
+        if not self.adaptive:
+            return
         now = time.monotonic()
         floor = self.configured_rate * MIN_RATE_FRACTION
         rate = max(self.bucket.rate_per_s / 2.0, floor)
@@ -236,6 +253,8 @@ class ProviderGate:
             self._last_change = now
 
     def succeeded(self) -> None:
+        if not self.adaptive:
+            return
         rate = self.bucket.rate_per_s
         now = time.monotonic()
         if rate < self.configured_rate and now - self._last_change >= 1.0:
@@ -301,6 +320,17 @@ class ProviderGate:
             fault=Fault.RATE_LIMITED,
         )
 
+    def _closed_error(self) -> ProviderUnavailable:
+        """Redis is gone and the cluster's limits fail closed: no call until it is back
+        (the provider's health is untouched, the next target may be tried)."""
+        return ProviderUnavailable(
+            f"{self.name}'s rate limit is shared through Redis, which is unavailable, and "
+            "REDIS_LIMITS_ON_FAILURE=closed: provider calls are refused until it is back",
+            code="limits_unavailable",
+            retry_after_s=1.0,
+            fault=Fault.RATE_LIMITED,
+        )
+
     def _paused_error(self, pause_s: float) -> RateLimited:
         """A 429 paused this provider for longer than the request can fairly wait; the next
         target may take it, else the client retries after the pause."""
@@ -323,6 +353,15 @@ class ProviderGate:
             if not waiter.future.done():
                 waiter.future.set_exception(self._paused_error(pause_s))
 
+    def _release_all(self, error: GatewayError) -> None:
+        for waiter in list(self._waiting.values()):
+            del self._waiting[waiter.handle]
+            self._queue.cancel(waiter.handle)
+            self._admission.queued(self.name, waiter.priority, -1)
+            self._admission.count(self.name, waiter.priority, "shed")
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+
     def _ensure_pump(self) -> None:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.ensure_future(self._serve_queue())
@@ -340,6 +379,9 @@ class ProviderGate:
                 continue
             wait = self._take(head.priority)
             if wait > 0.0:
+                if self._admission.closed(self.name):
+                    self._release_all(self._closed_error())
+                    continue
                 await self._nap(min(wait, MAX_POLL_S))
                 continue
             self._queue.pop()
@@ -360,6 +402,10 @@ class ProviderGate:
             self._nudge = None
 
 
+def _never(provider: str) -> bool:
+    return False
+
+
 class Admission:
     """The gates of every provider in this worker, and the node-wide numbers they share."""
 
@@ -375,6 +421,9 @@ class Admission:
         self.queue_size = queue_size
         self.reserves = dict(DEFAULT_RESERVES if reserves is None else reserves)
         self.counters = counters or NodeCounters(None, tuple(buckets))
+        # Whether a provider's calls are refused now (the cluster's limits fail closed
+        # while Redis is gone); asked only when a request finds no token at once.
+        self.closed: Callable[[str], bool] = _never
         self.gates = {
             name: ProviderGate(name, rate, PauseClock(pause), rates[name], self)
             for name, (rate, pause) in buckets.items()

@@ -35,6 +35,12 @@ cache store; a request in another worker that finds the mark polls the cache for
 entry the leader will write. A mark whose owner died or whose deadline passed is
 ignored, so a crashed or cancelled leader never leaves others hanging: they fall back
 to their own call; they never wait past their own deadline either.
+
+Across the nodes of a cluster (``REDIS_URL``), the node's leader asks the cache's second
+tier before it calls the provider (``cluster.cache_tier``): the entry may be there, or
+another node's leader may hold the claim on the call, and then this one waits for that
+node's answer in the second tier. A streaming request on a waiting node gets the answer
+replayed once the other node's stream ended (docs/cluster.md says why).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 from aigateway.cache.service import ResponseCache
+from aigateway.cache.store import CacheEntry
 from aigateway.errors import GatewayError, GatewayTimeout, ProviderError
 from aigateway.wire import ApiRequest, Completed, Streaming, close_events
 
@@ -274,9 +281,11 @@ class Coalescer:
             if answer is not None:
                 return answer
             self._store.claim_flight(key, wall_deadline)
-        return await self._lead(key, request, fetch)
+        return await self._lead(key, request, fetch, deadline)
 
-    async def _lead(self, key: bytes, request: ApiRequest, fetch: Fetch) -> Completed | Streaming:
+    async def _lead(
+        self, key: bytes, request: ApiRequest, fetch: Fetch, deadline: float
+    ) -> Completed | Streaming:
         flight = Flight(
             self._max_lag,
             lambda abandoned: self._forget(key, abandoned),
@@ -291,6 +300,12 @@ class Coalescer:
 
         async def call() -> Completed | Streaming:
             try:
+                entry = await self._from_the_cluster(key, deadline)
+                if entry is not None:  # no provider call: its followers share this answer
+                    provider, model, body = entry.provider, entry.model, entry.body
+                    flight.begin(Completed(body, provider, model, 0))
+                    landed(body)
+                    return self._cache.answer_from(body, provider, model, request, "hit")
                 fetched = await fetch()
                 flight.begin(fetched)
                 result = self._cache.remember(key, request, fetched, landed, flight.give_up_whole)
@@ -351,6 +366,23 @@ class Coalescer:
         finally:
             flight.leave()
 
+    async def _from_the_cluster(self, key: bytes, deadline: float) -> CacheEntry | None:
+        """The answer from the second tier: there already, or given by another node's
+        identical call this worker waited for. None: call the provider (this worker holds
+        the cluster's claim, or there is no cluster, or Redis cannot be used now)."""
+        tier = self._cache.shared
+        if tier is None:
+            return None
+        try:
+            async with asyncio.timeout_at(deadline):
+                found = await tier.find(key, deadline)
+        except TimeoutError:
+            raise _waited_too_long() from None
+        if found is None:
+            return None
+        self._cache.keep(key, found.entry, joined=found.waited)
+        return found.entry
+
     async def _wait_for_other_worker(
         self, key: bytes, request: ApiRequest, deadline: float
     ) -> Completed | Streaming | None:
@@ -387,6 +419,8 @@ class Coalescer:
         """Clear the node-wide in-flight mark, unless a newer flight of ours holds it."""
         if self._flights.get(key, flight) is flight:
             self._store.release_flight(key)
+            if self._cache.shared is not None:  # and the cluster's claim, if it holds one
+                self._cache.shared.release(key)
 
     def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coroutine)

@@ -162,6 +162,9 @@ METRICS: Final = _declare(
            key="hits"),
     Metric("cache_misses", "counter", "Cache lookups that found nothing.", (), _CACHE,
            key="misses"),
+    Metric("cache_second_tier_hits", "counter", "First-tier misses answered from the "
+           "cluster's second tier in Redis (counted in cache_misses too).", (), _CACHE,
+           key="second_tier_hits"),
     Metric("cache_bypasses", "counter", "Requests that skipped the cache (no-cache).", (),
            _CACHE, key="bypasses"),
     Metric("cache_evictions", "counter", "Entries evicted to stay within the cache budget.",
@@ -196,6 +199,15 @@ METRICS: Final = _declare(
            "on alone (0); absent without REDIS_URL.", (), _NODE),
     Metric("cluster_nodes", "gauge", "Live nodes of the cluster last seen, this one "
            "included; absent without REDIS_URL.", (), _NODE),
+    Metric("limit_share", "gauge", "This node's share of a provider's cluster-wide rate "
+           "limit (requests/s its bucket refills at: leased, or the limit / live nodes while "
+           "Redis is gone, 0 when limits fail closed); absent without REDIS_URL.", _PROVIDER,
+           _NODE),
+    Metric("limit_leased", "counter", "Tokens (provider calls) this node leased of a "
+           "provider's cluster-wide limit; absent without REDIS_URL.", _PROVIDER, _NODE),
+    Metric("limit_lease_calls", "counter", "Redis calls this node made for limits (one "
+           "lease script per round for every provider); absent without REDIS_URL.", (),
+           _NODE),
     Metric("metric_series_dropped", "counter", "Updates lost: the series table was full.",
            (), _STATS, key="series_dropped"),
 )  # fmt: skip

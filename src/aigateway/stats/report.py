@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway import __version__, hotpath
+from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.state import ClusterView
 from aigateway.hotpath import HistogramSnapshot, StatsSnapshot
 from aigateway.stats.exposition import Exposition, quantile
@@ -44,6 +45,7 @@ class NodeNumbers:
     cache_budget_bytes: int = 0
     pid: int = 0
     cluster: ClusterView | None = None
+    leases: LeaseBoard | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def by_family(self, family: str) -> list[Series]:
@@ -80,6 +82,8 @@ def _from_node(metric: Metric, numbers: NodeNumbers) -> list[Series]:
             return []  # one node, no Redis
         up = 1 if cluster.redis == "up" else 0
         return [_one(metric, up if metric.name == "redis_up" else cluster.nodes)]
+    if metric.name in LEASE_METRICS:
+        return _from_leases(metric, numbers)
     value = {
         "start_time_seconds": numbers.started_at,
         "uptime_seconds": max(time.time() - numbers.started_at, 0.0),
@@ -87,6 +91,26 @@ def _from_node(metric: Metric, numbers: NodeNumbers) -> list[Series]:
         "worker_restarts": numbers.restarts,
     }[metric.name]
     return [_one(metric, value)]
+
+
+LEASE_METRICS = ("limit_share", "limit_leased", "limit_lease_calls")
+
+
+def _from_leases(metric: Metric, numbers: NodeNumbers) -> list[Series]:
+    """The node's leases of cluster-wide limits (none without REDIS_URL)."""
+    board = numbers.leases
+    cluster = numbers.cluster
+    if board is None or cluster is None or not cluster.enabled:
+        return []
+    if metric.name == "limit_lease_calls":
+        return [_one(metric, board.calls)]
+    found = []
+    for name in board.providers:
+        row = board.row(name)
+        if row is not None:
+            value = row.share if metric.name == "limit_share" else row.leased
+            found.append(_one(metric, value, (("provider", name),)))
+    return found
 
 
 def _from_stats(metric: Metric, snapshot: StatsSnapshot, providers: Sequence[str]) -> list[Series]:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from aigateway.testing import mock_anthropic, mock_gemini
+from aigateway.testing import mock_anthropic, mock_gemini, mock_responses
 from aigateway.testing.mock_bodies import huge_answer, huge_stream, shaped_answer, shaped_stream
 from aigateway.testing.mock_control import MAX_RECORDED_REQUESTS, MockState, control_routes
 from aigateway.testing.mock_embeddings import render_embeddings, render_model, render_models
@@ -227,6 +227,16 @@ class _MockService:
             events = shaped_stream(events, plan, fault)
         return await self._stream(request, events, fault, "openai")
 
+    async def responses(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        """``POST /v1/responses``: OpenAI's Responses API, plain or streamed."""
+        plan, checked = mock_responses.plan_responses(body)
+        if not plan.stream:
+            return _json(mock_responses.render_response(plan, checked))
+        events = mock_responses.render_response_stream(plan, checked)
+        return await self._stream(request, events, fault, "openai")
+
     async def _pieces(self, request: web.Request, pieces: Iterable[bytes]) -> web.StreamResponse:
         """A JSON answer written piece by piece (chunked), each write waiting for the reader."""
         response = web.StreamResponse(headers=_JSON_HEADERS)
@@ -382,6 +392,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
     routes: list[tuple[str, str, _V1Handler, Dialect]] = [
         ("POST", v1 + "/chat/completions", service.chat_completions, "openai"),
         ("POST", v1 + "/embeddings", service.embeddings, "openai"),
+        ("POST", v1 + "/responses", service.responses, "openai"),
         ("GET", v1 + "/models", service.models, "openai"),
         ("GET", v1 + "/models/{model}", service.model, "openai"),
         ("*", v1 + "/{tail:.*}", service.unknown, "openai"),

@@ -1,0 +1,310 @@
+"""Provider limits for the whole cluster: each node leases slices of a global bucket.
+
+A provider's ``<PROVIDER>_RPS`` holds for every node sharing the Redis, and no request
+waits on Redis for it: requests take tokens from the node's own bucket in shared memory
+(``admission``, unchanged), and the node agent keeps that bucket supplied. Every
+``LEASE_S`` it runs one script (``LEASE_V1``) for all the node's providers, which on
+Redis, atomically and by Redis's own clock:
+
+* charges what the node's bucket produced beyond what was paid for (a late round);
+* records what the node wants (a rate, from its demand) beside the other nodes' wants;
+* grants tokens for the coming ``LEASE_S`` from the provider's global bucket (GCRA at
+  the limit, with a burst of ``GLOBAL_BURST_S`` of it): what the node asks, at most its
+  part of the limit in proportion to the wants when the nodes want more than the limit
+  together, and at most what the global bucket holds.
+
+The node asks for the tokens of the next ``LEASE_S`` and a little more (``SLACK_S``: a
+round may come late; what is left counts in the next one), and sets its bucket's rate so
+that it spends what it holds over that time, a partial grant lowering it, with a small burst
+(``LOCAL_BURST_S`` of it). So every token a node's bucket makes was taken from the global
+bucket first (a round later than the slack pays for the excess at once), and the
+provider sees the limit, plus at most the global burst and the nodes' small bursts.
+
+The demand of a node is read from the admission counters in shared memory: requests
+admitted since the last round and requests waiting now; it asks for half as much again
+(``HEADROOM``) so that a share can grow, and an idle node keeps a standing lease of a
+tenth of its even share (``IDLE_SHARE``) so its first requests need not wait a round.
+
+The limit is the node's live one (``PUT /admin/config``: the live-settings region), so a
+change reaches the global bucket at the next round; the script rescales the bucket's
+state to the new rate.
+
+Redis gone (the agent's guard open): each provider's bucket goes to the limit divided by
+the live nodes last seen (``REDIS_LIMITS_ON_FAILURE=open``), or refuses its calls
+(``closed``, 503) until a lease succeeds again. The lease board (``lease_board``) shows
+the workers which.
+
+Rolling deploys: the state of a provider's global bucket is a hash (``v``, ``rate``,
+``tat`` and one ``w:<node>`` per node) whose ``v`` is the format's version. A later
+script must read this format (and keep writing it while nodes of this version run);
+this one, meeting a newer format, grants nothing and the node limits the provider alone,
+as if Redis were gone, rather than misread it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aigateway.cluster.lease_board import ALONE, CLOSED, LEASED, LeaseBoard
+from aigateway.cluster.sync import Agent
+from aigateway.hotpath import TokenBucket
+
+__all__ = (
+    "GLOBAL_BURST_S",
+    "LEASE_S",
+    "LEASE_V1",
+    "LOCAL_BURST_S",
+    "LeaseSync",
+    "wanted_rate",
+)
+
+logger = logging.getLogger("aigateway.cluster")
+
+LEASE_S: Final = 0.5  # how far ahead a lease pays (and how often the node asks)
+# A node's bucket spends what is paid for over this much longer than a round, so a round
+# that comes late (the agent's rounds are 0.1 s apart) still finds it paid for.
+SLACK_S: Final = 0.2
+GLOBAL_BURST_S: Final = 0.5  # the global bucket's burst, in seconds of the limit
+LOCAL_BURST_S: Final = 0.25  # a node bucket's burst, in seconds of its share (>= 1 token)
+HEADROOM: Final = 1.5  # a node asks this much more than it used, so a share can grow
+DRAIN_S: Final = 1.0  # waiting requests are asked for as if to be served within this
+IDLE_SHARE: Final = 0.1  # an idle node's standing lease: this part of its even share
+STALE_LEASES: Final = 3  # another node's want counts for this many of its rounds
+KEY_TTL_MS: Final = 60_000  # an unused limit's state expires (it is a full bucket then)
+CLOSED_RATE: Final = 1e-6  # a bucket that fails closed: no token for ~11 days
+MIN_RATE: Final = 1e-3  # a bucket's rate may not be 0
+
+# v1. KEYS: each provider's limit state (one slot). ARGV: node id, lease ms, stale ms,
+# global burst s, ttl ms; then for each key: limit (tokens/s), owed tokens, wanted
+# tokens/s, asked tokens. Answers each key's grant (tokens, as text), or "v<n>" for the
+# state of a newer format, which this script leaves alone.
+LEASE_V1: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now / 1000)
+local node = ARGV[1]
+local lease_s = tonumber(ARGV[2]) / 1000
+local stale_ms = tonumber(ARGV[3])
+local burst_s = tonumber(ARGV[4])
+local ttl_ms = tonumber(ARGV[5])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local a = 5 + (i - 1) * 4
+  local limit = tonumber(ARGV[a + 1])
+  local owed = tonumber(ARGV[a + 2])
+  local want = tonumber(ARGV[a + 3])
+  local ask = tonumber(ARGV[a + 4])
+  local state = redis.call('HMGET', key, 'v', 'rate', 'tat')
+  local version = tonumber(state[1]) or 1
+  if version > 1 then
+    out[i] = 'v' .. version
+  else
+    local rate = tonumber(state[2]) or limit
+    local tat = tonumber(state[3]) or now
+    if tat < now then tat = now end
+    if rate ~= limit then tat = now + (tat - now) * rate / limit end
+    tat = tat + owed * 1000000 / limit
+    redis.call('HSET', key, 'w:' .. node, ARGV[a + 3] .. ':' .. now_ms)
+    local fields = redis.call('HGETALL', key)
+    local total = 0
+    for j = 1, #fields, 2 do
+      if string.sub(fields[j], 1, 2) == 'w:' then
+        local wanted, seen = string.match(fields[j + 1], '^([^:]+):(%d+)$')
+        if seen == nil or now_ms - tonumber(seen) > stale_ms then
+          redis.call('HDEL', key, fields[j])
+        else
+          total = total + tonumber(wanted)
+        end
+      end
+    end
+    local cap = ask
+    if total > limit then cap = math.min(ask, limit * lease_s * want / total) end
+    local burst = math.max(1, limit * burst_s)
+    local available = burst - (tat - now) * limit / 1000000
+    local grant = math.max(0, math.min(cap, available))
+    tat = tat + grant * 1000000 / limit
+    redis.call('HSET', key, 'v', '1', 'rate', string.format('%.17g', limit),
+      'tat', string.format('%.17g', tat))
+    redis.call('PEXPIRE', key, ttl_ms)
+    out[i] = string.format('%.17g', grant)
+  end
+end
+return out
+"""
+
+#: What the node's demand of a provider is: (requests admitted in total, waiting now).
+Demand = Callable[[], Mapping[str, tuple[int, int]]]
+
+
+def wanted_rate(used_per_s: float, waiting: int, limit: float, nodes: int) -> float:
+    """The rate a node asks for: what it used and what waits, with headroom to grow; a
+    tenth of its even share when idle; never more than the whole limit."""
+    idle = IDLE_SHARE * limit / max(nodes, 1)
+    return min(limit, max(idle, (used_per_s + waiting / DRAIN_S) * HEADROOM))
+
+
+def local_burst(rate: float) -> float:
+    return max(1.0, rate * LOCAL_BURST_S)
+
+
+@dataclass(slots=True)
+class _Lease:
+    """One provider's lease on this node."""
+
+    rate: float  # the bucket's rate as last set
+    since: float  # when (the local clock)
+    balance: float = 0.0  # tokens paid for and not yet produced (< 0: produced unpaid)
+    admitted: int = -1  # the admission counter at the last round (-1: none yet)
+    leased: float = 0.0  # tokens granted in total
+    mode: int = LEASED
+
+
+class LeaseSync:
+    """The node agent's leases of every provider's global limit (see the module)."""
+
+    name = "leases"
+    interval_s = LEASE_S
+
+    def __init__(
+        self,
+        buckets: Mapping[str, TokenBucket],
+        board: LeaseBoard,
+        *,
+        limits: Callable[[], Mapping[str, float]],
+        demand: Demand,
+        nodes: Callable[[], int],
+        fail_open: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.buckets = dict(buckets)
+        self.board = board
+        self.limits = limits
+        self.demand = demand
+        self.nodes = nodes
+        self.fail_open = fail_open
+        self.clock = clock
+        self.calls = 0
+        self._on_close = on_close
+        self._script: Any = None
+        self._last = clock()
+        now = self._last
+        self.leases: dict[str, _Lease] = {}
+        limits_now = limits()
+        for name, bucket in self.buckets.items():
+            # Until the first lease: next to nothing (what it makes is charged then).
+            bucket.set_rate(MIN_RATE, 1.0, now=now)
+            self.leases[name] = _Lease(MIN_RATE, now)
+            board.write(name, LEASED, MIN_RATE, limits_now.get(name, 0.0), 0.0)
+
+    async def tick(self, agent: Agent) -> None:
+        now = self.clock()
+        elapsed = max(now - self._last, 1e-3)
+        self._last = now
+        limits = self.limits()
+        nodes = self.nodes()
+        demand = self.demand()
+        alone = any(lease.mode != LEASED for lease in self.leases.values())
+        if alone:  # Redis was gone: follow live limits and the node count meanwhile
+            self._fall_back(limits, nodes, now)
+        keys: list[str] = []
+        args: list[str | float] = [
+            agent.node_id,
+            round(LEASE_S * 1000),
+            round(STALE_LEASES * LEASE_S * 1000),
+            GLOBAL_BURST_S,
+            KEY_TTL_MS,
+        ]
+        owed: dict[str, float] = {}
+        for name, lease in self.leases.items():
+            limit = limits[name]
+            if lease.mode == LEASED:
+                lease.balance -= lease.rate * (now - lease.since)
+                lease.since = now
+            else:  # rejoining: the time alone is not charged
+                lease.balance = 0.0
+            admitted, waiting = demand.get(name, (0, 0))
+            used = max(admitted - lease.admitted, 0) / elapsed if lease.admitted >= 0 else 0.0
+            lease.admitted = admitted
+            want = wanted_rate(used, waiting, limit, nodes)
+            owed[name] = max(-lease.balance, 0.0)
+            ask = max(want * (LEASE_S + SLACK_S) - max(lease.balance, 0.0), 0.0)
+            keys.append(agent.keys.limit(name))
+            args += [repr(limit), repr(owed[name]), repr(want), repr(ask)]
+        script = self._script
+        if script is None:  # until one call went through: EVAL, one round trip (EVALSHA
+            # would meet NOSCRIPT, load and call again); then Redis keeps it for EVALSHA
+            redis = agent.redis
+            answers = await agent.call(lambda: redis.eval(LEASE_V1, len(keys), *keys, *args))
+            self._script = redis.register_script(LEASE_V1)
+        else:
+            answers = await agent.call(lambda: script(keys=keys, args=args))
+        self.calls += 1
+        self.board.add_call()
+        now = self.clock()
+        for (name, lease), answer in zip(self.leases.items(), answers, strict=True):
+            text = answer.decode() if isinstance(answer, bytes) else str(answer)
+            if text.startswith("v"):
+                self._alone(name, limits[name], nodes, now, f"format {text} of a newer version")
+                continue
+            granted = float(text)
+            lease.balance += owed[name] + granted
+            lease.leased += granted
+            if lease.mode != LEASED:
+                logger.debug("limits of %s leased from the cluster again", name)
+            rate = max(lease.balance / (LEASE_S + SLACK_S), MIN_RATE)  # what is paid for
+            self._set(name, lease, LEASED, rate, limits[name], now)
+
+    def redis_changed(self, up: bool) -> None:
+        if not up:
+            self._fall_back(self.limits(), self.nodes(), self.clock())
+
+    def close(self) -> None:
+        """Let go of the node's shared memory (the agent stops)."""
+        self.board.close()
+        if self._on_close is not None:
+            self._on_close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _fall_back(self, limits: Mapping[str, float], nodes: int, now: float) -> None:
+        for name in self.leases:
+            self._alone(name, limits[name], nodes, now, "Redis is gone")
+
+    def _alone(self, name: str, limit: float, nodes: int, now: float, why: str) -> None:
+        """The provider limited by this node alone: its part of the limit, or nothing."""
+        lease = self.leases[name]
+        mode = ALONE if self.fail_open else CLOSED
+        if lease.mode != mode:
+            logger.debug(  # the guard says once that Redis is gone; this says what follows
+                "limits of %s: %s, %s",
+                name,
+                why,
+                f"the node takes 1/{nodes} of {limit:g}/s" if self.fail_open else "calls refused",
+            )
+        if self.fail_open:
+            self._set(name, lease, ALONE, limit / max(nodes, 1), limit, now)
+            return
+        if lease.mode != CLOSED:
+            bucket = self.buckets[name]
+            bucket.set_rate(CLOSED_RATE, 1.0, now=now)
+            bucket.try_acquire(1.0, now=now)  # empty: nothing until Redis is back
+        lease.mode, lease.rate, lease.since = CLOSED, CLOSED_RATE, now
+        self.board.write(name, CLOSED, 0.0, limit, lease.leased)
+
+    def _set(
+        self, name: str, lease: _Lease, mode: int, rate: float, limit: float, now: float
+    ) -> None:
+        if not (rate > 0.0 and math.isfinite(rate)):
+            rate = MIN_RATE
+        bucket = self.buckets[name]
+        burst = local_burst(rate)
+        if rate != bucket.rate_per_s or burst != bucket.burst:
+            bucket.set_rate(rate, burst, now=now)
+        lease.mode, lease.rate, lease.since = mode, rate, now
+        self.board.write(name, mode, rate, limit, lease.leased)
