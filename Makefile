@@ -27,8 +27,9 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 
 # What the tests run besides Python and Node.js: a real redis-server (the tests start
-# their own on free ports). Installed with apt-get when missing and root; otherwise
-# one line says what to install.
+# their own on free ports) and Debian's chromium (the dashboard's browser tests drive it
+# with Playwright, which downloads no browser of its own). Installed with apt-get when
+# missing and root; otherwise one line says what to install.
 system-packages:
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -36,6 +37,13 @@ system-packages:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else \
 	    echo "make test needs redis-server: sudo apt-get install redis-server (or your system's package)" >&2; exit 1; \
+	  fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the dashboard's browser tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test needs chromium (the dashboard's browser tests): sudo apt-get install chromium" >&2; exit 1; \
 	  fi; }
 
 test-python: $(INSTALLED) system-packages

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import shutil
+import time
 import types
+from typing import Any
 
 import pytest
 
@@ -32,7 +34,7 @@ import httpx  # noqa: E402
 import openai  # noqa: E402
 
 from redis_servers import RedisCluster, RedisServer  # noqa: E402
-from servers import LOG_DIR, Gateway, MockProvider  # noqa: E402
+from servers import ARTIFACTS_DIR, LOG_DIR, Gateway, MockProvider  # noqa: E402
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -40,6 +42,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(LOG_DIR, ignore_errors=True)
     else:
         print(f"\nthe test servers' logs are kept in {LOG_DIR}")
+
+
+_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where this run's artifacts (the dashboard's screenshots) are."""
+    made = [p for p in ARTIFACTS_DIR.rglob("*.png") if p.stat().st_mtime >= _STARTED]
+    if made:
+        terminalreporter.write_line(
+            f"artifacts of this run ({len(made)} screenshots): {ARTIFACTS_DIR}"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,12 @@ def free_port() -> int:
 # The servers' logs of this test run, in one directory that conftest removes when every
 # test passed (and keeps, saying where, when one failed).
 LOG_DIR = Path(tempfile.mkdtemp(prefix="aigateway-test-logs-"))
+# What a run leaves to look at (the dashboard's screenshots), kept whatever the outcome.
+ARTIFACTS_DIR = Path(
+    os.environ.get(
+        "AIGATEWAY_TEST_ARTIFACTS", Path(__file__).parent.parent / "build" / "test-artifacts"
+    )
+)
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:

@@ -127,3 +127,13 @@ def test_admin_stats_on_either_node_lists_both_members_and_the_totals(
         assert cluster["totals"]["provider_calls"] >= 2
         for name, total in cluster["totals"].items():
             assert total == sum(f[name] for f in figures)
+
+
+def test_the_dashboard_on_either_node_shows_both_nodes(nodes: list[Gateway]) -> None:
+    for node in nodes:
+        document = get(node, "/admin/dashboard.json")
+        assert document["summary"]["nodes"] == 2
+        cluster = document["cluster"]
+        assert cluster["redis"] == "up"
+        assert [m["id"] for m in cluster["members"]] == ["node-a", "node-b"]
+        assert all("figures" in member for member in cluster["members"])

@@ -21,6 +21,7 @@ import pytest
 
 from aigateway import hotpath, runtime, shm
 from aigateway.core import health
+from aigateway.dashboard import history
 from aigateway.hotpath import regions
 from aigateway.shm_layout import Field, Layout, fingerprint
 from aigateway.stats import series
@@ -108,6 +109,7 @@ DRAWN = [
     (series, series.HEAD),
     (series, series.ENTRY),
     (shm, shm.HEADER),
+    (history, history.HEAD),
 ]
 
 

@@ -50,6 +50,7 @@ from aigateway.core.pipeline import Pipeline
 from aigateway.core.registry import ProviderRegistry
 from aigateway.core.router import Router
 from aigateway.core.token_budget import token_bucket_name, token_bucket_spec
+from aigateway.dashboard.routes import DashboardRoutes
 from aigateway.errors import GatewayError, MethodNotAllowed, NotFound
 from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
 from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
@@ -159,6 +160,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/batch", batch_routes.batch, methods=["POST"]),
             *messages_routes.routes(),
             *OpsRoutes(operations).routes(),
+            *DashboardRoutes(operations).routes(),
             *admin_routes.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],

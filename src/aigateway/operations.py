@@ -45,6 +45,7 @@ from aigateway.core.health import HealthBoard, HealthPolicy
 from aigateway.core.probe import probe_loop
 from aigateway.core.providers import Provider
 from aigateway.core.retry import RetryPolicy
+from aigateway.dashboard.history import History
 from aigateway.hotpath import SharedStats
 from aigateway.logs import apply_log_level
 from aigateway.middleware.auth import AuthMiddleware
@@ -69,6 +70,7 @@ __all__ = ("Operations", "node_regions")
 SERIES_REGION = "series"
 HEALTH_REGION = "health"
 LIVE_REGION = "live"
+HISTORY_REGION = "dashboard history"
 SERIES_CAPACITY = 4096
 CELL_CAPACITY = 16384
 RATE_WINDOW_S = 60.0
@@ -93,7 +95,15 @@ def node_regions(settings: Settings, slots: int) -> tuple[shm.RegionSpec, ...]:
             HealthBoard.LAYOUTS,
         ),
         shm.RegionSpec(LIVE_REGION, region_size(slots), {"slots": slots}, LiveSettings.LAYOUTS),
+        _history_region(providers),
     )
+
+
+def _history_region(providers: list[str]) -> shm.RegionSpec:
+    """The dashboard's ring of samples (``dashboard.history``)."""
+    params = History.params(providers)
+    size = History.size(params["columns"], params["capacity"])
+    return shm.RegionSpec(HISTORY_REGION, size, params, History.LAYOUTS)
 
 
 def health_policy(settings: Settings) -> HealthPolicy:
@@ -118,6 +128,7 @@ class Operations:
         self.health: HealthBoard | None = None
         self.live: LiveSettings | None = None
         self.table: SeriesTable | None = None
+        self.history: History | None = None  # the dashboard's samples of the node
         self.cluster = ClusterState.private()  # "off" unless the node's segment says more
         self.redis: WorkerRedis | None = None  # this worker's Redis link, with REDIS_URL
         self.leases: LeaseBoard | None = None  # the node's leases of cluster-wide limits
@@ -180,6 +191,12 @@ class Operations:
                 segment.region_params(LIVE_REGION)["slots"],
                 segment.region_lock_path(LIVE_REGION),
             )
+            if HISTORY_REGION in regions:
+                self.history = History(
+                    segment.region(HISTORY_REGION, *History.LAYOUTS),
+                    segment.region_params(HISTORY_REGION),
+                    segment.region_lock_path(HISTORY_REGION),
+                )
             if CLUSTER_REGION in regions:
                 self.cluster = ClusterState(segment.region(CLUSTER_REGION, *CLUSTER_LAYOUTS))
             if LEASE_REGION in regions:
@@ -195,6 +212,8 @@ class Operations:
             self.table = SeriesTable(memoryview(private), params, None)
             self.health = HealthBoard.private(names, health_policy(settings))
             self.live = LiveSettings(settings, bytearray(region_size(slots)), slots)
+        if self.history is None:  # without the node's segment: this worker's own samples
+            self.history = History.private(names)
         self.accounting = Accounting(self.stats, self.table, tuple(names))
         self.stats.incr(slot_table(self.stats.schema, "worker_starts", ())[()])
         self.providers = providers
@@ -234,10 +253,12 @@ class Operations:
                 await task
         self._tasks.clear()
         self.accounting = Accounting.private(tuple(p.name for p in self.settings.providers))
-        for closable in (self.table, self.health, self.live, self.cluster, self.leases):
+        closables = (self.table, self.health, self.live, self.cluster, self.leases, self.history)
+        for closable in closables:
             if closable is not None:
                 closable.close()
         self.table = self.health = self.live = self.leases = None
+        self.history = None
         self.cluster = ClusterState.private()
 
     # -- what the endpoints read ---------------------------------------------------------
@@ -295,7 +316,19 @@ class Operations:
                 self._samples.append((time.monotonic(), total))
                 while self._samples and time.monotonic() - self._samples[0][0] > RATE_WINDOW_S:
                     self._samples.popleft()
+            self._sample_history()
             await asyncio.sleep(every_s)
+
+    def _sample_history(self) -> None:
+        """The dashboard's sample of the node, when due (one worker a second takes it)."""
+        history = self.history
+        if history is None or self.stats is None or self.table is None:
+            return
+        now = time.time()
+        try:
+            history.record(now, lambda: history.columns.sample(self.numbers(), now))
+        except Exception:  # the charts miss a second; requests must not notice
+            logger.exception("the dashboard's sample of the node failed")
 
 
 def _leased(admission: Admission, leases: LeaseBoard) -> None:

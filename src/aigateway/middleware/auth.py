@@ -6,6 +6,9 @@
 ``/admin/*``            with ``AI_GATEWAY_ADMIN_KEY`` set: that key, presented the same way;
                         without it: clients on a loopback address only
 ``/metrics``            the admin rule, unless ``METRICS_PUBLIC=true``
+``/dashboard``          with ``AI_GATEWAY_ADMIN_KEY`` set: open (the page and its files hold
+                        no data; it asks for the key and sends it on its own requests to
+                        ``/admin/dashboard.json``); without it: loopback only
 ``/health``, others     open
 ======================  ===================================================================
 
@@ -103,6 +106,8 @@ class AuthMiddleware:
             return self._admin(scope)
         if path == "/metrics" and not self.metrics_public:
             return self._admin(scope)
+        if path == "/dashboard" or path.startswith("/dashboard/"):
+            return None if self.admin_keys else self._admin(scope)
         return None
 
     def _client(self, scope: Scope) -> GatewayError | None:
