@@ -100,19 +100,18 @@ class RedisCluster:
     """A Redis Cluster of three masters (no replicas); ``url`` is ``redis+cluster://``."""
 
     def __init__(self, masters: int = 3) -> None:
-        self.servers = [
-            # The bus port is explicit: by default it is the port + 10000, past 65535 for
-            # many free ports.
-            RedisServer(
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-port",
-                str(free_port()),
-            )
-            for _ in range(masters)
-        ]
+        self.servers: list[RedisServer] = []
+        try:
+            for _ in range(masters):
+                # The bus port is explicit: by default it is the port + 10000, past 65535
+                # for many free ports.
+                self.servers.append(
+                    RedisServer("--cluster-enabled", "yes", "--cluster-config-file",
+                                "nodes.conf", "--cluster-port", str(free_port()))
+                )  # fmt: skip
+        except BaseException:
+            self.stop()  # the ones already started, not left running
+            raise
         addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
         created = subprocess.run(
             ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
