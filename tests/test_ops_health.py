@@ -3,14 +3,12 @@ serves, and it closes again once the provider recovers; with nothing left, 503."
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from servers import Gateway, MockProvider, chat_body
+from servers import Gateway, MockProvider, chat_body, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -48,15 +46,6 @@ only-flaky = ["flaky/gpt-4o-mini"]
     gateway = Gateway(mock_provider, AI_GATEWAY_CONFIG=str(config), **CIRCUIT)
     yield gateway
     gateway.stop()
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 def state(gateway: Gateway, provider: str) -> str:
