@@ -9,6 +9,7 @@ import pytest
 
 from aigateway.core.accounting import Accounting
 from aigateway.core.dispatch import Answer
+from aigateway.core.observer import RequestObserver, RequestRecord
 from aigateway.core.streaming import relay_stream
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.wire import ApiRequest
@@ -47,7 +48,8 @@ async def relay(first: bytes) -> list[bytes]:
     response = RecordedResponse()
     answer = Answer(response, first, None, 1)
     translator = adapter.chat_stream(request, "m")
-    out = [piece async for piece in relay_stream(answer, adapter, translator, Accounting.private())]
+    observer = RequestObserver(Accounting.private(), RequestRecord("req"))
+    out = [piece async for piece in relay_stream(answer, adapter, translator, observer)]
     assert response.closed
     return b"".join(out).split(b"\n\n")[:-1]
 
