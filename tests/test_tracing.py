@@ -167,11 +167,13 @@ def test_a_stream_has_a_span_until_its_end_and_feeds_the_stream_metrics(
 ) -> None:
     trace_id, _, header = traceparent()
     body = chat_body("stream it", stream=True)
-    with traced.client() as client:
-        with client.stream(
+    with (
+        traced.client() as client,
+        client.stream(
             "POST", "/v1/chat/completions", json=body, headers={"traceparent": header}
-        ) as response:
-            text = "".join(response.iter_text())
+        ) as response,
+    ):
+        text = "".join(response.iter_text())
     assert text.endswith("data: [DONE]\n\n")
 
     spans = spans_until(receiver, trace_id, lambda s: {"stream"} <= {x.name for x in s})
