@@ -52,13 +52,15 @@ class Tracing:
     """The worker's tracer provider, exporter and batch processor (after the fork: in
     the worker's lifespan), and the observers of its requests."""
 
-    def __init__(self, exporter: str = "otlp", *, propagate: bool = False) -> None:
+    def __init__(self, exporter: str | SpanExporter = "otlp", *, propagate: bool = False) -> None:
+        """``exporter``: ``otlp``, ``console``, or an exporter of the caller's (a benchmark)."""
         resource = Resource.create()
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: SERVICE}))
         self.provider = TracerProvider(resource=resource)  # the sampler from OTEL_*
-        spans: SpanExporter = ConsoleSpanExporter() if exporter == "console" else OTLPSpanExporter()
-        self.provider.add_span_processor(BatchSpanProcessor(spans))
+        if isinstance(exporter, str):
+            exporter = ConsoleSpanExporter() if exporter == "console" else OTLPSpanExporter()
+        self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("aigateway", __version__)
         self.propagate = propagate
         self._fields = frozenset(f.lower().encode() for f in propagate_fields())
