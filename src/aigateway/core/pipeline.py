@@ -104,8 +104,8 @@ class Pipeline:
         key = self._cache.key(request, provider.name, model)
         if key is None:  # the cache cannot serve this request: straight to the provider
             return await self._dispatch(request, targets, deadline, observer)
-        trace = observer.trace  # the lookup in a span of its own, when traced
-        lookup = self._cache.lookup
+        # cache (the lookup in a span of its own when the request is traced)
+        trace, lookup = observer.trace, self._cache.lookup
         hit = lookup(key, request) if trace is None else trace.cache_lookup(lookup, key, request)
         if hit is not None:
             return hit
