@@ -16,6 +16,7 @@ in whatever the gateway relays or logs.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import tomllib
 from collections.abc import Callable, Collection, Mapping
@@ -738,6 +739,24 @@ _OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_END
 _EXPORTERS = ("otlp", "console")
 
 
+# What the ``otel`` extra installs, as the modules ``aigateway.tracing`` imports from it.
+_OTEL_MODULES = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+)
+
+
+def _missing(modules: tuple[str, ...]) -> bool:
+    """Whether one of ``modules`` is not installed (looked up, not imported)."""
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return True
+        except (ImportError, ValueError):  # a parent package missing or hidden
+            return True
+    return False
+
+
 def tracing_wanted(env: Mapping[str, str]) -> str:
     """The exporter of traces the standard variables ask for ("" for none): ``otlp`` for
     an OTLP endpoint, or ``OTEL_TRACES_EXPORTER`` (otlp or console; ``none`` and
@@ -755,9 +774,7 @@ def tracing_wanted(env: Mapping[str, str]) -> str:
         protocol = env.get(name, "").strip()
         if protocol and protocol != "http/protobuf":
             raise ConfigError(name, protocol, "http/protobuf (the exporter aigateway[otel] ships)")
-    from aigateway.tracing import missing_packages  # no OpenTelemetry import: a look only
-
-    if missing_packages():
+    if _missing(_OTEL_MODULES):
         name = endpoint or "OTEL_TRACES_EXPORTER"
         raise MissingExtra(name, env.get(name, ""), "otel", "OpenTelemetry")
     return exporter or "otlp"
