@@ -16,6 +16,7 @@ in whatever the gateway relays or logs.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import tomllib
 from collections.abc import Callable, Collection, Mapping
@@ -169,6 +170,10 @@ class Settings:
     redis_limits_on_failure: str = "open"
     cluster_name: str = "aigateway"
     node_id: str | None = None  # default: host name and port
+    # OpenTelemetry traces (docs/observability.md): on when the standard OTEL_* variables
+    # ask for an exporter (see ``tracing_wanted``); the SDK reads the rest of them itself.
+    tracing: str = ""  # the exporter: otlp or console; "" for off
+    propagate_trace: bool = False
 
     @property
     def providers(self) -> tuple[ProviderSettings, ...]:
@@ -622,6 +627,17 @@ _CLUSTER_VARIABLES: tuple[Variable, ...] = (
 )
 
 
+# Traces: the standard OTEL_* variables are the SDK's; this one is the gateway's own.
+_TRACING_VARIABLES: tuple[Variable, ...] = (
+    (
+        "OTEL_PROPAGATE_TO_PROVIDERS",
+        "propagate_trace",
+        _bool,
+        "send the request's W3C traceparent to providers (tracing on)",
+    ),
+)
+
+
 def provider_variables(spec: ProviderSpec) -> tuple[Variable, ...]:
     """The variables of a built-in provider: key, base URL, connections, rate, tokens."""
     name, label = spec.name, spec.label
@@ -652,7 +668,13 @@ def provider_variables(spec: ProviderSpec) -> tuple[Variable, ...]:
 def variables(specs: tuple[ProviderSpec, ...] = BUILT_IN) -> tuple[Variable, ...]:
     """Every variable of a gateway whose built-in providers are ``specs``."""
     providers = (row for spec in specs for row in provider_variables(spec))
-    return (*_NODE_VARIABLES, *providers, *_OPERATIONS_VARIABLES, *_CLUSTER_VARIABLES)
+    return (
+        *_NODE_VARIABLES,
+        *providers,
+        *_OPERATIONS_VARIABLES,
+        *_CLUSTER_VARIABLES,
+        *_TRACING_VARIABLES,
+    )
 
 
 VARIABLES: Final = variables(BUILT_IN)
@@ -690,6 +712,7 @@ def load_settings(
             nested[provider][attr] = value
         else:
             top[path] = value
+    top["tracing"] = tracing_wanted(env)
     top.update({k: v for k, v in overrides.items() if v is not None})
     top["built_in"] = tuple(
         dataclasses.replace(ProviderSettings.built_in(spec), **nested[spec.name]) for spec in specs
@@ -704,6 +727,60 @@ def load_settings(
             f"a value >= INITIAL_DELAY_MS ({settings.initial_delay_ms})",
         )
     return settings
+
+
+class MissingExtra(ConfigError):
+    """A setting that needs an optional extra that is not installed."""
+
+    def __init__(self, name: str, value: str, extra: str, what: str) -> None:
+        super().__init__(name, value, f"the {extra} extra")
+        install = f"pip install 'aigateway[{extra}]'"
+        self.args = (f"{name} is set but {what} is not installed: {install}",)
+
+
+_OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_EXPORTERS = ("otlp", "console")
+
+
+# What the ``otel`` extra installs, as the modules ``aigateway.tracing`` imports from it.
+_OTEL_MODULES = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+)
+
+
+def _missing(modules: tuple[str, ...]) -> bool:
+    """Whether one of ``modules`` is not installed (looked up, not imported)."""
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return True
+        except (ImportError, ValueError):  # a parent package missing or hidden
+            return True
+    return False
+
+
+def tracing_wanted(env: Mapping[str, str]) -> str:
+    """The exporter of traces the standard variables ask for ("" for none): ``otlp`` for
+    an OTLP endpoint, or ``OTEL_TRACES_EXPORTER`` (otlp or console; ``none`` and
+    ``OTEL_SDK_DISABLED=true`` turn it off).  OTLP goes over HTTP, the exporter the ``otel``
+    extra ships."""
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = next((name for name in _OTLP_ENDPOINTS if env.get(name, "").strip()), None)
+    if exporter == "none" or env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ""
+    if not exporter and endpoint is None:
+        return ""
+    if exporter and exporter not in _EXPORTERS:
+        raise ConfigError("OTEL_TRACES_EXPORTER", exporter, "otlp, console or none")
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(name, "").strip()
+        if protocol and protocol != "http/protobuf":
+            raise ConfigError(name, protocol, "http/protobuf (the exporter aigateway[otel] ships)")
+    if _missing(_OTEL_MODULES):
+        name = endpoint or "OTEL_TRACES_EXPORTER"
+        raise MissingExtra(name, env.get(name, ""), "otel", "OpenTelemetry")
+    return exporter or "otlp"
 
 
 def mask_secret(value: str | None) -> str:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 
-from aigateway import shm
+from aigateway import shm, tracing
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
 from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
@@ -50,7 +50,7 @@ from aigateway.hotpath import SharedStats
 from aigateway.logs import apply_log_level
 from aigateway.middleware.auth import AuthMiddleware
 from aigateway.middleware.cors import CORSMiddleware
-from aigateway.middleware.requests import RequestMiddleware
+from aigateway.middleware.requests import RequestMiddleware, RequestTracing
 from aigateway.pricing import PriceTable
 from aigateway.providers.base import ModelListAdapter
 from aigateway.runtime import Applier, LiveSettings, region_size
@@ -141,6 +141,7 @@ class Operations:
         self.cache: ResponseCache | None = None
         self.admission: Admission | None = None
         self.retry = RetryPolicy.from_settings(settings)
+        self.tracing: RequestTracing | None = None  # with OTEL_* set, from start to stop
         self.started_at = time.time()
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -241,6 +242,7 @@ class Operations:
         if admission is not None and self.settings.redis_url is not None and self.leases:
             _leased(admission, self.leases)
         self.live.refresh()
+        self.tracing = tracing.start(self.settings)  # in the worker: the SDK's own threads
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.live.watch()),
@@ -256,6 +258,9 @@ class Operations:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.tracing is not None:  # the spans still buffered go out
+            traced, self.tracing = self.tracing, None
+            await traced.shutdown()
         self.accounting = Accounting.private(
             tuple(p.name for p in self.settings.providers), prices=self.prices
         )

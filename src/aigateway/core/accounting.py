@@ -14,7 +14,7 @@ Who calls what::
                                                            and their cost in dollars)
                     queue_wait                            (around admission, via the observer)
                     avoided                               (calls batching saved)
-    streaming       usage_from_body                       (usage of a streamed answer)
+    streaming       usage, stream (via the observer)      (usage, first token, tokens/s)
     health probes   probe                                 (core.probe, handed it by operations)
 
 Calls the cache and de-duplication saved are counted by the cache, in its own store.
@@ -121,6 +121,14 @@ class Accounting:
         provider = self._provider(provider)
         self._add(("provider_calls", provider, self._model(provider, model), outcome))
         self._observe(("provider_call_duration_seconds", provider), seconds)
+
+    def stream(self, provider: str, first_token_s: float, tokens_per_s: float | None) -> None:
+        """A provider stream that produced tokens: the time to its first, and the rate of
+        its output tokens when the provider reported them."""
+        provider = self._provider(provider)
+        self._observe(("stream_first_token_seconds", provider), first_token_s)
+        if tokens_per_s is not None:
+            self._observe(("stream_tokens_per_second", provider), tokens_per_s)
 
     def retry(self, provider: str) -> None:
         self._add(("retries", self._provider(provider)))

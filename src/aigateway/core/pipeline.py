@@ -13,7 +13,8 @@ dispatch   provider adapter -> pooled upstream client, retries with backoff (cor
            ``errors.Fault``) the next target is tried
 store      the answer kept for later hits (cache.service)
 account    every step reports to the request's observer (core.observer), handed in by
-           the caller: the node's metrics and the request's own record
+           the caller: the node's metrics, the request's own record and, when the
+           request is traced, its spans (aigateway.tracing)
 
 Each request's observer is an argument, never found in a context variable, so the whole
 pipeline runs in-process, without the HTTP layer (see tests/test_pipeline.py).
@@ -33,7 +34,7 @@ from aigateway.core.batching import EmbeddingBatcher
 from aigateway.core.dedup import DEFAULT_MAX_LAG_BYTES, Coalescer
 from aigateway.core.dispatch import Answer, Classifier, send_with_retries
 from aigateway.core.media import RemoteMedia
-from aigateway.core.observer import CallObserver, RequestObserver
+from aigateway.core.observer import CallObserver, RequestObserver, RequestTrace
 from aigateway.core.providers import Provider, usable_targets
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
@@ -96,14 +97,16 @@ class Pipeline:
 
     async def chat(self, request: ApiRequest, observer: RequestObserver) -> Completed | Streaming:
         deadline = self._deadline(request)
-        targets = self._route(request)  # route
+        targets = self._route(request, observer)  # route
         if self._cache is None or self._dedup is None:
             return await self._dispatch(request, targets, deadline, observer)
         provider, model = targets[0]
         key = self._cache.key(request, provider.name, model)
         if key is None:  # the cache cannot serve this request: straight to the provider
             return await self._dispatch(request, targets, deadline, observer)
-        hit = self._cache.lookup(key, request)  # cache
+        # cache (the lookup in a span of its own when the request is traced)
+        trace, lookup = observer.trace, self._cache.lookup
+        hit = lookup(key, request) if trace is None else trace.cache_lookup(lookup, key, request)
         if hit is not None:
             return hit
         # dedup, then dispatch and store. The shared call runs in a task of its own and
@@ -134,8 +137,9 @@ class Pipeline:
                 reservation = await self._admit(provider, request, deadline, observer, more)
                 call = adapter.chat_call(prepared, model)
                 answer = await self._send(
-                    provider, call, deadline, observer, request.stream, model, clients
-                )
+                    provider, call, deadline, observer, request.stream, model, clients,
+                    observer.trace,
+                )  # fmt: skip
             except GatewayError as exc:
                 reservation.failed(exc.fault)  # its tokens back, unless the provider counted
                 failure = _fail_over(provider, model, exc, deadline, more, observer)
@@ -148,7 +152,7 @@ class Pipeline:
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
             completion = _parsed(body)  # once, for the accounting and the cache
-            cost = observer.usage(provider.name, model, completion.get("usage"))
+            cost = observer.answered(provider.name, model, completion)
             reservation.settle_usage(completion.get("usage"))
             return Completed(
                 body, provider.name, model, answer.attempts, completion=completion, cost=cost
@@ -169,7 +173,7 @@ class Pipeline:
     ) -> Completed:
         clients = self._clients_deadline(request)
         failure: GatewayError | None = None
-        targets = self._route(request)
+        targets = self._route(request, observer)
         for i, (provider, model) in enumerate(targets):
             adapter = provider.adapter
             more = i + 1 < len(targets)
@@ -185,8 +189,9 @@ class Pipeline:
                 reservation = await self._admit(provider, request, deadline, observer, more)
                 call = adapter.embeddings_call(request, model)
                 answer = await self._send(
-                    provider, call, deadline, observer, model=model, clients=clients
-                )
+                    provider, call, deadline, observer, model=model, clients=clients,
+                    trace=observer.trace,
+                )  # fmt: skip
             except GatewayError as exc:
                 reservation.failed(exc.fault)
                 failure = _fail_over(provider, model, exc, deadline, more, observer)
@@ -203,7 +208,7 @@ class Pipeline:
         """The first target's own count of a Messages request (``{"input_tokens": N}``),
         or None when that target cannot count (the caller estimates)."""
         deadline = self._deadline(request)
-        provider, model = self._route(request)[0]
+        provider, model = self._route(request, observer)[0]
         adapter = provider.adapter
         if not isinstance(adapter, MessagesAdapter):
             return None
@@ -211,7 +216,9 @@ class Pipeline:
         reservation.settle(0)  # counting generates nothing: the estimate goes back
         call = adapter.count_tokens_call(request, model)
         clients = self._clients_deadline(request)
-        answer = await self._send(provider, call, deadline, observer, model=model, clients=clients)
+        answer = await self._send(
+            provider, call, deadline, observer, model=model, clients=clients, trace=observer.trace
+        )
         return answer.body
 
     async def models(self, observer: CallObserver) -> list[dict[str, Any]]:
@@ -267,7 +274,9 @@ class Pipeline:
         failure (the gateway's own REQUEST_TIMEOUT_SEC is)."""
         return request.timeout_s is not None and request.timeout_s < self._timeout_s
 
-    def _route(self, request: ApiRequest) -> list[tuple[Provider, str]]:
+    def _route(self, request: ApiRequest, observer: RequestObserver) -> list[tuple[Provider, str]]:
+        if observer.trace is not None:
+            observer.trace.routed(request)
         targets: list[Target] = self._router.targets(request.model, request.provider)
         return usable_targets(targets, self._providers)
 
@@ -300,7 +309,11 @@ class Pipeline:
         stream: bool = False,
         model: str = "",
         clients: bool = False,
+        trace: RequestTrace | None = None,
     ) -> Answer:
+        """``trace``: the request's, which may add its ``traceparent`` to the call."""
+        if trace is not None:
+            call = trace.outgoing(call)
         gate = self._admission.gate(provider.name) if self._admission is not None else None
         classify = self._classifier(provider, gate)
         answer = await send_with_retries(

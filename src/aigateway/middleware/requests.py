@@ -16,9 +16,13 @@
   (after ``WATCH_AFTER_S``: quick answers never pay for it); if the client leaves before
   the answer starts, the work done for it is cancelled, so a provider call nobody waits
   for any more stops at once (a stream in progress is stopped by Starlette itself).
+* With tracing on (``aigateway.tracing``), the source's ``RequestTracing`` makes the
+  request's observer (a span for requests under ``/v1/``), and the span ends with the
+  answer's status once the answer is out.
 * The log line (logger ``aigateway.access``, info): request id, method, route, status,
-  provider, model, cached, cost (USD), retries, queue wait and latency.  Never a header (so never an
-  API key); request and answer bodies only at debug level, cut at 64 KiB.
+  provider, model, cached, cost (USD), retries, queue wait and latency; the trace id
+  when tracing is on.  Never a header (so never an API key); request and answer bodies
+  only at debug level, cut at 64 KiB.
 """
 
 from __future__ import annotations
@@ -48,10 +52,22 @@ WATCH_AFTER_S: Final = 0.05
 OBSERVER_KEY: Final = "aigateway.observer"
 
 
+class RequestTracing(Protocol):
+    """A worker's tracing (``aigateway.tracing.otel.Tracing``)."""
+
+    def observer(
+        self, scope: Scope, accounting: Accounting, record: RequestRecord
+    ) -> RequestObserver: ...
+
+    async def shutdown(self) -> None: ...
+
+
 class AccountingSource(Protocol):
-    """Where the worker's accounting is found once its lifespan has started."""
+    """Where the worker's accounting (and its tracing, if on) is found once its lifespan
+    has started."""
 
     accounting: Accounting
+    tracing: RequestTracing | None
 
 
 def request_id_from(scope: Scope) -> str:
@@ -72,7 +88,12 @@ class RequestMiddleware:
             return
         accounting = self.source.accounting
         record = RequestRecord(request_id_from(scope))
-        scope[OBSERVER_KEY] = RequestObserver(accounting, record)
+        tracing = self.source.tracing
+        if tracing is None:
+            observer = RequestObserver(accounting, record)
+        else:
+            observer = tracing.observer(scope, accounting, record)
+        scope[OBSERVER_KEY] = observer
         token = REQUEST_ID.set(record.request_id)
         accounting.request_started()
         state = _Exchange(record, accounting, scope)
@@ -93,6 +114,9 @@ class RequestMiddleware:
             if watch.left and not state.counted:
                 state.status = _CLIENT_CLOSED  # whatever had started, the client has not all
             state.finish(state.status or _CLIENT_CLOSED)
+            if observer.trace is not None:
+                cache = state.response_headers.get(b"x-aigateway-cache", b"").decode()
+                observer.trace.end(state.status, cache)
             state.log(debug)  # after the answer went out: the client does not wait for it
             REQUEST_ID.reset(token)
 
@@ -251,7 +275,7 @@ class _Exchange:
         record = self.record
         noted = self.response_headers
         client = self.scope.get("client")
-        return {
+        fields = {
             "request_id": record.request_id,
             "method": method,
             "route": route,
@@ -267,6 +291,9 @@ class _Exchange:
             "latency_ms": round(self.seconds * 1000, 3),
             "client": client[0] if client else "",
         }
+        if record.trace_id:
+            fields["trace_id"] = record.trace_id
+        return fields
 
     def log_bodies(self) -> None:
         if self.request_body:

@@ -42,6 +42,7 @@ __all__ = (
     "METRICS",
     "QUEUE_BOUNDS",
     "SERIES",
+    "TOKEN_RATE_BOUNDS",
     "Metric",
     "exported_name",
     "label_combinations",
@@ -64,6 +65,8 @@ FAST_BOUNDS: Final = (
 QUEUE_BOUNDS: Final = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+# Tokens per second of a stream, from its first token to its end.
+TOKEN_RATE_BOUNDS: Final = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0)
 ADMISSION_OUTCOMES: Final = ("admitted", "shed", "timed_out")
 _SERIES_KINDS: Final = {"counter": COUNTER, "gauge": GAUGE, "histogram": HISTOGRAM}
 
@@ -144,6 +147,12 @@ METRICS: Final = _declare(
            "model and outcome.", (*_MODEL, "outcome")),
     Metric("provider_call_duration_seconds", "histogram", "Duration of provider calls (to "
            "the whole answer, or a stream's first chunk).", _PROVIDER, bounds=LATENCY_BOUNDS),
+    Metric("stream_first_token_seconds", "histogram", "Time to the first token of provider "
+           "streams (from the request's arrival to the first event with generated content), "
+           "by provider.", _PROVIDER, bounds=LATENCY_BOUNDS),
+    Metric("stream_tokens_per_second", "histogram", "Output tokens per second of provider "
+           "streams (from the first token to the end; streams that report usage), by "
+           "provider.", _PROVIDER, bounds=TOKEN_RATE_BOUNDS),
     Metric("retries", "counter", "Provider calls retried after a failure.", _PROVIDER),
     Metric("failovers", "counter", "Requests passed on to the next target after this "
            "provider failed.", _PROVIDER),

@@ -1,0 +1,88 @@
+"""What tracing adds to one request, in the worker's own code: the observer the request
+middleware makes and the events a cache miss reports, with tracing off, on but the request
+not sampled, and sampled (spans handed to the batch processor, exported off the loop).
+
+Run: ``pytest benchmarks/bench_tracing.py --benchmark-only``.  At a 10% sampling ratio,
+the median request is an unsampled one; docs/benchmarks.md has the figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+
+from aigateway.core.accounting import Accounting
+from aigateway.core.observer import RequestObserver, RequestRecord
+from aigateway.tracing.otel import Tracing
+from aigateway.wire import ApiRequest, Completed
+
+SCOPE = {
+    "type": "http",
+    "method": "POST",
+    "path": "/v1/chat/completions",
+    "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer x")],
+}
+REQUEST = ApiRequest("chat", "gpt-4o-mini", {}, b"{}")
+COMPLETION = {
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 12},
+}
+
+
+def _miss(key: bytes, request: ApiRequest) -> Completed | None:
+    return None
+
+
+def _request(make: Callable[[RequestRecord], RequestObserver]) -> None:
+    """The events of one cache miss answered by its first provider attempt."""
+    observer = make(RequestRecord("bench"))
+    trace = observer.trace
+    if trace is not None:
+        trace.routed(REQUEST)
+        trace.cache_lookup(_miss, b"k", REQUEST)
+    observer.queue_wait("openai", "normal", 0.0)
+    observer.provider_call("openai", "gpt-4o-mini", "ok", 0.001)
+    observer.answered("openai", "gpt-4o-mini", COMPLETION)
+    if trace is not None:
+        trace.end(200, "miss")
+
+
+@pytest.fixture(scope="module")
+def accounting() -> Accounting:
+    return Accounting.private(("openai",))
+
+
+def _tracing(monkeypatch: pytest.MonkeyPatch, sampler: str) -> Iterator[Tracing]:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    tracing = Tracing(InMemorySpanExporter())
+    yield tracing
+    tracing.provider.shutdown()
+
+
+@pytest.fixture
+def sampled(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tracing]:
+    yield from _tracing(monkeypatch, "always_on")
+
+
+@pytest.fixture
+def unsampled(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tracing]:
+    yield from _tracing(monkeypatch, "always_off")
+
+
+def test_request_tracing_off(benchmark, accounting: Accounting) -> None:
+    benchmark(_request, lambda record: RequestObserver(accounting, record))
+
+
+def test_request_tracing_on_not_sampled(
+    benchmark, accounting: Accounting, unsampled: Tracing
+) -> None:
+    benchmark(_request, lambda record: unsampled.observer(SCOPE, accounting, record))
+
+
+def test_request_tracing_on_sampled(benchmark, accounting: Accounting, sampled: Tracing) -> None:
+    benchmark(_request, lambda record: sampled.observer(SCOPE, accounting, record))
