@@ -71,7 +71,8 @@ def create_app(settings: Settings) -> Starlette:
     native_routes = NativeRoutes(settings.max_body_bytes, builder)
     admin_routes = AdminRoutes()
     batch_routes = BatchRoutes(settings.max_body_bytes, builder)
-    responses_routes = ResponsesRoutes(settings.max_body_bytes, builder)
+    keepers = frozenset(p.name for p in settings.providers if p.responses_api)
+    responses_routes = ResponsesRoutes(settings.max_body_bytes, builder, keepers)
     messages_routes = MessagesRoutes(settings.max_body_bytes, builder)
     document = openapi_document(
         [p.name for p in settings.providers], live_variables(settings.specs)

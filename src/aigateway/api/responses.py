@@ -30,10 +30,10 @@ from aigateway.cache.response_store import ResponseStore, StoredResponse
 from aigateway.core.pipeline import Pipeline
 from aigateway.errors import InvalidRequest, NotFound
 from aigateway.hotpath import SSEDecoder
-from aigateway.providers._responses_answer import ResponseShell, from_completion
+from aigateway.providers._openai_format import load_any
+from aigateway.providers._responses_answer import new_id
 from aigateway.providers._responses_request import ResponsesRequest, chat_body, read_request
-from aigateway.providers._responses_stream import ResponsesEvents
-from aigateway.wire import ApiRequest, Streaming, close_events
+from aigateway.wire import ApiRequest, HeldTurn, Streaming, close_events
 
 logger = logging.getLogger("aigateway.responses")
 
@@ -43,9 +43,13 @@ JsonObject = dict[str, Any]
 class ResponsesRoutes:
     """Handlers bound to the worker's pipeline and response store (set by the lifespan)."""
 
-    def __init__(self, max_body_bytes: int, builder: RequestBuilder) -> None:
+    def __init__(
+        self, max_body_bytes: int, builder: RequestBuilder, keepers: frozenset[str] = frozenset()
+    ) -> None:
+        """``keepers``: the providers whose Responses API keeps a stored response itself."""
         self.max_body_bytes = max_body_bytes
         self.builder = builder
+        self.keepers = keepers
         self.pipeline: Pipeline | None = None
         self.store: ResponseStore | None = None
 
@@ -64,21 +68,23 @@ class ResponsesRoutes:
         pipeline, store = self._ready()
         parsed = parse_responses_request(await read_body(request, self.max_body_bytes))
         owner = self.builder.owner(request)
-        items = _conversation(store, owner, parsed)
-        api_request = self.builder.build(request, chat_request(parsed, items))
+        previous, items = _conversation(store, owner, parsed)
+        check_translatable(parsed, items)
+        api_request = self.builder.build(request, responses_request(parsed, previous, items))
         result = await pipeline.chat(api_request, observer_of(request))
-        shell = ResponseShell(parsed.body, parsed.model)
         headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
-        keep = _Keeper(store, owner, items) if parsed.store else None
+        # A fresh answer of a provider that keeps responses itself (OpenAI, store on) is
+        # kept there too; an answer the gateway made or served again is the gateway's own.
+        fresh = result.cache == "miss"
+        holder = result.provider if fresh and result.provider in self.keepers else None
+        finish = _Finisher(parsed, fresh)
+        keep = _Keeper(store, owner, items, holder) if parsed.store else None
         if isinstance(result, Streaming):
-            events = _events(result.events, ResponsesEvents(shell), keep)
+            events = _events(result.events, finish, keep)
             return EventStream(
                 events, media_type="text/event-stream", headers={**STREAM_HEADERS, **headers}
             )
-        completion = result.completion
-        if completion is None:
-            completion = orjson.loads(result.body)
-        answer = from_completion(shell, completion)
+        answer = finish(orjson.loads(result.body))
         if keep is not None:
             keep(answer)
         return json_response(answer, headers=headers)
@@ -111,10 +117,41 @@ def chat_request(parsed: ResponsesRequest, items: list[JsonObject]) -> ApiReques
     return parse_chat_request(orjson.dumps(chat))
 
 
-def _conversation(store: ResponseStore, owner: str, parsed: ResponsesRequest) -> list[JsonObject]:
-    """The whole conversation as input items: the stored turns ``previous_response_id``
-    names (their input and output), then the new items, references resolved."""
+def check_translatable(parsed: ResponsesRequest, items: list[JsonObject]) -> None:
+    """A 400 at once for what no target could take; what only OpenAI's Responses API
+    supports (``unsupported_parameter``: a built-in tool, a file input) goes on, to be
+    refused by a target that needs the translation."""
+    try:
+        chat_request(parsed, items)
+    except InvalidRequest as exc:
+        if exc.code != "unsupported_parameter":
+            raise
+
+
+def responses_request(
+    parsed: ResponsesRequest, previous: StoredResponse | None, items: list[JsonObject]
+) -> ApiRequest:
+    """The pipeline's request: the client's body with the whole conversation as its input
+    (so the cache key is the conversation's, whoever keeps it), and the previous turn when
+    its provider keeps it (that provider is sent ``previous_response_id`` instead)."""
+    body = {k: v for k, v in parsed.body.items() if k != "previous_response_id"}
+    body["input"] = items
+    held = None
+    if previous is not None and previous.holder is not None:
+        response_id = str(previous.response.get("id"))
+        held = HeldTurn(previous.holder, response_id, len(parsed.items))
+    raw = orjson.dumps(body)
+    return ApiRequest("responses", parsed.model, body, raw, stream=parsed.stream, held=held)
+
+
+def _conversation(
+    store: ResponseStore, owner: str, parsed: ResponsesRequest
+) -> tuple[StoredResponse | None, list[JsonObject]]:
+    """The previous response ``previous_response_id`` names, and the whole conversation as
+    input items: its turns (their input and output), then the new items, references
+    resolved."""
     items: list[JsonObject] = []
+    previous = None
     if parsed.previous_response_id is not None:
         previous = store.get(owner, parsed.previous_response_id)
         if previous is None:
@@ -136,43 +173,118 @@ def _conversation(store: ResponseStore, owner: str, parsed: ResponsesRequest) ->
                 )
             item = found
         items.append(item)
-    return items
+    return previous, items
+
+
+class _Finisher:
+    """The client's view of an answer, whoever made it: the ``previous_response_id`` and
+    ``store`` it asked for, and a new id when the answer was not fresh from a provider (a
+    cache hit or a shared call), so no two clients hold one response id."""
+
+    def __init__(self, parsed: ResponsesRequest, fresh: bool) -> None:
+        self.previous = parsed.previous_response_id
+        self.store = parsed.store
+        self.new_id = None if fresh else new_id("resp_")
+
+    def __call__(self, response: JsonObject) -> JsonObject:
+        response["previous_response_id"] = self.previous
+        response["store"] = self.store
+        if self.new_id is not None:
+            response["id"] = self.new_id
+        return response
 
 
 class _Keeper:
     """Stores a finished response with the conversation that led to it; a store that
     cannot write never fails the answer (the client has it already)."""
 
-    def __init__(self, store: ResponseStore, owner: str, items: list[JsonObject]) -> None:
-        self.store, self.owner, self.items = store, owner, items
+    def __init__(
+        self, store: ResponseStore, owner: str, items: list[JsonObject], holder: str | None
+    ) -> None:
+        self.store, self.owner, self.items, self.holder = store, owner, items, holder
 
     def __call__(self, response: JsonObject) -> None:
+        if response.get("status") not in ("completed", "incomplete"):
+            return
         try:
-            self.store.put(self.owner, StoredResponse(response, self.items))
+            self.store.put(self.owner, StoredResponse(response, self.items, self.holder))
         except Exception as exc:
             logger.warning("could not store response %s: %r", response.get("id"), exc)
 
 
 async def _events(
-    chat: AsyncIterator[bytes], translator: ResponsesEvents, keep: _Keeper | None
+    pipeline_events: AsyncIterator[bytes], finish: _Finisher, keep: _Keeper | None
 ) -> AsyncIterator[bytes]:
-    """The chat stream's events as Responses events; the response is stored once it ended
-    well."""
+    """The pipeline's ``data:`` events as Responses server-sent events (``event: <type>``
+    named); a gateway error (OpenAI's error shape, the stream having started) becomes an
+    ``error`` event then ``response.failed``; the response is stored once it ended well."""
     decoder = SSEDecoder()
+    state = _StreamState()
     try:
-        yield translator.start()
-        async for piece in chat:
-            out = b"".join([translator.feed(data) for data in decoder.feed(piece)])
+        async for piece in pipeline_events:
+            out = b"".join([state.event(data, finish) for data in decoder.feed(piece)])
             if out:
                 yield out
-        out = b"".join([translator.feed(data) for data in decoder.flush()])
-        if translator.final is None:  # the chat stream ended without [DONE] or an error
-            out += translator.fail({"code": "server_error", "message": "the stream broke off"})
-        yield out
-        if keep is not None and translator.final is not None:
-            keep(translator.final)
+        out = b"".join([state.event(data, finish) for data in decoder.flush()])
+        if state.final is None and not state.failed:  # ended without its last event
+            out += state.fail({"code": "server_error", "message": "the stream broke off"})
+        if out:
+            yield out
+        if keep is not None and state.final is not None:
+            keep(state.final)
     finally:
-        await close_events(chat)
+        await close_events(pipeline_events)
+
+
+class _StreamState:
+    """What the route tracks of one stream: the last sequence number, the response as
+    last seen, the final one."""
+
+    def __init__(self) -> None:
+        self.sequence = -1
+        self.response: JsonObject | None = None
+        self.final: JsonObject | None = None
+        self.failed = False
+
+    def event(self, data: bytes, finish: _Finisher) -> bytes:
+        if data == b"[DONE]" or self.failed or self.final is not None:
+            return b""
+        payload = load_any(data)
+        if not isinstance(payload, dict):
+            return b""
+        kind = payload.get("type")
+        if not isinstance(kind, str):
+            error = payload.get("error")
+            return self.fail(error if isinstance(error, dict) else {}) if error else b""
+        number = payload.get("sequence_number")
+        if isinstance(number, int):
+            self.sequence = number
+        response = payload.get("response")
+        if isinstance(response, dict):
+            payload["response"] = self.response = finish(response)
+            if kind in ("response.completed", "response.incomplete"):
+                self.final = self.response
+            data = orjson.dumps(payload)
+        return _frame(kind, data)
+
+    def fail(self, error: JsonObject) -> bytes:
+        """OpenAI's ``error`` event, then ``response.failed``."""
+        self.failed = True
+        code = str(error.get("code") or error.get("type") or "server_error")
+        message = str(error.get("message") or "the provider failed")
+        head = {"type": "error", "code": code, "message": message, "param": error.get("param"),
+                "sequence_number": self.sequence + 1}  # fmt: skip
+        response = dict(self.response or {"object": "response", "output": []})
+        response.update(status="failed", error={"code": code, "message": message})
+        failed = {"type": "response.failed", "response": response,
+                  "sequence_number": self.sequence + 2}  # fmt: skip
+        return _frame("error", orjson.dumps(head)) + _frame(
+            "response.failed", orjson.dumps(failed)
+        )
+
+
+def _frame(kind: str, data: bytes) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
 
 def _not_found(response_id: str) -> NotFound:

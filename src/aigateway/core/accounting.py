@@ -33,7 +33,7 @@ import orjson
 from aigateway.hotpath import SharedStats
 from aigateway.stats.registry import SERIES, slot_table, stats_schema
 from aigateway.stats.series import SeriesTable, series_key
-from aigateway.wire import token_counts
+from aigateway.wire import token_counts, usage_of
 
 __all__ = ("Accounting",)
 
@@ -140,7 +140,7 @@ class Accounting:
         except orjson.JSONDecodeError:
             return
         if isinstance(answer, dict):
-            self.usage(provider, model or str(answer.get("model") or ""), answer.get("usage"))
+            self.usage(provider, model or str(answer.get("model") or ""), usage_of(answer))
 
     # -- admission and batching ----------------------------------------------------------
 

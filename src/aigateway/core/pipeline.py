@@ -48,7 +48,7 @@ from aigateway.providers.base import (
     ProviderFailure,
     UpstreamCall,
 )
-from aigateway.providers.messages import answering
+from aigateway.providers.answering import answering
 from aigateway.scrub import Scrubber
 from aigateway.wire import ApiRequest, Completed, Streaming, Target
 

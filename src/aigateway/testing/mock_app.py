@@ -118,6 +118,7 @@ class _MockService:
             None if options.api_key is None else f"Bearer {options.api_key}".encode()
         )
         self.state = MockState()
+        self.kept_responses = mock_responses.ResponsesMemory()
 
     # ---------------------------------------------------------------- /v1 pipeline
 
@@ -231,9 +232,12 @@ class _MockService:
         self, request: web.Request, body: Any, fault: Fault | None
     ) -> web.StreamResponse:
         """``POST /v1/responses``: OpenAI's Responses API, plain or streamed."""
-        plan, checked = mock_responses.plan_responses(body)
+        expanded = self.kept_responses.expand(body)
+        plan, checked = mock_responses.plan_responses(expanded)
+        answer = mock_responses.render_response(plan, checked)
+        self.kept_responses.keep(checked, orjson.loads(answer))
         if not plan.stream:
-            return _json(mock_responses.render_response(plan, checked))
+            return _json(answer)
         events = mock_responses.render_response_stream(plan, checked)
         return await self._stream(request, events, fault, "openai")
 
