@@ -33,10 +33,11 @@ from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import OpsRoutes
 from aigateway.api.responses import ResponsesRoutes
-from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStore
+from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStore, NodeResponses
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.cluster.cache_tier import SecondTier
+from aigateway.cluster.response_tier import SharedResponses
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.admission import (
@@ -125,7 +126,10 @@ def create_app(settings: Settings) -> Starlette:
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         responses_routes.pipeline = pipeline
         responses_store = open_response_store(settings)
-        responses_routes.store = responses_store
+        responses_routes.store = NodeResponses(responses_store)
+        if redis is not None:  # shared by every node, the node's store when Redis is away
+            ttl_s = settings.responses_store_days * 86400.0
+            responses_routes.store = SharedResponses(responses_store, redis, ttl_s)
         messages_routes.pipeline = pipeline
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None

@@ -841,7 +841,7 @@ def _provider(
         raise ConfigError(f"{where}.models", repr(models), "a list of model names")
     responses_api = table.get("responses_api", False)
     if not isinstance(responses_api, bool) or (responses_api and kind != "openai"):
-        expected = "true or false (true only for type = \"openai\")"
+        expected = 'true or false (true only for type = "openai")'
         raise ConfigError(f"{where}.responses_api", repr(responses_api), expected)
     return ProviderSettings(
         name, base_url, api_key, max_connections, rps, kind, key_variable, tuple(models), tpm=tpm,

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from aigateway.api.builder import RequestBuilder
 from aigateway.api.http import STREAM_HEADERS, EventStream, json_response, observer_of, read_body
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
-from aigateway.cache.response_store import ResponseStore, StoredResponse
+from aigateway.cache.response_store import Responses, StoredResponse
 from aigateway.core.pipeline import Pipeline
 from aigateway.errors import InvalidRequest, NotFound
 from aigateway.hotpath import SSEDecoder
@@ -51,7 +51,7 @@ class ResponsesRoutes:
         self.builder = builder
         self.keepers = keepers
         self.pipeline: Pipeline | None = None
-        self.store: ResponseStore | None = None
+        self.store: Responses | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -60,7 +60,7 @@ class ResponsesRoutes:
             Route("/v1/responses/{response_id}", self.delete, methods=["DELETE"]),
         ]
 
-    def _ready(self) -> tuple[Pipeline, ResponseStore]:
+    def _ready(self) -> tuple[Pipeline, Responses]:
         assert self.pipeline is not None and self.store is not None, "lifespan not started"
         return self.pipeline, self.store
 
@@ -68,7 +68,7 @@ class ResponsesRoutes:
         pipeline, store = self._ready()
         parsed = parse_responses_request(await read_body(request, self.max_body_bytes))
         owner = self.builder.owner(request)
-        previous, items = _conversation(store, owner, parsed)
+        previous, items = await _conversation(store, owner, parsed)
         check_translatable(parsed, items)
         api_request = self.builder.build(request, responses_request(parsed, previous, items))
         result = await pipeline.chat(api_request, observer_of(request))
@@ -86,13 +86,13 @@ class ResponsesRoutes:
             )
         answer = finish(orjson.loads(result.body))
         if keep is not None:
-            keep(answer)
+            await keep(answer)
         return json_response(answer, headers=headers)
 
     async def retrieve(self, request: Request) -> Response:
         _, store = self._ready()
         response_id = request.path_params["response_id"]
-        record = store.get(self.builder.owner(request), response_id)
+        record = await store.get(self.builder.owner(request), response_id)
         if record is None:
             raise _not_found(response_id)
         return json_response(record.response)
@@ -100,7 +100,7 @@ class ResponsesRoutes:
     async def delete(self, request: Request) -> Response:
         _, store = self._ready()
         response_id = request.path_params["response_id"]
-        if not store.delete(self.builder.owner(request), response_id):
+        if not await store.delete(self.builder.owner(request), response_id):
             raise _not_found(response_id)
         return json_response({"id": response_id, "object": "response", "deleted": True})
 
@@ -144,8 +144,8 @@ def responses_request(
     return ApiRequest("responses", parsed.model, body, raw, stream=parsed.stream, held=held)
 
 
-def _conversation(
-    store: ResponseStore, owner: str, parsed: ResponsesRequest
+async def _conversation(
+    store: Responses, owner: str, parsed: ResponsesRequest
 ) -> tuple[StoredResponse | None, list[JsonObject]]:
     """The previous response ``previous_response_id`` names, and the whole conversation as
     input items: its turns (their input and output), then the new items, references
@@ -153,7 +153,7 @@ def _conversation(
     items: list[JsonObject] = []
     previous = None
     if parsed.previous_response_id is not None:
-        previous = store.get(owner, parsed.previous_response_id)
+        previous = await store.get(owner, parsed.previous_response_id)
         if previous is None:
             raise InvalidRequest(
                 f"Previous response with id '{parsed.previous_response_id}' not found.",
@@ -164,7 +164,7 @@ def _conversation(
         items.extend(previous.response.get("output") or ())
     for i, item in enumerate(parsed.items):
         if item.get("type") == "item_reference":
-            found = store.item(owner, str(item.get("id")))
+            found = await store.item(owner, str(item.get("id")))
             if found is None:
                 raise InvalidRequest(
                     f"Item with id '{item.get('id')}' not found.",
@@ -199,15 +199,15 @@ class _Keeper:
     cannot write never fails the answer (the client has it already)."""
 
     def __init__(
-        self, store: ResponseStore, owner: str, items: list[JsonObject], holder: str | None
+        self, store: Responses, owner: str, items: list[JsonObject], holder: str | None
     ) -> None:
         self.store, self.owner, self.items, self.holder = store, owner, items, holder
 
-    def __call__(self, response: JsonObject) -> None:
+    async def __call__(self, response: JsonObject) -> None:
         if response.get("status") not in ("completed", "incomplete"):
             return
         try:
-            self.store.put(self.owner, StoredResponse(response, self.items, self.holder))
+            await self.store.put(self.owner, StoredResponse(response, self.items, self.holder))
         except Exception as exc:
             logger.warning("could not store response %s: %r", response.get("id"), exc)
 
@@ -220,18 +220,22 @@ async def _events(
     ``error`` event then ``response.failed``; the response is stored once it ended well."""
     decoder = SSEDecoder()
     state = _StreamState()
+    kept = False
     try:
         async for piece in pipeline_events:
             out = b"".join([state.event(data, finish) for data in decoder.feed(piece)])
+            if keep is not None and state.final is not None and not kept:
+                kept = True
+                await keep(state.final)  # before its last event: the next turn may follow
             if out:
                 yield out
         out = b"".join([state.event(data, finish) for data in decoder.flush()])
         if state.final is None and not state.failed:  # ended without its last event
             out += state.fail({"code": "server_error", "message": "the stream broke off"})
+        if keep is not None and state.final is not None and not kept:
+            await keep(state.final)
         if out:
             yield out
-        if keep is not None and state.final is not None:
-            keep(state.final)
     finally:
         await close_events(pipeline_events)
 
@@ -278,9 +282,7 @@ class _StreamState:
         response.update(status="failed", error={"code": code, "message": message})
         failed = {"type": "response.failed", "response": response,
                   "sequence_number": self.sequence + 2}  # fmt: skip
-        return _frame("error", orjson.dumps(head)) + _frame(
-            "response.failed", orjson.dumps(failed)
-        )
+        return _frame("error", orjson.dumps(head)) + _frame("response.failed", orjson.dumps(failed))
 
 
 def _frame(kind: str, data: bytes) -> bytes:

@@ -237,3 +237,35 @@ class MemoryResponseStore:
 
     def close(self) -> None:
         self._records.clear()
+
+
+class NodeResponses:
+    """What ``/v1/responses`` uses, without Redis: the node's store, awaited like the
+    cluster's (``cluster/response_tier.py``)."""
+
+    def __init__(self, local: ResponseStore) -> None:
+        self.local = local
+
+    async def put(self, owner: str, record: StoredResponse) -> None:
+        self.local.put(owner, record)
+
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None:
+        return self.local.get(owner, response_id)
+
+    async def item(self, owner: str, item_id: str) -> dict[str, Any] | None:
+        return self.local.item(owner, item_id)
+
+    async def delete(self, owner: str, response_id: str) -> bool:
+        return self.local.delete(owner, response_id)
+
+
+class Responses(Protocol):
+    """The stored responses of ``/v1/responses``: the node's, or the cluster's."""
+
+    async def put(self, owner: str, record: StoredResponse) -> None: ...
+
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None: ...
+
+    async def item(self, owner: str, item_id: str) -> dict[str, Any] | None: ...
+
+    async def delete(self, owner: str, response_id: str) -> bool: ...

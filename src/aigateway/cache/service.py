@@ -254,8 +254,8 @@ class ResponseCache:
 
 def _namespace(request: ApiRequest) -> str:
     """The key's scope: a Messages or Responses answer is never served to a chat request
-    (nor the other way round), and the provider headers a client sent (``anthropic-beta``) are part of
-    what was asked."""
+    (nor the other way round), and the provider headers a client sent (``anthropic-beta``)
+    are part of what was asked."""
     if request.operation == "responses":
         return f"responses\x00{request.cache_scope}"
     if request.operation != "messages":

@@ -41,6 +41,7 @@ from aigateway.core.streaming import relay_stream
 from aigateway.core.token_budget import NO_RESERVATION, Reservation, estimate
 from aigateway.errors import Fault, GatewayError, NotFound
 from aigateway.providers._openai_format import load_any
+from aigateway.providers.answering import answering
 from aigateway.providers.base import (
     EmbeddingsAdapter,
     MessagesAdapter,
@@ -48,7 +49,6 @@ from aigateway.providers.base import (
     ProviderFailure,
     UpstreamCall,
 )
-from aigateway.providers.answering import answering
 from aigateway.scrub import Scrubber
 from aigateway.wire import ApiRequest, Completed, Streaming, Target
 
