@@ -35,6 +35,7 @@ from aigateway.api.ops import OpsRoutes
 from aigateway.api.responses import ResponsesRoutes
 from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStore, NodeResponses
 from aigateway.cache.service import ResponseCache
+from aigateway.cache.signatures import LmdbSignatures
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.cluster.cache_tier import SecondTier
 from aigateway.cluster.response_tier import SharedResponses
@@ -58,6 +59,7 @@ from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
 from aigateway.middleware.errors import UnexpectedErrorMiddleware
 from aigateway.operations import Operations
 from aigateway.provider_specs import families
+from aigateway.providers.gemini import GeminiAdapter
 from aigateway.runtime import live_variables
 from aigateway.upstream import PoolLimits, create_upstream_client
 
@@ -84,6 +86,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         providers = ProviderRegistry.from_settings(settings)
+        signatures = share_signatures(settings, providers)
         media_client = create_upstream_client(
             settings.upstream_client,
             PoolLimits(
@@ -142,6 +145,8 @@ def create_app(settings: Settings) -> Starlette:
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
             responses_routes.pipeline = responses_routes.store = None
             responses_store.close()
+            if signatures is not None:
+                signatures.close()
             messages_routes.pipeline = None
             if upkeep is not None:
                 upkeep.cancel()
@@ -237,6 +242,21 @@ def open_cache(settings: Settings) -> ResponseCache | None:
     return ResponseCache(
         store, settings.cache_ttl_minutes * 60.0, policy, settings.cache_max_entry_bytes
     )
+
+
+def share_signatures(settings: Settings, providers: ProviderRegistry) -> LmdbSignatures | None:
+    """Gemini's thought signatures in the node's store, so a conversation's next turn finds
+    them on whichever worker it lands (``cache/signatures.py``); None without a node
+    directory (each adapter keeps its worker's own)."""
+    if settings.signatures_path is None:
+        return None
+    gemini = [p.adapter for p in providers.values() if isinstance(p.adapter, GeminiAdapter)]
+    if not gemini:
+        return None
+    signatures = LmdbSignatures(settings.signatures_path)
+    for adapter in gemini:
+        adapter.signatures = signatures
+    return signatures
 
 
 def open_response_store(settings: Settings) -> LmdbResponseStore | MemoryResponseStore:

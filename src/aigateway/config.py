@@ -129,6 +129,7 @@ class Settings:
     # and the directory of its stored Responses.
     cache_path: str | None = None
     responses_path: str | None = None
+    signatures_path: str | None = None  # Gemini's thought signatures, node-wide
     shm_name: str | None = None
     image_fetch_max_bytes: int = 20 * 1024 * 1024
     image_fetch_timeout_s: float = 10.0
