@@ -1,9 +1,9 @@
 """Gemini's thought signatures are kept for the whole node: the next turn of a conversation
 carries the real signature back to Gemini whichever worker it lands on.
 
-In process, the node's store (``cache/signatures.py``) with an injected clock; end to end, a real gateway of two workers: the tool
-call is made through a connection one worker holds, the next turn through one the other
-worker holds, and the bundled mock (which checks signatures as Gemini 3 does) must receive
+In process, the node's store (``cache/signatures.py``) with an injected clock; end to end,
+a real gateway of two workers: the tool call is made through a connection one worker holds,
+the next turn through one the other worker holds, and the bundled mock (which checks signatures as Gemini 3 does) must receive
 its own signature, not Google's placeholder.
 """
 
