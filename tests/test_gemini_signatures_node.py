@@ -3,8 +3,8 @@ carries the real signature back to Gemini whichever worker it lands on.
 
 In process, the node's store (``cache/signatures.py``) with an injected clock; end to end,
 a real gateway of two workers: the tool call is made through a connection one worker holds,
-the next turn through one the other worker holds, and the bundled mock (which checks signatures as Gemini 3 does) must receive
-its own signature, not Google's placeholder.
+the next turn through one the other worker holds, and the bundled mock (which checks
+signatures as Gemini 3 does) must receive its own signature, not Google's placeholder.
 """
 
 from __future__ import annotations
