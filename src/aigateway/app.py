@@ -318,24 +318,24 @@ def _settle_collector() -> None:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return error_response(exc, path=request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    path = request.url.path
     if exc.status_code == 404:
-        return error_response(NotFound(f"no such endpoint: {request.method} {request.url.path}"))
+        return error_response(NotFound(f"no such endpoint: {request.method} {path}"), path=path)
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        error = MethodNotAllowed(
-            f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
-        )
-        return error_response(error, headers={"allow": allowed})
-    return error_response(GatewayError(str(exc.detail), status=exc.status_code))
+        error = MethodNotAllowed(f"{request.method} is not allowed on {path}; allowed: {allowed}")
+        return error_response(error, headers={"allow": allowed}, path=path)
+    return error_response(GatewayError(str(exc.detail), status=exc.status_code), path=path)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # Only what fails outside UnexpectedErrorMiddleware (in the outer middleware) lands
     # here. The traceback goes to the log only; the client gets no internals.
     logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(GatewayError("internal gateway error", code="internal_error"))
+    error = GatewayError("internal gateway error", code="internal_error")
+    return error_response(error, path=request.url.path)

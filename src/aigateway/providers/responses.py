@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import orjson
 
+from aigateway.providers._passthrough import PassedThrough
 from aigateway.providers._responses_answer import ResponseShell, from_completion
 from aigateway.providers._responses_request import chat_body, read_request
 from aigateway.providers._responses_stream import ResponsesEvents, payloads
@@ -39,29 +40,10 @@ __all__ = ["answering"]
 def answering(request: ApiRequest, adapter: ChatAdapter) -> ChatAdapter:
     """The adapter that answers a Responses ``request`` through ``adapter``."""
     if isinstance(adapter, ResponsesAdapter):
-        return _PassedThrough(adapter, adapter)
+        return PassedThrough(
+            adapter, adapter.responses_call, adapter.responses_response, adapter.responses_stream
+        )
     return _Translated(adapter)
-
-
-class _PassedThrough:
-    def __init__(self, adapter: ChatAdapter, inner: ResponsesAdapter) -> None:
-        self.name = adapter.name
-        self._adapter = adapter
-        self._inner = inner
-
-    def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall:
-        return self._inner.responses_call(request, model)
-
-    def chat_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
-        return self._inner.responses_response(body, request, model)
-
-    def chat_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
-        return self._inner.responses_stream(request, model)
-
-    def classify_error(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> ProviderFailure:
-        return self._adapter.classify_error(status, headers, body)
 
 
 class _Translated:
