@@ -9,6 +9,7 @@ signatures as Gemini 3 does) must receive its own signature, not Google's placeh
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,11 @@ import httpx
 import pytest
 
 from aigateway.cache.signatures import LmdbSignatures
+from aigateway.cluster.agent import NodeAgent
+from aigateway.cluster.signature_sync import SignatureFeed, SignatureSync
+from aigateway.cluster.state import ClusterState
+from aigateway.cluster.worker import WorkerRedis
+from aigateway.config import Settings
 from aigateway.testing.mock_gemini import PLACEHOLDER_SIGNATURE, THOUGHT_SIGNATURE
 from servers import Gateway, MockProvider
 
@@ -133,3 +139,46 @@ def test_the_next_turn_on_another_worker_carries_the_real_signature(
     sent = mock.stats()["last_requests"][-1]["body"]
     parts = [p for c in sent["contents"] for p in c["parts"] if "functionCall" in p]
     assert parts[0]["thoughtSignature"] == THOUGHT_SIGNATURE != PLACEHOLDER_SIGNATURE
+
+
+# --- across nodes, through Redis -------------------------------------------------------------
+
+
+def test_a_signature_kept_on_one_node_reaches_the_other_nodes_store(
+    each_redis: str, tmp_path: Path
+) -> None:
+    """Node A's worker appends what it keeps to the cluster's stream; node B's agent reads
+    it into B's store at its next turn (a single server, then a three-master cluster)."""
+
+    async def scenario() -> None:
+        settings_a = Settings(redis_url=each_redis, node_id="node-a", redis_timeout_ms=3000)
+        settings_b = Settings(redis_url=each_redis, node_id="node-b", redis_timeout_ms=3000)
+        worker_a = WorkerRedis(settings_a, ClusterState.private())
+        store_a = LmdbSignatures(str(tmp_path / "a"))
+        feed = SignatureFeed(worker_a)
+        store_a.published = feed.publish
+        agent_a = NodeAgent(settings_a, ClusterState.private())
+        agent_b = NodeAgent(settings_b, ClusterState.private())
+        sync_a = SignatureSync(str(tmp_path / "a-agent"))  # A's agent: its own store
+        sync_b = SignatureSync(str(tmp_path / "b"))
+        agent_a.add(sync_a)
+        agent_b.add(sync_b)
+        try:
+            store_a.keep("call_abc", "get_weather", "c2ln", "g-1")
+            await feed.settle()
+            await agent_b.round()
+            await agent_a.round()
+            assert sync_b.added == 1
+            assert sync_a.added == 0, "a node's own signatures are not read back"
+            sync_b.close()
+            store_b = LmdbSignatures(str(tmp_path / "b"))  # as B's workers open it
+            kept = store_b.recall("call_abc")
+            store_b.close()
+            assert kept is not None and (kept.name, kept.signature) == ("get_weather", "c2ln")
+        finally:
+            store_a.close()
+            await worker_a.close()
+            await agent_a.close()
+            await agent_b.close()
+
+    asyncio.run(scenario())

@@ -39,6 +39,7 @@ from aigateway.cache.signatures import LmdbSignatures
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.cluster.cache_tier import SecondTier
 from aigateway.cluster.response_tier import SharedResponses
+from aigateway.cluster.signature_sync import SignatureFeed
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.admission import (
@@ -86,7 +87,6 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         providers = ProviderRegistry.from_settings(settings)
-        signatures = share_signatures(settings, providers)
         media_client = create_upstream_client(
             settings.upstream_client,
             PoolLimits(
@@ -103,6 +103,9 @@ def create_app(settings: Settings) -> Starlette:
         # With REDIS_URL: this worker's own link to the cluster (shared cache, claims).
         redis = WorkerRedis(settings, operations.cluster) if settings.redis_url else None
         operations.redis = redis
+        signatures = share_signatures(settings, providers)
+        if signatures is not None and redis is not None:  # to the other nodes' stores
+            signatures.published = SignatureFeed(redis).publish
         admission = build_admission(settings, segment, operations.stats)
         admin_routes.admission = admission
         cache = open_cache(settings)

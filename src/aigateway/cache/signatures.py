@@ -65,6 +65,9 @@ class LmdbSignatures:
         )  # fmt: skip
         self._calls = self._env.open_db(b"calls")
         self._order = self._env.open_db(b"order")
+        # With REDIS_URL: each signature kept is also handed to the cluster (a worker's
+        # ``cluster/signature_sync.SignatureFeed``), for the other nodes' stores.
+        self.published: Callable[[str, bytes], None] | None = None
 
     def close(self) -> None:
         self._env.close()
@@ -85,6 +88,28 @@ class LmdbSignatures:
                 gemini_id if isinstance(gemini_id, str) and gemini_id else None,
             ]
         )
+        self._put(key, value, now)
+        if self.published is not None:
+            self.published(call_id, value)
+
+    def add(self, call_id: str, value: bytes) -> bool:
+        """A signature another node kept (``value`` as ``keep`` encodes it), unless this
+        node has it already or it expired; whether it was added."""
+        key = call_id.encode()[:MAX_KEY_BYTES]
+        now = self._clock()
+        try:
+            expires_at = _HEAD.unpack_from(value)[0]
+            with self._env.begin(db=self._calls) as txn:
+                if expires_at <= now or txn.get(key) is not None:
+                    return False
+        except (lmdb.Error, struct.error):
+            return False
+        # stamped with this node's clock: the order of eviction is this node's
+        value = _HEAD.pack(expires_at, int(now * 1e9)) + value[_HEAD.size :]
+        return self._put(key, value, now)
+
+    def _put(self, key: bytes, value: bytes, now: float) -> bool:
+        created = _HEAD.unpack_from(value)[1]
         try:
             with self._env.begin(write=True) as txn:
                 self._sweep(txn, now)
@@ -96,6 +121,8 @@ class LmdbSignatures:
                 self._shed(txn)
         except lmdb.Error as exc:
             logger.warning("could not keep a thought signature: %r", exc)
+            return False
+        return True
 
     def recall(self, call_id: Any) -> Kept | None:
         if not isinstance(call_id, str) or not call_id:

@@ -68,3 +68,7 @@ class Keys:
     def stored_item(self, owner: str, item_id: str) -> str:
         """The id of the stored Response holding an output item (``item_reference``)."""
         return f"{self.prefix}ri:{{{owner}:{item_id}}}"
+
+    def signatures(self) -> str:
+        """A stream of Gemini's thought signatures as nodes keep them (capped)."""
+        return self.coordination + "signatures"
