@@ -1,7 +1,8 @@
 """A ``/v1/responses`` request for an OpenAI model reaches OpenAI's own Responses endpoint:
 what the gateway could not translate (built-in tools, reasoning items, ``include``) arrives
 as the client sent it, answers and events come back as OpenAI sent them, and a response
-OpenAI keeps is continued there by ``previous_response_id``. Through the same pipeline as
+OpenAI keeps is continued there by ``previous_response_id`` and deleted there with the
+gateway's copy. Through the same pipeline as
 chat: a streamed answer is cached and served again, and an alias fails over from OpenAI to
 Gemini, translated for Gemini, the stored conversation included.
 """
@@ -90,6 +91,19 @@ def test_a_streamed_tool_call_from_openai_then_its_output(
     assert sent["previous_response_id"] == first.id, "OpenAI keeps the first turn itself"
     assert len(sent["input"]) == 1
     assert openai_client.responses.retrieve(second.id).output_text == second.output_text
+
+
+def test_deleting_a_response_openai_keeps_deletes_it_there_too(
+    openai_client: openai.OpenAI, mock: MockProvider
+) -> None:
+    kept = openai_client.responses.create(model="gpt-4o-mini", input="forget me everywhere")
+    openai_client.responses.delete(kept.id)
+    seen = _last(mock)
+    assert (seen["method"], seen["path"]) == ("DELETE", f"/v1/responses/{kept.id}")
+    ours = openai_client.responses.create(model="gemini-2.0-flash", input="only ours")
+    calls = mock.calls()
+    openai_client.responses.delete(ours.id)
+    assert mock.calls() == calls, "a response only the gateway keeps needs no provider call"
 
 
 # --- the pipeline: cache, failover ------------------------------------------------------------

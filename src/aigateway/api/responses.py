@@ -28,7 +28,7 @@ from aigateway.api.http import STREAM_HEADERS, EventStream, json_response, obser
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.cache.response_store import Responses, StoredResponse
 from aigateway.core.pipeline import Pipeline
-from aigateway.errors import InvalidRequest, NotFound
+from aigateway.errors import GatewayError, InvalidRequest, NotFound
 from aigateway.hotpath import SSEDecoder
 from aigateway.providers._openai_format import load_any
 from aigateway.providers._responses_answer import new_id
@@ -98,10 +98,18 @@ class ResponsesRoutes:
         return json_response(record.response)
 
     async def delete(self, request: Request) -> Response:
-        _, store = self._ready()
+        """The gateway's copy goes, and the provider's when it keeps one (OpenAI)."""
+        pipeline, store = self._ready()
         response_id = request.path_params["response_id"]
-        if not await store.delete(self.builder.owner(request), response_id):
+        owner = self.builder.owner(request)
+        record = await store.get(owner, response_id)
+        if not await store.delete(owner, response_id):
             raise _not_found(response_id)
+        if record is not None and record.holder is not None:
+            try:
+                await pipeline.forget_response(record.holder, response_id, observer_of(request))
+            except GatewayError as exc:  # gone there already, or unreachable: said in the log
+                logger.warning("%s kept response %s: %s", record.holder, response_id, exc)
         return json_response({"id": response_id, "object": "response", "deleted": True})
 
 

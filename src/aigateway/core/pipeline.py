@@ -47,6 +47,7 @@ from aigateway.providers.base import (
     MessagesAdapter,
     ModelListAdapter,
     ProviderFailure,
+    ResponsesAdapter,
     UpstreamCall,
 )
 from aigateway.scrub import Scrubber
@@ -212,6 +213,18 @@ class Pipeline:
         clients = self._clients_deadline(request)
         answer = await self._send(provider, call, deadline, observer, model=model, clients=clients)
         return answer.body
+
+    async def forget_response(
+        self, provider_name: str, response_id: str, observer: CallObserver
+    ) -> None:
+        """``DELETE /v1/responses/{id}`` of a response its provider keeps too (OpenAI's
+        Responses API): forgotten there as well. Raises the provider's error."""
+        provider = self._providers.get(provider_name)
+        if provider is None or not isinstance(provider.adapter, ResponsesAdapter):
+            return
+        call = provider.adapter.responses_delete_call(response_id)
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        await self._send(provider, call, deadline, observer)
 
     async def models(self, observer: CallObserver) -> list[dict[str, Any]]:
         """Every usable provider's models in one list, each naming its provider."""

@@ -120,3 +120,7 @@ class ResponsesAdapter(Protocol):
     def responses_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
         """Its events as Responses event payloads (``data`` of each server-sent event)."""
         ...
+
+    def responses_delete_call(self, response_id: str) -> UpstreamCall:
+        """Forget a response the provider keeps (``DELETE /v1/responses/{id}``)."""
+        ...

@@ -15,6 +15,7 @@ that stops before its last event.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -54,6 +55,11 @@ class OpenAIResponsesAdapter(OpenAIAdapter):
 
     def responses_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
         return ResponsesPassThroughStream(self.name)
+
+    def responses_delete_call(self, response_id: str) -> UpstreamCall:
+        """``DELETE /responses/{id}``: a response this provider keeps, forgotten there."""
+        url = f"{self._base_url}/responses/{quote(response_id, safe='')}"
+        return UpstreamCall("DELETE", url, self._get_headers)
 
 
 class ResponsesPassThroughStream:

@@ -241,6 +241,17 @@ class _MockService:
         events = mock_responses.render_response_stream(plan, checked)
         return await self._stream(request, events, fault, "openai")
 
+    async def delete_response(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        """``DELETE /v1/responses/{id}``: a kept response forgotten, else OpenAI's 404."""
+        response_id = request.match_info["response_id"]
+        if not self.kept_responses.forget(response_id):
+            raise MockRequestError(
+                404, f"Response with id '{response_id}' not found.", param="response_id"
+            )
+        return _json(orjson.dumps({"id": response_id, "object": "response", "deleted": True}))
+
     async def _pieces(self, request: web.Request, pieces: Iterable[bytes]) -> web.StreamResponse:
         """A JSON answer written piece by piece (chunked), each write waiting for the reader."""
         response = web.StreamResponse(headers=_JSON_HEADERS)
@@ -404,6 +415,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
         ("POST", v1 + "/chat/completions", service.chat_completions, "openai"),
         ("POST", v1 + "/embeddings", service.embeddings, "openai"),
         ("POST", v1 + "/responses", service.responses, "openai"),
+        ("DELETE", v1 + "/responses/{response_id}", service.delete_response, "openai"),
         ("GET", v1 + "/models", service.models, "openai"),
         ("GET", v1 + "/models/{model}", service.model, "openai"),
         ("*", v1 + "/{tail:.*}", service.unknown, "openai"),

@@ -86,6 +86,10 @@ class ResponsesMemory:
             items, str) else list(items)  # fmt: skip
         return {**body, "input": [*kept, *items]}
 
+    def forget(self, response_id: str) -> bool:
+        """``DELETE /v1/responses/{id}``: whether it was kept."""
+        return self._kept.pop(response_id, None) is not None
+
     def keep(self, body: dict[str, Any], answer: dict[str, Any]) -> None:
         if body.get("store") is False:
             return
