@@ -1,15 +1,19 @@
 """OpenAI's Responses API: ``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``.
 
-Every provider is reached through the chat path: the Responses request becomes the
-gateway's chat request (``providers/_responses_request.py``), goes through the one
-pipeline (cache, de-duplication, admission, retries, failover) like any chat request, and
-the chat answer or stream comes back as a Response object or as Responses events
-(``_responses_answer.py``, ``_responses_stream.py``). docs/api.md says why OpenAI targets
-go through chat completions too, and how each field reaches each provider.
+The request goes through the one pipeline (cache, de-duplication, admission, retries,
+failover) as a Responses request whose input is the whole conversation; target by target
+(``providers/responses.py``) an OpenAI target gets it on its own Responses API, any other
+the chat translation (``providers/_responses_request.py``), and the answer comes back a
+Response object or Responses events either way. Here the events get their ``event:``
+names, a gateway error after the 200 becomes ``error`` + ``response.failed``, and an
+answer not fresh from a provider (a cache hit, a shared call) gets an id of its own.
+docs/api.md has how each field reaches each provider.
 
 A response stored (``store``, true by default) keeps its output and the input that led
-to it under the client's key (``cache/response_store.py``): ``previous_response_id`` and
-``item_reference`` items read it back; ``GET`` and ``DELETE`` see only the caller's own.
+to it under the client's key (``cache/response_store.py``, shared by the nodes with Redis:
+``cluster/response_tier.py``): ``previous_response_id`` and ``item_reference`` items read
+it back; ``GET`` and ``DELETE`` see only the caller's own. A response OpenAI answered with
+``store`` on is kept by OpenAI too: its next turn there is sent by id (``HeldTurn``).
 """
 
 from __future__ import annotations
