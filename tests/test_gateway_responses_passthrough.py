@@ -178,3 +178,18 @@ def test_an_alias_fails_over_from_openai_to_gemini_with_the_stored_conversation(
     assert "What is the weather in Paris?" in sent and "sunny" in sent, (
         "Gemini got the whole conversation, translated"
     )
+
+
+def test_a_json_schema_answer_from_openai_parses(
+    openai_client: openai.OpenAI, mock: MockProvider
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"},
+              "sunny": {"type": "boolean"}}, "required": ["city", "sunny"],
+              "additionalProperties": False}  # fmt: skip
+    response = openai_client.responses.create(
+        model="gpt-4o-mini", input="Describe Paris",
+        text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}},
+    )  # fmt: skip
+    assert _last(mock)["path"] == "/v1/responses"
+    answer = orjson.loads(response.output_text)
+    assert isinstance(answer["city"], str) and isinstance(answer["sunny"], bool)

@@ -3,7 +3,8 @@
 The reply is decided exactly as for chat completions (``mock_replies.plan_chat``): the
 request's ``instructions`` and ``input`` are read as chat messages, its flat function tools
 as chat tools, so "weather" in the last user message with tools given is a call of the
-first tool with ``{"location": "Paris"}``. Streams carry every lifecycle event with a
+first tool with ``{"location": "Paris"}``, and a ``text.format`` of ``json_schema`` is
+answered with JSON that satisfies the schema. Streams carry every lifecycle event with a
 gap-free ``sequence_number`` and end at ``response.completed`` (no ``[DONE]``).
 
 Like OpenAI, the mock keeps what it answered unless ``store`` is false (the last
@@ -117,6 +118,13 @@ def plan_responses(body: Any) -> tuple[ChatPlan, dict[str, Any]]:
         chat["tool_choice"] = choice
     if body.get("max_output_tokens") is not None:
         chat["max_completion_tokens"] = body["max_output_tokens"]
+    text = body.get("text")
+    form = text.get("format") if isinstance(text, dict) else None
+    if isinstance(form, dict) and form.get("type") == "json_object":
+        chat["response_format"] = {"type": "json_object"}
+    elif isinstance(form, dict) and form.get("type") == "json_schema":  # flat, as Responses has it
+        spec = {k: v for k, v in form.items() if k != "type"}
+        chat["response_format"] = {"type": "json_schema", "json_schema": spec}
     chat["stream"] = body.get("stream") is True
     return plan_chat(chat), body
 
