@@ -33,10 +33,13 @@ from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import OpsRoutes
 from aigateway.api.responses import ResponsesRoutes
-from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStore
+from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStore, NodeResponses
 from aigateway.cache.service import ResponseCache
+from aigateway.cache.signatures import LmdbSignatures
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
 from aigateway.cluster.cache_tier import SecondTier
+from aigateway.cluster.response_tier import SharedResponses
+from aigateway.cluster.signature_sync import SignatureFeed
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.admission import (
@@ -58,6 +61,7 @@ from aigateway.middleware.errors import UnexpectedErrorMiddleware
 from aigateway.operations import Operations
 from aigateway.pricing import PriceTable
 from aigateway.provider_specs import families
+from aigateway.providers.gemini import GeminiAdapter
 from aigateway.runtime import live_variables
 from aigateway.upstream import PoolLimits, create_upstream_client
 
@@ -72,7 +76,8 @@ def create_app(settings: Settings) -> Starlette:
     native_routes = NativeRoutes(settings.max_body_bytes, builder)
     admin_routes = AdminRoutes()
     batch_routes = BatchRoutes(settings.max_body_bytes, builder)
-    responses_routes = ResponsesRoutes(settings.max_body_bytes, builder)
+    keepers = frozenset(p.name for p in settings.providers if p.responses_api)
+    responses_routes = ResponsesRoutes(settings.max_body_bytes, builder, keepers)
     messages_routes = MessagesRoutes(settings.max_body_bytes, builder)
     document = openapi_document(
         [p.name for p in settings.providers], live_variables(settings.specs)
@@ -99,6 +104,9 @@ def create_app(settings: Settings) -> Starlette:
         # With REDIS_URL: this worker's own link to the cluster (shared cache, claims).
         redis = WorkerRedis(settings, operations.cluster) if settings.redis_url else None
         operations.redis = redis
+        signatures = share_signatures(settings, providers)
+        if signatures is not None and redis is not None:  # to the other nodes' stores
+            signatures.published = SignatureFeed(redis).publish
         admission = build_admission(settings, segment, operations.stats)
         admin_routes.admission = admission
         cache = open_cache(settings)
@@ -125,7 +133,10 @@ def create_app(settings: Settings) -> Starlette:
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         responses_routes.pipeline = pipeline
         responses_store = open_response_store(settings)
-        responses_routes.store = responses_store
+        responses_routes.store = NodeResponses(responses_store)
+        if redis is not None:  # shared by every node, the node's store when Redis is away
+            ttl_s = settings.responses_store_days * 86400.0
+            responses_routes.store = SharedResponses(responses_store, redis, ttl_s)
         messages_routes.pipeline = pipeline
         admin_routes.cache = cache
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
@@ -138,6 +149,8 @@ def create_app(settings: Settings) -> Starlette:
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
             responses_routes.pipeline = responses_routes.store = None
             responses_store.close()
+            if signatures is not None:
+                signatures.close()
             messages_routes.pipeline = None
             if upkeep is not None:
                 upkeep.cancel()
@@ -239,6 +252,21 @@ def open_cache(settings: Settings) -> ResponseCache | None:
     )
 
 
+def share_signatures(settings: Settings, providers: ProviderRegistry) -> LmdbSignatures | None:
+    """Gemini's thought signatures in the node's store, so a conversation's next turn finds
+    them on whichever worker it lands (``cache/signatures.py``); None without a node
+    directory (each adapter keeps its worker's own)."""
+    if settings.signatures_path is None:
+        return None
+    gemini = [p.adapter for p in providers.values() if isinstance(p.adapter, GeminiAdapter)]
+    if not gemini:
+        return None
+    signatures = LmdbSignatures(settings.signatures_path)
+    for adapter in gemini:
+        adapter.signatures = signatures
+    return signatures
+
+
 def open_response_store(settings: Settings) -> LmdbResponseStore | MemoryResponseStore:
     """The node's stored Responses; a worker's own when run without a node directory."""
     ttl_s = settings.responses_store_days * 86400.0
@@ -298,24 +326,24 @@ def _settle_collector() -> None:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return error_response(exc, path=request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    path = request.url.path
     if exc.status_code == 404:
-        return error_response(NotFound(f"no such endpoint: {request.method} {request.url.path}"))
+        return error_response(NotFound(f"no such endpoint: {request.method} {path}"), path=path)
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        error = MethodNotAllowed(
-            f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
-        )
-        return error_response(error, headers={"allow": allowed})
-    return error_response(GatewayError(str(exc.detail), status=exc.status_code))
+        error = MethodNotAllowed(f"{request.method} is not allowed on {path}; allowed: {allowed}")
+        return error_response(error, headers={"allow": allowed}, path=path)
+    return error_response(GatewayError(str(exc.detail), status=exc.status_code), path=path)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # Only what fails outside UnexpectedErrorMiddleware (in the outer middleware) lands
     # here. The traceback goes to the log only; the client gets no internals.
     logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(GatewayError("internal gateway error", code="internal_error"))
+    error = GatewayError("internal gateway error", code="internal_error")
+    return error_response(error, path=request.url.path)

@@ -61,6 +61,7 @@ class ProviderSettings:
     models: tuple[str, ...] = ()  # bare model names routed here (configuration file)
     spec: ProviderSpec | None = None  # what it is, for a built-in provider
     tpm: float = 0.0  # tokens per minute (prompt + completion, as reported); 0: no limit
+    responses_api: bool = False  # /v1/responses passes through (OpenAI's wire format only)
 
     @classmethod
     def built_in(cls, spec: ProviderSpec) -> ProviderSettings:
@@ -74,6 +75,7 @@ class ProviderSettings:
             spec.wire_format,
             spec.key_variable,
             spec=spec,
+            responses_api=spec.responses_api,
         )
 
     @property
@@ -128,6 +130,7 @@ class Settings:
     # and the directory of its stored Responses.
     cache_path: str | None = None
     responses_path: str | None = None
+    signatures_path: str | None = None  # Gemini's thought signatures, node-wide
     shm_name: str | None = None
     image_fetch_max_bytes: int = 20 * 1024 * 1024
     image_fetch_timeout_s: float = 10.0
@@ -845,7 +848,9 @@ def _provider_from_json(data: dict[str, Any]) -> ProviderSettings:
 # naming the file and the key.
 
 TOP_LEVEL_KEYS = {"default_provider", "providers", "aliases", "prices"}
-PROVIDER_KEYS = {"type", "base_url", "api_key_env", "max_connections", "rps", "tpm", "models"}
+PROVIDER_KEYS = {
+    "type", "base_url", "api_key_env", "max_connections", "rps", "tpm", "models", "responses_api"
+}  # fmt: skip
 PRICE_KEYS = {"input", "output", "cached_input"}
 
 
@@ -921,9 +926,14 @@ def _provider(
     models = table.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
         raise ConfigError(f"{where}.models", repr(models), "a list of model names")
+    responses_api = table.get("responses_api", False)
+    if not isinstance(responses_api, bool) or (responses_api and kind != "openai"):
+        expected = 'true or false (true only for type = "openai")'
+        raise ConfigError(f"{where}.responses_api", repr(responses_api), expected)
     return ProviderSettings(
-        name, base_url, api_key, max_connections, rps, kind, key_variable, tuple(models), tpm=tpm
-    )
+        name, base_url, api_key, max_connections, rps, kind, key_variable, tuple(models), tpm=tpm,
+        responses_api=responses_api,
+    )  # fmt: skip
 
 
 def _price(where: str, model: str, table: Any) -> tuple[str, float, float, float]:

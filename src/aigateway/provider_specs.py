@@ -37,6 +37,7 @@ class ProviderSpec:
     rps: float = 50.0  # default requests per second for the node
     max_connections: int = 20  # default pooled connections per worker
     key_label: str = ""  # how the key's help text names it, when not by its label
+    responses_api: bool = False  # it speaks OpenAI's Responses API: /v1/responses passes
 
     @property
     def rps_variable(self) -> str:
@@ -62,6 +63,7 @@ BUILT_IN: Final[tuple[ProviderSpec, ...]] = (
         default_base_url="https://api.openai.com/v1",
         families=("gpt-", "chatgpt-", "o1", "o3", "o4", "text-embedding-3", "text-embedding-ada"),
         rps=50.0,
+        responses_api=True,
     ),
     ProviderSpec(
         name="google",

@@ -101,6 +101,7 @@ def serve(settings: Settings) -> int:
         settings,
         cache_path=cache_dir if settings.cache_enabled else None,
         responses_path=settings.responses_store_dir or os.path.join(cache_dir, "responses"),
+        signatures_path=os.path.join(cache_dir, "signatures"),
     )
     if settings.redis_url is not None:  # the workers name the node as the agent does
         settings = dataclasses.replace(settings, node_id=node_id_of(settings))

@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from time import time
 from typing import Any, Final, Literal
 
-Operation = Literal["chat", "embeddings", "messages"]
+Operation = Literal["chat", "embeddings", "messages", "responses"]
 #: Admission priorities, most urgent first.
 PRIORITIES = ("critical", "high", "normal", "low")
 
@@ -31,6 +31,17 @@ class CacheControl:
 
 
 DEFAULT_CACHE_CONTROL = CacheControl()
+
+
+@dataclass(frozen=True, slots=True)
+class HeldTurn:
+    """A Responses request continuing a response its provider keeps itself (OpenAI, with
+    ``store``): that provider is sent ``previous_response_id`` and only the new items;
+    every other target gets the whole conversation the request's body holds."""
+
+    provider: str  # the provider holding the previous response
+    response_id: str
+    new_items: int  # the body's last ``new_items`` input items are this turn's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +67,7 @@ class ApiRequest:
     # Headers the client sent for a provider that speaks its API (``anthropic-beta`` on
     # /v1/messages), passed on only there; part of the cache key.
     provider_headers: tuple[tuple[str, str], ...] = ()
+    held: HeldTurn | None = None  # /v1/responses: the previous turn, if a provider keeps it
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +155,17 @@ def token_count(value: Any) -> int:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return min(max(int(value), 0), MAX_TOKENS)
     return 0
+
+
+def usage_of(answer: Mapping[str, Any]) -> Any:
+    """The ``usage`` of an answer or stream event: at its top level, or inside the
+    ``response`` a Responses event carries (``response.completed``)."""
+    usage = answer.get("usage")
+    if usage is None:
+        response = answer.get("response")
+        if isinstance(response, Mapping):
+            return response.get("usage")
+    return usage
 
 
 def token_counts(usage: Any) -> tuple[int, int]:

@@ -13,24 +13,14 @@ import orjson
 from starlette.responses import Response
 
 from aigateway.errors import GatewayError
+from aigateway.providers.anthropic import ERROR_STATUS
 
 __all__ = ["anthropic_error_body", "anthropic_error_response", "speaks_anthropic"]
 
 PREFIX = "/v1/messages"
-_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
+# Anthropic's own table read backwards; the gateway's 503 (no provider can serve now) is
+# what Anthropic calls being overloaded.
+_BY_STATUS = {status: kind for kind, status in ERROR_STATUS.items()} | {503: "overloaded_error"}
 ERROR_TYPES = frozenset(_BY_STATUS.values())
 
 

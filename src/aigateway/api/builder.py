@@ -8,7 +8,7 @@ once and the same way for every route::
     /v1/embeddings           parse_embeddings_request    -> build(request, parsed)
     /v1/chat                 parse_native_request        -> build(request, parsed, native)
     /v1/batch, each item     either of the two above     -> build(request, parsed, native)
-    /v1/responses            read_request + chat_body    -> build(request, parsed)
+    /v1/responses            read_request + responses_request -> build(request, parsed)
     /v1/messages             parse_messages_request      -> build(request, parsed)
     /v1/messages/count_tokens  parse_count_tokens_request -> build(request, parsed)
 

@@ -3,7 +3,7 @@ JSON answers, streams."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from aigateway.api.anthropic_errors import anthropic_error_response, speaks_anthropic
 from aigateway.core.observer import RequestObserver
 from aigateway.core.streaming import without_usage
 from aigateway.errors import GatewayError, PayloadTooLarge
@@ -60,6 +61,19 @@ def answer_headers(result: Completed | Streaming) -> dict[str, str]:
     elif isinstance(result, Completed) and result.cost is not None:
         headers["x-aigateway-cost"] = format_usd(result.cost)
     return headers
+
+
+def answer_response(
+    result: Completed | Streaming, request: ApiRequest,
+    reshape: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+) -> Response:  # fmt: skip
+    """The pipeline's answer as the client's response, with ``answer_headers``;
+    ``reshape``: a stream's events in the client's API (``event_stream`` otherwise)."""
+    headers = answer_headers(result)
+    if isinstance(result, Streaming):
+        events = reshape(result.events) if reshape is not None else None
+        return event_stream(result, request, headers, events)
+    return json_response(result.body, headers=headers)
 
 
 def observer_of(request: Request) -> RequestObserver:
@@ -116,7 +130,14 @@ def json_response(
     return Response(body, status_code=status, headers=headers, media_type=JSON)
 
 
-def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    error: GatewayError, headers: dict[str, str] | None = None, path: str = ""
+) -> Response:
+    """The error in OpenAI's shape, or in Anthropic's under ``/v1/messages`` (``path``), so
+    each API's SDK raises its own exception classes whatever failed (a bad body, a
+    missing key, an unknown sub-path, a method, a slow body...)."""
+    if speaks_anthropic(path):
+        return anthropic_error_response(error, headers)
     all_headers = error.headers()
     if headers:
         all_headers.update(headers)

@@ -22,19 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigateway.api.anthropic_errors import (
-    ERROR_TYPES,
-    anthropic_error_response,
-    error_type,
-)
-from aigateway.api.builder import RequestBuilder
-from aigateway.api.http import answer_headers, event_stream, json_response, observer_of, read_body
+from aigateway.api.anthropic_errors import ERROR_TYPES, error_type
+from aigateway.api.http import answer_response, json_response, observer_of, read_body
 from aigateway.api.messages_request import parse_count_tokens_request, parse_messages_request
 from aigateway.api.messages_tokens import estimate_input_tokens
-from aigateway.core.pipeline import Pipeline
-from aigateway.errors import GatewayError
+from aigateway.api.routes import PipelineRoutes
 from aigateway.providers._openai_format import load_any
-from aigateway.wire import Streaming, close_events
+from aigateway.wire import close_events
 
 # OpenAI-shaped error types of the gateway's own errors, as Anthropic's.
 _FROM_OPENAI = {
@@ -48,45 +42,27 @@ _FROM_OPENAI = {
 PASSED_HEADERS = ("anthropic-beta",)
 
 
-class MessagesRoutes:
-    """Handlers bound to the worker's pipeline (set when the lifespan starts)."""
-
-    def __init__(self, max_body_bytes: int, builder: RequestBuilder) -> None:
-        self.max_body_bytes = max_body_bytes
-        self.builder = builder
-        self.pipeline: Pipeline | None = None
-
+class MessagesRoutes(PipelineRoutes):
     def routes(self) -> list[Route]:
         return [
             Route("/v1/messages", self.messages, methods=["POST"]),
             Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
         ]
 
-    def _pipeline(self) -> Pipeline:
-        assert self.pipeline is not None, "the app's lifespan has not started"
-        return self.pipeline
-
     async def messages(self, request: Request) -> Response:
-        try:
-            raw = await read_body(request, self.max_body_bytes)
-            parsed = parse_messages_request(raw, provider_headers(request))
-            asked = self.builder.build(request, parsed)
-            result = await self._pipeline().chat(asked, observer_of(request))
-        except GatewayError as exc:
-            return anthropic_error_response(exc)
-        headers = answer_headers(result)
-        if isinstance(result, Streaming):
-            return event_stream(result, asked, headers, anthropic_events(result.events))
-        return json_response(result.body, headers=headers)
+        # A GatewayError raised here is answered in Anthropic's shape (api/http.py
+        # error_response, by path), as is every other error under /v1/messages.
+        raw = await read_body(request, self.max_body_bytes)
+        parsed = parse_messages_request(raw, provider_headers(request))
+        asked = self.builder.build(request, parsed)
+        result = await self._pipeline().chat(asked, observer_of(request))
+        return answer_response(result, asked, anthropic_events)
 
     async def count_tokens(self, request: Request) -> Response:
-        try:
-            raw = await read_body(request, self.max_body_bytes)
-            parsed = parse_count_tokens_request(raw, provider_headers(request))
-            asked = self.builder.build(request, parsed)
-            counted = await self._pipeline().count_tokens(asked, observer_of(request))
-        except GatewayError as exc:
-            return anthropic_error_response(exc)
+        raw = await read_body(request, self.max_body_bytes)
+        parsed = parse_count_tokens_request(raw, provider_headers(request))
+        asked = self.builder.build(request, parsed)
+        counted = await self._pipeline().count_tokens(asked, observer_of(request))
         if counted is None:
             estimate = {"input_tokens": estimate_input_tokens(asked.body)}
             return json_response(estimate, headers={"x-aigateway-token-count": "estimate"})

@@ -6,22 +6,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigateway.api.builder import RequestBuilder
-from aigateway.api.http import answer_headers, event_stream, json_response, observer_of, read_body
+from aigateway.api.http import (
+    answer_headers,
+    answer_response,
+    json_response,
+    observer_of,
+    read_body,
+)
+from aigateway.api.routes import PipelineRoutes
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
-from aigateway.core.pipeline import Pipeline
 from aigateway.errors import NotFound
-from aigateway.wire import Streaming
 
 
-class OpenAIRoutes:
-    """Handlers bound to the worker's pipeline (set when the lifespan starts)."""
-
-    def __init__(self, max_body_bytes: int, builder: RequestBuilder) -> None:
-        self.max_body_bytes = max_body_bytes
-        self.builder = builder
-        self.pipeline: Pipeline | None = None
-
+class OpenAIRoutes(PipelineRoutes):
     def routes(self) -> list[Route]:
         return [
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -30,18 +27,11 @@ class OpenAIRoutes:
             Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
         ]
 
-    def _pipeline(self) -> Pipeline:
-        assert self.pipeline is not None, "the app's lifespan has not started"
-        return self.pipeline
-
     async def chat_completions(self, request: Request) -> Response:
         parsed = parse_chat_request(await read_body(request, self.max_body_bytes))
         chat = self.builder.build(request, parsed)
         result = await self._pipeline().chat(chat, observer_of(request))
-        headers = answer_headers(result)
-        if isinstance(result, Streaming):
-            return event_stream(result, chat, headers)
-        return json_response(result.body, headers=headers)
+        return answer_response(result, chat)
 
     async def embeddings(self, request: Request) -> Response:
         parsed = parse_embeddings_request(await read_body(request, self.max_body_bytes))

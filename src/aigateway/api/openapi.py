@@ -322,6 +322,10 @@ def openapi_document(
                 "post": {
                     "summary": "OpenAI's Responses API, for every provider "
                     "(events with stream: true)",
+                    "description": "OpenAI targets get OpenAI's own Responses API, the others "
+                    "a translation through chat (docs/api.md). The schema is what every target "
+                    "takes; an OpenAI target also takes what only OpenAI's Responses API "
+                    "knows (built-in tools, file inputs...), which others refuse with a 400.",
                     "requestBody": {"required": True, **_json({"$ref": ref + "ResponsesRequest"})},
                     "responses": {
                         "200": {

@@ -1,6 +1,8 @@
 """The OpenAPI schemas of OpenAI's Responses API as the gateway serves it (``/v1/responses``):
-the request mirrors the checks of ``providers/_responses_request.py``; a field the chat path
-cannot carry (built-in tools, background, conversation, stored prompts, files) is a 400.
+the request mirrors the checks of ``providers/_responses_request.py``, i.e. what every
+target takes. A field the chat path cannot carry (built-in tools, files) reaches an OpenAI
+target (the passthrough) and is a 400 on the others; background, conversation and stored
+prompts are a 400 everywhere.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ server; RESPONSES_STORE_DIR keeps it on a disk of your choice, across restarts.
 Databases inside the environment::
 
     records  owner NUL response id -> expires_at (f64), created (u64 ns) + JSON
-             {"response", "input"}
+             {"response", "input", "holder"}
     items    owner NUL item id     -> response id   (``item_reference`` lookups)
     order    created (u64 ns, big-endian) + owner NUL response id -> b""   (oldest first)
 """
@@ -46,6 +46,9 @@ SWEEP_BATCH = 64  # expired records removed per write, oldest first
 class StoredResponse:
     response: dict[str, Any]  # the Response object, as GET /v1/responses/{id} returns it
     input: list[dict[str, Any]]  # the conversation's input items before ``response.output``
+    # The provider that keeps this response too (OpenAI's Responses API, store on): it is
+    # sent ``previous_response_id``; None: only the gateway has it (see api/responses.py).
+    holder: str | None = None
 
 
 class ResponseStore(Protocol):
@@ -88,7 +91,7 @@ class LmdbResponseStore:
         now = self._clock()
         created = int(now * 1e9)
         value = _HEAD.pack(now + self.ttl_s, created) + orjson.dumps(
-            {"response": record.response, "input": record.input}
+            {"response": record.response, "input": record.input, "holder": record.holder}
         )
         with self._env.begin(write=True) as txn:
             self._sweep(txn, now)
@@ -109,7 +112,7 @@ class LmdbResponseStore:
             if raw is None or _HEAD.unpack_from(raw)[0] <= self._clock():
                 return None
             data = orjson.loads(bytes(raw[_HEAD.size :]))
-        return StoredResponse(data["response"], data["input"])
+        return StoredResponse(data["response"], data["input"], data.get("holder"))
 
     def item(self, owner: str, item_id: str) -> dict[str, Any] | None:
         with self._env.begin(db=self._items) as txn:
@@ -234,3 +237,35 @@ class MemoryResponseStore:
 
     def close(self) -> None:
         self._records.clear()
+
+
+class NodeResponses:
+    """What ``/v1/responses`` uses, without Redis: the node's store, awaited like the
+    cluster's (``cluster/response_tier.py``)."""
+
+    def __init__(self, local: ResponseStore) -> None:
+        self.local = local
+
+    async def put(self, owner: str, record: StoredResponse) -> None:
+        self.local.put(owner, record)
+
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None:
+        return self.local.get(owner, response_id)
+
+    async def item(self, owner: str, item_id: str) -> dict[str, Any] | None:
+        return self.local.item(owner, item_id)
+
+    async def delete(self, owner: str, response_id: str) -> bool:
+        return self.local.delete(owner, response_id)
+
+
+class Responses(Protocol):
+    """The stored responses of ``/v1/responses``: the node's, or the cluster's."""
+
+    async def put(self, owner: str, record: StoredResponse) -> None: ...
+
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None: ...
+
+    async def item(self, owner: str, item_id: str) -> dict[str, Any] | None: ...
+
+    async def delete(self, owner: str, response_id: str) -> bool: ...

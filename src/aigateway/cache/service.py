@@ -30,6 +30,11 @@ import orjson
 
 from aigateway.cache.messages_replay import MessagesAssembler, messages_cacheable, replay_messages
 from aigateway.cache.replay import Assembler, is_cacheable, replay
+from aigateway.cache.responses_replay import (
+    ResponsesAssembler,
+    replay_responses,
+    responses_cacheable,
+)
 from aigateway.cache.store import CacheEntry, LmdbStore
 from aigateway.hotpath import SSEDecoder, TTLPolicy, cache_key, compute_ttl
 from aigateway.pricing import PriceTable, to_nanos
@@ -117,6 +122,9 @@ class ResponseCache:
         if request.operation == "messages":
             chunks = replay_messages(orjson.loads(body))
             return Streaming(_replayed(chunks), provider, model, 0, cache=status)
+        if request.operation == "responses":
+            chunks = replay_responses(orjson.loads(body))
+            return Streaming(_replayed(chunks), provider, model, 0, cache=status)
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
         chunks = replay(orjson.loads(body), include_usage)
         return Streaming(_replayed(chunks), provider, model, 0, cache=status)
@@ -170,9 +178,11 @@ class ResponseCache:
         on_give_up: Callable[[], None] | None = None,
     ) -> AsyncIterator[bytes]:  # fmt: skip
         decoder = SSEDecoder()
-        assembler: Assembler | MessagesAssembler
+        assembler: Assembler | MessagesAssembler | ResponsesAssembler
         if request.operation == "messages":
             assembler = MessagesAssembler(self.max_entry_bytes)
+        elif request.operation == "responses":
+            assembler = ResponsesAssembler(self.max_entry_bytes)
         else:
             assembler = Assembler(self.max_entry_bytes)
         complete = False
@@ -215,6 +225,9 @@ class ResponseCache:
             if request.operation == "messages":
                 if not messages_cacheable(completion):
                     return None
+            elif request.operation == "responses":
+                if not responses_cacheable(completion):
+                    return None
             elif not is_cacheable(completion, request.body):
                 return None
             ttl = request.cache.ttl_s
@@ -251,9 +264,11 @@ class ResponseCache:
 
 
 def _namespace(request: ApiRequest) -> str:
-    """The key's scope: a Messages answer is never served to a chat request (nor the other
-    way round), and the provider headers a client sent (``anthropic-beta``) are part of
-    what was asked."""
+    """The key's scope: a Messages or Responses answer is never served to a chat request
+    (nor the other way round), and the provider headers a client sent (``anthropic-beta``)
+    are part of what was asked."""
+    if request.operation == "responses":
+        return f"responses\x00{request.cache_scope}"
     if request.operation != "messages":
         return request.cache_scope
     headers = "\x00".join(f"{name}:{value}" for name, value in request.provider_headers)

@@ -59,3 +59,16 @@ class Keys:
 
     def in_flight(self, key: bytes) -> str:
         return f"{self.prefix}f:{{{key.hex()}}}"
+
+    def stored_response(self, owner: str, response_id: str) -> str:
+        """A stored Response of ``owner`` (``/v1/responses`` with ``store``), or its
+        tombstone once deleted; each record in a slot of its own."""
+        return f"{self.prefix}r:{{{owner}:{response_id}}}"
+
+    def stored_item(self, owner: str, item_id: str) -> str:
+        """The id of the stored Response holding an output item (``item_reference``)."""
+        return f"{self.prefix}ri:{{{owner}:{item_id}}}"
+
+    def signatures(self) -> str:
+        """A stream of Gemini's thought signatures as nodes keep them (capped)."""
+        return self.coordination + "signatures"

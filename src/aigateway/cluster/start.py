@@ -15,6 +15,7 @@ from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.leases import LeaseSync, token_lease
 from aigateway.cluster.node_state import NodeReader, circuit_board, live_settings, pause_clocks
 from aigateway.cluster.settings import SettingsSync
+from aigateway.cluster.signature_sync import SignatureSync
 from aigateway.cluster.state import LAYOUTS, REGION_NAME, ClusterState
 from aigateway.cluster.sync import Sync
 from aigateway.config import Settings, mask_url
@@ -59,6 +60,8 @@ def node_syncs(settings: Settings, segment: shm.Segment, reader: NodeReader) -> 
         syncs.append(SettingsSync(live))  # the lease sync follows the live limits
     if settings.cache_enabled and settings.cache_path is not None:
         syncs.append(CacheGeneration(reader.store))  # DELETE /admin/cache anywhere
+    if settings.signatures_path is not None:
+        syncs.append(SignatureSync(settings.signatures_path))  # Gemini's, from other nodes
     return syncs
 
 

@@ -35,7 +35,7 @@ from aigateway.hotpath import SharedStats
 from aigateway.pricing import PriceTable, to_nanos
 from aigateway.stats.registry import SERIES, slot_table, stats_schema
 from aigateway.stats.series import SeriesTable, series_key
-from aigateway.wire import token_counts
+from aigateway.wire import token_counts, usage_of
 
 __all__ = ("Accounting",)
 
@@ -171,7 +171,7 @@ class Accounting:
             return None
         if not isinstance(answer, dict):
             return None
-        return self.usage(provider, model or str(answer.get("model") or ""), answer.get("usage"))
+        return self.usage(provider, model or str(answer.get("model") or ""), usage_of(answer))
 
     # -- admission and batching ----------------------------------------------------------
 

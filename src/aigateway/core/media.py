@@ -39,26 +39,30 @@ class RemoteMedia:
         """``request`` with remote images inlined when ``adapter`` needs that; else unchanged."""
         if not getattr(adapter, "inline_remote_images", False):
             return request
-        blocks = request.operation == "messages"  # Anthropic's image blocks, not parts
-        if request.operation != "chat" and not blocks:
+        kind = request.operation  # where its images sit: parts, Anthropic blocks, items
+        find = {"chat": _remote_images, "messages": _remote_blocks, "responses": _remote_inputs}
+        if kind not in find:
             return request
-        spots = _remote_blocks(request.body) if blocks else _remote_images(request.body)
+        spots = find[kind](request.body)
         if not spots:
             return request
         budget = min(self._timeout_s, deadline - asyncio.get_running_loop().time())
         body = orjson.loads(request.raw)  # a private copy to rewrite
         total = 0
         for i, j, url in spots:
-            where = f"messages.{i}.content.{j}.source.url" if blocks else None
-            param = where or f"messages[{i}].content[{j}].image_url.url"
+            param = _PARAMS[kind].format(i=i, j=j)
             mime, data = await self._fetch(url, param, budget, self._max_bytes - total)
             total += len(data)
-            part = body["messages"][i]["content"][j]
             encoded = base64.b64encode(data).decode()
-            if blocks:
+            if kind == "messages":
+                part = body["messages"][i]["content"][j]
                 part["source"] = {"type": "base64", "media_type": mime, "data": encoded}
+            elif kind == "responses":
+                body["input"][i]["content"][j]["image_url"] = f"data:{mime};base64,{encoded}"
             else:
-                part["image_url"]["url"] = f"data:{mime};base64,{encoded}"
+                body["messages"][i]["content"][j]["image_url"]["url"] = (
+                    f"data:{mime};base64,{encoded}"
+                )
         # Everything else the client asked for (scope, deadline, cache controls) stays.
         return dataclasses.replace(request, body=body, raw=orjson.dumps(body))
 
@@ -118,6 +122,26 @@ def _remote_images(body: dict[str, Any]) -> list[tuple[int, int, str]]:
                 url = image.get("url") if isinstance(image, dict) else None
                 if isinstance(url, str) and url.startswith(("http://", "https://")):
                     spots.append((i, j, url))
+    return spots
+
+
+_PARAMS = {
+    "chat": "messages[{i}].content[{j}].image_url.url",
+    "messages": "messages.{i}.content.{j}.source.url",
+    "responses": "input[{i}].content[{j}].image_url",
+}
+
+
+def _remote_inputs(body: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """The URL images of a Responses body's input items (``input_image`` parts)."""
+    items = body.get("input")
+    spots = []
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        content = item.get("content") if isinstance(item, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            url = part.get("image_url") if isinstance(part, dict) else None
+            if part.get("type") == "input_image" and isinstance(url, str) and _remote(url):
+                spots.append((i, j, url))
     return spots
 
 

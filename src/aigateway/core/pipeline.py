@@ -42,14 +42,15 @@ from aigateway.core.streaming import relay_stream
 from aigateway.core.token_budget import NO_RESERVATION, Reservation, estimate
 from aigateway.errors import Fault, GatewayError, NotFound
 from aigateway.providers._openai_format import load_any
+from aigateway.providers.answering import answering
 from aigateway.providers.base import (
     EmbeddingsAdapter,
     MessagesAdapter,
     ModelListAdapter,
     ProviderFailure,
+    ResponsesAdapter,
     UpstreamCall,
 )
-from aigateway.providers.messages import answering
 from aigateway.scrub import Scrubber
 from aigateway.wire import ApiRequest, Completed, Streaming, Target
 
@@ -220,6 +221,18 @@ class Pipeline:
             provider, call, deadline, observer, model=model, clients=clients, trace=observer.trace
         )
         return answer.body
+
+    async def forget_response(
+        self, provider_name: str, response_id: str, observer: CallObserver
+    ) -> None:
+        """``DELETE /v1/responses/{id}`` of a response its provider keeps too (OpenAI's
+        Responses API): forgotten there as well. Raises the provider's error."""
+        provider = self._providers.get(provider_name)
+        if provider is None or not isinstance(provider.adapter, ResponsesAdapter):
+            return
+        call = provider.adapter.responses_delete_call(response_id)
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        await self._send(provider, call, deadline, observer)
 
     async def models(self, observer: CallObserver) -> list[dict[str, Any]]:
         """Every usable provider's models in one list, each naming its provider."""

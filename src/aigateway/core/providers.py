@@ -60,8 +60,10 @@ def make_adapter(p: ProviderSettings) -> ChatAdapter:
 
         return AnthropicAdapter(p.name, p.base_url, p.api_key, key_variable=p.key_variable)
     from aigateway.providers.openai import OpenAIAdapter
+    from aigateway.providers.openai_responses import OpenAIResponsesAdapter
 
-    return OpenAIAdapter(p.name, p.base_url, p.api_key, key_variable=p.key_variable or "its key")
+    kind = OpenAIResponsesAdapter if p.responses_api else OpenAIAdapter
+    return kind(p.name, p.base_url, p.api_key, key_variable=p.key_variable or "its key")
 
 
 def usable_targets(

@@ -33,7 +33,7 @@ from aigateway.core.streaming import carries_usage
 from aigateway.errors import Fault, InvalidRequest
 from aigateway.hotpath import TokenBucket
 from aigateway.providers._openai_format import load_any
-from aigateway.wire import ApiRequest, close_events, token_counts
+from aigateway.wire import ApiRequest, close_events, token_counts, usage_of
 
 __all__ = (
     "BURST_MINUTES",
@@ -83,8 +83,12 @@ def estimate(request: ApiRequest) -> Estimate:
     body = request.body
     if request.operation == "embeddings":
         return Estimate(_chars_to_tokens(_text_chars(body.get("input"))), 0, False)
-    chars = _text_chars(body.get("messages"))
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if request.operation == "responses":  # its instructions and input items
+        chars = _text_chars([body.get("instructions"), body.get("input")])
+        limit = body.get("max_output_tokens")
+    else:
+        chars = _text_chars(body.get("messages"))
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
         return Estimate(_chars_to_tokens(chars), limit, True)
     return Estimate(_chars_to_tokens(chars), DEFAULT_OUTPUT_TOKENS, False)
@@ -169,8 +173,8 @@ def _usage_of(piece: bytes) -> Any:
     for event in piece.split(b"\n\n"):
         if event.startswith(b"data: {") and carries_usage(event):
             chunk = load_any(event[6:])
-            if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                return chunk["usage"]
+            if isinstance(chunk, dict) and isinstance(usage_of(chunk), dict):
+                return usage_of(chunk)
     return None
 
 

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aigateway.api.anthropic_errors import anthropic_error_response, speaks_anthropic
 from aigateway.api.http import error_response
 from aigateway.errors import AuthenticationFailed, GatewayError, PermissionDenied
 from aigateway.middleware._headers import presented_key
@@ -90,10 +89,8 @@ class AuthMiddleware:
         if scope["type"] == "http":
             refusal = self.check(scope)
             if refusal is not None:
-                if speaks_anthropic(scope.get("path", "")):
-                    await anthropic_error_response(refusal)(scope, receive, send)
-                else:
-                    await error_response(refusal)(scope, receive, send)
+                path = scope.get("path", "")
+                await error_response(refusal, path=path)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -93,7 +93,8 @@ class CORSMiddleware:
             await send({"type": "http.response.start", "status": 204, "headers": _raw(headers)})
             await send({"type": "http.response.body", "body": b""})
             return
-        await error_response(refusal, headers={"vary": "Origin"})(scope, receive, send)
+        path = scope.get("path", "")
+        await error_response(refusal, {"vary": "Origin"}, path)(scope, receive, send)
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

@@ -43,4 +43,4 @@ class UnexpectedErrorMiddleware:
             path = scope.get("path", "")[:200]
             logger.error("unexpected error on %s %s", scope.get("method"), path, exc_info=exc)
             error = GatewayError("internal gateway error", code="internal_error")
-            await error_response(error)(scope, receive, send)
+            await error_response(error, path=path)(scope, receive, send)

@@ -9,12 +9,14 @@ must be able to go on with ``gpt-*``, as a failing-over alias does). So:
   the candidate, the call's position, name and arguments: the same answer (a cache hit, a
   replayed stream) always gets the same ids, and two calls never share one;
 * the signature, Gemini's own call id if it sent one, and the function's name are kept by the
-  adapter under that id in a bounded map (:class:`ThoughtSignatures`: :data:`MAX_SIGNATURES`
-  entries, each for :data:`SIGNATURE_TTL_S`), one per worker process.
+  adapter under that id, bounded (:data:`MAX_SIGNATURES` entries, each for
+  :data:`SIGNATURE_TTL_S`): in the node's LMDB store that every worker reads
+  (``cache/signatures.py``), or in a map of the worker's own (:class:`ThoughtSignatures`)
+  for an app run without a node directory.
 
 When the history comes back, a kept signature goes back on its ``functionCall`` part. A call
-whose signature is unknown (the history came from another model, another worker or node served
-the call, the entry expired or was pushed out) is sent to Gemini 3 with Google's documented
+whose signature is unknown (the history came from another model, another node served the
+call, the entry expired or was pushed out) is sent to Gemini 3 with Google's documented
 placeholder, :data:`PLACEHOLDER_SIGNATURE`, on the first call of that turn: Gemini accepts
 it, and reasons without its earlier thoughts. Models before Gemini 3 need no signature.
 """
@@ -26,7 +28,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import xxhash
@@ -37,6 +39,7 @@ __all__ = [
     "SIGNATURE_TTL_S",
     "CallIds",
     "Kept",
+    "SignatureStore",
     "ThoughtSignatures",
     "needs_signatures",
 ]
@@ -58,6 +61,14 @@ class Kept:
     name: str  # the function's: a tool message without its assistant turn still names it
     signature: str | None
     gemini_id: str | None
+
+
+class SignatureStore(Protocol):
+    """Where an adapter keeps signatures: a worker's map, or the node's store."""
+
+    def keep(self, call_id: str, name: str, signature: Any, gemini_id: Any) -> None: ...
+
+    def recall(self, call_id: Any) -> Kept | None: ...
 
 
 class ThoughtSignatures:
@@ -108,7 +119,7 @@ class CallIds:
 
     __slots__ = ("_counts", "_seed", "_signatures")
 
-    def __init__(self, response_id: Any, signatures: ThoughtSignatures | None) -> None:
+    def __init__(self, response_id: Any, signatures: SignatureStore | None) -> None:
         seed = response_id if isinstance(response_id, str) and response_id else uuid.uuid4().hex
         self._seed = seed.encode()
         self._signatures = signatures

@@ -17,7 +17,7 @@ import orjson
 from aigateway.errors import InvalidRequest
 from aigateway.providers._gemini_calls import (
     PLACEHOLDER_SIGNATURE,
-    ThoughtSignatures,
+    SignatureStore,
     needs_signatures,
 )
 from aigateway.providers._json_schema import GEMINI_KEYWORDS, restrict
@@ -67,7 +67,7 @@ _LEVELS = {"none": "low", "minimal": "low", "low": "low", "medium": "high"}
 
 
 def build_request(
-    body: JsonObject, model: str = "", signatures: ThoughtSignatures | None = None
+    body: JsonObject, model: str = "", signatures: SignatureStore | None = None
 ) -> JsonObject:
     """The ``generateContent`` body for an OpenAI chat request (the model goes in the URL);
     ``signatures``: the thought signatures kept for the calls in the history."""
@@ -180,7 +180,7 @@ def _model_parts(
     message: JsonObject,
     where: str,
     seen: tuple[dict[str, str], dict[str, str]],
-    signatures: ThoughtSignatures | None,
+    signatures: SignatureStore | None,
     signed: bool,
 ) -> list[JsonObject]:
     """The model turn; ``seen``: (names, Gemini ids) by OpenAI call id, filled in here."""
@@ -226,7 +226,7 @@ def _function_response(
     where: str,
     names: dict[str, str],
     ids: dict[str, str],
-    signatures: ThoughtSignatures | None,
+    signatures: SignatureStore | None,
 ) -> JsonObject:
     call_id = message.get("tool_call_id")
     name = names.get(call_id) if isinstance(call_id, str) else None

@@ -1,11 +1,12 @@
 """A Responses API request (``POST /v1/responses``) read and turned into an OpenAI chat body.
 
-Every provider is reached through the chat path: the gateway's chat body is what the
-adapters translate, cache and de-duplicate. What has no chat equivalent is either kept by
-the gateway (``store``, ``previous_response_id``, ``metadata``), dropped because it
-changes nothing here (``truncation``, ``reasoning.summary``, obfuscation), or refused with
-a 400 naming the field (built-in tools, ``background``, ``conversation``, stored
-prompts, files). docs/api.md has the table. Pure functions, no I/O.
+``read_request`` checks what the gateway reads itself, for every target; ``chat_body`` is
+the translation for a target without OpenAI's Responses API (``providers/responses.py``).
+What has no chat equivalent is either kept by the gateway (``store``,
+``previous_response_id``, ``metadata``), dropped because it changes nothing there
+(``truncation``, ``reasoning.summary``, obfuscation), or refused with a 400 naming the
+field (built-in tools, files; ``background``, ``conversation`` and stored prompts on
+every target). docs/api.md has the table. Pure functions, no I/O.
 """
 
 from __future__ import annotations

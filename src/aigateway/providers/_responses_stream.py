@@ -238,3 +238,8 @@ class ResponsesEvents:
         payload = {"type": kind, **fields, "sequence_number": self._sequence}
         self._sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def payloads(framed: bytes) -> list[bytes]:
+    """The ``data`` of each event ``ResponsesEvents`` wrote (one JSON line each)."""
+    return [line[6:] for line in framed.split(b"\n") if line.startswith(b"data: ")]

@@ -42,7 +42,7 @@ from aigateway.providers.base import ProviderFailure, StreamTranslator, Upstream
 from aigateway.providers.failures import ErrorBody, Said, classify
 from aigateway.wire import ApiRequest
 
-__all__ = ["ANTHROPIC_VERSION", "AnthropicAdapter"]
+__all__ = ["ANTHROPIC_VERSION", "ERROR_STATUS", "AnthropicAdapter"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 MODELS_PAGE_LIMIT = 1000  # the API's maximum: one page lists every model
@@ -55,8 +55,10 @@ _FINISH = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-# The HTTP status each error type comes with, for errors that arrive inside a stream.
-_ERROR_STATUS = {
+# The HTTP status each of Anthropic's error types comes with (its documented table): for
+# errors that arrive inside a stream, and read backwards by the gateway's own Anthropic-
+# shaped errors (api/anthropic_errors.py) and by the bundled mock (testing/mock_errors.py).
+ERROR_STATUS = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "billing_error": 402,
@@ -191,7 +193,7 @@ class AnthropicAdapter:
         """The error for an ``event: error`` that arrived after the 200."""
         detail = payload.get("error")
         kind = detail.get("type") if isinstance(detail, dict) else None
-        status = _ERROR_STATUS.get(kind, 500) if isinstance(kind, str) else 500
+        status = ERROR_STATUS.get(kind, 500) if isinstance(kind, str) else 500
         return self.classify_error(status, {}, data).error
 
 

@@ -105,3 +105,22 @@ class MessagesAdapter(Protocol):
     def count_tokens_call(self, request: ApiRequest, model: str) -> UpstreamCall:
         """``/v1/messages/count_tokens``: the answer is ``{"input_tokens": N}``."""
         ...
+
+
+@runtime_checkable
+class ResponsesAdapter(Protocol):
+    """A provider that speaks OpenAI's Responses API: ``/v1/responses`` passes through."""
+
+    def responses_call(self, request: ApiRequest, model: str) -> UpstreamCall: ...
+
+    def responses_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
+        """A whole answer, as the provider sent it (a ``response`` object)."""
+        ...
+
+    def responses_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
+        """Its events as Responses event payloads (``data`` of each server-sent event)."""
+        ...
+
+    def responses_delete_call(self, response_id: str) -> UpstreamCall:
+        """Forget a response the provider keeps (``DELETE /v1/responses/{id}``)."""
+        ...

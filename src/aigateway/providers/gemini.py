@@ -31,7 +31,7 @@ from aigateway.providers._gemini_answer import (
     read_candidate,
     retry_delay,
 )
-from aigateway.providers._gemini_calls import CallIds, ThoughtSignatures
+from aigateway.providers._gemini_calls import CallIds, SignatureStore, ThoughtSignatures
 from aigateway.providers._gemini_request import PROVIDER, build_request
 from aigateway.providers._openai_format import (
     ChunkWriter,
@@ -65,11 +65,14 @@ class GeminiAdapter:
         api_key: str | None,
         *,
         key_variable: str = "GOOGLE_AI_API_KEY",
-        signatures: ThoughtSignatures | None = None,
+        signatures: SignatureStore | None = None,
     ) -> None:
         self.name = name
-        # This worker's thought signatures, by tool-call id (see providers._gemini_calls).
-        self.signatures = signatures if signatures is not None else ThoughtSignatures()
+        # Thought signatures by tool-call id (see providers._gemini_calls): the node's store
+        # when the app has one (set by its lifespan), else this worker's own map.
+        self.signatures: SignatureStore = (
+            signatures if signatures is not None else ThoughtSignatures()
+        )
         self._base_url = base_url.rstrip("/")
         self._key_variable = key_variable
         headers = {"content-type": "application/json", "accept": "application/json"}

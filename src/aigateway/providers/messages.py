@@ -22,6 +22,7 @@ import orjson
 
 from aigateway.providers._messages_chat import chat_body, message_from_completion
 from aigateway.providers._messages_stream import MessagesFromChunks
+from aigateway.providers._passthrough import PassedThrough
 from aigateway.providers.base import (
     ChatAdapter,
     MessagesAdapter,
@@ -40,29 +41,10 @@ def answering(request: ApiRequest, adapter: ChatAdapter) -> ChatAdapter:
     if request.operation != "messages":
         return adapter
     if isinstance(adapter, MessagesAdapter):
-        return _PassedThrough(adapter, adapter)
+        return PassedThrough(
+            adapter, adapter.messages_call, adapter.messages_response, adapter.messages_stream
+        )
     return _Translated(adapter)
-
-
-class _PassedThrough:
-    def __init__(self, adapter: ChatAdapter, inner: MessagesAdapter) -> None:
-        self.name = adapter.name
-        self._adapter = adapter  # the same object, seen as the chat adapter it also is
-        self._inner = inner
-
-    def chat_call(self, request: ApiRequest, model: str) -> UpstreamCall:
-        return self._inner.messages_call(request, model)
-
-    def chat_response(self, body: bytes, request: ApiRequest, model: str) -> bytes:
-        return self._inner.messages_response(body, request, model)
-
-    def chat_stream(self, request: ApiRequest, model: str) -> StreamTranslator:
-        return self._inner.messages_stream(request, model)
-
-    def classify_error(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> ProviderFailure:
-        return self._adapter.classify_error(status, headers, body)
 
 
 class _Translated:

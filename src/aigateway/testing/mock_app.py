@@ -118,6 +118,7 @@ class _MockService:
             None if options.api_key is None else f"Bearer {options.api_key}".encode()
         )
         self.state = MockState()
+        self.kept_responses = mock_responses.ResponsesMemory()
 
     # ---------------------------------------------------------------- /v1 pipeline
 
@@ -231,11 +232,25 @@ class _MockService:
         self, request: web.Request, body: Any, fault: Fault | None
     ) -> web.StreamResponse:
         """``POST /v1/responses``: OpenAI's Responses API, plain or streamed."""
-        plan, checked = mock_responses.plan_responses(body)
+        expanded = self.kept_responses.expand(body)
+        plan, checked = mock_responses.plan_responses(expanded)
+        answer = mock_responses.render_response(plan, checked)
+        self.kept_responses.keep(checked, orjson.loads(answer))
         if not plan.stream:
-            return _json(mock_responses.render_response(plan, checked))
+            return _json(answer)
         events = mock_responses.render_response_stream(plan, checked)
         return await self._stream(request, events, fault, "openai")
+
+    async def delete_response(
+        self, request: web.Request, body: Any, fault: Fault | None
+    ) -> web.StreamResponse:
+        """``DELETE /v1/responses/{id}``: a kept response forgotten, else OpenAI's 404."""
+        response_id = request.match_info["response_id"]
+        if not self.kept_responses.forget(response_id):
+            raise MockRequestError(
+                404, f"Response with id '{response_id}' not found.", param="response_id"
+            )
+        return _json(orjson.dumps({"id": response_id, "object": "response", "deleted": True}))
 
     async def _pieces(self, request: web.Request, pieces: Iterable[bytes]) -> web.StreamResponse:
         """A JSON answer written piece by piece (chunked), each write waiting for the reader."""
@@ -400,6 +415,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
         ("POST", v1 + "/chat/completions", service.chat_completions, "openai"),
         ("POST", v1 + "/embeddings", service.embeddings, "openai"),
         ("POST", v1 + "/responses", service.responses, "openai"),
+        ("DELETE", v1 + "/responses/{response_id}", service.delete_response, "openai"),
         ("GET", v1 + "/models", service.models, "openai"),
         ("GET", v1 + "/models/{model}", service.model, "openai"),
         ("*", v1 + "/{tail:.*}", service.unknown, "openai"),

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import orjson
 
+from aigateway.providers.anthropic import ERROR_STATUS
+
 __all__ = [
     "DIALECTS",
     "Dialect",
@@ -34,19 +36,7 @@ REQUEST_ID = "req_mock_0123456789"
 _JSON = "application/json"
 _RPC = "type.googleapis.com/google.rpc."
 
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
+_ANTHROPIC_TYPES = {status: kind for kind, status in ERROR_STATUS.items()}
 _ANTHROPIC_MESSAGES = {
     401: "invalid x-api-key",
     403: "Your API key does not have permission to use the specified resource.",

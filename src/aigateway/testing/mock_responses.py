@@ -3,9 +3,15 @@
 The reply is decided exactly as for chat completions (``mock_replies.plan_chat``): the
 request's ``instructions`` and ``input`` are read as chat messages, its flat function tools
 as chat tools, so "weather" in the last user message with tools given is a call of the
-first tool with ``{"location": "Paris"}``. Streams carry every lifecycle event with a
-gap-free ``sequence_number`` and end at ``response.completed`` (no ``[DONE]``). The mock
-keeps nothing: ``previous_response_id`` is accepted and not looked up.
+first tool with ``{"location": "Paris"}``, and a ``text.format`` of ``json_schema`` is
+answered with JSON that satisfies the schema. Streams carry every lifecycle event with a
+gap-free ``sequence_number`` and end at ``response.completed`` (no ``[DONE]``).
+
+Like OpenAI, the mock keeps what it answered unless ``store`` is false (the last
+``KEPT_RESPONSES``, in memory): ``previous_response_id`` continues one (its input and
+output come before the new input), and an id it does not know is OpenAI's 400
+``previous_response_not_found``. Items and tools it cannot act on (reasoning items,
+built-in tools) are accepted and left alone, as OpenAI would run them.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ import orjson
 from aigateway.testing.mock_faults import MockRequestError
 from aigateway.testing.mock_replies import CREATED, ChatPlan, plan_chat, require_model
 
-__all__ = ["plan_responses", "render_response", "render_response_stream"]
+__all__ = ["KEPT_RESPONSES", "ResponsesMemory", "plan_responses", "render_response",
+           "render_response_stream"]  # fmt: skip
+
+KEPT_RESPONSES = 1000
 
 _TEXT_PARTS = ("input_text", "output_text", "text")
 
@@ -55,13 +64,53 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
+class ResponsesMemory:
+    """The responses the mock keeps (``store``), oldest forgotten first."""
+
+    def __init__(self, limit: int = KEPT_RESPONSES) -> None:
+        self.limit = limit
+        self._kept: dict[str, list[Any]] = {}  # response id -> the conversation it ends
+
+    def expand(self, body: Any) -> Any:
+        """``body`` with the conversation ``previous_response_id`` names before its input."""
+        previous = body.get("previous_response_id") if isinstance(body, dict) else None
+        if previous is None:
+            return body
+        kept = self._kept.get(str(previous))
+        if kept is None:
+            raise MockRequestError(
+                400, f"Previous response with id '{previous}' not found.",
+                param="previous_response_id", code="previous_response_not_found",
+            )  # fmt: skip
+        items = body.get("input") or []
+        items = [{"type": "message", "role": "user", "content": items}] if isinstance(
+            items, str) else list(items)  # fmt: skip
+        return {**body, "input": [*kept, *items]}
+
+    def forget(self, response_id: str) -> bool:
+        """``DELETE /v1/responses/{id}``: whether it was kept."""
+        return self._kept.pop(response_id, None) is not None
+
+    def keep(self, body: dict[str, Any], answer: dict[str, Any]) -> None:
+        if body.get("store") is False:
+            return
+        items = body.get("input")
+        items = [{"type": "message", "role": "user", "content": items}] if isinstance(
+            items, str) else list(items or [])  # fmt: skip
+        self._kept[str(answer["id"])] = [*items, *answer["output"]]
+        while len(self._kept) > self.limit:
+            del self._kept[next(iter(self._kept))]
+
+
 def plan_responses(body: Any) -> tuple[ChatPlan, dict[str, Any]]:
     """The reply to a Responses request, and the request (checked as OpenAI would)."""
     require_model(body)
     chat: dict[str, Any] = {"model": body["model"], "messages": _messages(body)}
     tools = body.get("tools")
-    if isinstance(tools, list) and tools:
-        chat["tools"] = [{"type": "function", "function": {"name": t.get("name")}} for t in tools]
+    functions = [t for t in tools or () if isinstance(t, dict) and t.get("type") == "function"]
+    if functions:  # built-in tools (web_search...) run at OpenAI: the mock never calls them
+        chat["tools"] = [{"type": "function", "function": {"name": t.get("name")}}
+                         for t in functions]  # fmt: skip
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
         choice = {"type": "function", "function": {"name": choice.get("name")}}
@@ -69,6 +118,13 @@ def plan_responses(body: Any) -> tuple[ChatPlan, dict[str, Any]]:
         chat["tool_choice"] = choice
     if body.get("max_output_tokens") is not None:
         chat["max_completion_tokens"] = body["max_output_tokens"]
+    text = body.get("text")
+    form = text.get("format") if isinstance(text, dict) else None
+    if isinstance(form, dict) and form.get("type") == "json_object":
+        chat["response_format"] = {"type": "json_object"}
+    elif isinstance(form, dict) and form.get("type") == "json_schema":  # flat, as Responses has it
+        spec = {k: v for k, v in form.items() if k != "type"}
+        chat["response_format"] = {"type": "json_schema", "json_schema": spec}
     chat["stream"] = body.get("stream") is True
     return plan_chat(chat), body
 
