@@ -47,6 +47,7 @@ from aigateway.core.providers import Provider
 from aigateway.core.retry import RetryPolicy
 from aigateway.dashboard.history import History
 from aigateway.hotpath import SharedStats
+from aigateway.keys.service import TenantKeys
 from aigateway.logs import apply_log_level
 from aigateway.middleware.auth import AuthMiddleware
 from aigateway.middleware.cors import CORSMiddleware
@@ -136,6 +137,7 @@ class Operations:
         self.providers: Mapping[str, Provider] = {}  # the worker's registry, once attached
         self.cache: ResponseCache | None = None
         self.admission: Admission | None = None
+        self.tenants = TenantKeys(settings)  # opened in the lifespan (see app)
         self.retry = RetryPolicy.from_settings(settings)
         self.started_at = time.time()
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
@@ -155,6 +157,7 @@ class Operations:
                 api_keys=settings.api_keys,
                 admin_key=settings.admin_key,
                 metrics_public=settings.metrics_public,
+                tenants=self.tenants,
             )
         )
         return stack

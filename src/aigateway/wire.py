@@ -56,6 +56,7 @@ class ApiRequest:
     # Headers the client sent for a provider that speaks its API (``anthropic-beta`` on
     # /v1/messages), passed on only there; part of the cache key.
     provider_headers: tuple[tuple[str, str], ...] = ()
+    tenant: str = ""  # the id of the tenant key the client presented ("" for none)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ __all__ = (
     "token_bucket_name",
     "token_bucket_spec",
     "too_large",
+    "usage_of",
 )
 
 CHARS_PER_TOKEN: Final = 4
@@ -131,6 +132,11 @@ class Reservation:
         self.tokens = tokens
         self._used = used  # counts the tokens the provider reported
 
+    @property
+    def metering(self) -> bool:
+        """Whether the answer's usage must be read to settle it (a stream: metered)."""
+        return self.tokens > 0
+
     def settle(self, used: int) -> None:
         """The provider reported ``used`` tokens: take the difference, or give it back."""
         bucket, self._bucket = self._bucket, None
@@ -158,14 +164,14 @@ class Reservation:
         try:
             async for piece in events:
                 if carries_usage(piece):
-                    usage = _usage_of(piece) or usage
+                    usage = usage_of(piece) or usage
                 yield piece
         finally:
             await close_events(events)
             self.settle_usage(usage)
 
 
-def _usage_of(piece: bytes) -> Any:
+def usage_of(piece: bytes) -> Any:
     for event in piece.split(b"\n\n"):
         if event.startswith(b"data: {") and carries_usage(event):
             chunk = load_any(event[6:])

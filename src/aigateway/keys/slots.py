@@ -1,0 +1,257 @@
+"""The node's key slots in shared memory: what every worker must agree on, per key.
+
+A key's requests a minute, tokens a minute, requests in flight and budget hold for the
+whole node, whichever worker takes a request; so they live in a region of the node's
+segment (``RegionSpec`` ``keys``), beside the providers' buckets, in a fixed number of
+slots (``store.KEY_SLOTS``, 4,096: 768 KiB).  The store gives each key not revoked a
+slot of its own when it is made; a node with every slot taken refuses a new key (409)
+until one is revoked.  A slot says which key it holds (``owner``, the key's tag): a
+worker that finds another owner (a new key in a revoked key's slot, or a fresh segment
+after a restart) lays the slot out afresh, under the region's lock, with the key's spend
+in its budget period as the store knows it.
+
+Region layout: a head (``HEAD``), then ``capacity`` slots (``SLOT``)::
+
+    0    u64  generation  moved by every change of the key set (workers reload on it)
+    8    u32  capacity    slots that follow
+    64   (end)
+
+    0    u64     owner         tag of the key it holds (0: none)
+    8    i64     period        the budget period spent_usd counts (model.period_index)
+    16   f64     spent_usd     spent in that period: the store's, plus settled since
+    24   f64     reserved_usd  estimates of the calls in flight
+    32   i64     in_flight     requests in flight (max_parallel)
+    40   bucket  rpm           requests a minute (a token bucket, hotpath)
+    104  bucket  tpm           tokens a minute
+    192  (end)
+
+The buckets are the providers' (``hotpath.TokenBucket``, either twin); the other words
+change under the region's lock (``RegionLock``: a ``flock`` the kernel drops when its
+holder dies).  A worker killed with requests in flight leaves them counted in
+``in_flight`` until the slot is laid out again (the next restart).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Final
+
+from aigateway.hotpath import TokenBucket
+from aigateway.hotpath.regions import BUCKET, RegionLock
+from aigateway.keys.model import TenantKey, period_index, period_label
+from aigateway.shm_layout import Field, Layout
+
+__all__ = ("HEAD", "SLOT", "KeySlot", "KeySlots", "region_size")
+
+HEAD: Final = Layout(
+    "key slots",
+    (
+        Field("generation", "u64", doc="moved by every change of the key set"),
+        Field("capacity", "u32", doc="slots that follow"),
+    ),
+    size=64,
+)
+SLOT: Final = Layout(
+    "key slot",
+    (
+        Field("owner", "u64", doc="tag of the key it holds (0: none)"),
+        Field("period", "i64", doc="the budget period spent_usd counts"),
+        Field("spent_usd", "f64", doc="spent in that period"),
+        Field("reserved_usd", "f64", doc="estimates of the calls in flight"),
+        Field("in_flight", "i64", doc="requests in flight"),
+        Field("rpm", BUCKET, doc="requests a minute"),
+        Field("tpm", BUCKET, doc="tokens a minute"),
+    ),
+    size=192,
+)
+# Word indices within a slot (each slot starts on an 8-byte boundary).
+_WORDS: Final = SLOT.size // 8
+_OWNER = SLOT.index("owner")
+_PERIOD = SLOT.index("period")
+_SPENT = SLOT.index("spent_usd")
+_RESERVED = SLOT.index("reserved_usd")
+_IN_FLIGHT = SLOT.index("in_flight")
+_RPM_AT = SLOT.offset_of("rpm")
+_TPM_AT = SLOT.offset_of("tpm")
+_GENERATION = HEAD.index("generation")
+_UNUSED_RATE: Final = (1.0, 1.0)  # a bucket of a key without that limit (never used)
+
+
+def region_size(capacity: int) -> int:
+    return HEAD.size + capacity * SLOT.size
+
+
+def rate_spec(per_minute: int | None) -> tuple[float, float]:
+    """(rate a second, burst) of a per-minute limit: a minute's worth may come at once."""
+    if per_minute is None:
+        return _UNUSED_RATE
+    return per_minute / 60.0, float(per_minute)
+
+
+class KeySlots:
+    """The region: its generation, and the slot of each key."""
+
+    def __init__(self, buffer: memoryview, lock_path: str | None) -> None:
+        self._view = buffer.cast("B")
+        self._u64 = self._view.cast("Q")
+        self._i64 = self._view.cast("q")
+        self._f64 = self._view.cast("d")
+        self._lock = RegionLock(lock_path)
+        self.capacity = (len(self._view) - HEAD.size) // SLOT.size
+        # The buckets made on each slot, by slot and owner: reused when a key's slot is
+        # bound again (a reload), all closed with the region.
+        self._buckets: dict[tuple[int, int], tuple[TokenBucket, TokenBucket]] = {}
+        self._retired: list[TokenBucket] = []
+        if HEAD.read(self._view, "capacity") == 0:
+            HEAD.write(self._view, "capacity", self.capacity)
+
+    @classmethod
+    def private(cls, capacity: int) -> KeySlots:
+        """Slots in this process's memory (a gateway without a node segment, a test)."""
+        return cls(memoryview(bytearray(region_size(capacity))), None)
+
+    def generation(self) -> int:
+        return self._u64[_GENERATION]
+
+    def bump(self) -> None:
+        """Tell every worker the key set changed."""
+        with self._lock:
+            self._u64[_GENERATION] += 1
+
+    def bind(self, key: TenantKey, now: float | None = None) -> KeySlot:
+        """The slot of ``key``, laid out for it when it held another, its rates set."""
+        if not 0 <= key.slot < self.capacity:
+            raise ValueError(f"key {key.id} has slot {key.slot}, past the {self.capacity} slots")
+        base = (HEAD.size // 8) + key.slot * _WORDS
+        at = HEAD.size + key.slot * SLOT.size
+        when = time.time() if now is None else now
+        with self._lock:
+            made = self._buckets.get((key.slot, key.tag))
+            if self._u64[base + _OWNER] != key.tag:
+                rpm_view = self._view[at + _RPM_AT : at + _RPM_AT + BUCKET.size]
+                tpm_view = self._view[at + _TPM_AT : at + _TPM_AT + BUCKET.size]
+                self._u64[base + _OWNER] = 0  # incomplete until the owner is written last
+                self._i64[base + _PERIOD] = period_index(key.budget_period, when)
+                self._f64[base + _SPENT] = key.spend.in_period(
+                    period_label(key.budget_period, when)
+                )
+                self._f64[base + _RESERVED] = 0.0
+                self._i64[base + _IN_FLIGHT] = 0
+                rpm = TokenBucket(*rate_spec(key.rpm), rpm_view)
+                tpm = TokenBucket(*rate_spec(key.tpm), tpm_view)
+                self._u64[base + _OWNER] = key.tag
+                if made is not None:
+                    self._retired.extend(made)  # in-flight calls may still settle on them
+                self._buckets[key.slot, key.tag] = (rpm, tpm)
+            else:
+                if made is None:
+                    rpm_view = self._view[at + _RPM_AT : at + _RPM_AT + BUCKET.size]
+                    tpm_view = self._view[at + _TPM_AT : at + _TPM_AT + BUCKET.size]
+                    made = (TokenBucket.attach(rpm_view), TokenBucket.attach(tpm_view))
+                    self._buckets[key.slot, key.tag] = made
+                rpm, tpm = made
+                for bucket, limit in ((rpm, key.rpm), (tpm, key.tpm)):
+                    spec = rate_spec(limit)
+                    if (bucket.rate_per_s, bucket.burst) != spec:
+                        bucket.set_rate(*spec)
+        return KeySlot(self, key, base, rpm, tpm)
+
+    def close(self) -> None:
+        """Let go of the region (its buckets first), so the segment can be unmapped."""
+        for pair in self._buckets.values():
+            self._retired.extend(pair)
+        for bucket in self._retired:
+            bucket.close()
+        self._buckets.clear()
+        self._retired.clear()
+        for view in (self._u64, self._i64, self._f64, self._view):
+            view.release()
+        self._lock.close()
+
+
+class KeySlot:
+    """One key's slot, as one worker uses it (built again when the key changes)."""
+
+    __slots__ = ("_base", "_f64", "_i64", "_lock", "key", "rpm", "tpm")
+
+    def __init__(
+        self, slots: KeySlots, key: TenantKey, base: int, rpm: TokenBucket, tpm: TokenBucket
+    ) -> None:
+        self.key = key
+        self.rpm = rpm
+        self.tpm = tpm
+        self._base = base
+        self._i64 = slots._i64
+        self._f64 = slots._f64
+        self._lock = slots._lock
+
+    # -- requests in flight --------------------------------------------------------------
+
+    def enter(self, most: int) -> bool:
+        """Count one more request in flight, unless ``most`` are already."""
+        at = self._base + _IN_FLIGHT
+        with self._lock:
+            if self._i64[at] >= most:
+                return False
+            self._i64[at] += 1
+            return True
+
+    def leave(self) -> None:
+        at = self._base + _IN_FLIGHT
+        with self._lock:
+            if self._i64[at] > 0:
+                self._i64[at] -= 1
+
+    def in_flight(self) -> int:
+        return self._i64[self._base + _IN_FLIGHT]
+
+    # -- budget --------------------------------------------------------------------------
+
+    def reserve(self, budget: float, usd: float, now: float) -> float | None:
+        """Reserve ``usd`` if anything is left of ``budget`` in the period ``now`` falls in
+        (so the node overshoots by at most one call's estimate); None when reserved, else
+        what was spent and reserved."""
+        base = self._base
+        with self._lock:
+            self._roll(now)
+            used = self._f64[base + _SPENT] + self._f64[base + _RESERVED]
+            if used >= budget:
+                return used
+            self._f64[base + _RESERVED] += usd
+            return None
+
+    def settle(self, reserved: float, cost: float, now: float) -> None:
+        """A call that reserved ``reserved`` cost ``cost`` (0 when it failed unanswered)."""
+        base = self._base
+        with self._lock:
+            self._roll(now)
+            left = self._f64[base + _RESERVED] - reserved
+            self._f64[base + _RESERVED] = left if left > 1e-12 else 0.0
+            self._f64[base + _SPENT] += cost
+
+    def spent(self, now: float) -> float:
+        """Spent in the budget period ``now`` falls in, node-wide (flushed or not)."""
+        base = self._base
+        with self._lock:
+            self._roll(now)
+            return self._f64[base + _SPENT]
+
+    def reserved(self) -> float:
+        return self._f64[self._base + _RESERVED]
+
+    def _roll(self, now: float) -> None:
+        """A new budget period: start its count (from the store's, for a period that
+        began before this slot knew it: a changed ``budget_period``). Under the lock."""
+        key = self.key
+        period = period_index(key.budget_period, now)
+        base = self._base
+        if self._i64[base + _PERIOD] != period:
+            self._i64[base + _PERIOD] = period
+            self._f64[base + _SPENT] = key.spend.in_period(period_label(key.budget_period, now))
+
+
+def retry_after(wait_s: float) -> float:
+    """A bucket's wait as a ``Retry-After`` (never infinite: a limit below one request's
+    need still frees up within the minute)."""
+    return 60.0 if math.isinf(wait_s) else wait_s
