@@ -140,6 +140,9 @@ class Settings:
     extra_providers: tuple[ProviderSettings, ...] = ()
     aliases: tuple[tuple[str, tuple[AliasTarget, ...]], ...] = ()
     default_provider: str | None = None
+    # [prices."<model>"]: (model, input, output, cached_input) USD per million tokens,
+    # over the shipped table (aigateway.pricing).
+    prices: tuple[tuple[str, float, float, float], ...] = ()
     # Set by `aigateway serve` when no provider key is set and it routes to the bundled mock.
     mock_provider: bool = False
     # Operations: access, CORS, request logs, provider health, shutdown (docs/operations.md).
@@ -787,6 +790,7 @@ def settings_from_worker_env(environ: Mapping[str, str] | None = None) -> Settin
     data["api_keys"] = tuple(data["api_keys"])
     data["priority_reserves"] = tuple(tuple(pair) for pair in data["priority_reserves"])
     data["cors_allow_origins"] = tuple(data["cors_allow_origins"])
+    data["prices"] = tuple(tuple(entry) for entry in data["prices"])
     data["aliases"] = tuple(
         (name, tuple(AliasTarget(**entry) for entry in entries))
         for name, entries in data["aliases"]
@@ -806,8 +810,9 @@ def _provider_from_json(data: dict[str, Any]) -> ProviderSettings:
 # validated by the same rule as the environment: the first bad value is a ConfigError
 # naming the file and the key.
 
-TOP_LEVEL_KEYS = {"default_provider", "providers", "aliases"}
+TOP_LEVEL_KEYS = {"default_provider", "providers", "aliases", "prices"}
 PROVIDER_KEYS = {"type", "base_url", "api_key_env", "max_connections", "rps", "tpm", "models"}
+PRICE_KEYS = {"input", "output", "cached_input"}
 
 
 def apply_config_file(settings: Settings, path: str, env: Mapping[str, str]) -> Settings:
@@ -833,8 +838,12 @@ def apply_config_file(settings: Settings, path: str, env: Mapping[str, str]) -> 
     if default is not None and default not in known:
         expected = "the name of a provider: " + ", ".join(sorted(known))
         raise ConfigError(f"{where} default_provider", str(default), expected)
+    prices = tuple(
+        _price(f'{where} prices."{model}"', model, table)
+        for model, table in _table(where, data, "prices").items()
+    )
     return dataclasses.replace(
-        settings, extra_providers=extra, aliases=aliases, default_provider=default
+        settings, extra_providers=extra, aliases=aliases, default_provider=default, prices=prices
     )
 
 
@@ -881,6 +890,27 @@ def _provider(
     return ProviderSettings(
         name, base_url, api_key, max_connections, rps, kind, key_variable, tuple(models), tpm=tpm
     )
+
+
+def _price(where: str, model: str, table: Any) -> tuple[str, float, float, float]:
+    """One model's prices, USD per million tokens; ``cached_input`` defaults to ``input``."""
+    if not model:
+        raise ConfigError(where, model, "a model name")
+    if not isinstance(table, dict):
+        raise ConfigError(where, repr(table), "a table of input, output and cached_input")
+    _no_unknown_keys(where, table, PRICE_KEYS)
+    figures = []
+    for key in ("input", "output", "cached_input"):
+        value = table.get(key, table.get("input") if key == "cached_input" else None)
+        if value is None:
+            raise ConfigError(f"{where}.{key}", "", "USD per million tokens (a number >= 0)")
+        valid = isinstance(value, int | float) and not isinstance(value, bool)
+        if not valid or not 0 <= value < float("inf"):
+            raise ConfigError(
+                f"{where}.{key}", repr(value), "USD per million tokens (a number >= 0)"
+            )
+        figures.append(float(value))
+    return model, figures[0], figures[1], figures[2]
 
 
 def _alias(where: str, name: str, entries: Any, known: set[str]) -> tuple[AliasTarget, ...]:
