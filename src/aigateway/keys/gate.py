@@ -59,7 +59,7 @@ _PERIOD_WORDS: Final = {"day": "daily", "month": "monthly", "total": "total"}
 class Pricing(Protocol):
     """USD for a model's tokens (``aigateway.pricing.PriceTable``)."""
 
-    def cost(self, model: str, usage: Mapping[str, Any]) -> float: ...
+    def cost(self, model: str, usage: Mapping[str, Any] | None) -> float: ...
 
     def estimate(self, model: str, prompt_tokens: int, max_output_tokens: int) -> float: ...
 
@@ -67,7 +67,7 @@ class Pricing(Protocol):
 class Free:
     """Prices of a gateway that prices nothing: every call costs 0."""
 
-    def cost(self, model: str, usage: Mapping[str, Any]) -> float:
+    def cost(self, model: str, usage: Mapping[str, Any] | None) -> float:
         return 0.0
 
     def estimate(self, model: str, prompt_tokens: int, max_output_tokens: int) -> float:

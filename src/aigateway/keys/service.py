@@ -27,6 +27,7 @@ from aigateway.keys.ring import KeyRing
 from aigateway.keys.slots import HEAD, SLOT, KeySlots, region_size
 from aigateway.keys.spend import SpendLog
 from aigateway.keys.store import KEY_SLOTS, SqliteKeyStore, StoreUnavailable
+from aigateway.pricing import PriceTable
 
 if TYPE_CHECKING:
     from aigateway.config import Settings
@@ -75,7 +76,7 @@ class TenantKeys:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.pricing = pricing
+        self.pricing = pricing if pricing is not None else PriceTable.from_settings(settings)
         self._clock = clock
         self.store: SqliteKeyStore | None = None
         self.ring: KeyRing | None = None
