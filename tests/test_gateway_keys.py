@@ -10,7 +10,6 @@ spreads connections over its workers).
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import subprocess
 import sys
@@ -261,7 +260,9 @@ def test_a_data_directory_that_cannot_be_written_stops_the_server_with_exit_2(
 ) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    env = gateway_env(None, AI_GATEWAY_DATA_DIR=str(blocked / "keys"), AI_GATEWAY_PORT=str(free_port()))
+    env = gateway_env(
+        None, AI_GATEWAY_DATA_DIR=str(blocked / "keys"), AI_GATEWAY_PORT=str(free_port())
+    )
     done = subprocess.run(
         [sys.executable, "-m", "aigateway.cli", "serve"],
         env=env,

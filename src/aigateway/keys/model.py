@@ -52,6 +52,8 @@ class KeySpend:
     periods: tuple[tuple[str, float], ...] = ()  # period label -> USD, e.g. ("day:2026-12-07", 0.1)
 
     def in_period(self, label: str) -> float:
+        if label == "total":
+            return self.usd
         for name, usd in self.periods:
             if name == label:
                 return usd
