@@ -194,6 +194,17 @@ def test_the_reported_spend_is_the_sum_of_usage_times_price_and_cache_hits_cost_
     assert shown["spend"]["total_usd"] == pytest.approx(expected)
     assert shown["usage"]["prompt_tokens"] == usage["prompt_tokens"]
     assert shown["usage"]["completion_tokens"] == usage["completion_tokens"]
+    metrics = httpx.get(gateway.url + "/metrics", timeout=10).text
+    line = next(
+        m
+        for m in metrics.splitlines()
+        if m.startswith('aigateway_key_spend_usd_total{key="reported"}')
+    )
+    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(expected)
+    assert secret not in metrics
+    stats = httpx.get(gateway.url + "/admin/stats", timeout=10).json()
+    [row] = [row for row in stats["keys"] if row["name"] == "reported"]
+    assert row["spend_usd"] == pytest.approx(expected) and row["requests"] == 6
 
 
 def test_a_stream_that_crosses_the_budget_is_cut_with_budget_exceeded(

@@ -286,6 +286,7 @@ class Operations:
             pid=os.getpid(),
             cluster=self.cluster.read(),
             leases=self.leases,
+            key_spend=self.tenants.spend_by_name(),
         )
 
     @property

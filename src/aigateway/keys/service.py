@@ -136,5 +136,16 @@ class TenantKeys:
         slot = ring.find(secret)
         return slot.key if slot is not None else None
 
+    def spend_by_name(self) -> list[tuple[str, str, int, float]]:
+        """(name, id, requests, USD) of every key, as the store has them (at most one
+        flush interval behind); none when the store is closed or cannot be read."""
+        store = self.store
+        if store is None:
+            return []
+        try:
+            return store.spend_by_name()
+        except StoreUnavailable:
+            return []
+
     def now(self) -> float:
         return self._clock()

@@ -121,6 +121,10 @@ class KeyStore(Protocol):
         """Add what workers saw keys use, all rows or none."""
         ...
 
+    def spend_by_name(self) -> list[tuple[str, str, int, float]]:
+        """(name, id, requests, USD) of every key's whole life, revoked ones too."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -242,6 +246,15 @@ class SqliteKeyStore:
         if values:
             with self._write() as db:
                 db.executemany(_ADD_SPEND, values)
+
+    def spend_by_name(self) -> list[tuple[str, str, int, float]]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT keys.name, keys.id, spend.requests, spend.usd FROM keys"
+                " JOIN spend ON spend.key_id = keys.id AND spend.period = 'total'"
+                " ORDER BY keys.name, keys.created_at"
+            ).fetchall()
+        return [(name, key_id, requests, usd) for name, key_id, requests, usd in rows]
 
     def close(self) -> None:
         with self._lock:
