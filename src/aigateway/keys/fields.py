@@ -20,7 +20,6 @@ Any other field is a 400 naming it; so is a bad value, with nothing stored.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any, Final
 
@@ -30,12 +29,13 @@ from aigateway.errors import InvalidRequest
 from aigateway.keys.model import LIMIT_FIELDS, PERIODS
 from aigateway.wire import PRIORITIES
 
-__all__ = ("MAX_MODELS", "parse_changes", "parse_new")
+__all__ = ("MAX_LIMIT", "MAX_MODELS", "MAX_USD", "parse_changes", "parse_new")
 
 MAX_NAME_CHARS: Final = 100
 MAX_MODELS: Final = 256
 MAX_METADATA_BYTES: Final = 16 * 1024
-_INT_LIMIT: Final = 10**12
+MAX_LIMIT: Final = 10**12
+MAX_USD: Final = 1e12
 
 
 def parse_new(body: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def _name(value: Any) -> str:
 def _positive_int(value: Any, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _INT_LIMIT:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_LIMIT:
         raise _bad(name, "a whole number >= 1, or null for no limit")
     return value
 
@@ -123,7 +123,7 @@ def _usd(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad("budget_usd", "a number of US dollars >= 0, or null for no budget")
     usd = float(value)
-    if not 0.0 <= usd < 1e12 or math.isnan(usd):
+    if not 0.0 <= usd < MAX_USD:
         raise _bad("budget_usd", "a number of US dollars >= 0, or null for no budget")
     return usd
 
