@@ -173,7 +173,7 @@ class KeySlots:
 class KeySlot:
     """One key's slot, as one worker uses it (built again when the key changes)."""
 
-    __slots__ = ("_base", "_f64", "_i64", "_lock", "key", "rpm", "tpm")
+    __slots__ = ("_base", "_f64", "_i64", "_lock", "_tag", "_u64", "key", "rpm", "tpm")
 
     def __init__(
         self, slots: KeySlots, key: TenantKey, base: int, rpm: TokenBucket, tpm: TokenBucket
@@ -182,16 +182,26 @@ class KeySlot:
         self.rpm = rpm
         self.tpm = tpm
         self._base = base
+        self._tag = key.tag
+        self._u64 = slots._u64
         self._i64 = slots._i64
         self._f64 = slots._f64
         self._lock = slots._lock
 
     # -- requests in flight --------------------------------------------------------------
 
+    def _mine(self) -> bool:
+        """Whether the slot still holds this key (under the lock): a revoked key's slot
+        may be laid out for a new key while the old one's calls are still settling, and
+        those must not count against the new one."""
+        return self._u64[self._base + _OWNER] == self._tag
+
     def enter(self, most: int) -> bool:
         """Count one more request in flight, unless ``most`` are already."""
         at = self._base + _IN_FLIGHT
         with self._lock:
+            if not self._mine():
+                return True
             if self._i64[at] >= most:
                 return False
             self._i64[at] += 1
@@ -200,7 +210,7 @@ class KeySlot:
     def leave(self) -> None:
         at = self._base + _IN_FLIGHT
         with self._lock:
-            if self._i64[at] > 0:
+            if self._mine() and self._i64[at] > 0:
                 self._i64[at] -= 1
 
     def in_flight(self) -> int:
@@ -214,6 +224,8 @@ class KeySlot:
         what was spent and reserved."""
         base = self._base
         with self._lock:
+            if not self._mine():
+                return None
             self._roll(now)
             used = self._f64[base + _SPENT] + self._f64[base + _RESERVED]
             if used >= budget:
@@ -225,6 +237,8 @@ class KeySlot:
         """A call that reserved ``reserved`` cost ``cost`` (0 when it failed unanswered)."""
         base = self._base
         with self._lock:
+            if not self._mine():
+                return
             self._roll(now)
             left = self._f64[base + _RESERVED] - reserved
             self._f64[base + _RESERVED] = left if left > 1e-12 else 0.0
