@@ -210,7 +210,7 @@ def test_the_reported_spend_is_the_sum_of_usage_times_price_and_cache_hits_cost_
 def test_a_stream_that_crosses_the_budget_is_cut_with_budget_exceeded(
     gateway: Gateway, mock: MockProvider
 ) -> None:
-    _key_id, secret = make_key(gateway, name="cut", budget_usd=0.001)
+    key_id, secret = make_key(gateway, name="cut", budget_usd=0.001)
     # 200 events "chunk 0 ", "chunk 1 ", ... (2-3 tokens each), a few ms apart: about 50
     # output tokens ($0.001 at $20 a million) are out when the stream is cut.
     mock.faults(default={"stream_chunks": 200, "stream_chunk_delay_ms": 3})
@@ -223,6 +223,9 @@ def test_a_stream_that_crosses_the_budget_is_cut_with_budget_exceeded(
     events = [line[6:] for line in answer.text.splitlines() if line.startswith("data: ")]
     assert "budget_exceeded" in events[-1]
     assert 10 < len(events) < 100, len(events)
+    # Charged what it had cost when cut (about the budget), not its whole estimate (256
+    # output tokens: $0.005).
+    assert 0.0009 < key_of(gateway, key_id)["spend"]["period_usd"] < 0.002
 
 
 def test_spend_survives_a_restart_of_the_node(

@@ -183,6 +183,12 @@ class KeyGate:
         return slot.spent(self._clock()) + slot.reserved() - mine + running > budget
 
 
+    def cut_event(self, slot: KeySlot, running: float) -> bytes:
+        """The error event that ends a stream cut at its key's budget."""
+        now = self._clock()
+        return budget_exceeded(slot.key, slot.spent(now) + running, now).json()
+
+
 def budget_exceeded(key: TenantKey, used: float, now: float) -> GatewayError:
     period = key.budget_period
     resets = period_resets_at(period, now)
@@ -321,28 +327,33 @@ class KeyReservation(Reservation):
 
     async def metered(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """A stream's events, settled by its usage chunk when it ends (cut at the budget
-        with ``KEY_BUDGET_CUT_STREAMS``)."""
-        gate = self._gate
-        cut = gate.cut_streams and self._slot is not None and self._slot.key.budget_usd
+        with ``KEY_BUDGET_CUT_STREAMS``: then settled by what it had cost when cut)."""
+        gate, slot = self._gate, self._slot
+        watch = gate.cut_streams and slot is not None and slot.key.budget_usd is not None
         usage: Any = None
         chars = 0
+        cut: tuple[int, float] | None = None  # (tokens, USD) so far, when cut
         try:
             async for piece in events:
                 if carries_usage(piece):
                     usage = usage_of(piece) or usage
-                if cut and self._slot is not None:
+                if watch and slot is not None:
                     chars += _output_chars(piece)
                     output = -(-chars // CHARS_PER_TOKEN)
                     running = gate.pricing.estimate(self.model, self.prompt, output)
-                    if gate.over_budget(self._slot, self.usd, running):
-                        key = self._slot.key
-                        used = self._slot.spent(time.time()) + running
-                        yield b"data: " + budget_exceeded(key, used, time.time()).json() + b"\n\n"
+                    if gate.over_budget(slot, self.usd, running):
+                        cut = (self.prompt + output, running)
+                        yield b"data: " + gate.cut_event(slot, running) + b"\n\n"
                         break
                 yield piece
         finally:
             await close_events(events)
-            self.settle_usage(usage)
+            if cut is not None and usage is None:
+                if self._inner is not None:
+                    self._inner.settle(cut[0])
+                self._done(*cut, None)
+            else:
+                self.settle_usage(usage)
 
     def _done(self, tokens: int, cost: float, usage: Any) -> None:
         slot, self._slot = self._slot, None

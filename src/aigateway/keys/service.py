@@ -8,7 +8,10 @@ pipeline asks its ``gate``; the admin endpoints change keys through ``store`` an
 
 ``prepare_data_dir`` runs once in the main process of ``aigateway serve``: it makes
 ``AI_GATEWAY_DATA_DIR`` and opens the store there, so a directory that cannot be written
-stops the server at once (exit 2) rather than failing in every worker.
+stops the server at once (exit 2) rather than failing in every worker, and hands the
+workers the directory it chose.  An app made in-process without a data directory (a
+tool, a test: ``create_app(Settings())``) keeps its keys in a temporary directory of its
+own, removed when it stops, never in the user's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -83,12 +88,16 @@ class TenantKeys:
         self.gate: KeyGate | None = None
         self.spend: SpendLog | None = None
         self._task: asyncio.Task[None] | None = None
+        self._scratch: str | None = None  # a temporary data directory, without one set
 
     def open(self, segment: shm.Segment | None) -> None:
         """Open the store and the node's key slots (private ones without a segment)."""
         settings = self.settings
-        directory = data_directory(settings)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if settings.data_dir:
+            directory = settings.data_dir
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        else:
+            directory = self._scratch = tempfile.mkdtemp(prefix="aigateway-keys-")
         store = SqliteKeyStore(directory)
         if segment is not None and KEYS_REGION in segment.region_names:
             slots = KeySlots(
@@ -123,6 +132,9 @@ class TenantKeys:
         if self.ring is not None:
             self.ring.slots.close()
         self.store = self.ring = self.gate = self.spend = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __bool__(self) -> bool:
         """Whether any tenant key was ever made (then ``/v1/*`` needs a key)."""
