@@ -101,7 +101,7 @@ def test_the_data_holds_every_panel_of_the_page() -> None:
     assert set(document["queue"]) >= {"queue_size", "shed", "timed_out"}
     avoided = document["cache"]["avoided"]
     assert {"calls", "tokens"} <= set(avoided)
-    assert avoided["dollars"] is None  # a seam: dollars once prices exist
+    assert avoided["dollars"] == 0  # nothing avoided yet, in USD
     assert document["spend"]["available"] is False  # a seam: spend once tenant keys exist
     assert document["cluster"] is None  # one node: no REDIS_URL
     charts = document["charts"]

@@ -95,6 +95,11 @@ export interface ResultMeta {
   requestId: string;
   /** The gateway's `x-aigateway-cache` header (`hit`, `miss`, `bypass`) when it sent one. */
   cache?: string;
+  /**
+   * What the answer cost in USD (`x-aigateway-cost`): its usage at the gateway's prices, 0 for
+   * an answer from its cache. Absent when the gateway did not say (a fallback's answer).
+   */
+  cost?: number;
 }
 
 export type ChatResult = ChatResponse & ResultMeta;
@@ -157,6 +162,86 @@ export interface AdminStats {
   requests_per_second?: number;
   providers?: Record<string, Record<string, unknown>>;
   [key: string]: unknown;
+}
+
+// -- tenant keys (/admin/keys) -----------------------------------------------------------------
+
+export type BudgetPeriod = 'day' | 'month' | 'total';
+
+/** The limits of a tenant key; `null` (or leaving a field out) means no limit. */
+export interface TenantKeyLimits {
+  /** Requests per minute. */
+  rpm?: number | null;
+  /** Tokens per minute (prompt + completion). */
+  tpm?: number | null;
+  /** Requests in flight at once. */
+  max_parallel?: number | null;
+  /** USD the key may spend per `budget_period`. */
+  budget_usd?: number | null;
+  /** `day` or `month` (UTC calendar) or `total` (the default). */
+  budget_period?: BudgetPeriod | null;
+  /** The models and aliases the key may use (empty or null: any). */
+  models?: string[] | null;
+  /** Its requests' priority when they ask for none. */
+  priority?: Priority | null;
+  /** The most urgent priority its requests may ask for (`x-aigateway-priority` is capped to it). */
+  max_priority?: Priority | null;
+  /** RFC 3339 time after which the key is refused, e.g. `2027-01-31T00:00:00Z`. */
+  expires_at?: string | null;
+  /** Any JSON object, kept and shown as given. */
+  metadata?: Record<string, unknown> | null;
+}
+
+/** `POST /admin/keys`: `name` is required and unique; any other field is a 400 naming it. */
+export interface TenantKeySpec extends TenantKeyLimits {
+  name: string;
+}
+
+/** `PATCH /admin/keys/{id}`: the fields to change. */
+export interface TenantKeyChanges extends TenantKeyLimits {
+  name?: string;
+}
+
+/** A key as `GET /admin/keys` shows it: limits, usage and spend, never its secret. */
+export interface TenantKey {
+  id: string;
+  object?: 'key';
+  name: string;
+  /** The first characters of its secret, to recognise it. */
+  prefix?: string;
+  created_at?: string;
+  revoked_at?: string | null;
+  rpm: number | null;
+  tpm: number | null;
+  max_parallel: number | null;
+  budget_usd: number | null;
+  budget_period: BudgetPeriod;
+  models: string[];
+  priority: Priority | null;
+  max_priority: Priority | null;
+  expires_at: string | null;
+  metadata: Record<string, unknown>;
+  usage?: { requests: number; prompt_tokens: number; completion_tokens: number; [key: string]: unknown };
+  spend?: {
+    total_usd: number;
+    /** `day:YYYY-MM-DD`, `month:YYYY-MM` or `total`. */
+    period: string;
+    period_usd: number;
+    budget_remaining_usd: number | null;
+    [key: string]: unknown;
+  };
+  [key: string]: unknown;
+}
+
+/** The 201 answer of `POST /admin/keys`: the key, with its secret this once. */
+export interface CreatedTenantKey extends TenantKey {
+  /** The secret: send it as `Authorization: Bearer <key>`. The gateway keeps only a hash. */
+  key: string;
+}
+
+export interface TenantKeyList {
+  object: 'list';
+  data: TenantKey[];
 }
 
 export type BatchItemResult =
@@ -343,6 +428,16 @@ export declare class GatewayClient {
   models(options?: CallOptions): Promise<ModelsResult>;
   health(options?: Pick<CallOptions, 'signal' | 'timeoutMs' | 'requestId'>): Promise<HealthResponse>;
   stats(options?: CallOptions): Promise<AdminStats>;
+  /** `POST /admin/keys` (with `adminKey`): the answer carries `key`, the secret, this once. */
+  createKey(spec: TenantKeySpec, options?: CallOptions): Promise<CreatedTenantKey>;
+  /** `GET /admin/keys`. */
+  listKeys(options?: CallOptions): Promise<TenantKeyList>;
+  /** `GET /admin/keys/{id}`. */
+  getKey(id: string, options?: CallOptions): Promise<TenantKey>;
+  /** `PATCH /admin/keys/{id}`: `null` clears a limit. */
+  updateKey(id: string, changes: TenantKeyChanges, options?: CallOptions): Promise<TenantKey>;
+  /** `DELETE /admin/keys/{id}`: revokes it on every worker and node; answers the revoked key. */
+  revokeKey(id: string, options?: CallOptions): Promise<TenantKey>;
   metrics(): ClientMetrics;
   resetMetrics(): void;
   close(): Promise<void>;

@@ -28,6 +28,10 @@ import {
   type FallbackHandlers,
   type HealthResponse,
   type ModelsResult,
+  type CreatedTenantKey,
+  type TenantKey,
+  type TenantKeyList,
+  type TenantKeySpec,
   type Via,
 } from '@aigateway/client';
 
@@ -141,6 +145,28 @@ export async function main(): Promise<void> {
   console.log(health.status);
   const stats = await client.stats();
   console.log(stats.uptime_s);
+  const cost: number | undefined = reply.cost;
+  void cost;
+
+  const spec: TenantKeySpec = {
+    name: 'search-team', rpm: 600, tpm: 200_000, max_parallel: 8, budget_usd: 50, budget_period: 'month',
+    models: ['gpt-4o-mini', 'fast'], priority: 'normal', max_priority: 'high',
+    expires_at: '2027-01-31T00:00:00Z', metadata: { owner: 'search' },
+  };
+  const created: CreatedTenantKey = await client.createKey(spec);
+  const secret: string = created.key;
+  void secret;
+  // @ts-expect-error: a key needs a name
+  await client.createKey({ rpm: 5 });
+  // @ts-expect-error: not a budget period
+  await client.createKey({ name: 'x', budget_period: 'week' });
+  const changed: TenantKey = await client.updateKey(created.id, { rpm: null, budget_usd: 100 });
+  const list: TenantKeyList = await client.listKeys();
+  const one: TenantKey = await client.getKey(list.data[0].id);
+  console.log(changed.rpm, one.spend?.period_usd, one.usage?.requests);
+  const revoked: TenantKey = await client.revokeKey(created.id);
+  console.log(revoked.revoked_at);
+
   const metrics: ClientMetrics = client.metrics();
   console.log(metrics.gateway.latencyMs.p95, metrics.fallback.errors, metrics.fallbacks.gateway_down, client.status);
 

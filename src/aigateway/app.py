@@ -57,6 +57,7 @@ from aigateway.hotpath import SharedStats, TokenBucket, TTLPolicy
 from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
 from aigateway.middleware.errors import UnexpectedErrorMiddleware
 from aigateway.operations import Operations
+from aigateway.pricing import PriceTable
 from aigateway.provider_specs import families
 from aigateway.runtime import live_variables
 from aigateway.upstream import PoolLimits, create_upstream_client
@@ -237,7 +238,11 @@ def open_cache(settings: Settings) -> ResponseCache | None:
     store = LmdbStore(settings.cache_path, int(settings.cache_max_mb * 1024 * 1024))
     policy = TTLPolicy(provider_factors=dict(settings.cache_ttl_factors))
     return ResponseCache(
-        store, settings.cache_ttl_minutes * 60.0, policy, settings.cache_max_entry_bytes
+        store,
+        settings.cache_ttl_minutes * 60.0,
+        policy,
+        settings.cache_max_entry_bytes,
+        PriceTable.from_settings(settings),
     )
 
 

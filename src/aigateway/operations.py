@@ -52,6 +52,7 @@ from aigateway.logs import apply_log_level
 from aigateway.middleware.auth import AuthMiddleware
 from aigateway.middleware.cors import CORSMiddleware
 from aigateway.middleware.requests import RequestMiddleware
+from aigateway.pricing import PriceTable
 from aigateway.providers.base import ModelListAdapter
 from aigateway.runtime import Applier, LiveSettings, region_size
 from aigateway.scrub import Scrubber
@@ -123,9 +124,12 @@ class Operations:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.scrubber = Scrubber.from_settings(settings)  # the node's secrets
+        self.prices = PriceTable.from_settings(settings)  # what answers cost
         # Private counters until attached to the node's segment (and after): a request
         # that comes before or after the lifespan is counted where nobody reads it.
-        self.accounting = Accounting.private(tuple(p.name for p in settings.providers))
+        self.accounting = Accounting.private(
+            tuple(p.name for p in settings.providers), prices=self.prices
+        )
         self.health: HealthBoard | None = None
         self.live: LiveSettings | None = None
         self.table: SeriesTable | None = None
@@ -217,7 +221,7 @@ class Operations:
             self.live = LiveSettings(settings, bytearray(region_size(slots)), slots)
         if self.history is None:  # without the node's segment: this worker's own samples
             self.history = History.private(names)
-        self.accounting = Accounting(self.stats, self.table, tuple(names))
+        self.accounting = Accounting(self.stats, self.table, tuple(names), self.prices)
         self.stats.incr(slot_table(self.stats.schema, "worker_starts", ())[()])
         self.providers = providers
         for name, provider in providers.items():
@@ -255,7 +259,9 @@ class Operations:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        self.accounting = Accounting.private(tuple(p.name for p in self.settings.providers))
+        self.accounting = Accounting.private(
+            tuple(p.name for p in self.settings.providers), prices=self.prices
+        )
         closables = (self.table, self.health, self.live, self.cluster, self.leases, self.history)
         for closable in closables:
             if closable is not None:

@@ -102,11 +102,19 @@ class PriceTable:
         Completions, embeddings, Responses) or Anthropic's. Cached prompt tokens
         (``prompt_tokens_details.cached_tokens``, ``input_tokens_details.cached_tokens``,
         ``cache_read_input_tokens``) are billed at ``cached_input``."""
-        price = self.price(model)
-        if price is None or not isinstance(usage, Mapping):
+        if not isinstance(usage, Mapping):
             return 0.0
         prompt, completion = token_counts(usage)
-        cached = min(cached_tokens(usage), prompt)
+        return self.tokens_cost(model, prompt, completion, cached_tokens(usage))
+
+    def tokens_cost(self, model: str, prompt: int, completion: int, cached: int = 0) -> float:
+        """USD of ``prompt`` and ``completion`` tokens of ``model``, ``cached`` of the prompt
+        tokens read from the provider's prompt cache (counts as ``wire.token_counts``
+        gives them)."""
+        price = self.price(model)
+        if price is None:
+            return 0.0
+        cached = min(cached, prompt)
         dollars = (
             (prompt - cached) * price.input
             + cached * price.cached_input

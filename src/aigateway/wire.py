@@ -77,6 +77,7 @@ class Completed:
     attempts: int
     cache: str = "miss"  # hit, miss or bypass: the x-aigateway-cache header
     completion: Any = None  # ``body`` parsed, when the pipeline had to parse it anyway
+    cost: float | None = None  # USD of its usage (x-aigateway-cost); None: not known
 
 
 @dataclass(slots=True)

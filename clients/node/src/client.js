@@ -182,6 +182,44 @@ export class GatewayClient {
     });
   }
 
+  // -- tenant keys (admin: sent with `adminKey`, else `apiKey`; never fall back) -------------
+
+  /** `POST /admin/keys`: a new key; the answer carries its `id` and, this once, its secret as `key`. */
+  async createKey(spec, options = {}) {
+    if (!isObject(spec) || typeof spec.name !== 'string' || !spec.name) {
+      throw new TypeError('createKey() takes an object with a name');
+    }
+    return this.adminCall('createKey', options, 'POST', '/admin/keys', spec);
+  }
+
+  /** `GET /admin/keys`: every key (revoked ones too) with its limits, usage and spend. */
+  async listKeys(options = {}) {
+    return this.adminCall('listKeys', options, 'GET', '/admin/keys');
+  }
+
+  /** `GET /admin/keys/{id}`: one key. */
+  async getKey(id, options = {}) {
+    return this.adminCall('getKey', options, 'GET', keyPath(id, 'getKey'));
+  }
+
+  /** `PATCH /admin/keys/{id}`: changes its name or limits (`null` clears a limit). */
+  async updateKey(id, changes, options = {}) {
+    if (!isObject(changes)) throw new TypeError('updateKey() takes an id and an object of changes');
+    return this.adminCall('updateKey', options, 'PATCH', keyPath(id, 'updateKey'), changes);
+  }
+
+  /** `DELETE /admin/keys/{id}`: revokes the key, for good; answers the revoked key. */
+  async revokeKey(id, options = {}) {
+    return this.adminCall('revokeKey', options, 'DELETE', keyPath(id, 'revokeKey'));
+  }
+
+  adminCall(operation, options, method, path, body) {
+    return this.call(operation, options, {
+      method, path, body, admin: true, diagnostic: true,
+      decorate: (answer) => answer,
+    });
+  }
+
   /** Latency and error counts of both paths, and the gateway's status as this client sees it. */
   metrics() {
     return {
@@ -828,6 +866,8 @@ function gatewayMeta(response, ctx) {
   const meta = { via: 'gateway', requestId: response.headers.get('x-request-id') ?? ctx.requestId };
   const cache = response.headers.get('x-aigateway-cache');
   if (cache) meta.cache = cache;
+  const cost = Number.parseFloat(response.headers.get('x-aigateway-cost') ?? '');
+  if (Number.isFinite(cost)) meta.cost = cost;
   return meta;
 }
 
@@ -855,6 +895,15 @@ function normalizeFallback(fallback) {
     handlers[name] = fallback[name].bind(fallback);
   }
   return handlers;
+}
+
+function isObject(value) {
+  return Boolean(value) && typeof value === 'object' && !Array.isArray(value);
+}
+
+function keyPath(id, method) {
+  if (typeof id !== 'string' || !id) throw new TypeError(`${method}() needs a key id`);
+  return `/admin/keys/${encodeURIComponent(id)}`;
 }
 
 function checkChatRequest(request) {

@@ -20,6 +20,7 @@ from aigateway.cache.service import ResponseCache
 from aigateway.cluster.guard import RedisUnavailable
 from aigateway.core.admission import Admission
 from aigateway.errors import GatewayError
+from aigateway.stats.registry import METRICS
 from aigateway.stats.report import cache_series
 
 # The fields of /admin/cache's ``avoided`` rows, by metric and direction.
@@ -27,6 +28,7 @@ _AVOIDED_FIELDS = {
     ("avoided_provider_calls", ""): "calls",
     ("avoided_tokens", "in"): "prompt_tokens",
     ("avoided_tokens", "out"): "completion_tokens",
+    ("avoided_usd", ""): "usd",
 }
 
 
@@ -89,7 +91,9 @@ def cache_report(cache: ResponseCache, counters: Mapping[str, int] | None = None
         provider, model, via = labels["provider"], labels["model"], labels["via"]
         field = _AVOIDED_FIELDS[one.family, labels.get("direction", "")]
         row = avoided.setdefault(f"{provider}/{model}", {"provider": provider, "model": model})
-        row[f"{via}_{field}"] = int(one.value)
+        metric = METRICS[one.family]
+        value = one.value / metric.divisor if metric.divisor != 1 else int(one.value)
+        row[f"{via}_{field}"] = value
     return {
         "enabled": True,
         "entries": counters.get("entries", 0),

@@ -15,8 +15,9 @@ from aigateway.core.observer import RequestObserver
 from aigateway.core.streaming import without_usage
 from aigateway.errors import GatewayError, PayloadTooLarge
 from aigateway.middleware.requests import OBSERVER_KEY
+from aigateway.pricing import format_usd
 from aigateway.providers._openai_format import include_usage
-from aigateway.wire import ApiRequest, Streaming, close_events
+from aigateway.wire import ApiRequest, Completed, Streaming, close_events
 
 JSON = "application/json"
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -47,6 +48,18 @@ def event_stream(
     return EventStream(
         events, media_type="text/event-stream", headers={**STREAM_HEADERS, **headers}
     )
+
+
+def answer_headers(result: Completed | Streaming) -> dict[str, str]:
+    """The gateway's headers on an answer: who answered, whether the cache did, and what
+    it cost (``x-aigateway-cost``, USD): 0 for an answer the cache or an identical call
+    gave; absent on a stream from a provider, whose usage comes after the headers."""
+    headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
+    if result.cache == "hit":
+        headers["x-aigateway-cost"] = "0"
+    elif isinstance(result, Completed) and result.cost is not None:
+        headers["x-aigateway-cost"] = format_usd(result.cost)
+    return headers
 
 
 def observer_of(request: Request) -> RequestObserver:

@@ -28,7 +28,7 @@ from aigateway.api.anthropic_errors import (
     error_type,
 )
 from aigateway.api.builder import RequestBuilder
-from aigateway.api.http import event_stream, json_response, observer_of, read_body
+from aigateway.api.http import answer_headers, event_stream, json_response, observer_of, read_body
 from aigateway.api.messages_request import parse_count_tokens_request, parse_messages_request
 from aigateway.api.messages_tokens import estimate_input_tokens
 from aigateway.core.pipeline import Pipeline
@@ -74,7 +74,7 @@ class MessagesRoutes:
             result = await self._pipeline().chat(asked, observer_of(request))
         except GatewayError as exc:
             return anthropic_error_response(exc)
-        headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
+        headers = answer_headers(result)
         if isinstance(result, Streaming):
             return event_stream(result, asked, headers, anthropic_events(result.events))
         return json_response(result.body, headers=headers)

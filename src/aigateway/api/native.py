@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aigateway.api.builder import NativeControls, RequestBuilder
-from aigateway.api.http import event_stream, json_response, observer_of, read_body
+from aigateway.api.http import answer_headers, event_stream, json_response, observer_of, read_body
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.core.pipeline import Pipeline
 from aigateway.errors import InvalidRequest, ProviderError
@@ -128,7 +128,7 @@ class NativeRoutes:
         chat = self.builder.build(request, parsed, controls)
         assert self.pipeline is not None
         result = await self.pipeline.chat(chat, observer_of(request))
-        headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
+        headers = answer_headers(result)
         if isinstance(result, Streaming):
             return event_stream(result, chat, headers, _native_events(result))
         return json_response(native_answer(result, started), headers=headers)

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigateway.api.builder import RequestBuilder
-from aigateway.api.http import event_stream, json_response, observer_of, read_body
+from aigateway.api.http import answer_headers, event_stream, json_response, observer_of, read_body
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
 from aigateway.core.pipeline import Pipeline
 from aigateway.errors import NotFound
@@ -38,7 +38,7 @@ class OpenAIRoutes:
         parsed = parse_chat_request(await read_body(request, self.max_body_bytes))
         chat = self.builder.build(request, parsed)
         result = await self._pipeline().chat(chat, observer_of(request))
-        headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
+        headers = answer_headers(result)
         if isinstance(result, Streaming):
             return event_stream(result, chat, headers)
         return json_response(result.body, headers=headers)
@@ -47,7 +47,9 @@ class OpenAIRoutes:
         parsed = parse_embeddings_request(await read_body(request, self.max_body_bytes))
         embed = self.builder.build(request, parsed)
         result = await self._pipeline().embeddings(embed, observer_of(request))
-        return json_response(result.body, headers={"x-aigateway-provider": result.provider})
+        headers = answer_headers(result)
+        del headers["x-aigateway-cache"]  # embeddings do not go through the cache
+        return json_response(result.body, headers=headers)
 
     async def models(self, request: Request) -> Response:
         models = await self._pipeline().models(observer_of(request))

@@ -24,7 +24,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigateway.api.builder import RequestBuilder
-from aigateway.api.http import STREAM_HEADERS, EventStream, json_response, observer_of, read_body
+from aigateway.api.http import (
+    STREAM_HEADERS,
+    EventStream,
+    answer_headers,
+    json_response,
+    observer_of,
+    read_body,
+)
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
 from aigateway.cache.response_store import ResponseStore, StoredResponse
 from aigateway.core.pipeline import Pipeline
@@ -68,7 +75,7 @@ class ResponsesRoutes:
         api_request = self.builder.build(request, chat_request(parsed, items))
         result = await pipeline.chat(api_request, observer_of(request))
         shell = ResponseShell(parsed.body, parsed.model)
-        headers = {"x-aigateway-provider": result.provider, "x-aigateway-cache": result.cache}
+        headers = answer_headers(result)
         keep = _Keeper(store, owner, items) if parsed.store else None
         if isinstance(result, Streaming):
             events = _events(result.events, ResponsesEvents(shell), keep)

@@ -12,6 +12,9 @@ answer it cannot store is logged (once a minute at most) and counted in
 ``store_failures``, and the request goes on as if there were no cache. Only complete
 answers with their ``usage`` are kept, up to ``max_entry_bytes``; a stream is folded into
 its completion as it goes, and given up on past that size.
+
+Every call the cache (or an identical call in flight) saved is counted with its tokens
+and what they would have cost at ``prices`` (``avoided_usd``, in nano-dollars).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from aigateway.cache.messages_replay import MessagesAssembler, messages_cacheabl
 from aigateway.cache.replay import Assembler, is_cacheable, replay
 from aigateway.cache.store import CacheEntry, LmdbStore
 from aigateway.hotpath import SSEDecoder, TTLPolicy, cache_key, compute_ttl
+from aigateway.pricing import PriceTable, to_nanos
 from aigateway.stats.registry import labelled_key
 from aigateway.wire import ApiRequest, Completed, Streaming, close_events, token_counts
 
@@ -56,8 +60,10 @@ class ResponseCache:
         default_ttl_s: float,
         policy: TTLPolicy,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        prices: PriceTable | None = None,
     ) -> None:
         self.store = store
+        self.prices = PriceTable.shipped() if prices is None else prices
         self._default_ttl_s = default_ttl_s
         self._policy = policy
         self.max_entry_bytes = max_entry_bytes
@@ -237,6 +243,11 @@ class ResponseCache:
         count(labelled_key("avoided_provider_calls", provider, model, how))
         count(labelled_key("avoided_tokens", provider, model, how, "in"), entry.prompt_tokens)
         count(labelled_key("avoided_tokens", provider, model, how, "out"), entry.completion_tokens)
+        # What the call would have cost, its prompt taken as uncached (the entry keeps no
+        # more than the two counts; the provider's own prompt cache may have made it less).
+        usd = self.prices.tokens_cost(model, entry.prompt_tokens, entry.completion_tokens)
+        if usd > 0:
+            count(labelled_key("avoided_usd", provider, model, how), to_nanos(usd))
 
 
 def _namespace(request: ApiRequest) -> str:

@@ -10,7 +10,8 @@ Who calls what::
 
     middleware      request_started / request_finished    (routes, statuses, latency)
     dispatch        provider_call, retry                  (every attempt, via the observer)
-    pipeline        failover, usage / usage_from_body     (per target, per answer)
+    pipeline        failover, usage / usage_from_body     (per target, per answer: tokens
+                                                           and their cost in dollars)
                     queue_wait                            (around admission, via the observer)
                     avoided                               (calls batching saved)
     streaming       usage_from_body                       (usage of a streamed answer)
@@ -31,6 +32,7 @@ from typing import Any, Final
 import orjson
 
 from aigateway.hotpath import SharedStats
+from aigateway.pricing import PriceTable, to_nanos
 from aigateway.stats.registry import SERIES, slot_table, stats_schema
 from aigateway.stats.series import SeriesTable, series_key
 from aigateway.wire import token_counts
@@ -47,10 +49,15 @@ class Accounting:
     """This worker's writer of the node's metrics."""
 
     def __init__(
-        self, stats: SharedStats, table: SeriesTable, providers: tuple[str, ...] = ()
+        self,
+        stats: SharedStats,
+        table: SeriesTable,
+        providers: tuple[str, ...] = (),
+        prices: PriceTable | None = None,
     ) -> None:
         self.stats = stats
         self.table = table
+        self.prices = PriceTable.shipped() if prices is None else prices
         # Slot indices of the shared stats, resolved once (see ``stats.registry``).
         schema = stats.schema
         self._requests = slot_table(schema, "requests_answered", ())[()]
@@ -65,13 +72,17 @@ class Accounting:
 
     @classmethod
     def private(
-        cls, providers: tuple[str, ...] = (), series: int = 256, cells: int = 4096
+        cls,
+        providers: tuple[str, ...] = (),
+        series: int = 256,
+        cells: int = 4096,
+        prices: PriceTable | None = None,
     ) -> Accounting:
         """Counters in this process's own memory, read by nobody but its caller (a worker
         before its lifespan starts, a tool, a test)."""
         params = {"series": series, "cells": cells, "slots": 1}
         table = SeriesTable(memoryview(bytearray(SeriesTable.size(series, cells, 1))), params, None)
-        return cls(SharedStats(stats_schema(providers)), table, providers)
+        return cls(SharedStats(stats_schema(providers)), table, providers, prices)
 
     # -- requests (middleware) -----------------------------------------------------------
 
@@ -118,29 +129,41 @@ class Accounting:
         """A request leaves ``provider`` (failed after its retries) for the next target."""
         self._add(("failovers", self._provider(provider)))
 
-    def tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:
-        provider = self._provider(provider)
-        model = self._model(provider, model)
+    def tokens(
+        self, provider: str, model: str, prompt: int, completion: int, usd: float = 0.0
+    ) -> None:
+        """Tokens a provider reported, and what they cost (``usd``)."""
+        provider_label = self._provider(provider)
+        model_label = self._model(provider_label, model)
         if prompt > 0:
-            self._add(("tokens", provider, model, "in"), prompt)
+            self._add(("tokens", provider_label, model_label, "in"), prompt)
         if completion > 0:
-            self._add(("tokens", provider, model, "out"), completion)
+            self._add(("tokens", provider_label, model_label, "out"), completion)
+        nanos = to_nanos(usd)
+        if nanos > 0:
+            self._add(("spend_usd", provider_label, model_label), nanos)
 
-    def usage(self, provider: str, model: str, usage: Any) -> None:
-        """Tokens from an OpenAI ``usage`` object (odd counts clamped: ``wire.token_counts``)."""
-        if isinstance(usage, Mapping):
-            self.tokens(provider, model, *token_counts(usage))
+    def usage(self, provider: str, model: str, usage: Any) -> float | None:
+        """Tokens from an OpenAI ``usage`` object (odd counts clamped: ``wire.token_counts``)
+        and their cost; returns the cost in USD, None when there is no usage."""
+        if not isinstance(usage, Mapping):
+            return None
+        usd = self.prices.cost(model, usage)
+        self.tokens(provider, model, *token_counts(usage), usd)
+        return usd
 
-    def usage_from_body(self, provider: str, model: str, body: bytes) -> None:
-        """Tokens from an OpenAI-format answer body (chat completion or embeddings)."""
+    def usage_from_body(self, provider: str, model: str, body: bytes) -> float | None:
+        """Tokens from an OpenAI-format answer body (chat completion or embeddings), and
+        their cost in USD (None: the body carries no usage)."""
         if b'"usage"' not in body:
-            return
+            return None
         try:
             answer = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return
-        if isinstance(answer, dict):
-            self.usage(provider, model or str(answer.get("model") or ""), answer.get("usage"))
+            return None
+        if not isinstance(answer, dict):
+            return None
+        return self.usage(provider, model or str(answer.get("model") or ""), answer.get("usage"))
 
     # -- admission and batching ----------------------------------------------------------
 

@@ -250,7 +250,10 @@ def _split(result: Completed, callers: list[_Caller[Any]], total: int) -> None:
         offset += n
         share = round(prompt_tokens * n / total) if total else 0
         body = {**answer, "data": mine, "usage": {"prompt_tokens": share, "total_tokens": share}}
+        cost = None if result.cost is None else result.cost * n / total  # by its inputs' share
         if not caller.future.done():
             caller.future.set_result(
-                Completed(orjson.dumps(body), result.provider, result.model, result.attempts)
+                Completed(
+                    orjson.dumps(body), result.provider, result.model, result.attempts, cost=cost
+                )
             )

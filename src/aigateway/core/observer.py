@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aigateway.core.accounting import Accounting
 
@@ -45,6 +45,7 @@ class RequestRecord:
     failovers: int = 0
     provider_s: float = 0.0
     queue_wait_s: float = 0.0
+    cost: float | None = None  # USD of the answer's usage, once it is known
 
 
 class RequestObserver:
@@ -78,3 +79,18 @@ class RequestObserver:
         """Once per admitted request: how long it waited (0 when it went straight on)."""
         self.accounting.queue_wait(provider, priority, seconds)
         self.record.queue_wait_s += seconds
+
+    def usage(self, provider: str, model: str, usage: Any) -> float | None:
+        """The answer's tokens and cost counted (``Accounting.usage``); the cost noted for
+        the request's log line, and returned (None: no usage)."""
+        return self._noted(self.accounting.usage(provider, model, usage))
+
+    def usage_from_body(self, provider: str, model: str, body: bytes) -> float | None:
+        """As ``usage``, from an OpenAI-format answer or stream chunk."""
+        return self._noted(self.accounting.usage_from_body(provider, model, body))
+
+    def _noted(self, usd: float | None) -> float | None:
+        if usd is not None:
+            record = self.record
+            record.cost = usd if record.cost is None else record.cost + usd
+        return usd

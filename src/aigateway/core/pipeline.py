@@ -150,18 +150,19 @@ class Pipeline:
                 reservation.failed(exc.fault)  # its tokens back, unless the provider counted
                 failure = _fail_over(provider, model, exc, deadline, more, observer)
                 continue
-            accounting = observer.accounting
             if request.stream:
                 translator = self._scrubber.translator(adapter.chat_stream(prepared, model))
-                events = relay_stream(answer, adapter, translator, accounting, model=model)
+                events = relay_stream(answer, adapter, translator, observer, model=model)
                 if reservation.metering:
                     events = reservation.metered(events)  # settled when the stream ends
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
             completion = _parsed(body)  # once, for the accounting and the cache
-            accounting.usage(provider.name, model, completion.get("usage"))
+            cost = observer.usage(provider.name, model, completion.get("usage"))
             reservation.settle_usage(completion.get("usage"))
-            return Completed(body, provider.name, model, answer.attempts, completion=completion)
+            return Completed(
+                body, provider.name, model, answer.attempts, completion=completion, cost=cost
+            )
         assert failure is not None
         raise failure
 
@@ -205,10 +206,10 @@ class Pipeline:
                 failure = _fail_over(provider, model, exc, deadline, more, observer)
                 continue
             body = adapter.embeddings_response(answer.body, request, model)
-            observer.accounting.usage_from_body(provider.name, model, body)
+            cost = observer.usage_from_body(provider.name, model, body)
             if reservation.metering:
                 reservation.settle_usage(_parsed(body).get("usage"))
-            return Completed(body, provider.name, model, answer.attempts)
+            return Completed(body, provider.name, model, answer.attempts, cost=cost)
         assert failure is not None
         raise failure
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
-from aigateway.core.accounting import Accounting
 from aigateway.core.dispatch import Answer
 from aigateway.errors import GatewayError, ProviderError
 from aigateway.hotpath import SSEDecoder
@@ -25,11 +25,18 @@ logger = logging.getLogger("aigateway.stream")
 DONE = b"data: [DONE]\n\n"
 
 
+class UsageCounter(Protocol):
+    """Who counts a stream's usage: ``Accounting``, or a request's ``RequestObserver``
+    (which also notes the cost for the request's log line)."""
+
+    def usage_from_body(self, provider: str, model: str, body: bytes) -> float | None: ...
+
+
 async def relay_stream(
     answer: Answer,
     adapter: ChatAdapter,
     translator: StreamTranslator,
-    accounting: Accounting,
+    accounting: UsageCounter,
     *,
     model: str = "",
 ) -> AsyncIterator[bytes]:
@@ -90,7 +97,10 @@ def _same(data: bytes) -> list[bytes]:
 
 
 def _counting(
-    translate: Callable[[bytes], list[bytes]], accounting: Accounting, provider: str, model: str
+    translate: Callable[[bytes], list[bytes]],
+    accounting: UsageCounter,
+    provider: str,
+    model: str,
 ) -> Callable[[bytes], list[bytes]]:
     """``translate``, counting the tokens of the chunks that carry ``usage``."""
 

@@ -10,9 +10,9 @@ cluster's section of ``/admin/stats``.
 request, with ``since=0``, gets the whole fifteen minutes), so a poll a second carries
 a point or two, not nine hundred.
 
-Seams left for later issues, present and empty so the page can show them as such:
-``spend`` (spend by key, once tenant keys exist) and ``cache.avoided.dollars`` (once
-prices exist); tokens and calls avoided are counted now.
+A seam left for a later issue, present and empty so the page can show it as such:
+``spend`` (spend by key, once tenant keys exist). ``cache.avoided.dollars`` is what the
+calls the cache and de-duplication avoided would have cost (``avoided_usd``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = ("CHART_S", "Limit", "dashboard_document")
 #: How far back the charts go.
 CHART_S: Final = 900.0
 _ADMISSION = METRICS["admission"]
+_AVOIDED_USD = METRICS["avoided_usd"]
 _QUEUE_DEPTH = METRICS["queue_depth"]
 
 
@@ -182,6 +183,7 @@ def _cache(numbers: NodeNumbers, enabled: bool) -> dict[str, Any]:
     counters = numbers.cache or {}
     calls: dict[str, int] = {}
     tokens: dict[str, int] = {}
+    dollars: dict[str, float] = {}
     avoided = [
         *cache_series(numbers.cache),
         *numbers.by_family("avoided_provider_calls"),
@@ -189,6 +191,9 @@ def _cache(numbers: NodeNumbers, enabled: bool) -> dict[str, Any]:
     ]
     for one in avoided:
         via = dict(one.labels).get("via", "other")
+        if one.family == "avoided_usd":
+            dollars[via] = dollars.get(via, 0.0) + one.value / _AVOIDED_USD.divisor
+            continue
         into = calls if one.family == "avoided_provider_calls" else tokens
         into[via] = into.get(via, 0) + int(one.value)
     hits = counters.get(METRICS["cache_hits"].stored_as, 0)
@@ -206,6 +211,7 @@ def _cache(numbers: NodeNumbers, enabled: bool) -> dict[str, Any]:
             "tokens": sum(tokens.values()),
             "calls_by_way": dict(sorted(calls.items())),
             "tokens_by_way": dict(sorted(tokens.items())),
-            "dollars": None,  # once prices exist (tenant keys): the seam the page shows
+            "dollars": round(sum(dollars.values()), 9),
+            "dollars_by_way": {via: round(usd, 9) for via, usd in sorted(dollars.items())},
         },
     }

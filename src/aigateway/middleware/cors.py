@@ -28,6 +28,7 @@ EXPOSE_HEADERS = (
     "x-request-id",
     "x-aigateway-provider",
     "x-aigateway-cache",
+    "x-aigateway-cost",
     "x-aigateway-token-count",
     "retry-after",
 )

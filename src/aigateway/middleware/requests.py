@@ -17,7 +17,7 @@
   the answer starts, the work done for it is cancelled, so a provider call nobody waits
   for any more stops at once (a stream in progress is stopped by Starlette itself).
 * The log line (logger ``aigateway.access``, info): request id, method, route, status,
-  provider, model, cached, retries, queue wait and latency.  Never a header (so never an
+  provider, model, cached, cost (USD), retries, queue wait and latency.  Never a header (so never an
   API key); request and answer bodies only at debug level, cut at 64 KiB.
 """
 
@@ -36,6 +36,7 @@ from aigateway.core.accounting import Accounting
 from aigateway.core.observer import RequestObserver, RequestRecord
 from aigateway.logs import REQUEST_ID
 from aigateway.middleware._headers import header
+from aigateway.pricing import format_usd
 
 logger = logging.getLogger("aigateway.access")
 
@@ -259,6 +260,7 @@ class _Exchange:
             "provider": record.provider or noted.get(b"x-aigateway-provider", b"").decode(),
             "model": record.model,
             "cached": noted.get(b"x-aigateway-cache", b"").decode(),
+            "cost": _cost(noted.get(b"x-aigateway-cost"), record.cost),
             "retries": record.retries,
             "failovers": record.failovers,
             "queue_ms": round(record.queue_wait_s * 1000, 3),
@@ -273,7 +275,17 @@ class _Exchange:
             logger.debug("answer body: %s", self.answer_body.decode(errors="replace"))
 
 
-_NOTED_HEADERS = frozenset({b"content-type", b"x-aigateway-provider", b"x-aigateway-cache"})
+_NOTED_HEADERS = frozenset(
+    {b"content-type", b"x-aigateway-provider", b"x-aigateway-cache", b"x-aigateway-cost"}
+)
+
+
+def _cost(header: bytes | None, counted: float | None) -> str:
+    """The answer's cost in USD: its header (what the client was told), else what its
+    stream's usage cost once it came; empty when the answer said no usage."""
+    if header is not None:
+        return header.decode()
+    return "" if counted is None else format_usd(counted)
 
 
 def _keep(buffer: bytearray, chunk: bytes) -> None:

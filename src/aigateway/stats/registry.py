@@ -79,6 +79,7 @@ class Metric:
     bounds: tuple[float, ...] = ()  # a histogram's bucket bounds
     values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # fixed label values
     exported: bool = True
+    divisor: int = 1  # exported = stored / divisor (dollars are kept in nano-dollars)
 
     @property
     def stored_as(self) -> str:
@@ -114,6 +115,7 @@ _STATS: Final[tuple[Store, ...]] = ("stats",)
 _CACHE: Final[tuple[Store, ...]] = ("cache",)
 _NODE: Final[tuple[Store, ...]] = ("node",)
 _HEALTH: Final[tuple[Store, ...]] = ("health",)
+_NANOS: Final = 1_000_000_000  # dollars are counted in whole nano-dollars (pricing)
 
 #: Every metric, in the order ``/metrics`` exports them.
 METRICS: Final = _declare(
@@ -147,6 +149,9 @@ METRICS: Final = _declare(
            "provider failed.", _PROVIDER),
     Metric("tokens", "counter", "Tokens providers reported, by provider, model and direction "
            "(in: prompt, out: completion).", (*_MODEL, "direction")),
+    Metric("spend_usd", "counter", "USD the providers' answers cost, by provider and model "
+           "(their usage at the price table's prices; unpriced models cost 0).", _MODEL,
+           divisor=_NANOS),
     Metric("queue_wait_seconds", "histogram", "Time requests waited for admission (rate "
            "limits, queue), by priority.", ("priority",), bounds=QUEUE_BOUNDS),
     Metric("rate_limit_waits", "counter", "Requests that had to wait for a provider's "
@@ -156,6 +161,9 @@ METRICS: Final = _declare(
     Metric("avoided_tokens", "counter", "Tokens not spent thanks to avoided calls, by "
            "provider, model, how and direction.", (*_MODEL, "via", "direction"),
            ("series", "cache")),
+    Metric("avoided_usd", "counter", "USD not spent thanks to answers from the cache or a "
+           "shared identical call, by provider, model and how (cache, dedup).",
+           (*_MODEL, "via"), _CACHE, divisor=_NANOS),
     Metric("health_probes", "counter", "Active health probes of providers, by outcome.",
            (*_PROVIDER, "outcome")),
     Metric("cache_hits", "counter", "Requests answered from the response cache.", (), _CACHE,

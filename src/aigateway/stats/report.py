@@ -189,7 +189,7 @@ def _family(out: Exposition, metric: Metric, series: list[Series]) -> None:
         for one in series:
             merged[one.labels] += one.value
         for labels, value in merged.items():
-            out.sample(name, labels, value)
+            out.sample(name, labels, value / metric.divisor if metric.divisor != 1 else value)
     else:
         for one in series:
             out.sample(name, one.labels, one.value)
@@ -276,6 +276,7 @@ def _providers(numbers: NodeNumbers) -> dict[str, Any]:
             "failovers": 0,
             "rate_limit_waits": 0,
             "tokens": {"in": 0, "out": 0},
+            "spend_usd": 0.0,
             "models": {},
         }
         for name in numbers.providers
@@ -299,8 +300,13 @@ def _providers(numbers: NodeNumbers) -> dict[str, Any]:
             row["tokens"][labels["direction"]] += int(one.value)
             model = row["models"].setdefault(labels["model"], _model_row())
             model[f"tokens_{labels['direction']}"] += int(one.value)
+        elif one.family == "spend_usd":
+            usd = one.value / SERIES[one.family].divisor
+            row["spend_usd"] += usd
+            model = row["models"].setdefault(labels["model"], _model_row())
+            model["spend_usd"] += usd
     return providers
 
 
-def _model_row() -> dict[str, int]:
-    return {"calls": 0, "tokens_in": 0, "tokens_out": 0}
+def _model_row() -> dict[str, Any]:
+    return {"calls": 0, "tokens_in": 0, "tokens_out": 0, "spend_usd": 0.0}

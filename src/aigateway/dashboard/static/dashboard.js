@@ -46,6 +46,10 @@
     var d = digits === undefined ? (Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2) : digits;
     return Number(v).toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: 0 });
   }
+  function dollars(v) {
+    if (v === null || v === undefined) return "needs prices";
+    return "$" + num(v, Math.abs(v) >= 1 ? 2 : 4);
+  }
   function count(v) {
     if (v === null || v === undefined) return "–";
     if (v >= 1e9) return num(v / 1e9, 1) + "G";
@@ -403,7 +407,7 @@
       ["Size", bytes(c.bytes) + " / " + bytes(c.budget_bytes), "of CACHE_MAX_MB"],
       ["Calls avoided", count(c.avoided.calls), ways],
       ["Tokens avoided", count(c.avoided.tokens)],
-      ["Dollars avoided", c.avoided.dollars === null ? "needs prices" : "$" + num(c.avoided.dollars, 2)],
+      ["Dollars avoided", dollars(c.avoided.dollars), "at the price table's prices"],
     ] : [
       ["Cache", "off (CACHE_ENABLED=false)"],
       ["Calls avoided", count(c.avoided.calls), ways],
