@@ -182,7 +182,6 @@ class KeyGate:
             return False
         return slot.spent(self._clock()) + slot.reserved() - mine + running > budget
 
-
     def cut_event(self, slot: KeySlot, running: float) -> bytes:
         """The error event that ends a stream cut at its key's budget."""
         now = self._clock()

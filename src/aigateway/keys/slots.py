@@ -10,19 +10,38 @@ worker that finds another owner (a new key in a revoked key's slot, or a fresh s
 after a restart) lays the slot out afresh, under the region's lock, with the key's spend
 in its budget period as the store knows it.
 
-Region layout: a head (``HEAD``), then ``capacity`` slots (``SLOT``)::
+Region layout: a head (``HEAD``), then ``capacity`` slots (``SLOT``; each bucket is a
+``hotpath.TokenBucket`` region, either twin)::
 
-    0    u64  generation  moved by every change of the key set (workers reload on it)
+    0    u64  generation  moved by every change of the key set
     8    u32  capacity    slots that follow
     64   (end)
 
-    0    u64     owner         tag of the key it holds (0: none)
-    8    i64     period        the budget period spent_usd counts (model.period_index)
-    16   f64     spent_usd     spent in that period: the store's, plus settled since
-    24   f64     reserved_usd  estimates of the calls in flight
-    32   i64     in_flight     requests in flight (max_parallel)
-    40   bucket  rpm           requests a minute (a token bucket, hotpath)
-    104  bucket  tpm           tokens a minute
+    0    u64           owner         tag of the key it holds (0: none)
+    8    i64           period        the budget period spent_usd counts
+    16   f64           spent_usd     spent in that period
+    24   f64           reserved_usd  estimates of the calls in flight
+    32   i64           in_flight     requests in flight
+    40   token bucket  rpm           requests a minute
+         0    u32     magic        "AGTB"
+         4    u32     version      REGION_VERSION
+         8    f64     rate_per_s
+         16   f64     burst
+         24   i64     tat_ns       GCRA: CLOCK_MONOTONIC ns at which it is full again
+         32   i64     creator_pid  pid of the initialising process
+         40   u64     region_id    random: names the pure twins' lock file
+         48   u64[2]  reserved     zero
+         64   (end)
+    104  token bucket  tpm           tokens a minute
+         0    u32     magic        "AGTB"
+         4    u32     version      REGION_VERSION
+         8    f64     rate_per_s
+         16   f64     burst
+         24   i64     tat_ns       GCRA: CLOCK_MONOTONIC ns at which it is full again
+         32   i64     creator_pid  pid of the initialising process
+         40   u64     region_id    random: names the pure twins' lock file
+         48   u64[2]  reserved     zero
+         64   (end)
     192  (end)
 
 The buckets are the providers' (``hotpath.TokenBucket``, either twin); the other words
