@@ -124,7 +124,7 @@ class KeyGate:
                     "key_rate_limited",
                     retry_after(wait),
                 )
-        if key.max_parallel is not None and not slot.enter(key.max_parallel):
+        if key.max_parallel is not None and not slot.enter():
             if key.rpm is not None:
                 slot.rpm.settle(-1.0)  # this request was not let through after all
             raise _refused(

@@ -3,7 +3,7 @@
 A key's requests a minute, tokens a minute, requests in flight and budget hold for the
 whole node, whichever worker takes a request; so they live in a region of the node's
 segment (``RegionSpec`` ``keys``), beside the providers' buckets, in a fixed number of
-slots (``store.KEY_SLOTS``, 4,096: 768 KiB).  The store gives each key not revoked a
+slots (``store.KEY_SLOTS``, 4,096 of 256 bytes: 1 MiB).  The store gives each key not revoked a
 slot of its own when it is made; a node with every slot taken refuses a new key (409)
 until one is revoked.  A slot says which key it holds (``owner``, the key's tag): a
 worker that finds another owner (a new key in a revoked key's slot, or a fresh segment
@@ -21,8 +21,7 @@ Region layout: a head (``HEAD``), then ``capacity`` slots (``SLOT``; each bucket
     8    i64           period        the budget period spent_usd counts
     16   f64           spent_usd     spent in that period
     24   f64           reserved_usd  estimates of the calls in flight
-    32   i64           in_flight     requests in flight
-    40   token bucket  rpm           requests a minute
+    32   token bucket  rpm           requests a minute
          0    u32     magic        "AGTB"
          4    u32     version      REGION_VERSION
          8    f64     rate_per_s
@@ -32,7 +31,7 @@ Region layout: a head (``HEAD``), then ``capacity`` slots (``SLOT``; each bucket
          40   u64     region_id    random: names the pure twins' lock file
          48   u64[2]  reserved     zero
          64   (end)
-    104  token bucket  tpm           tokens a minute
+    96   token bucket  tpm           tokens a minute
          0    u32     magic        "AGTB"
          4    u32     version      REGION_VERSION
          8    f64     rate_per_s
@@ -42,12 +41,25 @@ Region layout: a head (``HEAD``), then ``capacity`` slots (``SLOT``; each bucket
          40   u64     region_id    random: names the pure twins' lock file
          48   u64[2]  reserved     zero
          64   (end)
-    192  (end)
+    160  token bucket  parallel      requests in flight: a place is a token
+         0    u32     magic        "AGTB"
+         4    u32     version      REGION_VERSION
+         8    f64     rate_per_s
+         16   f64     burst
+         24   i64     tat_ns       GCRA: CLOCK_MONOTONIC ns at which it is full again
+         32   i64     creator_pid  pid of the initialising process
+         40   u64     region_id    random: names the pure twins' lock file
+         48   u64[2]  reserved     zero
+         64   (end)
+    256  (end)
 
-The buckets are the providers' (``hotpath.TokenBucket``, either twin); the other words
-change under the region's lock (``RegionLock``: a ``flock`` the kernel drops when its
-holder dies).  A worker killed with requests in flight leaves them counted in
-``in_flight`` until the slot is laid out again (the next restart).
+The buckets are the providers' (``hotpath.TokenBucket``, either twin: the compiled one
+takes and gives back with one compare-and-swap, no lock), requests in flight included: a
+request takes one of ``max_parallel`` tokens and gives it back when it ends (the bucket
+refills so slowly that only the places of a worker killed mid-request come back by it;
+a restart frees them at once).  The budget's words change under the region's lock
+(``RegionLock``: a ``flock`` the kernel drops when its holder dies), once before and
+once after each provider call.
 """
 
 from __future__ import annotations
@@ -78,11 +90,11 @@ SLOT: Final = Layout(
         Field("period", "i64", doc="the budget period spent_usd counts"),
         Field("spent_usd", "f64", doc="spent in that period"),
         Field("reserved_usd", "f64", doc="estimates of the calls in flight"),
-        Field("in_flight", "i64", doc="requests in flight"),
         Field("rpm", BUCKET, doc="requests a minute"),
         Field("tpm", BUCKET, doc="tokens a minute"),
+        Field("parallel", BUCKET, doc="requests in flight: a place is a token"),
     ),
-    size=192,
+    size=256,
 )
 # Word indices within a slot (each slot starts on an 8-byte boundary).
 _WORDS: Final = SLOT.size // 8
@@ -90,11 +102,19 @@ _OWNER = SLOT.index("owner")
 _PERIOD = SLOT.index("period")
 _SPENT = SLOT.index("spent_usd")
 _RESERVED = SLOT.index("reserved_usd")
-_IN_FLIGHT = SLOT.index("in_flight")
-_RPM_AT = SLOT.offset_of("rpm")
-_TPM_AT = SLOT.offset_of("tpm")
+_BUCKETS_AT: Final = tuple(SLOT.offset_of(name) for name in ("rpm", "tpm", "parallel"))
 _GENERATION = HEAD.index("generation")
 _UNUSED_RATE: Final = (1.0, 1.0)  # a bucket of a key without that limit (never used)
+_YEAR_S: Final = 365 * 86400.0
+
+
+def parallel_spec(most: int | None) -> tuple[float, float]:
+    """(rate a second, burst) of a ``max_parallel`` bucket: ``most`` places, each taken
+    by a request and given back when it ends; it refills so slowly (all of it in a year)
+    that no request sees it, only the places of a worker killed mid-request come back."""
+    if most is None:
+        return _UNUSED_RATE
+    return most / _YEAR_S, float(most)
 
 
 def region_size(capacity: int) -> int:
@@ -120,7 +140,7 @@ class KeySlots:
         self.capacity = (len(self._view) - HEAD.size) // SLOT.size
         # The buckets made on each slot, by slot and owner: reused when a key's slot is
         # bound again (a reload), all closed with the region.
-        self._buckets: dict[tuple[int, int], tuple[TokenBucket, TokenBucket]] = {}
+        self._buckets: dict[tuple[int, int], tuple[TokenBucket, TokenBucket, TokenBucket]] = {}
         self._retired: list[TokenBucket] = []
         if HEAD.read(self._view, "capacity") == 0:
             HEAD.write(self._view, "capacity", self.capacity)
@@ -145,36 +165,34 @@ class KeySlots:
         base = (HEAD.size // 8) + key.slot * _WORDS
         at = HEAD.size + key.slot * SLOT.size
         when = time.time() if now is None else now
+        views = [self._view[at + offset : at + offset + BUCKET.size] for offset in _BUCKETS_AT]
+        specs = (rate_spec(key.rpm), rate_spec(key.tpm), parallel_spec(key.max_parallel))
         with self._lock:
             made = self._buckets.get((key.slot, key.tag))
             if self._u64[base + _OWNER] != key.tag:
-                rpm_view = self._view[at + _RPM_AT : at + _RPM_AT + BUCKET.size]
-                tpm_view = self._view[at + _TPM_AT : at + _TPM_AT + BUCKET.size]
                 self._u64[base + _OWNER] = 0  # incomplete until the owner is written last
                 self._i64[base + _PERIOD] = period_index(key.budget_period, when)
                 self._f64[base + _SPENT] = key.spend.in_period(
                     period_label(key.budget_period, when)
                 )
                 self._f64[base + _RESERVED] = 0.0
-                self._i64[base + _IN_FLIGHT] = 0
-                rpm = TokenBucket(*rate_spec(key.rpm), rpm_view)
-                tpm = TokenBucket(*rate_spec(key.tpm), tpm_view)
+                fresh = [TokenBucket(*spec, view) for spec, view in zip(specs, views, strict=True)]
                 self._u64[base + _OWNER] = key.tag
                 if made is not None:
                     self._retired.extend(made)  # in-flight calls may still settle on them
-                self._buckets[key.slot, key.tag] = (rpm, tpm)
+                made = self._buckets[key.slot, key.tag] = (fresh[0], fresh[1], fresh[2])
             else:
                 if made is None:
-                    rpm_view = self._view[at + _RPM_AT : at + _RPM_AT + BUCKET.size]
-                    tpm_view = self._view[at + _TPM_AT : at + _TPM_AT + BUCKET.size]
-                    made = (TokenBucket.attach(rpm_view), TokenBucket.attach(tpm_view))
-                    self._buckets[key.slot, key.tag] = made
-                rpm, tpm = made
-                for bucket, limit in ((rpm, key.rpm), (tpm, key.tpm)):
-                    spec = rate_spec(limit)
+                    attached = [TokenBucket.attach(view) for view in views]
+                    made = self._buckets[key.slot, key.tag] = (
+                        attached[0],
+                        attached[1],
+                        attached[2],
+                    )
+                for bucket, spec in zip(made, specs, strict=True):
                     if (bucket.rate_per_s, bucket.burst) != spec:
                         bucket.set_rate(*spec)
-        return KeySlot(self, key, base, rpm, tpm)
+        return KeySlot(self, key, base, *made)
 
     def close(self) -> None:
         """Let go of the region (its buckets first), so the segment can be unmapped."""
@@ -192,14 +210,23 @@ class KeySlots:
 class KeySlot:
     """One key's slot, as one worker uses it (built again when the key changes)."""
 
-    __slots__ = ("_base", "_f64", "_i64", "_lock", "_tag", "_u64", "key", "rpm", "tpm")
+    __slots__ = (
+        "_base", "_f64", "_i64", "_lock", "_tag", "_u64", "key", "parallel", "rpm", "tpm",
+    )  # fmt: skip
 
     def __init__(
-        self, slots: KeySlots, key: TenantKey, base: int, rpm: TokenBucket, tpm: TokenBucket
+        self,
+        slots: KeySlots,
+        key: TenantKey,
+        base: int,
+        rpm: TokenBucket,
+        tpm: TokenBucket,
+        parallel: TokenBucket,
     ) -> None:
         self.key = key
         self.rpm = rpm
         self.tpm = tpm
+        self.parallel = parallel
         self._base = base
         self._tag = key.tag
         self._u64 = slots._u64
@@ -215,25 +242,19 @@ class KeySlot:
         those must not count against the new one."""
         return self._u64[self._base + _OWNER] == self._tag
 
-    def enter(self, most: int) -> bool:
-        """Count one more request in flight, unless ``most`` are already."""
-        at = self._base + _IN_FLIGHT
-        with self._lock:
-            if not self._mine():
-                return True
-            if self._i64[at] >= most:
-                return False
-            self._i64[at] += 1
-            return True
+    def enter(self) -> bool:
+        """Take a place among the key's requests in flight (False: none is free). One
+        compare-and-swap of the compiled twin: no lock, nothing a killed worker holds."""
+        return self.parallel.try_acquire(1.0) == 0.0 or not self._mine()
 
     def leave(self) -> None:
-        at = self._base + _IN_FLIGHT
-        with self._lock:
-            if self._mine() and self._i64[at] > 0:
-                self._i64[at] -= 1
+        if self._mine():
+            self.parallel.settle(-1.0)
 
     def in_flight(self) -> int:
-        return self._i64[self._base + _IN_FLIGHT]
+        if self.key.max_parallel is None:
+            return 0
+        return max(round(self.parallel.burst - self.parallel.available()), 0)
 
     # -- budget --------------------------------------------------------------------------
 
