@@ -128,6 +128,9 @@ def gateway_env(mock: MockProvider | None, **overrides: str) -> dict[str, str]:
         CIRCUIT_FAILURE_THRESHOLD="0",
         HEALTH_CHECK_INTERVAL_SEC="0",
     )
+    # Tenant keys (and their store) of their own: a key one test makes must never make
+    # /v1/* of another test's gateway ask for keys.
+    env["AI_GATEWAY_DATA_DIR"] = tempfile.mkdtemp(prefix="data-", dir=LOG_DIR)
     if mock is not None:
         for spec in BUILT_IN:
             env[spec.base_url_variable] = mock.url + MOCK_PATHS[spec.wire_format]

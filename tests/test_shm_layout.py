@@ -23,6 +23,7 @@ from aigateway import hotpath, runtime, shm
 from aigateway.core import health
 from aigateway.dashboard import history
 from aigateway.hotpath import regions
+from aigateway.keys import slots as key_slots
 from aigateway.shm_layout import Field, Layout, fingerprint
 from aigateway.stats import series
 
@@ -110,6 +111,8 @@ DRAWN = [
     (series, series.ENTRY),
     (shm, shm.HEADER),
     (history, history.HEAD),
+    (key_slots, key_slots.HEAD),
+    (key_slots, key_slots.SLOT),
 ]
 
 

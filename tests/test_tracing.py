@@ -104,7 +104,7 @@ def test_a_request_is_one_trace_that_continues_the_clients(
     assert attributes["http.route"] == "/v1/chat/completions"
     assert attributes["aigateway.cache.result"] == "miss"
     assert attributes["aigateway.priority"] == "normal"
-    assert "aigateway.key.name" not in attributes  # no named keys yet
+    assert "aigateway.key.name" not in attributes  # no tenant key: no name
 
     children = {s.name: s for s in spans if s is not server}
     assert {s.parent_id for s in children.values()} == {server.span_id}
@@ -316,3 +316,27 @@ def test_an_exporter_the_gateway_does_not_ship_is_a_configuration_error(
 ) -> None:
     with pytest.raises(ConfigError, match=named):
         load_settings(env)
+
+
+def test_a_tenant_keys_name_is_on_its_requests_span(
+    mock_provider: MockProvider, receiver: Receiver
+) -> None:
+    """Its own gateway: once a tenant key exists, every /v1 request needs a key."""
+    gateway = Gateway(
+        mock_provider, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50"
+    )
+    try:
+        with gateway.client() as client:
+            made = client.post("/admin/keys", json={"name": "team-search"})
+            assert made.status_code == 201
+            trace_id, _, header = traceparent()
+            answer = client.post(
+                "/v1/chat/completions",
+                json=chat_body("whose request"),
+                headers={"traceparent": header, "authorization": f"Bearer {made.json()['key']}"},
+            )
+            assert answer.status_code == 200
+        server = server_span(spans_until(receiver, trace_id, with_server))
+        assert server.attributes["aigateway.key.name"] == "team-search"
+    finally:
+        gateway.stop()

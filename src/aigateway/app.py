@@ -27,6 +27,7 @@ from aigateway.api.admin import AdminRoutes
 from aigateway.api.batch import BatchRoutes
 from aigateway.api.builder import RequestBuilder
 from aigateway.api.http import error_response, json_response
+from aigateway.api.keys import KeyRoutes
 from aigateway.api.messages import MessagesRoutes
 from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
@@ -108,6 +109,8 @@ def create_app(settings: Settings) -> Starlette:
         if signatures is not None and redis is not None:  # to the other nodes' stores
             signatures.published = SignatureFeed(redis).publish
         admission = build_admission(settings, segment, operations.stats)
+        tenants = operations.tenants  # tenant keys: the store, the node's key slots
+        tenants.open(segment)
         admin_routes.admission = admission
         cache = open_cache(settings)
         if cache is not None and redis is not None:  # the cluster's cache: a second tier
@@ -129,6 +132,7 @@ def create_app(settings: Settings) -> Starlette:
             scrubber=scrubber,
             stream_max_lag_bytes=settings.stream_max_lag_bytes,
             provider_pause_max_s=settings.provider_pause_max_s,
+            keys=tenants.gate,
         )
         openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = pipeline
         responses_routes.pipeline = pipeline
@@ -142,9 +146,11 @@ def create_app(settings: Settings) -> Starlette:
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
         follow_live_settings(operations, providers, admission, cache)
         operations.start(cache=cache, admission=admission)
+        tenants.start()  # spend flushed every KEY_SPEND_FLUSH_MS
         try:
             yield
         finally:
+            await tenants.stop()
             await operations.stop()
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
             responses_routes.pipeline = responses_routes.store = None
@@ -176,6 +182,7 @@ def create_app(settings: Settings) -> Starlette:
             *OpsRoutes(operations).routes(),
             *DashboardRoutes(operations).routes(),
             *admin_routes.routes(),
+            *KeyRoutes(operations.tenants, settings.max_body_bytes).routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={

@@ -177,6 +177,11 @@ class Settings:
     # ask for an exporter (see ``tracing_wanted``); the SDK reads the rest of them itself.
     tracing: str = ""  # the exporter: otlp or console; "" for off
     propagate_trace: bool = False
+    # Tenant keys (docs/operations.md, "Tenant keys"): where they are kept, how often
+    # spend reaches the store, whether a stream is cut at its key's budget.
+    data_dir: str | None = None  # default: $XDG_DATA_HOME/aigateway (set by `serve`)
+    key_spend_flush_ms: int = 1000
+    key_budget_cut_streams: bool = False
 
     @property
     def providers(self) -> tuple[ProviderSettings, ...]:
@@ -347,6 +352,15 @@ def _directory(name: str, raw: str) -> str:
     if not os.path.isdir(value) or not os.access(value, os.W_OK):
         raise ConfigError(name, raw, "a writable directory")
     return value
+
+
+def _data_directory(name: str, raw: str) -> str:
+    """A directory that may not exist yet (``aigateway serve`` makes it, exit 2 if it
+    cannot be written)."""
+    value = os.path.expanduser(raw.strip())
+    if not value or "\x00" in value:
+        raise ConfigError(name, raw, "a directory path")
+    return os.path.abspath(value)
 
 
 def _factors(name: str, raw: str) -> tuple[tuple[str, float], ...]:
@@ -641,6 +655,29 @@ _TRACING_VARIABLES: tuple[Variable, ...] = (
 )
 
 
+# Tenant keys (docs/operations.md, "Tenant keys").
+_KEY_VARIABLES: tuple[Variable, ...] = (
+    (
+        "AI_GATEWAY_DATA_DIR",
+        "data_dir",
+        _data_directory,
+        "where tenant keys and their spend are kept (default $XDG_DATA_HOME/aigateway)",
+    ),
+    (
+        "KEY_SPEND_FLUSH_MS",
+        "key_spend_flush_ms",
+        _int(10, 60_000),
+        "how often each worker writes tenant key spend to the store (kill -9 loses one)",
+    ),
+    (
+        "KEY_BUDGET_CUT_STREAMS",
+        "key_budget_cut_streams",
+        _bool,
+        "cut a stream whose running cost takes its key past its budget",
+    ),
+)
+
+
 def provider_variables(spec: ProviderSpec) -> tuple[Variable, ...]:
     """The variables of a built-in provider: key, base URL, connections, rate, tokens."""
     name, label = spec.name, spec.label
@@ -677,6 +714,7 @@ def variables(specs: tuple[ProviderSpec, ...] = BUILT_IN) -> tuple[Variable, ...
         *_OPERATIONS_VARIABLES,
         *_CLUSTER_VARIABLES,
         *_TRACING_VARIABLES,
+        *_KEY_VARIABLES,
     )
 
 

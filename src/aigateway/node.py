@@ -2,7 +2,7 @@
 
 One rate bucket per provider (``<PROVIDER>_RPS``), one pause clock per provider (a
 provider's 429 pauses it for every worker), one token bucket per provider
-(``<PROVIDER>_TPM``), the stats every worker adds to (as the
+(``<PROVIDER>_TPM``), the tenant keys' slots, the stats every worker adds to (as the
 metric registry, ``aigateway.stats.registry``, declares them for the configured
 providers), and the regions of operations (labelled metrics, health, live settings).
 """
@@ -14,6 +14,7 @@ from aigateway.cluster.start import cluster_region, lease_region
 from aigateway.config import Settings
 from aigateway.core.admission import pause_bucket_name, pause_bucket_spec
 from aigateway.core.token_budget import token_bucket_name, token_bucket_spec
+from aigateway.keys.service import region_spec as keys_region
 from aigateway.operations import node_regions
 
 
@@ -30,5 +31,6 @@ def node_layout(settings: Settings) -> shm.NodeLayout:
     regions = node_regions(settings, base.stats_slots)  # metrics, health, live settings
     regions = (*regions, cluster_region())  # Redis up or down, live nodes
     regions = (*regions, lease_region(settings))  # the node's leases of cluster-wide limits
+    regions = (*regions, keys_region())  # tenant keys: their limits, in flight, budgets
     buckets = (*base.buckets, *pauses, *tokens)
     return shm.NodeLayout(buckets, base.stats, base.stats_slots, regions)

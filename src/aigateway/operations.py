@@ -47,6 +47,7 @@ from aigateway.core.providers import Provider
 from aigateway.core.retry import RetryPolicy
 from aigateway.dashboard.history import History
 from aigateway.hotpath import SharedStats
+from aigateway.keys.service import TenantKeys
 from aigateway.logs import apply_log_level
 from aigateway.middleware.auth import AuthMiddleware
 from aigateway.middleware.cors import CORSMiddleware
@@ -140,6 +141,7 @@ class Operations:
         self.providers: Mapping[str, Provider] = {}  # the worker's registry, once attached
         self.cache: ResponseCache | None = None
         self.admission: Admission | None = None
+        self.tenants = TenantKeys(settings)  # opened in the lifespan (see app)
         self.retry = RetryPolicy.from_settings(settings)
         self.tracing: RequestTracing | None = None  # with OTEL_* set, from start to stop
         self.started_at = time.time()
@@ -160,6 +162,7 @@ class Operations:
                 api_keys=settings.api_keys,
                 admin_key=settings.admin_key,
                 metrics_public=settings.metrics_public,
+                tenants=self.tenants,
             )
         )
         return stack
@@ -294,6 +297,7 @@ class Operations:
             pid=os.getpid(),
             cluster=self.cluster.read(),
             leases=self.leases,
+            key_spend=self.tenants.spend_by_name(),
         )
 
     @property

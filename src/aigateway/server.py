@@ -38,6 +38,7 @@ from aigateway.cache import node_cache
 from aigateway.cluster.agent import node_id_of
 from aigateway.cluster.start import start_agent
 from aigateway.config import WORKER_SETTINGS_ENV, Settings, settings_to_worker_env
+from aigateway.keys.service import data_directory, prepare_data_dir
 from aigateway.scrub import secrets_of
 
 logger = logging.getLogger("aigateway")
@@ -76,6 +77,13 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    # Tenant keys and their spend: a directory that cannot be written stops us here.
+    data_dir = data_directory(settings)
+    problem = prepare_data_dir(data_dir)
+    if problem is not None:
+        print(f"aigateway: AI_GATEWAY_DATA_DIR: {problem}", file=sys.stderr)
+        return 2
+    settings = dataclasses.replace(settings, data_dir=data_dir)
     mock: MockProviderProcess | None = None
     if wants_mock_provider(settings):
         mock = MockProviderProcess.start(settings.host)

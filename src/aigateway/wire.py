@@ -68,6 +68,7 @@ class ApiRequest:
     # /v1/messages), passed on only there; part of the cache key.
     provider_headers: tuple[tuple[str, str], ...] = ()
     held: HeldTurn | None = None  # /v1/responses: the previous turn, if a provider keeps it
+    tenant: str = ""  # the id of the tenant key the client presented ("" for none)
 
 
 @dataclass(frozen=True, slots=True)

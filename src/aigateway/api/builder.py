@@ -16,7 +16,10 @@ once and the same way for every route::
 scope      ``CACHE_SCOPE=key``: a cache namespace derived from the key the client
            presented (``Authorization: Bearer`` or ``x-api-key``), so tenants never share
            answers; ``global``: one namespace
-priority   ``x-aigateway-priority``, else the native body's ``priority``, else ``normal``
+priority   ``x-aigateway-priority``, else the native body's ``priority``, else the tenant
+           key's ``priority``, else ``normal``; never more urgent than the key's
+           ``max_priority`` (a higher ask is lowered to it)
+tenant     the id of the tenant key the client presented (``middleware.auth``)
 deadline   ``x-aigateway-timeout-ms``, when shorter than ``REQUEST_TIMEOUT_SEC``
 cache      ``Cache-Control: no-cache / no-store``, ``x-aigateway-cache-ttl``, and the
            native body's ``cache`` object (``no_cache``, ``no_store``, ``ttl``)
@@ -35,7 +38,9 @@ from starlette.requests import Request
 from aigateway.api.http import whole_number
 from aigateway.cache.service import client_scope
 from aigateway.errors import InvalidRequest
+from aigateway.keys.model import TenantKey
 from aigateway.middleware._headers import presented_key
+from aigateway.middleware.auth import TENANT_KEY
 from aigateway.wire import PRIORITIES, ApiRequest, CacheControl
 
 _DEFAULT_CONTROL = CacheControl()
@@ -63,12 +68,18 @@ class RequestBuilder:
         scope = ""
         if self.scope_by_key:
             scope = client_scope(presented_key(request.scope))
+        tenant: TenantKey | None = request.scope.get(TENANT_KEY)
+        if tenant is None:
+            priority = priority_of(request, native.priority)
+        else:
+            priority = tenant_priority(tenant, asked_priority(request, native.priority))
         return dataclasses.replace(
             parsed,
-            priority=priority_of(request, native.priority),
+            priority=priority,
             cache=cache_control(request, native.cache),
             cache_scope=scope,
             timeout_s=timeout_of(request),
+            tenant=tenant.id if tenant is not None else "",
         )
 
     def owner(self, request: Request) -> str:
@@ -84,11 +95,26 @@ class RequestBuilder:
         cache_control(request)
 
 
+def tenant_priority(key: TenantKey, asked: str | None) -> str:
+    """What a tenant key's request runs at: what it asked, else the key's default, never
+    more urgent than the key's ceiling."""
+    priority = asked or key.priority or "normal"
+    ceiling = key.max_priority
+    if ceiling is not None and PRIORITIES.index(priority) < PRIORITIES.index(ceiling):
+        return ceiling
+    return priority
+
+
 def priority_of(request: Request, body_priority: str | None = None) -> str:
     """``x-aigateway-priority`` (any case), else the body's, else ``normal``."""
+    return asked_priority(request, body_priority) or "normal"
+
+
+def asked_priority(request: Request, body_priority: str | None = None) -> str | None:
+    """``x-aigateway-priority`` (any case), else the body's (None: neither says)."""
     value = request.headers.get("x-aigateway-priority")
     if value is None:
-        return body_priority or "normal"
+        return body_priority or None
     value = value.strip().lower()
     if value not in PRIORITIES:
         raise InvalidRequest(

@@ -18,6 +18,7 @@ from typing import Any
 from aigateway import __version__
 from aigateway.api.batch import MAX_BATCH_ITEMS
 from aigateway.api.messages_schema import messages_paths, messages_schemas
+from aigateway.api.openapi_keys import key_paths, key_schemas
 from aigateway.api.openapi_responses import RESPONSE_OBJECT, RESPONSES_REQUEST
 from aigateway.api.validation import (
     CHAT_ROLES,
@@ -483,6 +484,7 @@ def openapi_document(
                     "responses": {"200": {"description": "report", **_json({"type": "object"})}},
                 }
             },
+            **key_paths(),
         },
         "components": {
             "schemas": {
@@ -497,6 +499,7 @@ def openapi_document(
                 "ConfigChange": config_change_schema(providers, live_variables),
                 "Error": _ERROR,
                 **messages_schemas(),
+                **key_schemas(),
             }
         },
     }

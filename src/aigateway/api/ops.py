@@ -109,6 +109,10 @@ class OpsRoutes:
             document["cache"] = {"enabled": False}
         if operations.admission is not None:
             document["admission"] = operations.admission.report()
+        document["keys"] = [  # tenant keys, as flushed to their store
+            {"name": name, "id": key_id, "requests": requests, "spend_usd": round(usd, 9)}
+            for name, key_id, requests, usd in numbers.key_spend
+        ]
         if operations.redis is not None:  # the members, their figures, the totals
             own = partial(node_figures, numbers.snapshot, numbers.series, numbers.cache)
             view = operations.cluster.read()

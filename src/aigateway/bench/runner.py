@@ -165,6 +165,8 @@ class Environment:
             # measure admission control instead of the gateway's throughput.
             OPENAI_RPS=str(UNLIMITED_RPS),
             UPSTREAM_CLIENT=self.config.upstream_client,
+            # Tenant keys of the run's own: a user's keys must not make /v1/* ask for them.
+            AI_GATEWAY_DATA_DIR=str(self.config.work_dir / f"data-{port}"),
         )
         env.update(dict(settings))  # a scenario's own limits (admission)
         return env

@@ -56,8 +56,8 @@ class RequestRecord:
     queue_wait_s: float = 0.0
     cost: float | None = None  # USD of the answer's usage, once it is known
     trace_id: str = ""  # with tracing on: the request's trace, for its log line
-    # The client key's name, for the trace (``aigateway.key.name``).  Nothing sets it yet:
-    # the seam for tenant keys, whose authentication notes the name of the key it accepted.
+    # The tenant key's name, for the trace (``aigateway.key.name``); authentication
+    # (``middleware.auth``) notes it.
     key_name: str = ""
 
 

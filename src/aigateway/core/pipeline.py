@@ -1,5 +1,7 @@
 """The request pipeline: every step a request goes through, in order, on one screen.
 
+key        the tenant key's models, requests a minute and in flight (keys.gate); its
+           tokens a minute and budget reserved with each provider call, settled with it
 route      model -> ordered targets (provider, model): aliases are fallback chains; an
            open circuit (core.health) takes its provider out
 cache      key -> a stored answer (cache.service), served at once
@@ -41,6 +43,7 @@ from aigateway.core.router import Router
 from aigateway.core.streaming import relay_stream
 from aigateway.core.token_budget import NO_RESERVATION, Reservation, estimate
 from aigateway.errors import Fault, GatewayError, NotFound
+from aigateway.keys.gate import NO_KEYS, KeyGate, NoKeys
 from aigateway.providers._openai_format import load_any
 from aigateway.providers.answering import answering
 from aigateway.providers.base import (
@@ -74,11 +77,13 @@ class Pipeline:
         scrubber: Scrubber | None = None,
         stream_max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
         provider_pause_max_s: float = PROVIDER_PAUSE_MAX_S,
+        keys: KeyGate | None = None,
     ) -> None:
         """``embedding_batches`` is (most inputs per call, longest wait in seconds);
         ``scrubber`` takes the node's secrets out of what providers say in errors;
         ``stream_max_lag_bytes`` how far a reader of a shared stream may fall behind;
-        ``provider_pause_max_s`` bounds every wait a provider asks for (``retry-after``)."""
+        ``provider_pause_max_s`` bounds every wait a provider asks for (``retry-after``);
+        ``keys`` admits the requests of tenant keys."""
         self._providers = providers
         self._router = router
         self._retry = retry
@@ -88,6 +93,7 @@ class Pipeline:
         self._admission = admission
         self._scrubber = scrubber or Scrubber(())
         self._pause_max_s = provider_pause_max_s
+        self._keys: KeyGate | NoKeys = keys or NO_KEYS
         self._classifiers: dict[str, tuple[object, ProviderGate | None, Classifier]] = {}
         self._batcher = None
         if embedding_batches is not None:
@@ -97,6 +103,10 @@ class Pipeline:
         self._dedup = Coalescer(cache, stream_max_lag_bytes) if cache is not None else None
 
     async def chat(self, request: ApiRequest, observer: RequestObserver) -> Completed | Streaming:
+        grant = self._keys.admit(request)  # key: its models, requests a minute, in flight
+        return await grant.around(self._chat(request, observer))
+
+    async def _chat(self, request: ApiRequest, observer: RequestObserver) -> Completed | Streaming:
         deadline = self._deadline(request)
         targets = self._route(request, observer)  # route
         if self._cache is None or self._dedup is None:
@@ -135,7 +145,7 @@ class Pipeline:
             reservation = NO_RESERVATION
             try:
                 prepared = await self._media.prepare(request, adapter, deadline)
-                reservation = await self._admit(provider, request, deadline, observer, more)
+                reservation = await self._admit(provider, model, request, deadline, observer, more)
                 call = adapter.chat_call(prepared, model)
                 answer = await self._send(
                     provider, call, deadline, observer, request.stream, model, clients,
@@ -148,7 +158,7 @@ class Pipeline:
             if request.stream:
                 translator = self._scrubber.translator(adapter.chat_stream(prepared, model))
                 events = relay_stream(answer, adapter, translator, observer, model=model)
-                if reservation.tokens:
+                if reservation.metering:
                     events = reservation.metered(events)  # settled when the stream ends
                 return Streaming(events, provider.name, model, answer.attempts)
             body = adapter.chat_response(answer.body, prepared, model)
@@ -162,6 +172,10 @@ class Pipeline:
         raise failure
 
     async def embeddings(self, request: ApiRequest, observer: RequestObserver) -> Completed:
+        grant = self._keys.admit(request)  # key: its models, requests a minute, in flight
+        return await grant.around(self._embeddings(request, observer))
+
+    async def _embeddings(self, request: ApiRequest, observer: RequestObserver) -> Completed:
         deadline = self._deadline(request)
         if self._batcher is not None:
             # Coalesced with its neighbours: a merged call reports to the observer of its
@@ -187,7 +201,7 @@ class Pipeline:
                 continue
             reservation = NO_RESERVATION
             try:
-                reservation = await self._admit(provider, request, deadline, observer, more)
+                reservation = await self._admit(provider, model, request, deadline, observer, more)
                 call = adapter.embeddings_call(request, model)
                 answer = await self._send(
                     provider, call, deadline, observer, model=model, clients=clients,
@@ -199,7 +213,7 @@ class Pipeline:
                 continue
             body = adapter.embeddings_response(answer.body, request, model)
             cost = observer.usage_from_body(provider.name, model, body)
-            if reservation.tokens:
+            if reservation.metering:
                 reservation.settle_usage(_parsed(body).get("usage"))
             return Completed(body, provider.name, model, answer.attempts, cost=cost)
         assert failure is not None
@@ -213,7 +227,7 @@ class Pipeline:
         adapter = provider.adapter
         if not isinstance(adapter, MessagesAdapter):
             return None
-        reservation = await self._admit(provider, request, deadline, observer)
+        reservation = await self._admit(provider, model, request, deadline, observer)
         reservation.settle(0)  # counting generates nothing: the estimate goes back
         call = adapter.count_tokens_call(request, model)
         clients = self._clients_deadline(request)
@@ -296,13 +310,32 @@ class Pipeline:
     async def _admit(
         self,
         provider: Provider,
+        model: str,
         request: ApiRequest,
         deadline: float,
         observer: RequestObserver,
         more: bool = False,
     ) -> Reservation:
         """``more``: a later target can take the request, so a paused provider is skipped.
-        The answer: the tokens reserved of the provider's TPM, to settle after the call."""
+        The answer: the tokens reserved of the provider's TPM (and of the tenant key's
+        TPM and budget, for ``model``), to settle after the call."""
+        held = self._keys.reserve(request, model)  # the key's tokens a minute, budget
+        try:
+            reservation = await self._admit_provider(provider, request, deadline, observer, more)
+        except BaseException:
+            if held is not None:
+                held.cancel()  # no call was made
+            raise
+        return reservation if held is None else held.joined(reservation)
+
+    async def _admit_provider(
+        self,
+        provider: Provider,
+        request: ApiRequest,
+        deadline: float,
+        observer: RequestObserver,
+        more: bool,
+    ) -> Reservation:
         admission = self._admission
         if admission is None:
             return NO_RESERVATION

@@ -43,6 +43,7 @@ __all__ = (
     "Estimate",
     "Reservation",
     "estimate",
+    "stream_usage",
     "token_bucket_name",
     "token_bucket_spec",
     "too_large",
@@ -135,6 +136,11 @@ class Reservation:
         self.tokens = tokens
         self._used = used  # counts the tokens the provider reported
 
+    @property
+    def metering(self) -> bool:
+        """Whether the answer's usage must be read to settle it (a stream: metered)."""
+        return self.tokens > 0
+
     def settle(self, used: int) -> None:
         """The provider reported ``used`` tokens: take the difference, or give it back."""
         bucket, self._bucket = self._bucket, None
@@ -162,14 +168,15 @@ class Reservation:
         try:
             async for piece in events:
                 if carries_usage(piece):
-                    usage = _usage_of(piece) or usage
+                    usage = stream_usage(piece) or usage
                 yield piece
         finally:
             await close_events(events)
             self.settle_usage(usage)
 
 
-def _usage_of(piece: bytes) -> Any:
+def stream_usage(piece: bytes) -> Any:
+    """The usage a piece of a stream (one or more SSE events) carries, if any."""
     for event in piece.split(b"\n\n"):
         if event.startswith(b"data: {") and carries_usage(event):
             chunk = load_any(event[6:])

@@ -1,8 +1,10 @@
 """Who may call what: client keys for ``/v1/*``, the admin rule for ``/admin/*``.
 
 ======================  ===================================================================
-``/v1/*``               with ``AI_GATEWAY_API_KEYS`` set: one of them as a Bearer token
-                        (or in ``x-api-key``, as Anthropic's clients send it)
+``/v1/*``               with ``AI_GATEWAY_API_KEYS`` set or any tenant key ever made
+                        (``POST /admin/keys``): one of those keys as a Bearer token (or
+                        in ``x-api-key``, as Anthropic's clients send it); an expired
+                        tenant key is a 401
 ``/admin/*``            with ``AI_GATEWAY_ADMIN_KEY`` set: that key, presented the same way;
                         without it: clients on a loopback address only
 ``/metrics``            the admin rule, unless ``METRICS_PUBLIC=true``
@@ -16,7 +18,10 @@ No key or an unknown one is a 401 (on any path under these prefixes, known or no
 known key where it is not enough (a client key on ``/admin``) or a client off loopback
 without an admin key a 403, both in OpenAI's error shape (Anthropic's on
 ``/v1/messages``).  Keys are compared in constant time: the token's SHA-256 digest
-against every key's, with ``hmac.compare_digest``, all of them every time.  The client
+against every key's, with ``hmac.compare_digest``, all of them every time; a tenant key
+is found by its keyed hash (``keys.secrets``), which says nothing of near misses.  The
+tenant key a request presented is left in its scope (``TENANT_KEY``) for the request
+builder (its id, default and highest priority).  The client
 address is the TCP peer's: behind a proxy on the same host, set an admin key.
 """
 
@@ -26,12 +31,28 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Sequence
+from typing import Final, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigateway.api.http import error_response
 from aigateway.errors import AuthenticationFailed, GatewayError, PermissionDenied
+from aigateway.keys.model import TenantKey, rfc3339
 from aigateway.middleware._headers import presented_key
+from aigateway.middleware.requests import OBSERVER_KEY
+
+#: Where the tenant key a request presented is left in its scope.
+TENANT_KEY: Final = "aigateway.tenant_key"
+
+
+class TenantLookup(Protocol):
+    """The worker's tenant keys (``keys.service.TenantKeys``)."""
+
+    def __bool__(self) -> bool: ...
+
+    def find(self, secret: str) -> TenantKey | None: ...
+
+    def now(self) -> float: ...
 
 
 def _digest(key: str) -> bytes:
@@ -79,8 +100,10 @@ class AuthMiddleware:
         api_keys: Sequence[str] = (),
         admin_key: str | None = None,
         metrics_public: bool = False,
+        tenants: TenantLookup | None = None,
     ) -> None:
         self.app = app
+        self.tenants = tenants
         self.client_keys = KeySet(api_keys)
         self.admin_keys = KeySet([admin_key] if admin_key else [])
         self.metrics_public = metrics_public
@@ -98,7 +121,9 @@ class AuthMiddleware:
         """Why this request may not go on (None: it may)."""
         path: str = scope.get("path", "")
         if path == "/v1" or path.startswith("/v1/"):
-            return self._client(scope) if self.client_keys else None
+            if self.client_keys or (self.tenants is not None and self.tenants):
+                return self._client(scope)
+            return None
         if path == "/admin" or path.startswith("/admin/"):
             return self._admin(scope)
         if path == "/metrics" and not self.metrics_public:
@@ -116,6 +141,18 @@ class AuthMiddleware:
                 code="missing_api_key",
             )
         if token in self.client_keys or token in self.admin_keys:
+            return None
+        tenants = self.tenants
+        tenant = tenants.find(token) if tenants is not None else None
+        if tenant is not None and tenants is not None:
+            if tenant.expired(tenants.now()):
+                return AuthenticationFailed(
+                    f"this API key expired at {rfc3339(tenant.expires_at)}", code="expired_api_key"
+                )
+            scope[TENANT_KEY] = tenant
+            observer = scope.get(OBSERVER_KEY)  # absent when auth runs alone (its tests)
+            if observer is not None:  # the key's name for the request's trace
+                observer.record.key_name = tenant.name
             return None
         return AuthenticationFailed("invalid API key: it is not one of the gateway's keys")
 
@@ -136,6 +173,8 @@ class AuthMiddleware:
             )
         if token in self.admin_keys:
             return None
-        if token in self.client_keys:
+        if token in self.client_keys or (
+            self.tenants is not None and self.tenants.find(token) is not None
+        ):
             return PermissionDenied("this API key may not use admin endpoints")
         return AuthenticationFailed("invalid admin key")

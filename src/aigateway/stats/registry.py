@@ -233,6 +233,9 @@ METRICS: Final = _declare(
     Metric("limit_lease_calls", "counter", "Redis calls this node made for limits (one "
            "lease script per round for every provider); absent without REDIS_URL.", (),
            _NODE),
+    Metric("key_spend_usd", "counter", "USD each tenant key spent (by its name; revoked "
+           "keys included), as flushed to the key store (KEY_SPEND_FLUSH_MS).", ("key",),
+           _NODE),
     Metric("metric_series_dropped", "counter", "Updates lost: the series table was full.",
            (), _STATS, key="series_dropped"),
 )  # fmt: skip

@@ -46,6 +46,7 @@ class NodeNumbers:
     pid: int = 0
     cluster: ClusterView | None = None
     leases: LeaseBoard | None = None
+    key_spend: list[tuple[str, str, int, float]] = field(default_factory=list)  # tenant keys
     extra: dict[str, Any] = field(default_factory=dict)
 
     def by_family(self, family: str) -> list[Series]:
@@ -84,6 +85,8 @@ def _from_node(metric: Metric, numbers: NodeNumbers) -> list[Series]:
         return [_one(metric, up if metric.name == "redis_up" else cluster.nodes)]
     if metric.name in LEASE_METRICS:
         return _from_leases(metric, numbers)
+    if metric.name == "key_spend_usd":
+        return [_one(metric, usd, (("key", name),)) for name, _, _, usd in numbers.key_spend]
     value = {
         "start_time_seconds": numbers.started_at,
         "uptime_seconds": max(time.time() - numbers.started_at, 0.0),

@@ -1,0 +1,163 @@
+"""The tenant keys of one worker, put together: store, slots, ring, gate and spend log.
+
+``TenantKeys(settings)`` is made with the app; the worker's lifespan ``open``\\ s it on
+the node's segment (the ``keys`` region, see ``region_spec``) and ``start``\\ s the spend
+flush, and ``stop`` flushes what is left.  Authentication asks it ``find(secret)``; the
+pipeline asks its ``gate``; the admin endpoints change keys through ``store`` and then
+``ring.changed()``.
+
+``prepare_data_dir`` runs once in the main process of ``aigateway serve``: it makes
+``AI_GATEWAY_DATA_DIR`` and opens the store there, so a directory that cannot be written
+stops the server at once (exit 2) rather than failing in every worker, and hands the
+workers the directory it chose.  An app made in-process without a data directory (a
+tool, a test: ``create_app(Settings())``) keeps its keys in a temporary directory of its
+own, removed when it stops, never in the user's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aigateway import shm
+from aigateway.keys.gate import KeyGate, Pricing
+from aigateway.keys.model import TenantKey
+from aigateway.keys.ring import KeyRing
+from aigateway.keys.slots import HEAD, SLOT, KeySlots, region_size
+from aigateway.keys.spend import SpendLog
+from aigateway.keys.store import KEY_SLOTS, SqliteKeyStore, StoreUnavailable
+from aigateway.pricing import PriceTable
+
+if TYPE_CHECKING:
+    from aigateway.config import Settings
+
+__all__ = ("KEYS_REGION", "TenantKeys", "data_directory", "prepare_data_dir", "region_spec")
+
+KEYS_REGION = "keys"
+
+
+def region_spec(capacity: int = KEY_SLOTS) -> shm.RegionSpec:
+    """The node's key slots, in every layout (keys may be made at any time)."""
+    return shm.RegionSpec(KEYS_REGION, region_size(capacity), {}, (HEAD, SLOT))
+
+
+def data_directory(settings: Settings) -> str:
+    """``AI_GATEWAY_DATA_DIR``, else ``$XDG_DATA_HOME/aigateway``, else
+    ``~/.local/share/aigateway``."""
+    if settings.data_dir:
+        return settings.data_dir
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "aigateway")
+
+
+def prepare_data_dir(path: str) -> str | None:
+    """Make the data directory and open the key store in it: None, or why it failed."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    try:
+        SqliteKeyStore(path).close()
+    except StoreUnavailable as exc:
+        return str(exc)
+    return None
+
+
+class TenantKeys:
+    def __init__(
+        self,
+        settings: Settings,
+        pricing: Pricing | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.pricing = pricing if pricing is not None else PriceTable.from_settings(settings)
+        self._clock = clock
+        self.store: SqliteKeyStore | None = None
+        self.ring: KeyRing | None = None
+        self.gate: KeyGate | None = None
+        self.spend: SpendLog | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._scratch: str | None = None  # a temporary data directory, without one set
+
+    def open(self, segment: shm.Segment | None) -> None:
+        """Open the store and the node's key slots (private ones without a segment)."""
+        settings = self.settings
+        if settings.data_dir:
+            directory = settings.data_dir
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        else:
+            directory = self._scratch = tempfile.mkdtemp(prefix="aigateway-keys-")
+        store = SqliteKeyStore(directory)
+        if segment is not None and KEYS_REGION in segment.region_names:
+            slots = KeySlots(
+                segment.region(KEYS_REGION, HEAD, SLOT), segment.region_lock_path(KEYS_REGION)
+            )
+        else:
+            slots = KeySlots.private(KEY_SLOTS)
+        self.store = store
+        self.ring = KeyRing(store, slots, self._clock)
+        self.spend = SpendLog(store, settings.key_spend_flush_ms / 1000.0, self._clock)
+        self.gate = KeyGate(
+            self.ring,
+            self.spend,
+            self.pricing,
+            cut_streams=settings.key_budget_cut_streams,
+            clock=self._clock,
+        )
+
+    def start(self) -> None:
+        assert self.spend is not None
+        self._task = asyncio.get_running_loop().create_task(self.spend.run())
+
+    async def stop(self) -> None:
+        """Flush the spend, let go of the store and the slots."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.store is not None:
+            self.store.close()
+        if self.ring is not None:
+            self.ring.slots.close()
+        self.store = self.ring = self.gate = self.spend = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def __bool__(self) -> bool:
+        """Whether any tenant key was ever made (then ``/v1/*`` needs a key)."""
+        return self.ring is not None and bool(self.ring)
+
+    def find(self, secret: str) -> TenantKey | None:
+        """The live key whose secret this is (expired keys too: the caller says 401)."""
+        ring = self.ring
+        if ring is None:
+            return None
+        slot = ring.find(secret)
+        return slot.key if slot is not None else None
+
+    def spend_by_name(self) -> list[tuple[str, str, int, float]]:
+        """(name, id, requests, USD) of every key, as the store has them (at most one
+        flush interval behind); none when the store is closed or cannot be read."""
+        store = self.store
+        if store is None:
+            return []
+        try:
+            return store.spend_by_name()
+        except StoreUnavailable:
+            return []
+
+    def now(self) -> float:
+        return self._clock()
