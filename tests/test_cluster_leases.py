@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from aigateway.cluster.agent import NodeAgent
+from aigateway.cluster.connect import open_client
 from aigateway.cluster.keys import Keys
 from aigateway.cluster.lease_board import LeaseBoard
-from aigateway.cluster.connect import open_client
 from aigateway.cluster.leases import (
     GLOBAL_BURST_S,
     IDLE_SHARE,

@@ -272,6 +272,7 @@ class _Lease:
     admitted: int = -1  # the admission counter at the last round (-1: none yet)
     leased: float = 0.0  # tokens granted in total
     mode: int = LEASED
+    share: float = 0.0  # a token limit's: tokens a second granted over the last round
 
 
 class LeaseSync:
@@ -317,7 +318,7 @@ class LeaseSync:
             if token:  # empty: a token bucket's burst is large, and none of it paid for
                 bucket.try_acquire(bucket.available(now=now), now=now)
             self.leases[name] = _Lease(MIN_RATE, now, token)
-            board.write(name, LEASED, MIN_RATE, limits_now.get(name, 0.0), 0.0)
+            board.write(name, LEASED, 0.0 if token else MIN_RATE, limits_now.get(name, 0.0), 0.0)
 
     async def tick(self, agent: Agent) -> None:
         now = self.clock()
@@ -386,6 +387,7 @@ class LeaseSync:
                 logger.debug("limits of %s leased from the cluster again", name)
             if lease.tokens:  # deposited at once: a waiting request needs them whole
                 lease.balance += owed[name]
+                lease.share = granted / elapsed
                 if granted > 0.0:
                     self.buckets[name].settle(-granted, now=now)
                 self._set(name, lease, LEASED, MIN_RATE, limits[name], now)
@@ -449,4 +451,7 @@ class LeaseSync:
         if rate != bucket.rate_per_s or burst != bucket.burst:
             bucket.set_rate(rate, burst, now=now)
         lease.mode, lease.rate, lease.since = mode, rate, now
-        self.board.write(name, mode, rate, limit, lease.leased)
+        # A token lease's bucket barely refills (grants go in at once): its share is what
+        # it was granted over the last round; alone, the limit over the live nodes.
+        shown = lease.share if lease.tokens and mode == LEASED else rate
+        self.board.write(name, mode, shown, limit, lease.leased)

@@ -122,16 +122,15 @@ class RespLink:
         kwargs = pool.connection_kwargs
         if type(pool) is not ConnectionPool or kwargs.get("credential_provider") is not None:
             return None
-        common = {
-            "db": int(kwargs.get("db") or 0),
-            "username": kwargs.get("username"),
-            "password": kwargs.get("password"),
-        }
+        db = int(kwargs.get("db") or 0)
+        username, password = kwargs.get("username"), kwargs.get("password")
         if pool.connection_class is UnixDomainSocketConnection:
-            address = _Address(path=str(kwargs["path"]), **common)
+            address = _Address(
+                path=str(kwargs["path"]), db=db, username=username, password=password
+            )
         elif pool.connection_class is Connection:
-            host = str(kwargs.get("host") or "localhost")
-            address = _Address(host=host, port=int(kwargs.get("port") or 6379), **common)
+            host, port = str(kwargs.get("host") or "localhost"), int(kwargs.get("port") or 6379)
+            address = _Address(host, port, db=db, username=username, password=password)
         else:
             return None
         return cls(address, timeout_s, str(kwargs.get("client_name") or "aigateway"))
@@ -257,24 +256,26 @@ class RespLink:
                         raise redis_errors.AuthenticationError(str(reply))
                 return protocol
         except BaseException as exc:
-            failure = exc
+            failure: Exception = redis_errors.ConnectionError(f"cannot connect to Redis: {exc}")
             if isinstance(exc, TimeoutError):
                 failure = redis_errors.TimeoutError("connecting to Redis timed out")
-            elif isinstance(exc, OSError):
-                failure = redis_errors.ConnectionError(f"cannot connect to Redis: {exc}")
+            elif isinstance(exc, redis_errors.RedisError):
+                failure = exc
             self._fail_all(failure)
             if self._protocol is not None and self._protocol.transport is not None:
                 self._protocol.transport.close()
             self._protocol = None
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the loop is closing
             raise failure from None
 
     def _handshake(self) -> list[bytes]:
         address = self._address
         commands = []
         if address.password is not None:
-            credentials = [address.username, address.password] if address.username else [
-                address.password
-            ]
+            credentials = (
+                [address.username, address.password] if address.username else [address.password]
+            )
             commands.append(_pack(b"AUTH", *credentials))
         if address.db:
             commands.append(_pack(b"SELECT", address.db))
@@ -316,7 +317,7 @@ class RespLink:
 
 
 def _pack(*args: Arg) -> bytes:
-    packed: bytes = hiredis.pack_command(args)
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub: 1-tuples
     return packed
 
 

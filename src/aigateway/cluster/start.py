@@ -35,8 +35,9 @@ def cluster_region() -> shm.RegionSpec:
 
 
 def lease_region(settings: Settings) -> shm.RegionSpec:
-    """The node's leases of the providers' cluster-wide limits (``lease_board``)."""
-    providers = [p.name for p in settings.providers]
+    """The node's leases of the providers' cluster-wide limits (``lease_board``): a row
+    per provider's rate, then one per provider's tokens (``token_lease``)."""
+    providers = _lease_names(settings)
     return shm.RegionSpec(
         LEASE_REGION, LeaseBoard.size(len(providers)), {"providers": providers}, LeaseBoard.LAYOUTS
     )
@@ -67,7 +68,7 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
     bucket), following the live limits (the live-settings region) and the node's demand
     (the admission counters)."""
     names = tuple(p.name for p in settings.providers)
-    board = LeaseBoard(segment.region(LEASE_REGION, *LeaseBoard.LAYOUTS), names)
+    board = LeaseBoard(segment.region(LEASE_REGION, *LeaseBoard.LAYOUTS), _lease_names(settings))
     counters = NodeCounters(stats, names)
     cluster = ClusterState(segment.region(REGION_NAME, *LAYOUTS))
     live = segment.region(LIVE_REGION)
@@ -106,6 +107,11 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
         on_close=release,
         tokens=[token_lease(name) for name in names],
     )
+
+
+def _lease_names(settings: Settings) -> list[str]:
+    names = [p.name for p in settings.providers]
+    return names + [token_lease(name) for name in names]
 
 
 def _limits(settings: Settings) -> dict[str, float]:
