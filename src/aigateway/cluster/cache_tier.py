@@ -16,10 +16,10 @@ The answer is written after it went out (``STORE_V1``: the entry with its TTL, a
 claim deleted in the same script if it is still this worker's), in a task of its own, so
 Redis never delays an answer. A call that ends without an answer to keep (an error, a
 client that left, a stream too large) deletes its claim at once (``RELEASE_V1``,
-compare-and-delete: never another's). A leader that dies leaves its claim to expire with
-its deadline; a waiter sees sooner that the leader's node stopped its heartbeat
-(``cluster.membership``: gone within ``NODE_TTL_MS``), or that a worker of its own node
-died, and takes the claim over.
+compare-and-delete: never another's). A leader whose worker dies has its claims released
+by its node's agent (``cluster.dead_workers``); a waiter sees that the leader's node
+stopped its heartbeat (``cluster.membership``: gone within ``NODE_TTL_MS``), or that a
+worker of its own node died, and takes the claim over.
 
 Entries are the first tier's own encoding (``cache.store.encode_entry``) behind a magic
 prefix; a value that is not one (corrupt, foreign, of another type) is a miss, never an

@@ -8,6 +8,7 @@ from typing import Any
 from aigateway import shm
 from aigateway.cluster.agent import AgentThread, NodeAgent
 from aigateway.cluster.cache_sync import CacheGeneration
+from aigateway.cluster.dead_workers import DeadWorkers
 from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDeadlines
 from aigateway.cluster.figures import node_figures
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
@@ -60,6 +61,7 @@ def node_syncs(settings: Settings, segment: shm.Segment, reader: NodeReader) -> 
         syncs.append(SettingsSync(live))  # the lease sync follows the live limits
     if settings.cache_enabled and settings.cache_path is not None:
         syncs.append(CacheGeneration(reader.store))  # DELETE /admin/cache anywhere
+        syncs.append(DeadWorkers(settings, reader.store))  # a dead leader's claims
     return syncs
 
 
