@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
 from aigateway.cluster.connect import open_client
@@ -103,9 +104,8 @@ def test_a_redis_that_restarts_fails_the_calls_under_way_then_is_connected_to_ag
         link = link_to(server.url)
         await link.script(ECHO, ["k"], ["before", 0])
         server.kill()
-        with pytest.raises(Exception) as failed:
+        with pytest.raises(redis_errors.ConnectionError):  # an outage, to the guard
             await link.script(ECHO, ["k"], ["while down", 0])
-        assert "connect" in str(failed.value).lower() or "closed" in str(failed.value).lower()
         server.start()
         answer = await link.script(ECHO, ["k"], ["after", 0])
         await link.close()
