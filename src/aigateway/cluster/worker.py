@@ -64,24 +64,24 @@ class WorkerRedis:
     @property
     def usable(self) -> bool:
         """Whether a coordination call would be tried now."""
-        return self.guard.allows() and not self.state.read().degraded
+        return self.guard.allows() and not self.state.degraded
 
     @property
     def cache_usable(self) -> bool:
         """Whether a call on the cache's Redis would be tried now."""
-        if self.cache_guard is self.guard and self.state.read().degraded:
+        if self.cache_guard is self.guard and self.state.degraded:
             return False
         return self.cache_guard.allows()
 
     async def call(self, make: Callable[[RedisClient], Awaitable[T]]) -> T:
         """``make(client)`` on the coordination Redis, through the guard."""
-        if self.state.read().degraded:
+        if self.state.degraded:
             raise RedisUnavailable("Redis is down (the node agent says so)")
         return await self.guard.call(lambda: make(self.redis))
 
     async def cache_call(self, make: Callable[[RedisClient], Awaitable[T]]) -> T:
         """``make(client)`` on the cache's Redis (``REDIS_CACHE_URL``, else the same)."""
-        if self.cache_guard is self.guard and self.state.read().degraded:
+        if self.cache_guard is self.guard and self.state.degraded:
             raise RedisUnavailable("Redis is down (the node agent says so)")
         return await self.cache_guard.call(lambda: make(self.cache_redis))
 
