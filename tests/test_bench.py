@@ -22,7 +22,15 @@ from aigateway.bench import add_bench_arguments, run_bench
 from aigateway.bench import wrk as wrk_module
 from aigateway.bench.baselines import constant_reply
 from aigateway.bench.bodies import identical_body, unique_body_parts
-from aigateway.bench.compare import CompareError, compare, direction_of, render_comparison
+from aigateway.bench.compare import (
+    CompareError,
+    compare,
+    direction_of,
+    is_goal_figure,
+    regressions,
+    render_comparison,
+    render_regressions,
+)
 from aigateway.bench.derive import derive, goals
 from aigateway.bench.loadclient import (
     PRIORITY_MIX,
@@ -762,3 +770,60 @@ def test_ctrl_c_stops_every_process_and_keeps_what_was_measured(tmp_path: Path) 
     assert document["meta"]["interrupted"] is True
     assert [r["target"] for r in document["results"]] == ["direct"]
     assert_all_stopped(document)
+
+
+# --- regression check (--fail-if-worse) ---------------------------------------------------
+
+
+def frontier(target: str, rps: float, load: str = "unique") -> dict[str, Any]:
+    return row(target, scenario="miss-frontier", concurrency=16, load=load, rps=rps)
+
+
+def test_only_goal_figures_are_judged_by_the_regression_check() -> None:
+    assert is_goal_figure("derived miss-frontier/unique/c16/w2/mock0ms/rps-vs-passthrough")
+    assert is_goal_figure("derived overhead/c1/w2/mock0ms/added-p50-over-passthrough")
+    assert is_goal_figure("trace/gateway/trace/c16/w2/mock0ms rps")
+    assert not is_goal_figure("derived overhead/c1/w2/mock0ms/added-p50-over-direct")
+    assert not is_goal_figure("miss-frontier/gateway/unique/c16/w2/mock0ms rps")
+    assert not is_goal_figure("trace/gateway/trace/c16/w2/mock0ms p99_ms")
+
+
+def test_a_ratio_that_fell_beyond_the_threshold_is_a_regression() -> None:
+    old = doc(frontier("passthrough", 1000.0), frontier("gateway", 800.0))
+    new = doc(frontier("passthrough", 1000.0), frontier("gateway", 700.0))
+    worse = regressions(compare(old, new), 0.10)
+    assert [c.figure for c in worse] == [
+        "derived miss-frontier/unique/c16/w2/mock0ms/rps-vs-passthrough"
+    ]
+    assert "0.800 -> 0.700 (-12.5%)" in render_regressions(worse, 0.10)
+    assert regressions(compare(old, new), 0.20) == []
+
+
+def test_a_faster_machine_alone_is_no_regression() -> None:
+    """Both sides of a ratio fell together: the raw rates are worse, the goal is not."""
+    old = doc(frontier("passthrough", 1000.0), frontier("gateway", 800.0))
+    new = doc(frontier("passthrough", 500.0), frontier("gateway", 400.0))
+    assert regressions(compare(old, new), 0.05) == []
+    assert "no goal figure is worse" in render_regressions([], 0.05)
+
+
+def test_fail_if_worse_exits_3_on_a_regression_and_0_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    baseline = tmp_path / "baseline.json"
+    baseline.write_bytes(
+        orjson.dumps(doc(frontier("passthrough", 1000.0), frontier("gateway", 800.0)))
+    )
+    slower = tmp_path / "slower.json"
+    slower.write_bytes(
+        orjson.dumps(doc(frontier("passthrough", 1000.0), frontier("gateway", 600.0)))
+    )
+    argv = ("--from-json", str(slower), "--compare", str(baseline), "--fail-if-worse")
+    assert run_bench(parse(*argv, "10")) == 3
+    assert "goal figure(s) worse by more than 10%" in capsys.readouterr().out
+    assert run_bench(parse(*argv, "30")) == 0
+
+
+def test_fail_if_worse_needs_an_earlier_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_bench(parse("--fail-if-worse", "10")) == 2
+    assert "needs --compare" in capsys.readouterr().err

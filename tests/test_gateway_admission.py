@@ -158,8 +158,10 @@ def test_concurrent_single_embeddings_share_provider_calls(
     results = asyncio.run(_fire(gateway.url, bodies, path="/v1/embeddings"))
     assert all(status == 200 for status, _, _ in results)
     # BATCH_SIZE=10 on each of the 2 workers: however the connections split between them
-    # (16+16, 21+11, 31+1), 32 requests take at most 5 provider calls.
-    assert mock.calls() <= 5
+    # (16+16, 21+11, 31+1), 32 requests arriving within the 1 s batch wait take at most 5
+    # provider calls. On a loaded 2-core machine the arrivals can spread past one wait and
+    # a batch closes early, so the bound allows a few more, still far below one per request.
+    assert mock.calls() <= 8
 
 
 def test_each_caller_gets_its_own_vector(gateway: Gateway, mock: MockProvider) -> None:

@@ -1,8 +1,9 @@
 """``aigateway bench``: its options (:func:`add_bench_arguments`) and its run (:func:`run_bench`).
 
 Exit codes: 0 done; 1 a measurement failed (a process did not start, wrk failed); 2 bad
-options, an unreadable ``--compare`` file, missing wrk, matplotlib or py-spy; 130 interrupted
-(what was measured until then is still printed and saved).
+options, an unreadable ``--compare`` file, missing wrk, matplotlib or py-spy; 3 a goal figure
+regressed beyond ``--fail-if-worse``; 130 interrupted (what was measured until then is still
+printed and saved).
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1000:
+        raise argparse.ArgumentTypeError(f"must be a percentage above 0, got {value:g}")
     return value
 
 
@@ -127,6 +138,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="OLD.json",
         help="show the change of every figure against an earlier --json file",
+    )
+    parser.add_argument(
+        "--fail-if-worse",
+        type=_percent,
+        metavar="PCT",
+        help="with --compare: exit 3 when a goal figure (ratios to the floors, added latency, "
+        "the trace's req/s, memory) is worse than the earlier run by more than PCT%%",
     )
     parser.add_argument(
         "--plot",
@@ -391,7 +409,13 @@ def _jsonable(value: Any) -> Any:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run ``aigateway bench`` with options from :func:`add_bench_arguments`; the exit code."""
-    from aigateway.bench.compare import compare, render_comparison
+    from aigateway.bench.compare import (
+        Change,
+        compare,
+        regressions,
+        render_comparison,
+        render_regressions,
+    )
     from aigateway.bench.derive import derive, goals, render_derived, render_goals
     from aigateway.bench.plot import PlotUnavailable, load_pyplot, write_plot
     from aigateway.bench.report import LEGEND, render_results
@@ -402,6 +426,8 @@ def run_bench(args: argparse.Namespace) -> int:
         saved = _load_json(args.from_json) if args.from_json else None
     except ValueError as exc:
         return _fail(str(exc), 2)
+    if args.fail_if_worse is not None and old is None:
+        return _fail("--fail-if-worse needs --compare OLD.json (e.g. benchmarks/baseline.json)", 2)
     if args.plot:
         try:
             load_pyplot()
@@ -467,10 +493,14 @@ def run_bench(args: argparse.Namespace) -> int:
     if derived:
         section("derived", render_derived(derived, md))
     section("goals", render_goals(goals(results, derived), md))
+    worse: list[Change] = []
     if old is not None:
-        section(
-            f"compared with {args.compare}", render_comparison(compare(old, document), 0.05, md)
-        )
+        comparison = compare(old, document)
+        section(f"compared with {args.compare}", render_comparison(comparison, 0.05, md))
+        if args.fail_if_worse is not None:
+            threshold = args.fail_if_worse / 100
+            worse = regressions(comparison, threshold)
+            section("regression check", render_regressions(worse, threshold))
     if args.json and saved is None:
         args.json.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
         print(f"\nbench: figures saved to {args.json}", file=sys.stderr)
@@ -481,4 +511,4 @@ def run_bench(args: argparse.Namespace) -> int:
         return 130
     if stopped is not None:
         return _fail(stopped, 1)
-    return 0
+    return 3 if worse else 0

@@ -5,6 +5,11 @@ number in a row, nested ones included) and ``derived <key>`` for derived figures
 is called ``better`` or ``worse`` when it moves more than ``threshold`` (relative) in a
 figure's good or bad direction; figures without a direction (request counts, provider
 calls) are shown without a verdict.
+
+``--fail-if-worse PCT`` judges only the goal figures (``is_goal_figure``): the ones the
+performance goals are stated in, each a ratio to a floor measured in the same run, an added
+latency, the trace's rate or a worker's memory. Raw rates move with the machine's mood;
+ratios from one run move much less, so they are what a regression check can trust.
 """
 
 from __future__ import annotations
@@ -35,6 +40,16 @@ LOWER_IS_BETTER = (
     "_ms", "errors", "cpu_", "rss", "added-", "busy", ".p50", ".p90", ".p99",
     "commands-per-request", "commands-run-per-request", "provider-excess",
 )  # fmt: skip
+
+
+# Goal figures: derived ratios and added latencies, the trace's rate, the soak's memory.
+GOAL_DERIVED = (
+    "/rps-vs-passthrough",
+    "/rps-vs-constant",
+    "/added-p50-over-passthrough",
+    "/added-p99-over-passthrough",
+    "/private-max",
+)
 
 
 class CompareError(ValueError):
@@ -73,6 +88,31 @@ def direction_of(figure: str) -> int:
     if any(marker in name for marker in LOWER_IS_BETTER):
         return -1
     return 0
+
+
+def is_goal_figure(figure: str) -> bool:
+    """Whether ``figure`` (a name from ``flatten``) is one the performance goals use."""
+    if figure.startswith("derived "):
+        return figure.endswith(GOAL_DERIVED)
+    key, _, name = figure.rpartition(" ")
+    return name == "rps" and key.startswith("trace/gateway/")
+
+
+def regressions(comparison: Comparison, threshold: float) -> list[Change]:
+    """The goal figures that moved in their bad direction by more than ``threshold``."""
+    return [
+        c
+        for c in comparison.changes
+        if is_goal_figure(c.figure) and c.verdict(threshold) == "worse"
+    ]
+
+
+def render_regressions(worse: Sequence[Change], threshold: float) -> str:
+    if not worse:
+        return f"no goal figure is worse by more than {threshold:.0%}"
+    lines = [f"{len(worse)} goal figure(s) worse by more than {threshold:.0%}:"]
+    lines += [f"  {c.figure}: {fmt(c.old, 3)} -> {fmt(c.new, 3)} ({_pct(c)})" for c in worse]
+    return "\n".join(lines)
 
 
 def _numbers(prefix: str, value: Any, out: dict[str, float]) -> None:

@@ -37,7 +37,15 @@
       if (tile) { if (value) tile.dataset.level = value; else delete tile.dataset.level; }
     });
   }
-  function cssVar(name) { return getComputedStyle(root).getPropertyValue(name).trim(); }
+  // A palette entry as a colour the charts' canvas can draw: the custom property holds
+  // light-dark(...), which only a styled element resolves for the current scheme.
+  var swatch = document.createElement("span");
+  swatch.hidden = true;
+  document.body.appendChild(swatch);
+  function cssVar(name) {
+    swatch.style.color = "var(" + name + ")";
+    return getComputedStyle(swatch).color;
+  }
 
   // -- numbers for people ---------------------------------------------------------------
 
