@@ -21,6 +21,9 @@ counts its calls. tests/test_cluster_cache_nodes.py shows the same with real nod
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from aigateway.cache.store import CacheEntry, LmdbStore
 from aigateway.cluster.agent import NodeAgent
 from aigateway.cluster.cache_sync import CacheGeneration
 from aigateway.cluster.cache_tier import LIVENESS_S, MAGIC, SecondTier
+from aigateway.cluster.dead_workers import DeadWorkers
 from aigateway.cluster.keys import Keys
 from aigateway.cluster.state import ClusterState
 from aigateway.cluster.worker import WorkerRedis
@@ -438,6 +442,44 @@ def test_the_node_agent_empties_its_first_tier_when_the_generation_moves(
         return seen
 
     assert run(main()) == [1, 0]
+    store.close()
+
+
+def test_the_node_agent_releases_the_marks_and_claims_of_a_worker_that_died(
+    url: str, tmp_path: Path, direct: Direct
+) -> None:
+    path = str(tmp_path / "lmdb")
+    other = bytes(range(1, 17))
+    # A worker marks two calls in flight on the node, then dies (its pid is gone).
+    marking = (
+        "import sys, time; from aigateway.cache.store import LmdbStore; "
+        "s = LmdbStore(sys.argv[1], 8 << 20); "
+        "[s.claim_flight(bytes.fromhex(k), time.time() + 60) for k in sys.argv[2:]]; "
+        "import os; print(os.getpid())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", marking, path, KEY.hex(), other.hex()],
+        capture_output=True, check=True, text=True,
+    )  # fmt: skip
+    dead = int(done.stdout)
+    keys = Keys("aigateway")
+    direct.set(keys.in_flight(KEY), f"node-a|{dead}|abc.0", px=60_000)  # its claim
+    direct.set(keys.in_flight(other), f"node-a|{os.getpid()}|abc.1", px=60_000)  # not its
+    store = LmdbStore(path, 8 << 20)  # the main process's one handle
+    settings = Settings(redis_url=url, node_id="node-a", redis_timeout_ms=3000)
+
+    async def main() -> int:
+        agent = NodeAgent(settings, ClusterState.private(), clock=FakeClock())
+        sync = DeadWorkers(settings, lambda: store)
+        agent.add(sync)
+        await agent.round()
+        await agent.close()
+        return sync.released
+
+    assert run(main()) == 1
+    assert store.flight_owner(KEY) is None and store.flight_owner(other) is None
+    assert direct.get(keys.in_flight(KEY)) is None  # waiters on every node go on
+    assert direct.get(keys.in_flight(other)) is not None  # another process's claim stays
     store.close()
 
 

@@ -196,6 +196,38 @@ def test_a_node_killed_while_it_leads_does_not_strand_its_followers_on_another_n
         c.stop()
 
 
+def test_a_worker_killed_while_it_leads_does_not_strand_its_followers_on_either_node(
+    nodes: list[Gateway], redis: RedisServer, mock: MockProvider
+) -> None:
+    # The worker dies, its node lives (and beats): its agent sees the worker gone and
+    # releases the claim at once, where it would otherwise last the leader's deadline.
+    a, b = nodes
+    mock.faults({"latency_ms": 20_000})  # the leader's call: it will never answer
+    body = chat_body("led by a worker about to die")
+    leader = threading.Thread(target=lambda: _quietly(lambda: post(a, body)), daemon=True)
+    leader.start()
+    client = redis.client()
+    assert wait_for(lambda: client.keys("aigw:aigateway:f:*"), 10.0)  # a's worker claimed
+    claim = client.keys("aigw:aigateway:f:*")[0]
+    node, pid, _ = client.get(claim).decode().split("|")
+    assert node == "node-a"
+    answers: dict[str, httpx.Response] = {}
+    on_b = threading.Thread(target=lambda: answers.__setitem__("b", post(b, body)))
+    on_b.start()
+    time.sleep(0.5)  # b waits for a's answer
+    assert not answers
+    left_s = client.pttl(claim) / 1000  # the claim's life: the leader's deadline (10 s here)
+    os.kill(int(pid), signal.SIGKILL)
+    killed = time.monotonic()
+    on_b.join(15)  # nothing else happens on a: its agent alone can free b's follower
+    assert "b" in answers and answers["b"].status_code == 200, answers
+    took = time.monotonic() - killed
+    assert left_s > 6.0 and took < 4.0, (left_s, took)  # well before the claim would end
+    again = post(a, body)  # on a's other worker (or the one that replaced it)
+    assert again.status_code == 200 and again.headers["x-aigateway-cache"] == "hit"
+    assert mock.calls() == 2  # the dead leader's, and b's
+
+
 def test_a_frozen_redis_never_holds_a_request_past_its_timeout(
     nodes: list[Gateway], redis: RedisServer, mock: MockProvider
 ) -> None:

@@ -125,8 +125,21 @@ def test_two_nodes_keep_the_tokens_within_the_tpm_together(
         statuses = asyncio.run(send_all(nodes, 120, per_second=40))
         times = sorted(mock.stats()["call_times"])
         used = sum(metric(n, "aigateway_token_budget_used_total") for n in nodes)
+        leased = [metric(n, "aigateway_limit_tokens_leased_total") for n in nodes]
+        shares = [metric(n, "aigateway_limit_token_share") for n in nodes]
+        limits = [
+            httpx.get(n.url + "/admin/stats", timeout=10).json()["providers"]["openai"]
+            for n in nodes
+        ]
     finally:
         stop_nodes(nodes)
         mock.faults(default=None)
     check_within_the_limit(times, statuses, 120)
     assert used == 100 * len(times)
+    # Each node's part of the TPM shows beside its part of the RPS (/metrics, /admin/stats).
+    assert all(tokens > 0 for tokens in leased) and sum(leased) >= used, (leased, used)
+    assert all(0 <= share <= TPM for share in shares), shares
+    for row in limits:
+        tpm, rps = row["cluster_limit"]["tpm"], row["cluster_limit"]["rps"]
+        assert tpm["mode"] == "leased" and tpm["limit"] == TPM and tpm["leased"] > 0
+        assert rps["mode"] == "leased" and rps["leased"] > 0

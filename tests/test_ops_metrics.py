@@ -154,6 +154,8 @@ CLUSTER_ONLY = {
     "aigateway_cluster_nodes",
     "aigateway_limit_share",
     "aigateway_limit_leased",
+    "aigateway_limit_token_share",
+    "aigateway_limit_tokens_leased",
     "aigateway_limit_lease_calls",
 }
 # Samples only once a tenant key spent (tests/test_gateway_key_budgets.py shows them).

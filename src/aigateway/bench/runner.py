@@ -51,6 +51,7 @@ from aigateway.cluster.keys import Keys
 UPSTREAM_MAX_CONNS = 1024  # per worker, gateway and passthrough alike: never the limit here
 CLUSTER_NAME = "bench"  # the nodes' CLUSTER_NAME: their keys in the bench's Redis
 REDIS_TARGETS = ("gateway+redis", "cluster")
+PROFILED = ("gateway", "gateway+redis")  # one node: one worker of it is profiled
 Server = Service | NodeGroup
 
 
@@ -597,7 +598,7 @@ def _worker_memory(target: Server) -> Callable[[], soak.Reading]:
 def _profiler(step: Step, target: Server | None, env: Environment, seconds: int) -> Profiler | None:
     """py-spy on one gateway worker for the load's duration (``--profile`` only)."""
     config = env.config
-    if config.profile_dir is None or step.target != "gateway" or target is None:
+    if config.profile_dir is None or step.target not in PROFILED or target is None:
         return None
     stem = env.profile_stem(step.key)
     return Profiler(config.pyspy, target.pid, seconds, config.profile_dir, stem)

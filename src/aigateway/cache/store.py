@@ -47,7 +47,7 @@ import os
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,6 +293,29 @@ class LmdbStore:
         self._claimed.discard(key)
         with contextlib.suppress(lmdb.Error), self._env.begin(write=True) as txn:
             self._unmark(txn, key)  # a mark left behind expires with its deadline
+
+    def drop_dead_flights(self, gone: Callable[[int], bool]) -> list[tuple[bytes, int]]:
+        """Clear the in-flight marks whose owner is ``gone`` (a worker that died: its
+        followers need not wait for its deadline) or whose deadline passed; the
+        (key, owner pid) of the live marks of dead owners cleared (the node agent releases
+        their claims in the cluster too)."""
+        now = time.time()
+        dead: list[tuple[bytes, int]] = []
+        cleared: list[tuple[bytes, bytes]] = []
+        with self._env.begin(db=self._inflight) as txn:
+            for key, raw in txn.cursor():
+                pid, until = _INFLIGHT.unpack(raw)
+                if until <= now or (pid != self._pid and gone(pid)):
+                    cleared.append((bytes(key), bytes(raw)))
+                    if until > now:
+                        dead.append((bytes(key), pid))
+        if not cleared:
+            return []
+        with contextlib.suppress(lmdb.Error), self._env.begin(write=True) as txn:
+            for key, was in cleared:
+                if txn.get(key, db=self._inflight) == was:  # not marked again meanwhile
+                    txn.delete(key, db=self._inflight)
+        return dead
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -16,10 +16,10 @@ The answer is written after it went out (``STORE_V1``: the entry with its TTL, a
 claim deleted in the same script if it is still this worker's), in a task of its own, so
 Redis never delays an answer. A call that ends without an answer to keep (an error, a
 client that left, a stream too large) deletes its claim at once (``RELEASE_V1``,
-compare-and-delete: never another's). A leader that dies leaves its claim to expire with
-its deadline; a waiter sees sooner that the leader's node stopped its heartbeat
-(``cluster.membership``: gone within ``NODE_TTL_MS``), or that a worker of its own node
-died, and takes the claim over.
+compare-and-delete: never another's). A leader whose worker dies has its claims released
+by its node's agent (``cluster.dead_workers``); a waiter sees that the leader's node
+stopped its heartbeat (``cluster.membership``: gone within ``NODE_TTL_MS``), or that a
+worker of its own node died, and takes the claim over.
 
 Entries are the first tier's own encoding (``cache.store.encode_entry``) behind a magic
 prefix; a value that is not one (corrupt, foreign, of another type) is a miss, never an
@@ -48,6 +48,7 @@ from redis.asyncio.cluster import RedisCluster
 from aigateway.cache.store import CacheEntry, decode_entry, encode_entry
 from aigateway.cluster.connect import RedisClient
 from aigateway.cluster.guard import RedisUnavailable
+from aigateway.cluster.resp import LuaScript
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.hotpath.regions import pid_alive
 
@@ -96,6 +97,7 @@ return 0
 """
 
 _FOUND, _CLAIMED, _HELD = 1, 2, 3
+_LOOKUP, _STORE, _RELEASE = LuaScript(LOOKUP_V1), LuaScript(STORE_V1), LuaScript(RELEASE_V1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class SecondTier:
         self.keys = redis.keys
         self.node_id = redis.node_id
         client = redis.cache_redis
+        self._link = redis.cache_link  # None: redis-py's scripts (a cluster, Sentinel...)
         self._lookup = client.register_script(LOOKUP_V1)
         self._store = client.register_script(STORE_V1)
         self._release = client.register_script(RELEASE_V1)
@@ -137,7 +140,7 @@ class SecondTier:
         waited, delay, checked = False, FIRST_POLL_S, loop.time()
         while True:
             life_ms = max(1, int((deadline - loop.time()) * 1000))
-            reply = await self._call(partial(self._lookup, keys=names, args=[token, life_ms]))
+            reply = await self._run(_LOOKUP, names, [token, life_ms])
             if reply is None:
                 return None  # Redis cannot be used: the node goes on alone
             if reply[0] == _FOUND:
@@ -151,7 +154,7 @@ class SecondTier:
                 checked = loop.time()
                 holder = _text(reply[1])
                 if not await self._holder_alive(holder):
-                    await self._call(partial(self._release, keys=names[1:], args=[holder]))
+                    await self._run(_RELEASE, names[1:], [holder])
                     continue  # the next lookup claims it
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_POLL_S)
@@ -166,6 +169,10 @@ class SecondTier:
             return
         names = [self.keys.cache_entry(key), self.keys.in_flight(key)]
         value = MAGIC + encode_entry(entry)
+        if self._link is not None:  # no task, no reply awaited
+            if self.redis.cache_usable:
+                self._link.send_script(_STORE, names, [value, ttl_ms, token])
+            return
         self._background(lambda: self._store(keys=names, args=[value, ttl_ms, token]))
 
     def release(self, key: bytes) -> None:
@@ -177,6 +184,8 @@ class SecondTier:
         """Wait for the writes and releases under way (a worker that stops; tests)."""
         while self._pending:
             await asyncio.gather(*self._pending)
+        if self._link is not None and self.redis.cache_usable:
+            await self._call(lambda: self._link.drain() if self._link else asyncio.sleep(0))
 
     # -- clearing -----------------------------------------------------------------------
 
@@ -218,6 +227,14 @@ class SecondTier:
             logger.debug("the shared cache's Redis refused a call: %r", exc)
             return None
 
+    async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        """One script on the cache's Redis, awaited; None when it cannot be used."""
+        link = self._link
+        if link is not None:
+            return await self._call(lambda: link.script(script, keys, args))
+        registered = {_LOOKUP: self._lookup, _STORE: self._store, _RELEASE: self._release}
+        return await self._call(partial(registered[script], keys=keys, args=args))
+
     async def _holder_alive(self, holder: str) -> bool:
         """Whether the worker holding a claim may still answer: its node still beats (a
         worker of this node: its process lives)."""
@@ -235,9 +252,14 @@ class SecondTier:
             return True
 
     def _background_release(self, key: bytes, token: str) -> None:
-        if token:
-            name = [self.keys.in_flight(key)]
-            self._background(lambda: self._release(keys=name, args=[token]))
+        if not token:
+            return
+        name = [self.keys.in_flight(key)]
+        if self._link is not None:
+            if self.redis.cache_usable:
+                self._link.send_script(_RELEASE, name, [token])
+            return
+        self._background(lambda: self._release(keys=name, args=[token]))
 
     def _background(self, make: Callable[[], Awaitable[Any]]) -> None:
         if len(self._pending) >= MAX_PENDING_WRITES:

@@ -8,6 +8,7 @@ from typing import Any
 from aigateway import shm
 from aigateway.cluster.agent import AgentThread, NodeAgent
 from aigateway.cluster.cache_sync import CacheGeneration
+from aigateway.cluster.dead_workers import DeadWorkers
 from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDeadlines
 from aigateway.cluster.figures import node_figures
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
@@ -36,8 +37,9 @@ def cluster_region() -> shm.RegionSpec:
 
 
 def lease_region(settings: Settings) -> shm.RegionSpec:
-    """The node's leases of the providers' cluster-wide limits (``lease_board``)."""
-    providers = [p.name for p in settings.providers]
+    """The node's leases of the providers' cluster-wide limits (``lease_board``): a row
+    per provider's rate, then one per provider's tokens (``token_lease``)."""
+    providers = _lease_names(settings)
     return shm.RegionSpec(
         LEASE_REGION, LeaseBoard.size(len(providers)), {"providers": providers}, LeaseBoard.LAYOUTS
     )
@@ -60,6 +62,7 @@ def node_syncs(settings: Settings, segment: shm.Segment, reader: NodeReader) -> 
         syncs.append(SettingsSync(live))  # the lease sync follows the live limits
     if settings.cache_enabled and settings.cache_path is not None:
         syncs.append(CacheGeneration(reader.store))  # DELETE /admin/cache anywhere
+        syncs.append(DeadWorkers(settings, reader.store))  # a dead leader's claims
     if settings.signatures_path is not None:
         syncs.append(SignatureSync(settings.signatures_path))  # Gemini's, from other nodes
     return syncs
@@ -70,7 +73,7 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
     bucket), following the live limits (the live-settings region) and the node's demand
     (the admission counters)."""
     names = tuple(p.name for p in settings.providers)
-    board = LeaseBoard(segment.region(LEASE_REGION, *LeaseBoard.LAYOUTS), names)
+    board = LeaseBoard(segment.region(LEASE_REGION, *LeaseBoard.LAYOUTS), _lease_names(settings))
     counters = NodeCounters(stats, names)
     cluster = ClusterState(segment.region(REGION_NAME, *LAYOUTS))
     live = segment.region(LIVE_REGION)
@@ -109,6 +112,11 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
         on_close=release,
         tokens=[token_lease(name) for name in names],
     )
+
+
+def _lease_names(settings: Settings) -> list[str]:
+    names = [p.name for p in settings.providers]
+    return names + [token_lease(name) for name in names]
 
 
 def _limits(settings: Settings) -> dict[str, float]:

@@ -15,6 +15,7 @@ Region layout (``REGION``)::
 
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -42,6 +43,8 @@ REGION: Final = Layout(
     ),
 )
 LAYOUTS: Final = (REGION,)
+_REDIS_FIELD: Final = struct.Struct("<I")  # the u32 "redis", read alone
+_REDIS_AT: Final = REGION.offset_of("redis")
 __doc__ = __doc__.format(layout=REGION.describe("    "))
 
 
@@ -76,6 +79,11 @@ class ClusterState:
     @classmethod
     def private(cls) -> ClusterState:
         return cls(bytearray(REGION.size))
+
+    @property
+    def degraded(self) -> bool:
+        """Whether Redis is down: one aligned word, no seqlock (the request path asks)."""
+        return bool(_REDIS_FIELD.unpack_from(self._view, _REDIS_AT)[0] == DOWN)
 
     def read(self) -> ClusterView:
         for _ in range(1000):

@@ -19,6 +19,7 @@ from typing import TypeVar
 from aigateway.cluster.connect import RedisClient, open_client
 from aigateway.cluster.guard import RedisGuard, RedisUnavailable
 from aigateway.cluster.keys import Keys
+from aigateway.cluster.resp import RespLink
 from aigateway.cluster.state import ClusterState
 from aigateway.config import Settings
 
@@ -56,25 +57,37 @@ class WorkerRedis:
             )
             url = settings.redis_cache_url or settings.redis_url
             self.cache_redis = cache_client or open_client(url, timeout_s)
+        # The second tier's scripts on a miss: a lean pipelined link when the cache's
+        # Redis is one plain server, else None (redis-py's client: a cluster, Sentinel...).
+        self.cache_link = RespLink.for_client(self.cache_redis, timeout_s)
 
     @property
     def usable(self) -> bool:
         """Whether a coordination call would be tried now."""
-        return self.guard.allows() and not self.state.read().degraded
+        return self.guard.allows() and not self.state.degraded
+
+    @property
+    def cache_usable(self) -> bool:
+        """Whether a call on the cache's Redis would be tried now."""
+        if self.cache_guard is self.guard and self.state.degraded:
+            return False
+        return self.cache_guard.allows()
 
     async def call(self, make: Callable[[RedisClient], Awaitable[T]]) -> T:
         """``make(client)`` on the coordination Redis, through the guard."""
-        if self.state.read().degraded:
+        if self.state.degraded:
             raise RedisUnavailable("Redis is down (the node agent says so)")
         return await self.guard.call(lambda: make(self.redis))
 
     async def cache_call(self, make: Callable[[RedisClient], Awaitable[T]]) -> T:
         """``make(client)`` on the cache's Redis (``REDIS_CACHE_URL``, else the same)."""
-        if self.cache_guard is self.guard and self.state.read().degraded:
+        if self.cache_guard is self.guard and self.state.degraded:
             raise RedisUnavailable("Redis is down (the node agent says so)")
         return await self.cache_guard.call(lambda: make(self.cache_redis))
 
     async def close(self) -> None:
+        if self.cache_link is not None:
+            await self.cache_link.close()
         await self.redis.aclose()
         if self.cache_redis is not self.redis:
             await self.cache_redis.aclose()

@@ -230,6 +230,13 @@ METRICS: Final = _declare(
            _NODE),
     Metric("limit_leased", "counter", "Tokens (provider calls) this node leased of a "
            "provider's cluster-wide limit; absent without REDIS_URL.", _PROVIDER, _NODE),
+    Metric("limit_token_share", "gauge", "This node's share of a provider's cluster-wide "
+           "<PROVIDER>_TPM (tokens a minute: granted over the last lease round, or the limit "
+           "/ live nodes while Redis is gone, 0 when limits fail closed); absent without "
+           "REDIS_URL or a TPM.", _PROVIDER, _NODE),
+    Metric("limit_tokens_leased", "counter", "Tokens of a provider's cluster-wide "
+           "<PROVIDER>_TPM this node leased; absent without REDIS_URL or a TPM.", _PROVIDER,
+           _NODE),
     Metric("limit_lease_calls", "counter", "Redis calls this node made for limits (one "
            "lease script per round for every provider); absent without REDIS_URL.", (),
            _NODE),

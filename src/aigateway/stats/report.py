@@ -96,24 +96,63 @@ def _from_node(metric: Metric, numbers: NodeNumbers) -> list[Series]:
     return [_one(metric, value)]
 
 
-LEASE_METRICS = ("limit_share", "limit_leased", "limit_lease_calls")
+LEASE_METRICS = (
+    "limit_share", "limit_leased", "limit_token_share", "limit_tokens_leased", "limit_lease_calls",
+)  # fmt: skip
+TOKEN_LEASE = "tpm:"  # the board's row of a provider's tokens (cluster.leases.token_lease)
 
 
 def _from_leases(metric: Metric, numbers: NodeNumbers) -> list[Series]:
-    """The node's leases of cluster-wide limits (none without REDIS_URL)."""
+    """The node's leases of cluster-wide limits (none without REDIS_URL): each provider's
+    rate (requests/s) and, where it has a TPM, its tokens (a minute)."""
     board = numbers.leases
     cluster = numbers.cluster
     if board is None or cluster is None or not cluster.enabled:
         return []
     if metric.name == "limit_lease_calls":
         return [_one(metric, board.calls)]
+    tokens = metric.name in ("limit_token_share", "limit_tokens_leased")
     found = []
     for name in board.providers:
         row = board.row(name)
-        if row is not None:
-            value = row.share if metric.name == "limit_share" else row.leased
-            found.append(_one(metric, value, (("provider", name),)))
+        if row is None or name.startswith(TOKEN_LEASE) != tokens:
+            continue
+        if tokens and not row.limit > 0.0:
+            continue  # no TPM for this provider
+        if metric.name == "limit_share":
+            value = row.share
+        elif metric.name == "limit_token_share":
+            value = row.share * 60.0
+        else:
+            value = row.leased
+        found.append(_one(metric, value, (("provider", name.removeprefix(TOKEN_LEASE)),)))
     return found
+
+
+def limit_shares(numbers: NodeNumbers) -> dict[str, dict[str, Any]]:
+    """``/admin/stats``: each provider's part of its cluster-wide limits on this node."""
+    board, cluster = numbers.leases, numbers.cluster
+    if board is None or cluster is None or not cluster.enabled:
+        return {}
+    shares: dict[str, dict[str, Any]] = {}
+    for name in board.providers:
+        row = board.row(name)
+        if row is None:
+            continue
+        provider = name.removeprefix(TOKEN_LEASE)
+        entry = shares.setdefault(provider, {})
+        if name.startswith(TOKEN_LEASE):
+            if row.limit > 0.0:
+                entry["tpm"] = {
+                    "mode": row.mode, "share_per_min": round(row.share * 60.0, 3),
+                    "limit": round(row.limit * 60.0, 3), "leased": round(row.leased, 3),
+                }  # fmt: skip
+        else:
+            entry["rps"] = {
+                "mode": row.mode, "share": round(row.share, 3), "limit": row.limit,
+                "leased": round(row.leased, 3),
+            }  # fmt: skip
+    return shares
 
 
 def _from_stats(metric: Metric, snapshot: StatsSnapshot, providers: Sequence[str]) -> list[Series]:
@@ -281,6 +320,9 @@ def _providers(numbers: NodeNumbers) -> dict[str, Any]:
         }
         for name in numbers.providers
     }
+    for name, shares in limit_shares(numbers).items():  # with REDIS_URL
+        if name in providers:
+            providers[name]["cluster_limit"] = shares
     for one in numbers.series:
         labels = dict(one.labels)
         row = providers.get(labels.get("provider", ""))
