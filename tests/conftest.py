@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
 import types
 from typing import Any
@@ -36,8 +38,15 @@ import openai  # noqa: E402
 from redis_servers import RedisCluster, RedisServer  # noqa: E402
 from servers import ARTIFACTS_DIR, LOG_DIR, Gateway, MockProvider  # noqa: E402
 
+# Every gateway the tests start, tests/servers.py's or a bare `aigateway serve`, keeps its
+# tenant keys away from the developer's own data directory (~/.local/share/aigateway),
+# where real keys would make the test gateways ask for them.
+_DATA_DIR = tempfile.mkdtemp(prefix="aigateway-test-data-")
+os.environ["AI_GATEWAY_DATA_DIR"] = _DATA_DIR
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_DATA_DIR, ignore_errors=True)
     if exitstatus == 0:
         shutil.rmtree(LOG_DIR, ignore_errors=True)
     else:
