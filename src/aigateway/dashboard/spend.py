@@ -63,21 +63,28 @@ def spend_section(
         if usd > 0
     ]
     totals = {key_id: (requests, usd) for _, key_id, requests, usd in stored}
-    rows = [_live_row(one, totals.get(one.key.id, (0, 0.0)), now) for one in live]
     seen = {one.key.id for one in live}
-    rows += [
-        _revoked_row(name, key_id, requests, usd)
-        for name, key_id, requests, usd in stored
-        if key_id not in seen
+    revoked = [row for row in stored if row[1] not in seen]
+    # Ranked on two numbers first, rows made for the top ones only (thousands of keys).
+    ranked: list[tuple[float, str, LiveKey | tuple[str, str, int, float]]] = [
+        (-max(one.period_usd, totals.get(one.key.id, (0, 0.0))[1]), one.key.name, one)
+        for one in live
     ]
-    rows.sort(key=lambda row: (-max(row["period_usd"] or 0.0, row["total_usd"]), row["name"]))
+    ranked += [(-row[3], row[0], row) for row in revoked]
+    ranked.sort(key=lambda item: item[:2])
+    rows = [
+        _live_row(one, totals.get(one.key.id, (0, 0.0)), now)
+        if isinstance(one, LiveKey)
+        else _revoked_row(*one)
+        for _, _, one in ranked[:top]
+    ]
     return {
         "available": True,
         "since_start_usd": round(sum(by_model.values()), 9),
         "by_model": models,
         "keys": {
             "count": len(live),
-            "revoked_with_spend": len(rows) - len(live),
+            "revoked_with_spend": len(revoked),
             "today_usd": round(periods.get(today, 0.0), 9),
             "month_usd": round(periods.get(month, 0.0), 9),
             "total_usd": round(sum(usd for *_, usd in stored), 9),

@@ -56,6 +56,7 @@
   }
   function dollars(v) {
     if (v === null || v === undefined) return "needs prices";
+    if (v > 0 && v < 0.0001) return "< $0.0001"; // spent, if little: never shown as $0
     return "$" + num(v, Math.abs(v) >= 1 ? 2 : 4);
   }
   function count(v) {
@@ -365,8 +366,10 @@
     put("circuits_sub", configured.length + " provider" + (configured.length === 1 ? "" : "s"));
     level("circuits", s.circuits_open ? "bad" : "");
     var spend = doc.spend;
-    put("spend", spend.available ? dollars(spend.since_start_usd) : "–");
-    put("spend_sub", spend.available ? "since start · keys today " + dollars(spend.keys.today_usd) : "no prices");
+    var spent = spend.available ? spend.since_start_usd : null;
+    put("spend", spent === null ? "–" : spent > 0 && spent < 0.01 ? "< $0.01" : "$" + num(spent, 2));
+    put("spend_sub", !spend.available ? "–" : spend.keys.count || spend.keys.total_usd
+      ? "keys today " + dollars(spend.keys.today_usd) : "since start");
     put("nodes", String(s.nodes));
     put("nodes_sub", doc.cluster ? "Redis " + doc.cluster.redis : "no cluster");
     level("nodes", doc.cluster && doc.cluster.redis !== "up" ? "warn" : "");
