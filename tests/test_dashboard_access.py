@@ -102,7 +102,9 @@ def test_the_data_holds_every_panel_of_the_page() -> None:
     avoided = document["cache"]["avoided"]
     assert {"calls", "tokens"} <= set(avoided)
     assert avoided["dollars"] == 0  # nothing avoided yet, in USD
-    assert document["spend"]["available"] is False  # a seam: spend once tenant keys exist
+    spend = document["spend"]  # no key yet, nothing priced spent: empty, but there
+    assert spend["available"] is True
+    assert spend["keys"]["top"] == [] and spend["keys"]["count"] == 0
     assert document["cluster"] is None  # one node: no REDIS_URL
     charts = document["charts"]
     assert {"t", "requests_per_s", "latency_p99_ms", "cache_hit_rate", "queue", "providers"} <= (

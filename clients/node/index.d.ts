@@ -205,12 +205,14 @@ export interface TenantKeyChanges extends TenantKeyLimits {
 /** A key as `GET /admin/keys` shows it: limits, usage and spend, never its secret. */
 export interface TenantKey {
   id: string;
-  object?: 'key';
+  object: 'key';
   name: string;
   /** The first characters of its secret, to recognise it. */
-  prefix?: string;
-  created_at?: string;
-  revoked_at?: string | null;
+  prefix: string;
+  /** RFC 3339. */
+  created_at: string;
+  /** RFC 3339; null while the key is live. */
+  revoked_at: string | null;
   rpm: number | null;
   tpm: number | null;
   max_parallel: number | null;
@@ -221,13 +223,25 @@ export interface TenantKey {
   max_priority: Priority | null;
   expires_at: string | null;
   metadata: Record<string, unknown>;
-  usage?: { requests: number; prompt_tokens: number; completion_tokens: number; [key: string]: unknown };
-  spend?: {
+  /** As the key store has it (at most one spend flush behind). */
+  usage: {
+    requests: number;
+    prompt_tokens: number;
+    completion_tokens: number;
+    /** Its requests in flight on the node now (live keys only). */
+    in_flight?: number;
+    [key: string]: unknown;
+  };
+  spend: {
+    /** USD over the key's whole life. */
     total_usd: number;
     /** `day:YYYY-MM-DD`, `month:YYYY-MM` or `total`. */
     period: string;
+    /** USD in the current budget period (a live key: the node's figure, flushed or not). */
     period_usd: number;
     budget_remaining_usd: number | null;
+    /** USD reserved by calls under way (live keys only). */
+    reserved_usd?: number;
     [key: string]: unknown;
   };
   [key: string]: unknown;

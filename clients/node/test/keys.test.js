@@ -1,7 +1,8 @@
 // The tenant-key helpers (POST/GET/PATCH/DELETE /admin/keys, GET /admin/keys/{id}) against a
 // small server on loopback standing in for the gateway's key endpoints (issue 17): what each
 // helper sends, with which key, and what it returns; errors come back typed. The same file
-// checks that an answer's x-aigateway-cost reaches the caller as `cost`.
+// checks that an answer's x-aigateway-cost reaches the caller as `cost`. The same helpers
+// against the real gateway, every field and status: keys-gateway.test.js.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, beforeEach, test } from 'node:test';
@@ -37,8 +38,10 @@ function document(id, fields) {
     revoked_at: null, rpm: null, tpm: null, max_parallel: null, budget_usd: null,
     budget_period: 'total', models: [], priority: null, max_priority: null, expires_at: null,
     metadata: {}, ...fields,
-    usage: { requests: 0, prompt_tokens: 0, completion_tokens: 0 },
-    spend: { total_usd: 0, period: 'total', period_usd: 0, budget_remaining_usd: fields.budget_usd ?? null },
+    usage: { requests: 0, prompt_tokens: 0, completion_tokens: 0, in_flight: 0 },
+    spend: {
+      total_usd: 0, period: 'total', period_usd: 0, budget_remaining_usd: fields.budget_usd ?? null, reserved_usd: 0,
+    },
   };
 }
 
@@ -132,7 +135,7 @@ test('listKeys and getKey read the keys with their limits, usage and spend', asy
     assert.deepEqual(list.data.map((k) => k.name), ['batch-jobs', 'chat-ui']);
     const one = await client.getKey(id);
     assert.equal(one.spend.budget_remaining_usd, 10);
-    assert.deepEqual(one.usage, { requests: 0, prompt_tokens: 0, completion_tokens: 0 });
+    assert.deepEqual(one.usage, { requests: 0, prompt_tokens: 0, completion_tokens: 0, in_flight: 0 });
     assert.deepEqual(keyCalls().slice(2).map((r) => `${r.method} ${r.url}`), ['GET /admin/keys', `GET /admin/keys/${id}`]);
   } finally {
     await client.close();

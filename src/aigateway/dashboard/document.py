@@ -10,9 +10,10 @@ cluster's section of ``/admin/stats``.
 request, with ``since=0``, gets the whole fifteen minutes), so a poll a second carries
 a point or two, not nine hundred.
 
-A seam left for a later issue, present and empty so the page can show it as such:
-``spend`` (spend by key, once tenant keys exist). ``cache.avoided.dollars`` is what the
-calls the cache and de-duplication avoided would have cost (``avoided_usd``).
+``spend``: what the answers cost, in total, by model and by tenant key
+(``dashboard.spend``), made by the caller from the key ring and store.
+``cache.avoided.dollars`` is what the calls the cache and de-duplication avoided would
+have cost (``avoided_usd``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def dashboard_document(
     queue_size: int,
     cache_enabled: bool,
     cluster: dict[str, Any] | None = None,
+    spend: dict[str, Any] | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """The page's document (``usable``: whether each provider is configured)."""
@@ -89,10 +91,7 @@ def dashboard_document(
         "providers": _providers(numbers, last_minute, recent, usable, limits),
         "cache": _cache(numbers, cache_enabled),
         "queue": _queue(numbers, queue_size),
-        "spend": {
-            "available": False,
-            "reason": "spend by key comes with tenant keys and their prices",
-        },
+        "spend": spend if spend is not None else {"available": False, "reason": "not read"},
         "cluster": cluster,
         "charts": charts(columns, rows, after),
     }

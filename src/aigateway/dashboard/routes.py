@@ -14,6 +14,7 @@ origin only, and never be framed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from dataclasses import dataclass
@@ -28,7 +29,11 @@ from starlette.routing import Route
 from aigateway.api.http import json_response
 from aigateway.cluster.figures import cluster_section, node_figures
 from aigateway.dashboard.document import Limit, dashboard_document
+from aigateway.dashboard.spend import LiveKey, spend_section
 from aigateway.errors import InvalidRequest, NotFound
+from aigateway.keys.model import period_label
+from aigateway.stats.registry import METRICS
+from aigateway.stats.report import NodeNumbers
 
 if TYPE_CHECKING:
     from aigateway.operations import Operations
@@ -59,6 +64,9 @@ _PAGE_HEADERS: Final = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
+#: How long a worker keeps all keys' spend today and this month (one scan of the store's
+#: spend table) before it reads it again: every open page polls every second or two.
+PERIODS_TTL_S: Final = 5.0
 # Marks in the page's markup replaced when it is served.
 _AUTH_MARK = "{{auth}}"
 
@@ -93,6 +101,7 @@ class DashboardRoutes:
         page = _static("index.html").read_text(encoding="utf-8").replace(_AUTH_MARK, auth)
         self._page = _load("index.html", page)
         self._files = {path: _load(path) for path in STATIC}
+        self._periods: tuple[float, tuple[str, str], dict[str, float]] | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -138,8 +147,34 @@ class DashboardRoutes:
             queue_size=admission.queue_size if admission is not None else 0,
             cache_enabled=operations.cache is not None,
             cluster=cluster,
+            spend=await self._spend(numbers),
         )
         return json_response(document, headers={"cache-control": "no-store"})
+
+    async def _spend(self, numbers: NodeNumbers) -> dict[str, Any]:
+        """The ``spend`` section: counters and key slots read now, the store's totals by
+        period at most ``PERIODS_TTL_S`` old (read in a thread: the store may be busy)."""
+        tenants = self.operations.tenants
+        now = tenants.now()
+        wanted = (period_label("day", now), period_label("month", now))
+        cached = self._periods
+        if cached is None or cached[1] != wanted or now - cached[0] >= PERIODS_TTL_S:
+            cached = self._periods = (
+                now,
+                wanted,
+                await asyncio.to_thread(tenants.spend_in, wanted),
+            )
+        live = [LiveKey(slot.key, slot.spent(now), slot.in_flight()) for slot in tenants.live()]
+        return spend_section(
+            numbers.by_family("spend_usd"),
+            METRICS["spend_usd"].divisor,
+            live,
+            numbers.key_spend,
+            cached[2],
+            today=wanted[0],
+            month=wanted[1],
+            now=now,
+        )
 
 
 def _since(value: str) -> float:

@@ -61,6 +61,11 @@ class KeyRing:
         self._fresh()
         return self._by_id.get(key_id)
 
+    def live(self) -> list[KeySlot]:
+        """Every key not revoked, in the order they were made (expired ones too)."""
+        self._fresh()
+        return list(self._by_id.values())
+
     def changed(self) -> None:
         """The caller changed the key set: tell every worker (this one included)."""
         self.slots.bump()

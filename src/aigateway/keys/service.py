@@ -29,7 +29,7 @@ from aigateway import shm
 from aigateway.keys.gate import KeyGate, Pricing
 from aigateway.keys.model import TenantKey
 from aigateway.keys.ring import KeyRing
-from aigateway.keys.slots import HEAD, SLOT, KeySlots, region_size
+from aigateway.keys.slots import HEAD, SLOT, KeySlot, KeySlots, region_size
 from aigateway.keys.spend import SpendLog
 from aigateway.keys.store import KEY_SLOTS, SqliteKeyStore, StoreUnavailable
 from aigateway.pricing import PriceTable
@@ -158,6 +158,21 @@ class TenantKeys:
             return store.spend_by_name()
         except StoreUnavailable:
             return []
+
+    def live(self) -> list[KeySlot]:
+        """The keys not revoked, with their slots (none while closed)."""
+        return self.ring.live() if self.ring is not None else []
+
+    def spend_in(self, periods: tuple[str, ...]) -> dict[str, float]:
+        """USD all keys spent in each period, as the store has it (empty when closed or
+        unreadable)."""
+        store = self.store
+        if store is None:
+            return {}
+        try:
+            return store.spend_in(periods)
+        except StoreUnavailable:
+            return {}
 
     def now(self) -> float:
         return self._clock()

@@ -256,6 +256,23 @@ class SqliteKeyStore:
             ).fetchall()
         return [(name, key_id, requests, usd) for name, key_id, requests, usd in rows]
 
+    def spend_in(self, periods: Iterable[str]) -> dict[str, float]:
+        """USD every key (revoked ones too) spent in each of ``periods`` (labels such as
+        ``day:2026-12-07``): read-only, one scan of the spend table (a row per key and
+        day, month and life), so callers polling it keep the answer a few seconds."""
+        wanted = tuple(periods)
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT period, SUM(usd) FROM spend WHERE period IN ({marks}) GROUP BY period",
+                wanted,
+            ).fetchall()
+        found = dict.fromkeys(wanted, 0.0)
+        found.update({period: usd or 0.0 for period, usd in rows})
+        return found
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -56,6 +56,7 @@
   }
   function dollars(v) {
     if (v === null || v === undefined) return "needs prices";
+    if (v > 0 && v < 0.0001) return "< $0.0001"; // spent, if little: never shown as $0
     return "$" + num(v, Math.abs(v) >= 1 ? 2 : 4);
   }
   function count(v) {
@@ -364,6 +365,11 @@
     put("circuits", s.circuits_open ? s.circuits_open + " open" : "closed");
     put("circuits_sub", configured.length + " provider" + (configured.length === 1 ? "" : "s"));
     level("circuits", s.circuits_open ? "bad" : "");
+    var spend = doc.spend;
+    var spent = spend.available ? spend.since_start_usd : null;
+    put("spend", spent === null ? "–" : spent > 0 && spent < 0.01 ? "< $0.01" : "$" + num(spent, 2));
+    put("spend_sub", !spend.available ? "–" : spend.keys.count || spend.keys.total_usd
+      ? "keys today " + dollars(spend.keys.today_usd) : "since start");
     put("nodes", String(s.nodes));
     put("nodes_sub", doc.cluster ? "Redis " + doc.cluster.redis : "no cluster");
     level("nodes", doc.cluster && doc.cluster.redis !== "up" ? "warn" : "");
@@ -457,6 +463,74 @@
     });
   }
 
+  var PERIOD_NAMES = { day: "today", month: "this month", total: "in all" };
+
+  function limitsText(k) {
+    var parts = [];
+    if (k.rpm !== null) parts.push(count(k.rpm) + " rpm");
+    if (k.tpm !== null) parts.push(count(k.tpm) + " tpm");
+    if (k.max_parallel !== null) parts.push(k.in_flight + "/" + k.max_parallel + " parallel");
+    return parts.length ? parts.join(" · ") : k.state === "revoked" ? "–" : "none";
+  }
+
+  function renderSpend(doc) {
+    var sp = doc.spend;
+    var note = $("spend-note");
+    note.hidden = sp.available;
+    note.textContent = sp.available ? "" : "Not available: " + sp.reason + ".";
+    if (!sp.available) {
+      $("spend-table").hidden = $("model-table").hidden = $("model-note").hidden = true;
+      $("spend-facts").textContent = "";
+      return;
+    }
+    var keys = sp.keys;
+    facts($("spend-facts"), [
+      ["Since the node started", dollars(sp.since_start_usd), "every priced answer, with a key or without"],
+      ["Keys today", dollars(keys.today_usd), "UTC day, as the key store has it"],
+      ["Keys this month", dollars(keys.month_usd)],
+      ["Keys in all", dollars(keys.total_usd)],
+      ["Keys", count(keys.count)],
+    ]);
+    var body = $("spend-rows");
+    body.textContent = "";
+    keys.top.forEach(function (k) {
+      var row = document.createElement("tr");
+      row.dataset.key = k.name;
+      cell(row, k.name).title = k.prefix ? k.prefix + "…" : k.id;
+      cell(row, "").appendChild(badge(k.state, k.state));
+      var spent = k.period_usd === null ? k.total_usd : k.period_usd;
+      cell(row, dollars(spent), "num").title = k.period ? PERIOD_NAMES[k.period] || k.period : "in all";
+      var budget = cell(row, "");
+      if (k.budget_use === null) {
+        budget.textContent = k.state === "revoked" ? "–" : "no budget";
+      } else {
+        budget.appendChild(meter(k.budget_use, pct(k.budget_use),
+          " of " + dollars(k.budget_usd) + " " + (PERIOD_NAMES[k.period] || k.period)));
+      }
+      cell(row, dollars(k.total_usd), "num opt");
+      cell(row, count(k.requests), "num opt");
+      cell(row, limitsText(k), "opt");
+      body.appendChild(row);
+    });
+    $("spend-table").hidden = !keys.top.length;
+    var more = $("spend-more");
+    var listed = keys.top.length;
+    var all = keys.count + keys.revoked_with_spend;
+    more.hidden = listed >= all && listed > 0;
+    more.textContent = !all ? "No tenant keys yet: make one with POST /admin/keys."
+      : "The " + listed + " keys that spent most, of " + all + ".";
+    var models = $("model-rows");
+    models.textContent = "";
+    sp.by_model.forEach(function (m) {
+      var row = document.createElement("tr");
+      cell(row, m.provider);
+      cell(row, m.model);
+      cell(row, dollars(m.usd), "num");
+      models.appendChild(row);
+    });
+    $("model-table").hidden = $("model-note").hidden = !sp.by_model.length;
+  }
+
   function render(doc) {
     state.doc = doc;
     var node = doc.node;
@@ -467,7 +541,7 @@
     renderCache(doc);
     renderQueue(doc);
     renderCluster(doc);
-    $("spend-note").textContent = doc.spend.available ? "" : "Not yet: " + doc.spend.reason + ".";
+    renderSpend(doc);
     var first = !state.points;
     mergePoints(doc.charts);
     if (doc.charts.t.length) state.since = doc.charts.t[doc.charts.t.length - 1];
