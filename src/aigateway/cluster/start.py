@@ -10,6 +10,7 @@ from aigateway.cluster.agent import AgentThread, NodeAgent
 from aigateway.cluster.cache_sync import CacheGeneration
 from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDeadlines
 from aigateway.cluster.figures import node_figures
+from aigateway.cluster.key_sync import key_sync
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
 from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.leases import LeaseSync, token_lease
@@ -62,6 +63,9 @@ def node_syncs(settings: Settings, segment: shm.Segment, reader: NodeReader) -> 
         syncs.append(CacheGeneration(reader.store))  # DELETE /admin/cache anywhere
     if settings.signatures_path is not None:
         syncs.append(SignatureSync(settings.signatures_path))  # Gemini's, from other nodes
+    keys = key_sync(settings, segment)  # tenant keys and their spend, from other nodes
+    if keys is not None:
+        syncs.append(keys)
     return syncs
 
 
