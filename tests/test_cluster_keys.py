@@ -69,7 +69,9 @@ def test_a_key_with_5_requests_a_minute_gets_its_sixth_refused_across_both_nodes
 ) -> None:
     made = make_key(nodes[0], name="five-a-minute", rpm=5)
     wait_for(lambda: known(nodes[1], made["id"]), timeout_s=5)
-    codes = [chat(node, made["key"]).status_code for node in itertools.islice(itertools.cycle(nodes), 6)]
+    codes = [
+        chat(node, made["key"]).status_code for node in itertools.islice(itertools.cycle(nodes), 6)
+    ]
     assert codes == [200] * 5 + [429]
 
 

@@ -39,7 +39,7 @@ from aigateway.cluster.keys import Keys
 from aigateway.errors import GatewayError
 from aigateway.keys.model import TenantKey
 from aigateway.keys.secrets import SecretHasher, new_id, new_secret, shown_prefix
-from aigateway.keys.store import KEY_SLOTS, PEPPER, SqliteKeyStore, StoreUnavailable, key_not_found
+from aigateway.keys.store import PEPPER, SqliteKeyStore, StoreUnavailable, key_not_found
 
 __all__ = (
     "NANO",
@@ -109,7 +109,9 @@ def sync_client(url: str, timeout_s: float) -> SyncClient:
         "client_name": "aigateway-keys",
     }
     if scheme.lower().endswith("+cluster"):
-        return redis.RedisCluster.from_url(f"{scheme.lower().removesuffix('+cluster')}://{rest}", **options)
+        return redis.RedisCluster.from_url(
+            f"{scheme.lower().removesuffix('+cluster')}://{rest}", **options
+        )
     if scheme.lower().endswith("+sentinel"):
         raise StoreUnavailable("tenant keys through Redis Sentinel are not supported yet")
     return redis.Redis.from_url(url, **options)
@@ -173,7 +175,8 @@ class RedisKeyStore(SqliteKeyStore):
             slot = next((i for i in range(self.slots) if i not in taken), None)
             if slot is None:
                 raise _conflict(
-                    f"every one of the cluster's {self.slots} key slots is taken: revoke a key first",
+                    f"every one of the cluster's {self.slots} key slots is taken:"
+                    " revoke a key first",
                     "key_capacity_reached",
                 )
             row = (*base, slot, orjson.dumps(limits).decode(), time.time(), None)
@@ -221,7 +224,15 @@ class RedisKeyStore(SqliteKeyStore):
     def _write_record(self, row: tuple[Any, ...], expected: bytes, old_name: str) -> str:
         """``PUT_KEY_V1``; then the node's copy. "ok", "changed" or "slot_taken"."""
         keys = [self._k("records"), self._k("names"), self._k("slots"), self._k("generation")]
-        args = [row[0], expected, encode_record(row), row[1], row[4], "1" if row[7] is None else "0", old_name]
+        args = [
+            row[0],
+            expected,
+            encode_record(row),
+            row[1],
+            row[4],
+            "1" if row[7] is None else "0",
+            old_name,
+        ]
         answer = self._call(lambda: self._put(keys=keys, args=args))
         status = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
         if status == "name_taken":
@@ -317,7 +328,9 @@ def _migrate(client: SyncClient, keys: Keys, local: SqliteKeyStore) -> None:
             pipe.hset(keys.tenant_key("slots"), str(row[4]), row[0])
     for key_id, period, requests, prompt, completion, usd in local.spend_rows():
         values = (requests, prompt, completion, round(usd * NANO))
-        pipe.hset(keys.tenant_spend(key_id), mapping=dict(zip(spend_fields(period), values, strict=True)))
+        pipe.hset(
+            keys.tenant_spend(key_id), mapping=dict(zip(spend_fields(period), values, strict=True))
+        )
     pipe.incr(keys.tenant_key("generation"))
     pipe.execute()
     logger.info("moved this node's %d tenant keys and their spend to Redis", len(rows))
@@ -335,7 +348,9 @@ def copy_from_redis(
         for field, value in spent.items():
             period, _, counter = field.decode().rpartition("|")
             if counter in COUNTERS:
-                totals.setdefault((row[0], period), [0, 0, 0, 0])[COUNTERS.index(counter)] = int(value)
+                totals.setdefault((row[0], period), [0, 0, 0, 0])[COUNTERS.index(counter)] = int(
+                    value
+                )
     local.put_rows(rows, replace=True)
     local.settle_outbox(0, _as_rows(totals))  # Redis's totals, plus what is still to send
     return totals
@@ -351,9 +366,7 @@ def persistence_problems(client: SyncClient) -> list[str]:
     try:
         config = _config(client)
     except redis.ResponseError:  # CONFIG disabled (a managed Redis): what INFO says
-        info = cast("dict[str, Any]", client.info("persistence")) | cast(
-            "dict[str, Any]", client.info("memory")
-        )
+        info: dict[str, Any] = {**client.info("persistence"), **client.info("memory")}
         config = {
             "appendonly": "yes" if int(info.get("aof_enabled", 0)) else "no",
             "appendfsync": "everysec",
@@ -372,7 +385,7 @@ def persistence_problems(client: SyncClient) -> list[str]:
         save = config.get("save", "")
         if not save:
             problems.append(
-                "no persistence (appendonly no, save \"\"): a restart of Redis loses every"
+                'no persistence (appendonly no, save ""): a restart of Redis loses every'
                 " tenant key and all spend; set appendonly yes and appendfsync everysec"
             )
         else:
@@ -399,6 +412,10 @@ def _config(client: SyncClient) -> dict[str, str]:
             text = value.get(name) if isinstance(value, dict) else value
             text = text.decode() if isinstance(text, bytes) else str(text or "")
             bad = {"appendonly": "no", "appendfsync": "no", "save": "", "maxmemory-policy": None}
-            if name not in found or text == bad[name] or (name == "maxmemory-policy" and text != "noeviction"):
+            if (
+                name not in found
+                or text == bad[name]
+                or (name == "maxmemory-policy" and text != "noeviction")
+            ):
                 found[name] = text
     return found

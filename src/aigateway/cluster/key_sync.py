@@ -138,9 +138,9 @@ class KeySync:
             [field for label in labels for field in spend_fields(label)] if i < len(live) else []
             for i in range(len(ids))
         ]
+        if self._script is None or self._script.registered_client is not agent.redis:
+            self._script = agent.redis.register_script(SPEND_V1)
         script = self._script
-        if script is None:
-            script = self._script = agent.redis.register_script(SPEND_V1)
         hashes = [agent.keys.tenant_spend(key_id) for key_id in ids]
         args = [orjson.dumps(adds), orjson.dumps(reads)]
         answer: Any = await agent.call(lambda: script(keys=hashes, args=args))

@@ -294,7 +294,9 @@ class SqliteKeyStore:
                         " AND (name = ? OR slot = ?)",
                         (row[0], row[1], row[4]),
                     )
-                db.execute(f"INSERT OR REPLACE INTO keys ({_KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
+                db.execute(
+                    f"INSERT OR REPLACE INTO keys ({_KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row
+                )
 
     def spend_rows(self) -> list[tuple[Any, ...]]:
         """(key id, period, requests, prompt, completion, USD) of every key and period."""
