@@ -26,7 +26,7 @@ from aigateway.config import Settings
 from aigateway.errors import GatewayError
 from aigateway.keys.model import SpendRow
 from aigateway.keys.slots import KeySlots
-from aigateway.keys.store import SqliteKeyStore
+from aigateway.keys.store import SqliteKeyStore, StoreUnavailable
 
 NOW = 1_800_000_000.0
 
@@ -142,3 +142,22 @@ def test_a_redis_without_persistence_or_with_eviction_is_named(each_redis: str) 
     finally:
         client.close()
     assert any("no persistence" in problem for problem in problems)
+
+
+def test_changes_are_refused_while_redis_is_away_and_known_keys_stay(
+    each_redis: str, tmp_path: Path
+) -> None:
+    node = Node(each_redis, tmp_path / "node-a", "node-a")
+    try:
+        key, _ = node.store.create({"name": "kept"})
+        away = RedisKeyStore(node.directory, "redis://127.0.0.1:1", "test", 0.2)
+        try:
+            with pytest.raises(StoreUnavailable):
+                away.create({"name": "new"})
+            with pytest.raises(StoreUnavailable):
+                away.revoke(key.id)
+            assert away.get(key.id) is not None  # the node's copy still answers
+        finally:
+            away.close()
+    finally:
+        node.close()

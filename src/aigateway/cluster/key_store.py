@@ -182,6 +182,8 @@ class RedisKeyStore(SqliteKeyStore):
             row = (*base, slot, orjson.dumps(limits).decode(), time.time(), None)
             if self._write_record(row, b"", "") != "slot_taken":
                 break
+        else:
+            raise StoreUnavailable("the key store is busy (slots taken meanwhile): try again")
         key = self.get(key_id)
         assert key is not None
         return key, secret
@@ -217,6 +219,8 @@ class RedisKeyStore(SqliteKeyStore):
                 raise key_not_found(key_id)
             if self._write_record(change(row), cast("bytes", raw), row[1]) != "changed":
                 break
+        else:
+            raise StoreUnavailable("the key store is busy (the key changed meanwhile): try again")
         key = self.get(key_id)
         assert key is not None
         return key

@@ -129,8 +129,9 @@ class KeySync:
             return
         labels = [period_label(period, now) for period in PERIODS]
         adds: list[list[list[str]]] = [[] for _ in ids]
+        where = {key_id: index for index, key_id in enumerate(ids)}
         for (key_id, period), values in mine.items():
-            index = ids.index(key_id)
+            index = where[key_id]
             for field, value in zip(spend_fields(period), values, strict=True):
                 if value:
                     adds[index].append([field, str(value)])
