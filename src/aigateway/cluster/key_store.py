@@ -9,7 +9,7 @@ one node (no Redis call on the request path, none when they reload the keys):
 * **Changes** (``POST``, ``PATCH``, ``DELETE /admin/keys``) go to Redis first, by one
   script (``PUT_KEY_V1``) that keeps names and slots unique among live keys and moves the
   keys' generation; then into the node's copy, and the node's workers reload at once.
-  Other nodes' agents see the generation move within ``KeySync.interval_s`` (0.25 s),
+  Other nodes' agents see the generation move within ``KeySync.interval_s`` (0.1 s),
   copy the records into their ``keys.db`` and move their node's generation: a revocation
   holds on every node within a second.  With Redis unreachable, changes are refused (503,
   ``key_store_unavailable``); keys already known keep working.
