@@ -20,7 +20,7 @@ from aigateway.cluster.key_store import (
     prepare_shared_keys,
     sync_client,
 )
-from aigateway.cluster.key_sync import KeySync
+from aigateway.cluster.key_sync import KeySync, last_seen
 from aigateway.cluster.state import ClusterState
 from aigateway.config import Settings
 from aigateway.errors import GatewayError
@@ -47,7 +47,9 @@ class Node:
 
     def round(self) -> None:
         async def main() -> None:
-            config = Settings(redis_url=self.url, node_id=self.node_id, cluster_name="test")  # type: ignore[call-arg]
+            config = Settings(
+                redis_url=self.url, node_id=self.node_id, cluster_name="test", redis_timeout_ms=2000
+            )  # type: ignore[call-arg]
             agent = NodeAgent(config, ClusterState.private())
             try:
                 await agent.membership.tick(agent)
@@ -161,3 +163,20 @@ def test_changes_are_refused_while_redis_is_away_and_known_keys_stay(
             away.close()
     finally:
         node.close()
+
+
+def test_a_node_that_started_without_redis_takes_up_the_count_without_counting_twice(
+    two: Any,
+) -> None:
+    a, _ = two
+    key, _ = a.store.create({"name": "restarted", "budget_usd": 1.0})
+    a.store.add_spend([SpendRow(key.id, NOW, 1, 10, 5, 0.25)])
+    a.round()
+    # The node restarts while Redis is away: it serves its copy, then Redis answers.
+    a.sync.close()
+    a.slots = KeySlots.private(64)
+    a.sync = KeySync(a.directory, a.slots, 0.0, last_seen(a.directory), clock=lambda: NOW)
+    slot = a.slots.bind(a.store.get(key.id), NOW)
+    assert slot.spent(NOW) == pytest.approx(0.25)
+    a.round()
+    assert slot.spent(NOW) == pytest.approx(0.25)

@@ -45,7 +45,7 @@ from aigateway.keys.service import KEYS_REGION
 from aigateway.keys.slots import HEAD, SLOT, KeySlots
 from aigateway.keys.store import SqliteKeyStore
 
-__all__ = ("INTERVAL_S", "KeySync", "key_sync")
+__all__ = ("INTERVAL_S", "KeySync", "key_sync", "last_seen")
 
 logger = logging.getLogger("aigateway.keys")
 
@@ -67,8 +67,26 @@ def key_sync(settings: Settings, segment: shm.Segment) -> KeySync | None:
         settings.redis_timeout_ms / 1000,
     )
     slots = KeySlots(segment.region(KEYS_REGION, HEAD, SLOT), segment.region_lock_path(KEYS_REGION))
-    seen = {key: values[3] for key, values in (totals or {}).items()}
+    if totals is not None:
+        seen = {key: values[3] for key, values in totals.items()}
+    else:
+        seen = last_seen(settings.data_dir)
     return KeySync(settings.data_dir, slots, settings.key_spend_flush_ms / 1000, seen)
+
+
+def last_seen(directory: str) -> dict[tuple[str, str], int]:
+    """Redis's totals as the node's copy last had them (its spend, less what is still to
+    send): where a node that started without Redis takes up the count."""
+    store = SqliteKeyStore(directory)
+    try:
+        _, outbox = store.take_outbox()
+        unsent = {(key_id, period): usd for key_id, period, _r, _p, _c, usd in outbox}
+        return {
+            (key_id, period): round((usd - unsent.get((key_id, period), 0.0)) * NANO)
+            for key_id, period, _r, _p, _c, usd in store.spend_rows()
+        }
+    finally:
+        store.close()
 
 
 class KeySync:
