@@ -160,7 +160,7 @@ class RedisKeyStore(SqliteKeyStore):
 
     def __init__(self, directory: str, url: str, cluster_name: str, timeout_s: float) -> None:
         super().__init__(directory, outbox=True)
-        self.keys_ = Keys(cluster_name)
+        self.cluster_keys = Keys(cluster_name)
         self._client = sync_client(url, timeout_s)
         self._put = self._client.register_script(PUT_KEY_V1)
 
@@ -207,7 +207,7 @@ class RedisKeyStore(SqliteKeyStore):
     # -- internals -----------------------------------------------------------------------
 
     def _k(self, name: str) -> str:
-        return self.keys_.tenant_key(name)
+        return self.cluster_keys.tenant_key(name)
 
     def _change(self, key_id: str, change: Any) -> TenantKey:
         for _ in range(_TRIES):
