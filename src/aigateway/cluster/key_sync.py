@@ -17,7 +17,8 @@ budget check sees the cluster's spend, at most one flush interval (per node) lat
 totals also become the node's copy, for ``GET /admin/keys`` and ``/metrics``.
 
 With Redis down nothing is sent: the outbox waits in ``keys.db`` (it survives a restart
-of the node) and goes with the first turn that reaches Redis again.
+of the node) and goes with the first turn that reaches Redis again. A node that stops
+sends its outbox one last time (``final``), after its workers' last flush.
 """
 
 from __future__ import annotations
@@ -183,6 +184,11 @@ class KeySync:
         others = total - before - (mine[3] if mine else 0)
         if others:
             self.slots.add_spent(key, others / NANO, now)
+
+    async def final(self, agent: Agent) -> None:
+        """The node stops (its workers flushed): send what they spent last, so a node that
+        never comes back leaves nothing unsent in its ``keys.db``."""
+        await self.exchange_spend(agent, self.clock())
 
     def redis_changed(self, up: bool) -> None:
         pass  # the outbox waits in keys.db; the generation is read again when Redis is back
