@@ -115,6 +115,15 @@ class NodeAgent:
         await self.close()
 
     async def close(self) -> None:
+        for sync in self.syncs:  # a sync's last word (the workers have stopped by now)
+            final = getattr(sync, "final", None)
+            if final is not None:
+                try:
+                    await final(self)
+                except RedisUnavailable:
+                    pass
+                except Exception:
+                    logger.exception("cluster sync %s failed to finish", sync.name)
         with contextlib.suppress(RedisUnavailable):
             await self.membership.leave(self)
         with contextlib.suppress(Exception):

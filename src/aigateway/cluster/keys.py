@@ -72,3 +72,14 @@ class Keys:
     def signatures(self) -> str:
         """A stream of Gemini's thought signatures as nodes keep them (capped)."""
         return self.coordination + "signatures"
+
+    def tenant_key(self, name: str) -> str:
+        """Tenant keys (``cluster/key_store.py``): ``records`` (a hash: key id -> its
+        record), ``names`` and ``slots`` (live keys' names and slots -> id),
+        ``generation`` (moved by every change), ``pepper`` (of the secrets' hash)."""
+        return f"{self.coordination}tenant-keys:{name}"
+
+    def tenant_spend(self, key_id: str) -> str:
+        """A hash: a tenant key's spend, ``<period>|<r, p, c or n>`` -> requests, prompt
+        and completion tokens, nano-dollars."""
+        return f"{self.coordination}tenant-spend:{key_id}"

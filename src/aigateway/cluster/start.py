@@ -11,6 +11,7 @@ from aigateway.cluster.cache_sync import CacheGeneration
 from aigateway.cluster.dead_workers import DeadWorkers
 from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDeadlines
 from aigateway.cluster.figures import node_figures
+from aigateway.cluster.key_sync import key_sync
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
 from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.leases import LeaseSync, token_lease
@@ -65,6 +66,9 @@ def node_syncs(settings: Settings, segment: shm.Segment, reader: NodeReader) -> 
         syncs.append(DeadWorkers(settings, reader.store))  # a dead leader's claims
     if settings.signatures_path is not None:
         syncs.append(SignatureSync(settings.signatures_path))  # Gemini's, from other nodes
+    keys = key_sync(settings, segment)  # tenant keys and their spend, from other nodes
+    if keys is not None:
+        syncs.append(keys)
     return syncs
 
 

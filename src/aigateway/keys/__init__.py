@@ -12,6 +12,7 @@ One job per module::
     gate.py      KeyGate: a request's admission by its key (models, rates, budget)
     spend.py     SpendLog: a worker's spend, flushed to the store every KEY_SPEND_FLUSH_MS
 
-Several nodes (Redis) are not handled here yet: a Redis-backed ``KeyStore`` and a
-generation kept in Redis are the seams (see store.py and ring.py).
+Several nodes (REDIS_URL): ``cluster/key_store.py`` (Redis is the store, ``keys.db`` each
+node's copy) and ``cluster/key_sync.py`` (the node agent follows Redis's generation and
+spend into this node's copy and slots).
 """

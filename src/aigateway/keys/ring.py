@@ -9,8 +9,8 @@ request).  So a revocation or a change of limits holds on every worker from its 
 request, well within a second.  Expiry needs no change: ``expires_at`` is compared with
 the clock on every request.
 
-Several nodes will keep the generation in Redis (and read it at most every
-``POLL_S``): ``generation`` is the seam.
+With REDIS_URL the node agent follows the cluster's generation in Redis and moves the
+node's (``cluster/key_sync.py``): workers never read Redis for keys.
 """
 
 from __future__ import annotations

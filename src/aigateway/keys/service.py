@@ -73,6 +73,18 @@ def prepare_data_dir(path: str) -> str | None:
     return None
 
 
+def open_store(settings: Settings, directory: str) -> SqliteKeyStore:
+    """The node's SQLite store; with REDIS_URL, one that changes keys through Redis and
+    queues spend for the node agent (``cluster/key_store.py``)."""
+    if settings.redis_url is None:
+        return SqliteKeyStore(directory)
+    from aigateway.cluster.key_store import RedisKeyStore  # only with REDIS_URL
+
+    return RedisKeyStore(
+        directory, settings.redis_url, settings.cluster_name, settings.redis_timeout_ms / 1000
+    )
+
+
 class TenantKeys:
     def __init__(
         self,
@@ -98,7 +110,7 @@ class TenantKeys:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         else:
             directory = self._scratch = tempfile.mkdtemp(prefix="aigateway-keys-")
-        store = SqliteKeyStore(directory)
+        store = open_store(settings, directory)
         if segment is not None and KEYS_REGION in segment.region_names:
             slots = KeySlots(
                 segment.region(KEYS_REGION, HEAD, SLOT), segment.region_lock_path(KEYS_REGION)

@@ -15,6 +15,8 @@ Region layout: a head (``HEAD``), then ``capacity`` slots (``SLOT``; each bucket
 
     0    u64  generation  moved by every change of the key set
     8    u32  capacity    slots that follow
+    12   u32  nodes       live nodes sharing the keys' rates (0: one node)
+    16   u32  rank        this node's place among them
     64   (end)
 
     0    u64           owner         tag of the key it holds (0: none)
@@ -80,6 +82,8 @@ HEAD: Final = Layout(
     (
         Field("generation", "u64", doc="moved by every change of the key set"),
         Field("capacity", "u32", doc="slots that follow"),
+        Field("nodes", "u32", doc="live nodes sharing the keys' rates (0: one node)"),
+        Field("rank", "u32", doc="this node's place among them"),
     ),
     size=64,
 )
@@ -121,10 +125,16 @@ def region_size(capacity: int) -> int:
     return HEAD.size + capacity * SLOT.size
 
 
-def rate_spec(per_minute: int | None) -> tuple[float, float]:
-    """(rate a second, burst) of a per-minute limit: a minute's worth may come at once."""
+def rate_spec(per_minute: int | None, nodes: int = 1, rank: int = 0) -> tuple[float, float]:
+    """(rate a second, burst) of a per-minute limit: a minute's worth may come at once.
+    Shared by ``nodes`` (REDIS_URL), each node takes its whole share of the limit, the
+    first ``per_minute % nodes`` one more: the shares add up to the limit."""
     if per_minute is None:
         return _UNUSED_RATE
+    if nodes > 1:
+        per_minute = per_minute // nodes + (1 if rank < per_minute % nodes else 0)
+        if per_minute == 0:
+            return 1e-9, 1e-9  # no share left for this node: refuse (Retry-After: 60)
     return per_minute / 60.0, float(per_minute)
 
 
@@ -158,6 +168,35 @@ class KeySlots:
         with self._lock:
             self._u64[_GENERATION] += 1
 
+    def share(self) -> tuple[int, int]:
+        """(live nodes, this node's rank) sharing the keys' rates (the node agent's)."""
+        return max(HEAD.read(self._view, "nodes"), 1), HEAD.read(self._view, "rank")
+
+    def set_share(self, nodes: int, rank: int) -> bool:
+        """The node agent saw the cluster change: rates are split anew (True: they moved,
+        and so did the generation, so workers bind their keys again)."""
+        if self.share() == (max(nodes, 1), rank):
+            return False
+        with self._lock:
+            HEAD.write(self._view, "nodes", nodes)
+            HEAD.write(self._view, "rank", rank)
+            self._u64[_GENERATION] += 1
+        return True
+
+    def add_spent(self, key: TenantKey, usd: float, now: float) -> bool:
+        """Add what other nodes spent (the node agent, from Redis's totals) to the key's
+        budget period, if its slot holds it and counts that period (False: it does not)."""
+        if not 0 <= key.slot < self.capacity:
+            return False
+        base = (HEAD.size // 8) + key.slot * _WORDS
+        with self._lock:
+            if self._u64[base + _OWNER] != key.tag:
+                return False
+            if self._i64[base + _PERIOD] != period_index(key.budget_period, now):
+                return False
+            self._f64[base + _SPENT] += usd
+        return True
+
     def bind(self, key: TenantKey, now: float | None = None) -> KeySlot:
         """The slot of ``key``, laid out for it when it held another, its rates set."""
         if not 0 <= key.slot < self.capacity:
@@ -166,7 +205,12 @@ class KeySlots:
         at = HEAD.size + key.slot * SLOT.size
         when = time.time() if now is None else now
         views = [self._view[at + offset : at + offset + BUCKET.size] for offset in _BUCKETS_AT]
-        specs = (rate_spec(key.rpm), rate_spec(key.tpm), parallel_spec(key.max_parallel))
+        nodes, rank = self.share()
+        specs = (
+            rate_spec(key.rpm, nodes, rank),
+            rate_spec(key.tpm, nodes, rank),
+            parallel_spec(key.max_parallel),
+        )
         with self._lock:
             made = self._buckets.get((key.slot, key.tag))
             if self._u64[base + _OWNER] != key.tag:

@@ -76,7 +76,17 @@ CREATE TABLE IF NOT EXISTS spend (
     usd REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, period)
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    key_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    usd REAL NOT NULL
+);
 """
+# With REDIS_URL: spend not yet sent to Redis (the node agent sends it, then deletes it).
+_ADD_OUTBOX = "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)"
 _ADD_SPEND = """
 INSERT INTO spend (key_id, period, requests, prompt_tokens, completion_tokens, usd)
 VALUES (?, ?, ?, ?, ?, ?)
@@ -139,9 +149,10 @@ def _conflict(message: str, code: str) -> GatewayError:
 class SqliteKeyStore:
     """Keys and spend in ``<directory>/keys.db`` (see module)."""
 
-    def __init__(self, directory: str, slots: int = KEY_SLOTS) -> None:
+    def __init__(self, directory: str, slots: int = KEY_SLOTS, *, outbox: bool = False) -> None:
         self.path = os.path.join(directory, DATABASE)
         self.slots = slots
+        self.outbox = outbox  # also queue spend for the node agent (REDIS_URL)
         self._lock = threading.Lock()  # one connection, used from threads in turn
         try:
             self.hasher = SecretHasher(load_pepper(os.path.join(directory, PEPPER)))
@@ -246,6 +257,8 @@ class SqliteKeyStore:
         if values:
             with self._write() as db:
                 db.executemany(_ADD_SPEND, values)
+                if self.outbox:
+                    db.executemany(_ADD_OUTBOX, values)
 
     def spend_by_name(self) -> list[tuple[str, str, int, float]]:
         with self._read() as db:
@@ -276,6 +289,65 @@ class SqliteKeyStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- the node's copy of a shared store (cluster/key_store.py) -------------------------
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Every key as its row (``id, name, digest, prefix, slot, fields, created_at,
+        revoked_at``)."""
+        with self._read() as db:
+            return db.execute(f"SELECT {_KEY_COLUMNS} FROM keys").fetchall()
+
+    def put_rows(self, rows: Iterable[tuple[Any, ...]], *, replace: bool = False) -> None:
+        """Write keys as the shared store has them (``replace``: and only those); a live
+        key here that holds another's name or slot there gives way."""
+        with self._write() as db:
+            if replace:
+                db.execute("DELETE FROM keys")
+            for row in rows:
+                if row[7] is None:
+                    db.execute(
+                        "DELETE FROM keys WHERE id != ? AND revoked_at IS NULL"
+                        " AND (name = ? OR slot = ?)",
+                        (row[0], row[1], row[4]),
+                    )
+                db.execute(
+                    f"INSERT OR REPLACE INTO keys ({_KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row
+                )
+
+    def spend_rows(self) -> list[tuple[Any, ...]]:
+        """(key id, period, requests, prompt, completion, USD) of every key and period."""
+        with self._read() as db:
+            return db.execute("SELECT * FROM spend").fetchall()
+
+    def take_outbox(self) -> tuple[int, list[tuple[Any, ...]]]:
+        """The spend not yet sent (summed by key and period) and the last row it covers."""
+        with self._read() as db:
+            last = db.execute("SELECT coalesce(max(rowid), 0) FROM outbox").fetchone()[0]
+            rows = db.execute(
+                "SELECT key_id, period, sum(requests), sum(prompt_tokens),"
+                " sum(completion_tokens), sum(usd) FROM outbox WHERE rowid <= ?"
+                " GROUP BY key_id, period",
+                (last,),
+            ).fetchall()
+        return int(last), rows
+
+    def settle_outbox(self, last: int, totals: Iterable[tuple[Any, ...]]) -> None:
+        """The outbox up to ``last`` was sent; the shared totals (key id, period, requests,
+        prompt, completion, USD) become this copy's, plus what is still to send."""
+        with self._write() as db:
+            db.execute("DELETE FROM outbox WHERE rowid <= ?", (last,))
+            for key_id, period, *counts in totals:
+                left = db.execute(
+                    "SELECT coalesce(sum(requests), 0), coalesce(sum(prompt_tokens), 0),"
+                    " coalesce(sum(completion_tokens), 0), coalesce(sum(usd), 0)"
+                    " FROM outbox WHERE key_id = ? AND period = ?",
+                    (key_id, period),
+                ).fetchone()
+                db.execute(
+                    "INSERT OR REPLACE INTO spend VALUES (?, ?, ?, ?, ?, ?)",
+                    (key_id, period, *(a + b for a, b in zip(counts, left, strict=True))),
+                )
 
     # -- internals -----------------------------------------------------------------------
 
