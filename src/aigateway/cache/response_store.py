@@ -27,7 +27,6 @@ Databases inside the environment::
 from __future__ import annotations
 
 import os
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +35,10 @@ from typing import Any, Protocol
 import lmdb
 import orjson
 
-_HEAD = struct.Struct("<dQ")  # expires_at (s), created (ns)
-_CREATED = struct.Struct(">Q")  # big-endian: `order` sorts oldest first
+from aigateway.cache.lmdb_order import CREATED as _CREATED
+from aigateway.cache.lmdb_order import HEAD as _HEAD
+from aigateway.cache.lmdb_order import expired_oldest_first
+
 LOW_WATER = 0.9  # a full store sheds its oldest records down to this share of the budget
 SWEEP_BATCH = 64  # expired records removed per write, oldest first
 
@@ -146,15 +147,7 @@ class LmdbResponseStore:
 
     def _sweep(self, txn: lmdb.Transaction, now: float) -> None:
         """Remove a few expired records, oldest first (the lifetime is the same for all)."""
-        cursor = txn.cursor(db=self._order)
-        for _ in range(SWEEP_BATCH):
-            if not cursor.first():
-                return
-            key = bytes(cursor.key())[_CREATED.size :]
-            raw = txn.get(key, db=self._records)
-            if raw is not None and _HEAD.unpack_from(raw)[0] > now:
-                return
-            cursor.delete()
+        for key, raw in expired_oldest_first(txn, self._order, self._records, now, SWEEP_BATCH):
             if raw is not None:
                 self._remove(txn, key, raw, ordered=False)
 

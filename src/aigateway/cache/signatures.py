@@ -31,14 +31,15 @@ from typing import Any
 import lmdb
 import orjson
 
+from aigateway.cache.lmdb_order import CREATED as _CREATED
+from aigateway.cache.lmdb_order import HEAD as _HEAD
+from aigateway.cache.lmdb_order import expired_oldest_first
 from aigateway.providers._gemini_calls import MAX_SIGNATURES, SIGNATURE_TTL_S, Kept
 
 __all__ = ["LmdbSignatures"]
 
 logger = logging.getLogger("aigateway.gemini")
 
-_HEAD = struct.Struct("<dQ")  # expires_at (s), created (ns)
-_CREATED = struct.Struct(">Q")
 SWEEP_BATCH = 32
 MAX_KEY_BYTES = 256  # the gateway's ids are 29 characters; LMDB's limit is 511 bytes
 
@@ -139,15 +140,7 @@ class LmdbSignatures:
         return Kept(str(name), signature, gemini_id)
 
     def _sweep(self, txn: lmdb.Transaction, now: float) -> None:
-        cursor = txn.cursor(db=self._order)
-        for _ in range(SWEEP_BATCH):
-            if not cursor.first():
-                return
-            key = bytes(cursor.key())[_CREATED.size :]
-            raw = txn.get(key, db=self._calls)
-            if raw is not None and _HEAD.unpack_from(raw)[0] > now:
-                return
-            cursor.delete()
+        for key, raw in expired_oldest_first(txn, self._order, self._calls, now, SWEEP_BATCH):
             if raw is not None:
                 txn.delete(key, db=self._calls)
 
