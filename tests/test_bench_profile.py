@@ -226,6 +226,10 @@ def spawning_server(tmp_path: Path) -> Iterator[int]:
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    # On a loaded machine the child can still be starting: wait until it shows as a worker.
+    deadline = time.monotonic() + 10
+    while not spawned_workers(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     yield process.pid
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate()
