@@ -81,10 +81,12 @@ def test_two_nodes_hold_the_provider_to_its_limit_together(
     assert set(statuses) <= {200, 504}, statuses  # served, or refused at once: too late
     first = times[0]
     per_second = Counter(int(t - first) for t in times)
-    # Each second after the first: the limit (a call more, now and then, from a node
+    # The cluster was idle, so its global bucket starts full: that burst (GLOBAL_BURST_S of
+    # the limit) is spent in the first two seconds, as a single node's bucket would spend
+    # its own. Each second after those: the limit (a call more, now and then, from a node
     # bucket's one spare token: any token bucket with a burst does that in fixed bins).
-    after_the_first = {second: n for second, n in per_second.items() if second >= 1}
-    assert len(after_the_first) >= 3 and max(after_the_first.values()) <= 21, per_second
+    steady = {second: n for second, n in per_second.items() if second >= 2}
+    assert len(steady) >= 3 and max(steady.values()) <= 21, per_second
     # From the first call on: the limit, plus at most one second's burst, at every moment.
     for seen, at in enumerate(times, start=1):
         assert seen <= 20 * (at - first) + 20, per_second
