@@ -13,6 +13,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import lmdb
 from starlette.applications import Starlette
@@ -21,6 +22,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from aigateway import shm
 from aigateway.api.admin import AdminRoutes
@@ -172,7 +174,8 @@ def create_app(settings: Settings) -> Starlette:
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    app = Starlette(
+    app = _GatewayApp(
+        operations,
         routes=[
             *openai_routes.routes(),
             *responses_routes.routes(),
@@ -202,6 +205,19 @@ def create_app(settings: Settings) -> Starlette:
     # header, which the client chose; an unknown path is a 404.
     app.router.redirect_slashes = False
     return app
+
+
+class _GatewayApp(Starlette):
+    """Starlette with the pipeline's routes answered in front of its middleware stack
+    (``middleware.hot_path``); everything else goes through the stack as before."""
+
+    def __init__(self, operations: Operations, **options: Any) -> None:
+        super().__init__(**options)
+        self._operations = operations
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return self._operations.hot_path(stack, self.router, self.exception_handlers)
 
 
 def follow_live_settings(

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
+from starlette.routing import Router
+from starlette.types import ASGIApp
 
 from aigateway import shm, tracing
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
@@ -50,7 +52,9 @@ from aigateway.hotpath import SharedStats
 from aigateway.keys.service import TenantKeys
 from aigateway.logs import apply_log_level
 from aigateway.middleware.auth import AuthMiddleware
+from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
 from aigateway.middleware.cors import CORSMiddleware
+from aigateway.middleware.hot_path import ExceptionHandler, HotPath, hot_routes
 from aigateway.middleware.requests import RequestMiddleware, RequestTracing
 from aigateway.pricing import PriceTable
 from aigateway.providers.base import ModelListAdapter
@@ -156,16 +160,32 @@ class Operations:
         stack = [Middleware(RequestMiddleware, source=self)]
         if settings.cors_allow_origins:
             stack.append(Middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins))
-        stack.append(
-            Middleware(
-                AuthMiddleware,
-                api_keys=settings.api_keys,
-                admin_key=settings.admin_key,
-                metrics_public=settings.metrics_public,
-                tenants=self.tenants,
-            )
-        )
+        stack.append(Middleware(AuthMiddleware, **self._auth_options()))
         return stack
+
+    def hot_path(
+        self, app: ASGIApp, router: Router, handlers: Mapping[Any, ExceptionHandler]
+    ) -> HotPath:
+        """The pipeline's routes in front of ``app`` (the whole stack), doing what
+        ``middleware()`` and the body's deadline do, in one function (``HotPath``)."""
+        settings = self.settings
+        cors = None
+        if settings.cors_allow_origins:
+            cors = CORSMiddleware(app, allow_origins=settings.cors_allow_origins)
+        return HotPath(
+            app, router, hot_routes(router), self,
+            AuthMiddleware(app, **self._auth_options()), cors,
+            BodyTimeoutMiddleware(app, timeout_s=settings.client_body_timeout_s), handlers,
+        )  # fmt: skip
+
+    def _auth_options(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "api_keys": settings.api_keys,
+            "admin_key": settings.admin_key,
+            "metrics_public": settings.metrics_public,
+            "tenants": self.tenants,
+        }
 
     # -- the worker's lifespan -----------------------------------------------------------
 

@@ -44,9 +44,12 @@ class BodyTimeoutMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.app(scope, self.timed(receive), send)
+
+    def timed(self, receive: Receive) -> Receive:
+        """``receive`` reading the body against a deadline ``timeout_s`` from now."""
         loop = asyncio.get_running_loop()
-        body = _TimedBody(receive, loop.time() + self.timeout_s, self.watch)
-        await self.app(scope, body.receive, send)
+        return _TimedBody(receive, loop.time() + self.timeout_s, self.watch).receive
 
 
 class _Watch:

@@ -32,6 +32,7 @@ EXPOSE_HEADERS = (
     "x-aigateway-token-count",
     "retry-after",
 )
+_EXPOSED = ", ".join(EXPOSE_HEADERS).encode()
 MAX_AGE_S = 600
 _TOKENS = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
@@ -56,9 +57,13 @@ class CORSMiddleware:
         if not self.allowed(origin):
             await self.app(scope, receive, send)
             return
+        await self.app(scope, receive, self.answering(origin, send))
+
+    def answering(self, origin: str, send: Send) -> Send:
+        """``send`` adding the CORS headers of an allowed ``origin`` to the answer's head."""
         added = [
             (b"access-control-allow-origin", origin.encode("latin-1")),
-            (b"access-control-expose-headers", ", ".join(EXPOSE_HEADERS).encode()),
+            (b"access-control-expose-headers", _EXPOSED),
             (b"vary", b"Origin"),
         ]
 
@@ -67,7 +72,7 @@ class CORSMiddleware:
                 message = {**message, "headers": [*message.get("headers", ()), *added]}
             await send(message)
 
-        await self.app(scope, receive, with_cors)
+        return with_cors
 
     async def preflight(self, scope: Scope, receive: Receive, send: Send, origin: str) -> None:
         method = (header(scope, b"access-control-request-method") or "").strip().upper()
