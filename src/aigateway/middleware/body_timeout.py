@@ -49,7 +49,7 @@ class BodyTimeoutMiddleware:
     def timed(self, receive: Receive) -> Receive:
         """``receive`` reading the body against a deadline ``timeout_s`` from now."""
         loop = asyncio.get_running_loop()
-        return _TimedBody(receive, loop.time() + self.timeout_s, self.watch).receive
+        return _TimedBody(receive, loop, loop.time() + self.timeout_s, self.watch).receive
 
 
 class _Watch:
@@ -61,9 +61,10 @@ class _Watch:
         self.waiting: dict[_TimedBody, asyncio.Task[object]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None  # sweeping on it
 
-    def enter(self, body: _TimedBody, task: asyncio.Task[object]) -> None:
+    def enter(
+        self, body: _TimedBody, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.waiting[body] = task
-        loop = asyncio.get_running_loop()
         if self.loop is not loop:  # no sweep scheduled (or one on a loop now gone)
             self.loop = loop
             loop.call_later(SWEEP_S, self.sweep)
@@ -86,10 +87,15 @@ class _Watch:
 
 
 class _TimedBody:
-    __slots__ = ("deadline", "done", "expired", "inner", "watch")  # expired: by the sweep
+    # expired: by the sweep; loop: the request's (asking asyncio for it costs a getpid()
+    # system call each time on Python 3.11, and a body read asked three times)
+    __slots__ = ("deadline", "done", "expired", "inner", "loop", "watch")
 
-    def __init__(self, inner: Receive, deadline: float, watch: _Watch) -> None:
+    def __init__(
+        self, inner: Receive, loop: asyncio.AbstractEventLoop, deadline: float, watch: _Watch
+    ) -> None:
         self.inner = inner
+        self.loop = loop
         self.deadline = deadline
         self.watch = watch
         self.done = False  # the whole body (or a disconnect) has been received
@@ -98,11 +104,12 @@ class _TimedBody:
     async def receive(self) -> Message:
         if self.done:
             return await self.inner()
-        if asyncio.get_running_loop().time() >= self.deadline:
+        loop = self.loop
+        if loop.time() >= self.deadline:
             raise _timeout()
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         assert task is not None
-        self.watch.enter(self, task)
+        self.watch.enter(self, task, loop)
         try:
             message = await self.inner()
         except asyncio.CancelledError:

@@ -130,13 +130,14 @@ class _ClientWatch:
     at the first ask.  A disconnect before the answer started cancels the request's task.
     """
 
-    __slots__ = ("_after_body", "_pending", "_receive", "_state", "_timer", "cancelled",
-                 "left", "task")  # fmt: skip
+    __slots__ = ("_after_body", "_loop", "_pending", "_receive", "_state", "_timer",
+                 "cancelled", "left", "task")  # fmt: skip
 
     def __init__(self, receive: Receive, state: _Exchange) -> None:
         self._receive = receive
         self._state = state
-        self.task = asyncio.current_task()
+        self._loop = loop = asyncio.get_running_loop()  # once: each ask is a getpid() on 3.11
+        self.task = asyncio.current_task(loop)
         self._after_body = False
         self._pending: asyncio.Future[Message] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -150,8 +151,7 @@ class _ClientWatch:
         kind = message["type"]
         if kind == "http.request" and not message.get("more_body", False):
             self._after_body = True
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(WATCH_AFTER_S, self._shared)
+            self._timer = self._loop.call_later(WATCH_AFTER_S, self._shared)
         elif kind == "http.disconnect":
             self.left = True
         return message
