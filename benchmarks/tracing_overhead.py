@@ -52,7 +52,7 @@ class Receiver(BaseHTTPRequestHandler):
 
     received = 0
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length", "0"))
         Receiver.received += len(self.rfile.read(length))
         self.send_response(200)

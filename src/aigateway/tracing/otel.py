@@ -76,9 +76,7 @@ class Tracing:
         self._quick = (
             None
             if self.provider._disabled
-            else QuickSampler.of(  # noqa: SLF001
-                self.provider.sampler, self._fields
-            )
+            else QuickSampler.of(self.provider.sampler, self._fields)
         )
 
     def observer(

@@ -66,8 +66,8 @@ class QuickSampler:
         if isinstance(sampler, sampling.ParentBased):
             if type(sampler).should_sample is not sampling.ParentBased.should_sample:
                 return None
-            root = sampler._root  # noqa: SLF001 (the SDK keeps its parts private)
-            drops = _bound_of(sampler._remote_parent_not_sampled) == 0  # noqa: SLF001
+            root = sampler._root
+            drops = _bound_of(sampler._remote_parent_not_sampled) == 0
         bound = _bound_of(root)
         return None if bound is None else cls(bound, drops, fields)
 
@@ -98,7 +98,7 @@ def _bound_of(sampler: sampling.Sampler) -> int | None:
     """The bound of the trace ids a root sampler samples, or None when it is not standard."""
     kind = type(sampler)
     if kind.should_sample is sampling.StaticSampler.should_sample:
-        decision = sampler._decision  # type: ignore[attr-defined]  # noqa: SLF001
+        decision = sampler._decision  # type: ignore[attr-defined]
         if decision is sampling.Decision.RECORD_AND_SAMPLE:
             return _ALWAYS
         return 0 if decision is sampling.Decision.DROP else None  # RECORD_ONLY: the SDK's
