@@ -1,28 +1,30 @@
-"""What tracing at a 10% sampling ratio costs a request: paired rounds, tracing off and on.
+"""What tracing at a 10% sampling ratio costs a request: the sides side by side, interleaved.
 
-    .venv/bin/python benchmarks/tracing_overhead.py [--seconds 8] [--rounds 6] [--workers 2]
+    .venv/bin/python benchmarks/tracing_overhead.py [--requests 2000] [--rounds 5]
         [--side off --side on ...] [--old-python /work/main/.venv/bin/python]
 
 One mock provider (0 ms) and one OTLP/HTTP receiver (it answers every export with 200 and
-counts the bytes), then per round and side a fresh gateway measured with wrk at one
-connection, cache misses (unique bodies), as ``aigateway bench --scenario overhead``:
+counts the bytes), then one gateway (one worker) per side, all running at once:
 
 * ``off``: no ``OTEL_*`` variable;
 * ``on``: ``OTEL_EXPORTER_OTLP_ENDPOINT`` at the receiver,
   ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``, ``OTEL_TRACES_SAMPLER_ARG=0.1``;
-* ``old-on``: as ``on``, with another checkout's Python (``--old-python``), for the code
-  before a change, measured in the same minutes.
+* ``old-on``: as ``on``, with another checkout's Python (``--old-python``): the code
+  before a change.
 
-Each measurement gives wrk's p50 and the CPU time (user + sys, from ``/proc``) the
-gateway's processes used per request.  The sides alternate within each round (their order
-turns every round) so that load from elsewhere falls on all of them; the table shows each
-round, the medians, and the paired differences against ``off`` (docs/benchmarks.md,
-"Tracing (issue 18)").
+One client sends one request at a time (one connection per gateway, kept alive, cache
+misses: every body unique), to each side in turn: request 1 to ``off``, 2 to ``on``, 3 to
+``old-on``, 4 to ``off``...  So load from elsewhere on a shared machine falls on every
+side alike, within milliseconds.  Per round: each side's p50 (the client's time from
+sending to the last byte) and the CPU time (user + sys, ``/proc``) its gateway's processes
+used per request; then the medians over the rounds, and the paired differences against
+``off`` (docs/benchmarks.md, "Tracing (issue 18)").
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import secrets
 import shutil
@@ -36,10 +38,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import orjson
 
 from aigateway.bench import bodies
 from aigateway.bench.procs import cpu_seconds
-from aigateway.bench.wrk import lua_script, parse_wrk_output, wrk_command
 
 TRACED = {
     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -115,26 +117,21 @@ def gateway(
     return process, url
 
 
-def measure(url: str, seconds: int, work: Path, pid: int) -> tuple[float, float, int]:
-    """(p50 ms, CPU ms per request of the gateway's processes, requests)."""
-    body = bodies.unique_body_parts(secrets.token_hex(4))
-    script = work / f"{secrets.token_hex(3)}.lua"
-    script.write_text(lua_script(body, bodies.CHAT_PATH, {}))
-    command = wrk_command(shutil.which("wrk") or "wrk", url, str(script), 1, seconds, 1)
-    before = cpu_seconds(pid)
-    run = subprocess.run(command, capture_output=True, text=True, check=True)
-    used = cpu_seconds(pid) - before
-    result = parse_wrk_output(run.stdout)
-    if result.error_count:
-        raise RuntimeError(f"wrk saw errors: {result.errors}")
-    return result.latency_ms["p50"], used * 1000 / max(result.requests, 1), result.requests
+def post(connection: http.client.HTTPConnection, body: bytes) -> float:
+    """Seconds from sending ``body`` to the answer's last byte."""
+    started = time.perf_counter()
+    connection.request("POST", bodies.CHAT_PATH, body, {"content-type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise RuntimeError(f"status {response.status}")
+    return time.perf_counter() - started
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=2000, help="per side and round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--side", action="append", choices=("off", "on", "old-on"))
     parser.add_argument("--old-python", default="/work/main/.venv/bin/python")
     args = parser.parse_args()
@@ -150,49 +147,75 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     mock_url = f"http://127.0.0.1:{mock_port}"
-    figures: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+    gateways: dict[str, subprocess.Popen[bytes]] = {}
+    connections: dict[str, http.client.HTTPConnection] = {}
+    p50s: dict[str, list[float]] = {side: [] for side in sides}
+    cpus: dict[str, list[float]] = {side: [] for side in sides}
+    loads: list[float] = []
+    nonce = secrets.token_hex(4)
     try:
         wait_ready(mock_url + "/v1/models", mock)
+        for side in sides:
+            python = args.old_python if side == "old-on" else sys.executable
+            gateways[side], url = gateway(python, mock_url, otlp_url, side, 1, work)
+            connections[side] = http.client.HTTPConnection(url.removeprefix("http://"))
+        count = 0
+
+        def body() -> bytes:
+            nonlocal count
+            count += 1
+            return orjson.dumps(bodies.chat_body(f"tracing bench {nonce} {count}"))
+
+        for _ in range(200):  # warm-up
+            for side in sides:
+                post(connections[side], body())
         for round_ in range(args.rounds):
-            turn = round_ % len(sides)
-            for side in sides[turn:] + sides[:turn]:
-                python = args.old_python if side == "old-on" else sys.executable
-                process, url = gateway(python, mock_url, otlp_url, side, args.workers, work)
-                try:
-                    measure(url, 2, work, process.pid)  # warm-up
-                    p50, cpu, requests = measure(url, args.seconds, work, process.pid)
-                    figures[side].append((p50, cpu))
-                    load = os.getloadavg()[0]
-                    print(
-                        f"round {round_ + 1} {side:>6}: p50 {p50:.3f} ms, "
-                        f"CPU {cpu:.3f} ms/request ({requests} requests, load {load:.1f})",
-                        flush=True,
-                    )
-                finally:
-                    process.terminate()
-                    process.wait(timeout=60)
+            times: dict[str, list[float]] = {side: [] for side in sides}
+            before = {side: cpu_seconds(gateways[side].pid) for side in sides}
+            for _ in range(args.requests):
+                for side in sides:
+                    times[side].append(post(connections[side], body()))
+            loads.append(os.getloadavg()[0])
+            line = []
+            for side in sides:
+                cpu = (cpu_seconds(gateways[side].pid) - before[side]) * 1000 / args.requests
+                p50 = statistics.median(times[side]) * 1000
+                p50s[side].append(p50)
+                cpus[side].append(cpu)
+                line.append(f"{side} {p50:.3f} ms / CPU {cpu:.3f} ms")
+            print(
+                f"round {round_ + 1}: " + ", ".join(line) + f" (load {loads[-1]:.1f})", flush=True
+            )
     finally:
+        for connection in connections.values():
+            connection.close()
+        for process in gateways.values():
+            process.terminate()
+            process.wait(timeout=60)
         mock.terminate()
         mock.wait(timeout=30)
         receiver.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nOTLP bytes received: {Receiver.received}")
-    print("\n| side | median p50 (ms) | median CPU/request (ms) |")
+    low, high = min(loads), max(loads)
+    print(f"\nOTLP bytes received: {Receiver.received}; load average {low:.1f}-{high:.1f}")
+    print("\n| side | median p50 (ms) | median CPU per request (ms) |")
     print("|---|---:|---:|")
     for side in sides:
-        p50s = [p for p, _ in figures[side]]
-        cpus = [c for _, c in figures[side]]
-        print(f"| {side} | {statistics.median(p50s):.3f} | {statistics.median(cpus):.3f} |")
-    if "off" in figures:
-        print("\n| paired against off | median p50 diff (ms) | median CPU diff (ms) |")
+        p50, cpu = statistics.median(p50s[side]), statistics.median(cpus[side])
+        print(f"| {side} | {p50:.3f} | {cpu:.3f} |")
+    if "off" in sides:
+        print("\n| paired against off | p50, median of the rounds (ms) | CPU per request (ms) |")
         print("|---|---:|---:|")
         for side in sides:
             if side == "off":
                 continue
-            pairs = list(zip(figures[side], figures["off"], strict=True))
-            dp = statistics.median(a[0] - b[0] for a, b in pairs)
-            dc = statistics.median(a[1] - b[1] for a, b in pairs)
-            print(f"| {side} - off | {dp:+.3f} | {dc:+.3f} |")
+            dp = [a - b for a, b in zip(p50s[side], p50s["off"], strict=True)]
+            dc = [a - b for a, b in zip(cpus[side], cpus["off"], strict=True)]
+            higher = sum(d > 0 for d in dp)
+            print(
+                f"| {side} - off | {statistics.median(dp):+.3f} ({higher} of {len(dp)} higher) "
+                f"| {statistics.median(dc):+.3f} |"
+            )
     return 0
 
 
