@@ -9,8 +9,9 @@ counts the bytes), then one gateway (one worker) per side, all running at once:
 * ``off``: no ``OTEL_*`` variable;
 * ``on``: ``OTEL_EXPORTER_OTLP_ENDPOINT`` at the receiver,
   ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``, ``OTEL_TRACES_SAMPLER_ARG=0.1``;
-* ``old-on``: as ``on``, with another checkout's Python (``--old-python``): the code
-  before a change.
+* ``old-on``, ``old-off``: as ``on`` and ``off``, with another checkout's Python
+  (``--old-python``): the code before a change (``old-off`` shows that the two checkouts
+  differ in nothing else).
 
 One client sends one request at a time (one connection per gateway, kept alive, cache
 misses: every body unique), to each side in turn: request 1 to ``off``, 2 to ``on``, 3 to
@@ -104,7 +105,7 @@ def gateway(
         OPENAI_RPS="1000000",
         AI_GATEWAY_DATA_DIR=str(work / f"data-{port}"),
     )
-    if side != "off":
+    if not side.endswith("off"):
         env.update(TRACED, OTEL_EXPORTER_OTLP_ENDPOINT=otlp_url)
     process = subprocess.Popen(
         [python, "-m", "aigateway.cli", "serve"],
@@ -132,7 +133,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="per side and round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--side", action="append", choices=("off", "on", "old-on"))
+    parser.add_argument("--side", action="append", choices=("off", "on", "old-on", "old-off"))
     parser.add_argument("--old-python", default="/work/main/.venv/bin/python")
     args = parser.parse_args()
     sides: list[str] = args.side or ["off", "on"]
@@ -156,7 +157,7 @@ def main() -> int:
     try:
         wait_ready(mock_url + "/v1/models", mock)
         for side in sides:
-            python = args.old_python if side == "old-on" else sys.executable
+            python = args.old_python if side.startswith("old-") else sys.executable
             gateways[side], url = gateway(python, mock_url, otlp_url, side, 1, work)
             connections[side] = http.client.HTTPConnection(url.removeprefix("http://"))
         count = 0
