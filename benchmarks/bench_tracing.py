@@ -1,6 +1,8 @@
 """What tracing adds to one request, in the worker's own code: the observer the request
 middleware makes and the events a cache miss reports, with tracing off, on but the request
-not sampled, and sampled (spans handed to the batch processor, exported off the loop).
+not sampled (a new trace, or a client's unsampled ``traceparent``: decided without the
+SDK), sampled (spans handed to the batch processor, exported off the loop), and the mix of
+``parentbased_traceidratio`` at 10%.
 
 Run: ``pytest benchmarks/bench_tracing.py --benchmark-only``.  At a 10% sampling ratio,
 the median request is an unsampled one; docs/benchmarks.md has the figures.
@@ -25,6 +27,13 @@ SCOPE = {
     "method": "POST",
     "path": "/v1/chat/completions",
     "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer x")],
+}
+CLIENT_UNSAMPLED = {
+    **SCOPE,
+    "headers": [
+        *SCOPE["headers"],
+        (b"traceparent", b"00-" + b"ab" * 16 + b"-" + b"cd" * 8 + b"-00"),
+    ],
 }
 REQUEST = ApiRequest("chat", "gpt-4o-mini", {}, b"{}")
 COMPLETION = {
@@ -57,8 +66,9 @@ def accounting() -> Accounting:
     return Accounting.private(("openai",))
 
 
-def _tracing(monkeypatch: pytest.MonkeyPatch, sampler: str) -> Iterator[Tracing]:
+def _tracing(monkeypatch: pytest.MonkeyPatch, sampler: str, ratio: str = "") -> Iterator[Tracing]:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", ratio)
     tracing = Tracing(InMemorySpanExporter())
     yield tracing
     tracing.provider.shutdown()
@@ -74,6 +84,11 @@ def unsampled(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tracing]:
     yield from _tracing(monkeypatch, "always_off")
 
 
+@pytest.fixture
+def tenth(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tracing]:
+    yield from _tracing(monkeypatch, "parentbased_traceidratio", "0.1")
+
+
 def test_request_tracing_off(benchmark, accounting: Accounting) -> None:
     benchmark(_request, lambda record: RequestObserver(accounting, record))
 
@@ -86,3 +101,19 @@ def test_request_tracing_on_not_sampled(
 
 def test_request_tracing_on_sampled(benchmark, accounting: Accounting, sampled: Tracing) -> None:
     benchmark(_request, lambda record: sampled.observer(SCOPE, accounting, record))
+
+
+def test_request_tracing_on_client_not_sampled(
+    benchmark, accounting: Accounting, tenth: Tracing
+) -> None:
+    benchmark(_request, lambda record: tenth.observer(CLIENT_UNSAMPLED, accounting, record))
+
+
+def test_request_tracing_on_ten_percent(benchmark, accounting: Accounting, tenth: Tracing) -> None:
+    """One round: ten requests, one of them sampled on average."""
+
+    def ten() -> None:
+        for _ in range(10):
+            _request(lambda record: tenth.observer(SCOPE, accounting, record))
+
+    benchmark(ten)

@@ -17,6 +17,10 @@ request)::
 The queue wait, attempts and stream are reported to the observer when they are over,
 with how long they took: their spans are written then, with their start put back.  The
 parent is always the request's span, given explicitly (never the SDK's current context).
+
+A request that is not sampled touches nothing of the SDK when the sampler is a standard
+one (``tracing.sampling.QuickSampler`` decides, the same way the SDK would): it gets a
+trace id for its log line and an observer without spans, as with tracing off.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from opentelemetry import propagate
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -40,6 +45,7 @@ from aigateway import __version__
 from aigateway.core.accounting import Accounting
 from aigateway.core.observer import RequestObserver, RequestRecord, StreamRecord
 from aigateway.providers.base import UpstreamCall
+from aigateway.tracing.sampling import PresetTraceIds, QuickSampler
 from aigateway.wire import ApiRequest, Completed, Streaming, token_counts
 
 __all__ = ("RequestSpans", "Tracing")
@@ -57,13 +63,21 @@ class Tracing:
         resource = Resource.create()
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: SERVICE}))
-        self.provider = TracerProvider(resource=resource)  # the sampler from OTEL_*
+        self._ids = PresetTraceIds()
+        # the sampler from OTEL_*
+        self.provider = TracerProvider(resource=resource, id_generator=self._ids)
         if isinstance(exporter, str):
             exporter = ConsoleSpanExporter() if exporter == "console" else OTLPSpanExporter()
         self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("aigateway", __version__)
         self.propagate = propagate
         self._fields = frozenset(f.lower().encode() for f in propagate_fields())
+        # None: a sampler of the user's own, or the SDK disabled: the SDK decides each time
+        self._quick = (
+            None
+            if self.provider._disabled
+            else QuickSampler.of(self.provider.sampler, self._fields)
+        )
 
     def observer(
         self, scope: Scope, accounting: Accounting, record: RequestRecord
@@ -72,12 +86,35 @@ class Tracing:
         path: str = scope.get("path", "")
         if not path.startswith(TRACED_PREFIX):
             return RequestObserver(accounting, record)
+        parent = None
+        decided = None if self._quick is None else self._quick.decide(scope.get("headers", ()))
+        if decided is not None:
+            trace_id, sampled = decided
+            if not sampled:  # nine in ten at 10%: nothing of the SDK
+                record.trace_id = format(trace_id, "032x")
+                return RequestObserver(accounting, record)
+            self._ids.next_trace_id = trace_id  # a new trace: the SDK samples this id too
+        else:
+            parent = self._parent(scope)
+        return self._start(scope, path, parent, accounting, record)
+
+    def _parent(self, scope: Scope) -> Context | None:
+        """The client's trace context, from the headers the propagators read."""
         carrier = {
             key.decode("latin-1"): value.decode("latin-1")
             for key, value in scope.get("headers", ())
             if key in self._fields
         }
-        parent = propagate.extract(carrier) if carrier else None
+        return propagate.extract(carrier) if carrier else None
+
+    def _start(
+        self,
+        scope: Scope,
+        path: str,
+        parent: Context | None,
+        accounting: Accounting,
+        record: RequestRecord,
+    ) -> RequestObserver:
         method: str = scope.get("method", "")
         span = self.tracer.start_span(
             method,
@@ -89,6 +126,7 @@ class Tracing:
                 "aigateway.request_id": record.request_id,
             },
         )
+        self._ids.next_trace_id = 0  # used, or left by a tracer that started nothing
         record.trace_id = format(span.get_span_context().trace_id, "032x")
         if not span.is_recording():  # not sampled: nothing more to note
             return RequestObserver(accounting, record)
