@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> Starlette:
         tenants = operations.tenants  # tenant keys: the store, the node's key slots
         tenants.open(segment)
         admin_routes.admission = admission
-        cache = open_cache(settings)
+        cache = open_cache(settings, operations.prices)
         if cache is not None and redis is not None:  # the cluster's cache: a second tier
             cache.shared = SecondTier(redis)
         pipeline = Pipeline(
@@ -245,7 +245,8 @@ def build_admission(
     return admission
 
 
-def open_cache(settings: Settings) -> ResponseCache | None:
+def open_cache(settings: Settings, prices: PriceTable | None = None) -> ResponseCache | None:
+    """The node's response cache (None when off); ``prices``: the worker's one table."""
     if not settings.cache_enabled or settings.cache_path is None:
         return None
     store = LmdbStore(settings.cache_path, int(settings.cache_max_mb * 1024 * 1024))
@@ -255,7 +256,7 @@ def open_cache(settings: Settings) -> ResponseCache | None:
         settings.cache_ttl_minutes * 60.0,
         policy,
         settings.cache_max_entry_bytes,
-        PriceTable.from_settings(settings),
+        prices if prices is not None else PriceTable.from_settings(settings),
     )
 
 

@@ -141,7 +141,7 @@ class Operations:
         self.providers: Mapping[str, Provider] = {}  # the worker's registry, once attached
         self.cache: ResponseCache | None = None
         self.admission: Admission | None = None
-        self.tenants = TenantKeys(settings)  # opened in the lifespan (see app)
+        self.tenants = TenantKeys(settings, self.prices)  # opened in the lifespan (see app)
         self.retry = RetryPolicy.from_settings(settings)
         self.tracing: RequestTracing | None = None  # with OTEL_* set, from start to stop
         self.started_at = time.time()
