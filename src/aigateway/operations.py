@@ -38,7 +38,6 @@ from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
 from aigateway.cluster.state import REGION_NAME as CLUSTER_REGION
 from aigateway.cluster.state import ClusterState
-from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
 from aigateway.core.health import HealthBoard, HealthPolicy
@@ -62,6 +61,7 @@ from aigateway.stats.series import SeriesTable
 
 if TYPE_CHECKING:
     from aigateway.cache.service import ResponseCache
+    from aigateway.cluster.worker import WorkerRedis  # redis-py: only with REDIS_URL
     from aigateway.core.admission import Admission
     from aigateway.core.registry import ProviderRegistry
 
