@@ -316,3 +316,27 @@ def test_a_merged_call_carries_its_latest_callers_own_deadline(
 
     run(scenario())
     assert seen == [merged]
+
+
+def test_each_answer_carries_its_share_of_the_calls_usage_and_cost_by_its_prompt() -> None:
+    """A merged call's usage and cost are split by each caller's estimated prompt tokens
+    (characters / 4), in whole tokens that add up to what the provider counted."""
+
+    async def embed(request: ApiRequest, deadline: float, observer: str) -> Completed:
+        usage = {"prompt_tokens": 101, "total_tokens": 101}
+        data = [{"object": "embedding", "index": i, "embedding": [0.0]} for i in range(3)]
+        body = orjson.dumps({"object": "list", "data": data, "model": "m", "usage": usage})
+        return Completed(body, "openai", "m", 1, cost=1.01)
+
+    batcher = EmbeddingBatcher[str](embed, 10, 1.0, lambda observer, provider, model, n: None)
+    texts = ["x" * 40, "y" * 400, "z" * 4]  # 10, 100 and 1 estimated tokens
+
+    async def together() -> list[Completed]:
+        return list(
+            await asyncio.gather(*(batcher.embed(_request(t), NO_DEADLINE, t) for t in texts))
+        )
+
+    answers = run(together())
+    used = [orjson.loads(a.body)["usage"]["prompt_tokens"] for a in answers]
+    assert used == [9, 91, 1]  # 101 tokens as 10 : 100 : 1, the units left to the largest
+    assert [a.cost for a in answers] == pytest.approx([1.01 * w / 111 for w in (10, 100, 1)])

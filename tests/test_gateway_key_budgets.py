@@ -194,16 +194,28 @@ def test_the_reported_spend_is_the_sum_of_usage_times_price_and_cache_hits_cost_
     assert shown["spend"]["total_usd"] == pytest.approx(expected)
     assert shown["usage"]["prompt_tokens"] == usage["prompt_tokens"]
     assert shown["usage"]["completion_tokens"] == usage["completion_tokens"]
-    metrics = httpx.get(gateway.url + "/metrics", timeout=10).text
-    line = next(
-        m
-        for m in metrics.splitlines()
-        if m.startswith('aigateway_key_spend_usd_total{key="reported"}')
-    )
-    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(expected)
+
+    # /metrics and /admin/stats read each worker's last read of the store, refreshed in a
+    # thread every flush interval: the same totals, a refresh later.
+    def reported() -> tuple[str, float, dict[str, Any]] | None:
+        metrics = httpx.get(gateway.url + "/metrics", timeout=10).text
+        lines = [
+            m
+            for m in metrics.splitlines()
+            if m.startswith('aigateway_key_spend_usd_total{key="reported"}')
+        ]
+        stats = httpx.get(gateway.url + "/admin/stats", timeout=10).json()
+        rows = [row for row in stats["keys"] if row["name"] == "reported"]
+        if not lines or not rows or rows[0]["requests"] != 6:
+            return None
+        usd = float(lines[0].rsplit(" ", 1)[1])
+        return (metrics, usd, rows[0]) if usd == pytest.approx(expected) else None
+
+    found = wait_for(reported, timeout_s=10)
+    assert found is not None
+    metrics, usd, row = found
+    assert usd == pytest.approx(expected)
     assert secret not in metrics
-    stats = httpx.get(gateway.url + "/admin/stats", timeout=10).json()
-    [row] = [row for row in stats["keys"] if row["name"] == "reported"]
     assert row["spend_usd"] == pytest.approx(expected) and row["requests"] == 6
 
 

@@ -33,22 +33,36 @@ class BothWays:
     path: HotPath
 
 
+STACK_ONLY = b"x-test-stack-only"  # sent to the stack alone; removed before the app sees it
+
+
 @pytest.fixture
 def both() -> Iterator[BothWays]:
     settings = Settings(api_keys=(KEY,), cors_allow_origins=(ORIGIN,), workers=1)
     nowhere = settings.with_providers({"openai": {"base_url": "http://127.0.0.1:9/v1"}})
     settings = dataclasses.replace(nowhere, mock_provider=True, max_retries=0, max_body_bytes=4096)
     app = create_app(settings)
-    with TestClient(app, client=("127.0.0.1", 40000)) as hot:
+
+    # One app, one event loop (its provider pools belong to the loop that opened them):
+    # a marked request goes to the middleware stack alone, the others as served.
+    async def either_way(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope.get("headers", [])
+        if scope["type"] == "http" and any(name == STACK_ONLY for name, _ in headers):
+            scope["headers"] = [(n, v) for n, v in headers if n != STACK_ONLY]
+            scope["app"] = app  # as Starlette sets it
+            stack = app.middleware_stack
+            assert isinstance(stack, HotPath)
+            await stack.app(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    with TestClient(either_way, client=("127.0.0.1", 40000)) as hot:
         hot.get("/health")  # builds the stack
         path = app.middleware_stack
         assert isinstance(path, HotPath)
-
-        async def stack_alone(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["app"] = app  # as Starlette sets it
-            await path.app(scope, receive, send)
-
-        stack = TestClient(stack_alone, client=("127.0.0.1", 40000))
+        stack = TestClient(either_way, client=("127.0.0.1", 40000))
+        stack.headers[STACK_ONLY.decode()] = "1"
+        stack.portal = hot.portal  # the same loop as the served app's
         yield BothWays(hot, stack, path)
 
 

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
+from aigateway.api.ops import OpsRoutes
+from aigateway.app import create_app
 from aigateway.config import (
     ConfigError,
     Settings,
@@ -243,3 +247,24 @@ def test_a_bad_price_is_refused_naming_its_key(tmp_path: Path, text: str, names:
     with pytest.raises(ConfigError) as caught:
         _settings(tmp_path, text)
     assert names in str(caught.value)
+
+
+# -- one table a worker ----------------------------------------------------------------
+
+
+def test_a_worker_reads_its_price_table_once_and_every_part_prices_from_it(
+    tmp_path: Path,
+) -> None:
+    """Accounting, the tenant keys' budgets and the cache's savings share one table, so
+    they can never disagree (and the configuration's prices are parsed once a worker)."""
+    settings = Settings(workers=1, cache_path=str(tmp_path / "cache"))
+    app = create_app(settings)
+    metrics = next(r for r in app.routes if isinstance(r, Route) and r.path == "/metrics")
+    owner = metrics.endpoint.__self__  # type: ignore[attr-defined]
+    assert isinstance(owner, OpsRoutes)
+    operations = owner.operations
+    with TestClient(app):
+        assert operations.cache is not None
+        assert operations.tenants.pricing is operations.prices
+        assert operations.cache.prices is operations.prices
+        assert operations.accounting.prices is operations.prices

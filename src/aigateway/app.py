@@ -13,7 +13,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 from starlette.applications import Starlette
@@ -40,10 +40,6 @@ from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStor
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.signatures import LmdbSignatures
 from aigateway.cache.store import FLUSH_INTERVAL_S, LmdbStore
-from aigateway.cluster.cache_tier import SecondTier
-from aigateway.cluster.response_tier import SharedResponses
-from aigateway.cluster.signature_sync import SignatureFeed
-from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings, settings_from_worker_env
 from aigateway.core.admission import (
     Admission,
@@ -67,6 +63,10 @@ from aigateway.provider_specs import families
 from aigateway.providers.gemini import GeminiAdapter
 from aigateway.runtime import live_variables
 from aigateway.upstream import PoolLimits, create_upstream_client
+
+if TYPE_CHECKING:  # redis-py is imported only with REDIS_URL (see worker_redis)
+    from aigateway.cluster.state import ClusterState
+    from aigateway.cluster.worker import WorkerRedis
 
 logger = logging.getLogger("aigateway")
 
@@ -105,17 +105,21 @@ def create_app(settings: Settings) -> Starlette:
         app.state.segment = segment
         operations.attach(segment, providers)
         # With REDIS_URL: this worker's own link to the cluster (shared cache, claims).
-        redis = WorkerRedis(settings, operations.cluster) if settings.redis_url else None
+        redis = worker_redis(settings, operations.cluster)
         operations.redis = redis
         signatures = share_signatures(settings, providers)
         if signatures is not None and redis is not None:  # to the other nodes' stores
+            from aigateway.cluster.signature_sync import SignatureFeed
+
             signatures.published = SignatureFeed(redis).publish
         admission = build_admission(settings, segment, operations.stats)
         tenants = operations.tenants  # tenant keys: the store, the node's key slots
         tenants.open(segment)
         admin_routes.admission = admission
-        cache = open_cache(settings)
+        cache = open_cache(settings, operations.prices)
         if cache is not None and redis is not None:  # the cluster's cache: a second tier
+            from aigateway.cluster.cache_tier import SecondTier
+
             cache.shared = SecondTier(redis)
         pipeline = Pipeline(
             providers,
@@ -142,6 +146,8 @@ def create_app(settings: Settings) -> Starlette:
         responses_routes.store = NodeResponses(responses_store)
         if redis is not None:  # shared by every node, the node's store when Redis is away
             ttl_s = settings.responses_store_days * 86400.0
+            from aigateway.cluster.response_tier import SharedResponses
+
             responses_routes.store = SharedResponses(responses_store, redis, ttl_s)
         messages_routes.pipeline = pipeline
         admin_routes.cache = cache
@@ -220,6 +226,17 @@ class _GatewayApp(Starlette):
         return self._operations.hot_path(stack, self.router, self.exception_handlers)
 
 
+def worker_redis(settings: Settings, cluster: ClusterState) -> WorkerRedis | None:
+    """This worker's own link to the cluster, with REDIS_URL; only then is redis-py
+    imported (and with it OpenTelemetry, when installed): a worker without REDIS_URL
+    would pay their start-up time and memory for nothing."""
+    if not settings.redis_url:
+        return None
+    from aigateway.cluster.worker import WorkerRedis
+
+    return WorkerRedis(settings, cluster)
+
+
 def follow_live_settings(
     operations: Operations,
     providers: ProviderRegistry,
@@ -261,7 +278,8 @@ def build_admission(
     return admission
 
 
-def open_cache(settings: Settings) -> ResponseCache | None:
+def open_cache(settings: Settings, prices: PriceTable | None = None) -> ResponseCache | None:
+    """The node's response cache (None when off); ``prices``: the worker's one table."""
     if not settings.cache_enabled or settings.cache_path is None:
         return None
     store = LmdbStore(settings.cache_path, int(settings.cache_max_mb * 1024 * 1024))
@@ -271,7 +289,7 @@ def open_cache(settings: Settings) -> ResponseCache | None:
         settings.cache_ttl_minutes * 60.0,
         policy,
         settings.cache_max_entry_bytes,
-        PriceTable.from_settings(settings),
+        prices if prices is not None else PriceTable.from_settings(settings),
     )
 
 

@@ -40,7 +40,6 @@ from aigateway.cluster.lease_board import LeaseBoard
 from aigateway.cluster.state import LAYOUTS as CLUSTER_LAYOUTS
 from aigateway.cluster.state import REGION_NAME as CLUSTER_REGION
 from aigateway.cluster.state import ClusterState
-from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
 from aigateway.core.health import HealthBoard, HealthPolicy
@@ -66,6 +65,7 @@ from aigateway.stats.series import SeriesTable
 
 if TYPE_CHECKING:
     from aigateway.cache.service import ResponseCache
+    from aigateway.cluster.worker import WorkerRedis  # redis-py: only with REDIS_URL
     from aigateway.core.admission import Admission
     from aigateway.core.registry import ProviderRegistry
 
@@ -145,7 +145,7 @@ class Operations:
         self.providers: Mapping[str, Provider] = {}  # the worker's registry, once attached
         self.cache: ResponseCache | None = None
         self.admission: Admission | None = None
-        self.tenants = TenantKeys(settings)  # opened in the lifespan (see app)
+        self.tenants = TenantKeys(settings, self.prices)  # opened in the lifespan (see app)
         self.retry = RetryPolicy.from_settings(settings)
         self.tracing: RequestTracing | None = None  # with OTEL_* set, from start to stop
         self.started_at = time.time()

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from aigateway.api.http import json_response
 from aigateway.cache.service import ResponseCache
-from aigateway.cluster.guard import RedisUnavailable
+from aigateway.cluster.outage import RedisUnavailable
 from aigateway.core.admission import Admission
 from aigateway.errors import GatewayError
 from aigateway.stats.registry import METRICS

@@ -20,11 +20,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aigateway.api.builder import NO_NATIVE, RequestBuilder
+from aigateway.api.builder import NO_NATIVE
 from aigateway.api.http import json_response, observer_of, read_body
 from aigateway.api.native import NATIVE_KEYS, native_answer, parse_native_body
+from aigateway.api.routes import PipelineRoutes
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
-from aigateway.core.pipeline import Pipeline
 from aigateway.errors import GatewayError, InvalidRequest
 from aigateway.wire import Completed
 
@@ -33,12 +33,7 @@ MAX_BATCH_ITEMS = 100
 logger = logging.getLogger("aigateway")
 
 
-class BatchRoutes:
-    def __init__(self, max_body_bytes: int, builder: RequestBuilder) -> None:
-        self.max_body_bytes = max_body_bytes
-        self.builder = builder
-        self.pipeline: Pipeline | None = None
-
+class BatchRoutes(PipelineRoutes):
     async def batch(self, request: Request) -> Response:
         started = time.perf_counter()
         raw = await read_body(request, self.max_body_bytes)
@@ -57,7 +52,7 @@ class BatchRoutes:
         return json_response({"object": "batch", "results": results})
 
     async def _one(self, request: Request, index: int, item: Any, started: float) -> dict[str, Any]:
-        assert self.pipeline is not None
+        pipeline = self._pipeline()
         try:
             if not isinstance(item, dict):
                 raise InvalidRequest("expected a chat request object", param="")
@@ -71,7 +66,7 @@ class BatchRoutes:
                 raise InvalidRequest("streaming is not available inside a batch", param="stream")
             # Every item notes its provider calls in the batch request's one record.
             chat = self.builder.build(request, parsed, controls)
-            result = await self.pipeline.chat(chat, observer_of(request))
+            result = await pipeline.chat(chat, observer_of(request))
             assert isinstance(result, Completed)
             response = native_answer(result, started) if native else orjson.loads(result.body)
         except GatewayError as exc:

@@ -19,10 +19,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aigateway.api.builder import NativeControls, RequestBuilder
+from aigateway.api.builder import NativeControls
 from aigateway.api.http import answer_headers, event_stream, json_response, observer_of, read_body
+from aigateway.api.routes import PipelineRoutes
 from aigateway.api.validation import check_depth, parse_chat_request, parse_json_object
-from aigateway.core.pipeline import Pipeline
 from aigateway.errors import InvalidRequest, ProviderError
 from aigateway.hotpath import SSEDecoder
 from aigateway.providers._openai_format import load_any
@@ -116,18 +116,12 @@ def _attach(messages: list[dict[str, Any]], parts: list[dict[str, Any]]) -> list
     return messages
 
 
-class NativeRoutes:
-    def __init__(self, max_body_bytes: int, builder: RequestBuilder) -> None:
-        self.max_body_bytes = max_body_bytes
-        self.builder = builder
-        self.pipeline: Pipeline | None = None
-
+class NativeRoutes(PipelineRoutes):
     async def chat(self, request: Request) -> Response:
         started = time.perf_counter()
         parsed, controls = parse_native_request(await read_body(request, self.max_body_bytes))
         chat = self.builder.build(request, parsed, controls)
-        assert self.pipeline is not None
-        result = await self.pipeline.chat(chat, observer_of(request))
+        result = await self._pipeline().chat(chat, observer_of(request))
         headers = answer_headers(result)
         if isinstance(result, Streaming):
             return event_stream(result, chat, headers, _native_events(result))

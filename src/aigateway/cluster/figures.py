@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aigateway import __version__
-from aigateway.cluster.guard import RedisUnavailable
-from aigateway.cluster.membership import members
+from aigateway.cluster.outage import RedisUnavailable
 from aigateway.cluster.state import ClusterView
-from aigateway.cluster.worker import WorkerRedis
 from aigateway.hotpath import StatsSnapshot
 from aigateway.stats.registry import METRICS
 from aigateway.stats.series import Series
+
+if TYPE_CHECKING:  # redis-py only with REDIS_URL (cluster/outage.py)
+    from aigateway.cluster.worker import WorkerRedis
 
 __all__ = ("FIGURES", "cluster_section", "node_figures", "totals")
 
@@ -70,6 +71,8 @@ async def cluster_section(
         "node": view.node_id,
         "redis": view.redis,
     }
+    from aigateway.cluster.membership import members  # with REDIS_URL only: redis-py
+
     try:
         found = await redis.call(lambda client: members(client, redis.keys))
     except RedisUnavailable as exc:

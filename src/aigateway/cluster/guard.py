@@ -22,6 +22,8 @@ from typing import TypeVar
 
 from redis import exceptions as redis_errors
 
+from aigateway.cluster.outage import RedisUnavailable
+
 __all__ = ("OUTAGES", "RedisGuard", "RedisUnavailable")
 
 logger = logging.getLogger("aigateway.cluster")
@@ -41,10 +43,6 @@ OUTAGES: tuple[type[BaseException], ...] = (
     redis_errors.MasterDownError,
     redis_errors.ClusterError,
 )
-
-
-class RedisUnavailable(Exception):
-    """Redis could not be used for this call; the node goes on without it."""
 
 
 class RedisGuard:

@@ -24,6 +24,10 @@ Each caller brings its own observer (whatever the pipeline hands in; opaque here
 merged call runs in a task of its own, as its first caller still waiting when it leaves:
 that caller's observer hears the call and its saved calls, and its context names the
 call's log lines; the other callers' records note no provider call (they made none).
+
+Each caller's answer carries its part of the call's usage and cost, by its inputs' share
+of the prompt tokens (estimated as ``core.token_budget.estimate`` does: characters / 4),
+the parts summing to the call's; the pipeline charges each caller's tenant key that part.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from aigateway.core.token_budget import estimate
 from aigateway.errors import GatewayError, GatewayTimeout, ProviderError
 from aigateway.wire import ApiRequest, Completed
 
@@ -57,6 +62,7 @@ class _Caller(Generic[Obs]):
     future: asyncio.Future[Completed]
     observer: Obs
     context: contextvars.Context  # the caller's own (its request id in log lines)
+    weight: int  # its inputs' estimated prompt tokens: its share of the call's usage
 
 
 @dataclass(eq=False)
@@ -92,14 +98,23 @@ class EmbeddingBatcher(Generic[Obs]):
         self._on_saved = on_saved
         self._groups: dict[tuple[Any, ...], _Group] = {}
 
-    async def embed(self, request: ApiRequest, deadline: float, observer: Obs) -> Completed:
-        """The answer to ``request`` alone; ``observer`` hears the provider call if this
-        request is the first of its batch still waiting when the batch leaves."""
+    def merges(self, request: ApiRequest) -> bool:
+        """Whether ``embed`` would coalesce ``request`` with others (texts, fewer than a
+        batch's worth); token arrays and full batches go as they are."""
+        return self._inputs(request) is not None
+
+    def _inputs(self, request: ApiRequest) -> list[str] | None:
         value = request.body.get("input")
         inputs = [value] if isinstance(value, str) else value
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            return await self._embed(request, deadline, observer)  # token arrays go as is
-        if len(inputs) >= self._max_inputs:
+            return None
+        return inputs if len(inputs) < self._max_inputs else None
+
+    async def embed(self, request: ApiRequest, deadline: float, observer: Obs) -> Completed:
+        """The answer to ``request`` alone; ``observer`` hears the provider call if this
+        request is the first of its batch still waiting when the batch leaves."""
+        inputs = self._inputs(request)
+        if inputs is None:
             return await self._embed(request, deadline, observer)
         loop = asyncio.get_running_loop()
         key = _group_key(request)
@@ -112,7 +127,9 @@ class EmbeddingBatcher(Generic[Obs]):
             batch = group.gathering = _Batch()
             batch.cap = loop.call_later(self._max_wait_s, self._send, key, batch)
         future = loop.create_future()
-        caller = _Caller(request, inputs, deadline, future, observer, contextvars.copy_context())
+        weight = estimate(request).prompt
+        context = contextvars.copy_context()
+        caller = _Caller(request, inputs, deadline, future, observer, context, weight)
         batch.callers.append(caller)
         batch.size += len(inputs)
         if batch.idle is not None:
@@ -243,17 +260,34 @@ def _split(result: Completed, callers: list[_Caller[Any]], total: int) -> None:
         return
     usage = answer.get("usage") or {}
     prompt_tokens = usage.get("prompt_tokens") or 0
+    weights = [caller.weight for caller in callers]
+    shares = _shares(int(prompt_tokens), weights)
+    whole = sum(weights)
     offset = 0
-    for caller in callers:
+    for caller, share in zip(callers, shares, strict=True):
         n = len(caller.inputs)
         mine = [{**item, "index": i} for i, item in enumerate(data[offset : offset + n])]
         offset += n
-        share = round(prompt_tokens * n / total) if total else 0
         body = {**answer, "data": mine, "usage": {"prompt_tokens": share, "total_tokens": share}}
-        cost = None if result.cost is None else result.cost * n / total  # by its inputs' share
+        part = caller.weight / whole if whole else 1 / len(callers)
+        cost = None if result.cost is None else result.cost * part  # its prompt's share
         if not caller.future.done():
             caller.future.set_result(
                 Completed(
                     orjson.dumps(body), result.provider, result.model, result.attempts, cost=cost
                 )
             )
+
+
+def _shares(total: int, weights: list[int]) -> list[int]:
+    """``total`` in whole parts in proportion to ``weights``, summing to ``total`` (the
+    largest remainders get the units left); equal parts when every weight is 0."""
+    if not any(weights):
+        weights = [1] * len(weights)
+    whole = sum(weights)
+    parts = [total * w // whole for w in weights]
+    left = total - sum(parts)
+    by_remainder = sorted(range(len(weights)), key=lambda i: -(total * weights[i] % whole))
+    for i in by_remainder[:left]:
+        parts[i] += 1
+    return parts

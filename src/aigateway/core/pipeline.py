@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from aigateway.cache.service import ResponseCache
@@ -177,11 +178,31 @@ class Pipeline:
 
     async def _embeddings(self, request: ApiRequest, observer: RequestObserver) -> Completed:
         deadline = self._deadline(request)
-        if self._batcher is not None:
-            # Coalesced with its neighbours: a merged call reports to the observer of its
-            # first caller still waiting when it leaves (see core.batching).
-            return await self._batcher.embed(request, deadline, observer)
-        return await self._embed(request, deadline, observer)
+        batcher = self._batcher
+        if batcher is None or not batcher.merges(request):
+            return await self._embed(request, deadline, observer)
+        # Coalesced with its neighbours: a merged call reports to the observer of its
+        # first caller still waiting when it leaves (see core.batching). The merged call
+        # carries no key: each caller's own key reserves here (refused alone) and is
+        # charged its own part of the call's usage.
+        first = usable_targets(
+            self._router.targets(request.model, request.provider), self._providers
+        )
+        held = self._keys.reserve(request, first[0][1])
+        try:
+            answer = await batcher.embed(replace(request, tenant=""), deadline, observer)
+        except GatewayError as exc:
+            if held is not None:
+                held.failed(exc.fault)
+            raise
+        except BaseException:  # the client left: the call may have been made
+            if held is not None:
+                held.failed(Fault.DEADLINE)
+            raise
+        if held is not None:
+            held.model = answer.model  # priced as answered (a fallback's model, say)
+            held.settle_usage(_parsed(answer.body).get("usage"))
+        return answer
 
     async def _embed(
         self, request: ApiRequest, deadline: float, observer: RequestObserver

@@ -6,6 +6,12 @@ flush, and ``stop`` flushes what is left.  Authentication asks it ``find(secret)
 pipeline asks its ``gate``; the admin endpoints change keys through ``store`` and then
 ``ring.changed()``.
 
+``/metrics``, ``/admin/stats`` and the dashboard (polled every second or two) read each
+key's spend from ``spend_by_name``: the store's totals as a task last read them, in a
+thread, every ``KEY_SPEND_FLUSH_MS`` while any tenant key exists.  A poll never queries
+the store on the event loop, where a read took milliseconds with many keys (and could
+wait for another worker's flush), stalling every request of the worker.
+
 ``prepare_data_dir`` runs once in the main process of ``aigateway serve``: it makes
 ``AI_GATEWAY_DATA_DIR`` and opens the store there, so a directory that cannot be written
 stops the server at once (exit 2) rather than failing in every worker, and hands the
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +43,8 @@ from aigateway.pricing import PriceTable
 
 if TYPE_CHECKING:
     from aigateway.config import Settings
+
+logger = logging.getLogger("aigateway.keys")
 
 __all__ = ("KEYS_REGION", "TenantKeys", "data_directory", "prepare_data_dir", "region_spec")
 
@@ -100,6 +109,8 @@ class TenantKeys:
         self.gate: KeyGate | None = None
         self.spend: SpendLog | None = None
         self._task: asyncio.Task[None] | None = None
+        self._totals: list[tuple[str, str, int, float]] = []  # spend_by_name's last read
+        self._totals_task: asyncio.Task[None] | None = None
         self._scratch: str | None = None  # a temporary data directory, without one set
 
     def open(self, segment: shm.Segment | None) -> None:
@@ -127,18 +138,23 @@ class TenantKeys:
             cut_streams=settings.key_budget_cut_streams,
             clock=self._clock,
         )
+        self._totals = self._read_totals()  # before the worker serves: nothing waits
 
     def start(self) -> None:
         assert self.spend is not None
-        self._task = asyncio.get_running_loop().create_task(self.spend.run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self.spend.run())
+        self._totals_task = loop.create_task(self._follow_totals(self.spend.every_s))
 
     async def stop(self) -> None:
         """Flush the spend, let go of the store and the slots."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._totals_task, self._task):  # the spend log flushes as it ends
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._totals_task = None
+        self._totals = []
         if self.store is not None:
             self.store.close()
         if self.ring is not None:
@@ -161,15 +177,30 @@ class TenantKeys:
         return slot.key if slot is not None else None
 
     def spend_by_name(self) -> list[tuple[str, str, int, float]]:
-        """(name, id, requests, USD) of every key, as the store has them (at most one
-        flush interval behind); none when the store is closed or cannot be read."""
+        """(name, id, requests, USD) of every key, as the store had them at the last read
+        (at most about two flush intervals behind; see module); none while closed."""
+        return self._totals
+
+    async def _follow_totals(self, every_s: float) -> None:
+        """Read the store's totals in a thread every ``every_s`` while keys exist."""
+        while True:
+            await asyncio.sleep(every_s)
+            if not self:  # without a key ever made, there is nothing to read
+                continue
+            try:
+                self._totals = await asyncio.to_thread(self._read_totals)
+            except Exception:  # the last read stands; the next round may well succeed
+                logger.exception("could not read the tenant keys' spend")
+
+    def _read_totals(self) -> list[tuple[str, str, int, float]]:
+        """The store's (name, id, requests, USD); the last read when it cannot be read."""
         store = self.store
         if store is None:
             return []
         try:
             return store.spend_by_name()
         except StoreUnavailable:
-            return []
+            return self._totals
 
     def live(self) -> list[KeySlot]:
         """The keys not revoked, with their slots (none while closed)."""

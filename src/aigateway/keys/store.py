@@ -21,7 +21,10 @@ secrets' hash beside it, ``keys.pepper``), from the standard library's ``sqlite3
 Tables::
 
     keys   (id, name, digest, prefix, slot, fields JSON, created_at, revoked_at)
-    spend  (key_id, period, requests, prompt_tokens, completion_tokens, usd)
+    spend  (key_id, period, requests, prompt_tokens, completion_tokens, usd), by period
+
+The schema is applied on every opening (``IF NOT EXISTS``), so a database made by an
+older version gains what it lacks (the ``spend_period`` index) when a worker opens it.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ CREATE TABLE IF NOT EXISTS spend (
     usd REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, period)
 );
+-- One period's rows (every key's total, today, this month) without scanning the table,
+-- which grows by a row per key and day (made on opening a database that lacks it).
+CREATE INDEX IF NOT EXISTS spend_period ON spend (period);
 CREATE TABLE IF NOT EXISTS outbox (
     key_id TEXT NOT NULL,
     period TEXT NOT NULL,
