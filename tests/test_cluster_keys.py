@@ -80,6 +80,33 @@ def test_a_key_with_5_requests_a_minute_gets_its_sixth_refused_across_both_nodes
     assert codes == [200] * 5 + [429]
 
 
+def test_a_key_with_5_requests_a_minute_serves_all_5_on_the_one_node_a_client_talks_to(
+    nodes: list[Gateway],
+) -> None:
+    """The key's minute is leased from Redis by whichever node its requests reach (no
+    static split of 3 and 2): a client behind a sticky load balancer gets all five."""
+    made = make_key(nodes[0], name="sticky-five", rpm=5)
+    wait_for(lambda: known(nodes[1], made["id"]), timeout_s=5)
+    answers = [chat(nodes[1], made["key"]) for _ in range(6)]
+    assert [answer.status_code for answer in answers] == [200] * 5 + [429]
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "key_rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert chat(nodes[0], made["key"]).status_code == 429  # nor does the other node have one
+
+
+def test_a_key_with_10_requests_a_minute_split_unevenly_serves_10_then_refuses(
+    nodes: list[Gateway],
+) -> None:
+    made = make_key(nodes[0], name="uneven-ten", rpm=10)
+    wait_for(lambda: known(nodes[1], made["id"]), timeout_s=5)
+    b, a = nodes[1], nodes[0]
+    order = [b, b, a, b, b, b, b, a, b, b]  # 8 on one node, 2 on the other
+    assert [chat(node, made["key"]).status_code for node in order] == [200] * 10
+    assert chat(a, made["key"]).status_code == 429
+    assert chat(b, made["key"]).status_code == 429
+
+
 def test_a_key_revoked_on_one_node_is_refused_on_the_other_within_a_second(
     nodes: list[Gateway],
 ) -> None:

@@ -346,7 +346,8 @@ class LeaseSync:
                 logger.debug("limits of %s leased from the cluster again", name)
             if lease.tokens:  # deposited at once: a waiting request needs them whole
                 lease.balance += owed[name]
-                lease.share = granted / elapsed
+                if lease.key is None:  # a provider's, shown on the board (full rounds)
+                    lease.share = granted / elapsed
                 if granted > 0.0:
                     self.buckets[name].settle(-granted, now=now)
                 self._set(name, lease, LEASED, MIN_RATE, limits[name], now)
