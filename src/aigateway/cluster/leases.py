@@ -241,6 +241,7 @@ class LeaseSync:
         self.fail_open = fail_open
         self.clock = clock
         self.calls = 0
+        self.asked = 0  # limits in the last call (keys with recent demand among them)
         self._on_close = on_close
         self._script: Any = None
         self._last = clock()
@@ -327,6 +328,7 @@ class LeaseSync:
             args += [repr(limit), repr(owed[name]), repr(told), repr(ask), repr(burst_s)]
         if not keys:
             return
+        self.asked = len(keys)
         try:
             answers = await self._call(agent, keys, args)
         finally:
