@@ -293,7 +293,7 @@ class LeaseSync:
                 continue
             key = lease.key
             if key is not None:  # a tenant key's: only with recent demand
-                asked = self._key_demand(lease, key, limit, nodes, now, full)
+                asked = self._key_demand(lease, key, nodes, now, full)
                 if asked is None:
                     continue
                 used, waiting, standing = asked
@@ -406,41 +406,44 @@ class LeaseSync:
         for name, limit in current.items():
             lease = self.leases.get(name)
             if lease is not None:
-                lease.key = limit  # a changed limit: rescaled at its next round
+                lease.key = limit
+                if limit.limit != lease.limit:  # changed: the bucket's burst follows now
+                    lease.limit = limit.limit
+                    if lease.mode == LEASED:
+                        self._set(name, lease, LEASED, MIN_RATE, limit.limit, now)
+                    else:
+                        self._alone(name, limit.limit, nodes, now, "Redis is gone")
                 continue
             # A new lease: nothing of its bucket was paid for (a limit just set on a key
             # may find a full bucket of the one it had without).
             bucket = self.buckets[name] = limit.bucket
             bucket.set_rate(MIN_RATE, _token_burst(limit.limit), now=now)
             bucket.try_acquire(bucket.available(now=now), now=now)
-            lease = self.leases[name] = _Lease(MIN_RATE, now, True, key=limit)
+            lease = self.leases[name] = _Lease(MIN_RATE, now, True, key=limit, limit=limit.limit)
             if any(other.mode != LEASED for other in self.leases.values() if other is not lease):
                 self._alone(name, limit.limit, nodes, now, "Redis is gone")
             else:
                 self.keys.set_mode(limit, LEASED)
 
     def _key_demand(
-        self, lease: _Lease, key: KeyLimit, limit: float, nodes: int, now: float, full: bool
+        self, lease: _Lease, key: KeyLimit, nodes: int, now: float, full: bool
     ) -> tuple[float, float, float] | None:
         """A key's (used a second, waiting, standing lease), or None to leave it out of
         this call: in a call between rounds, a key nothing waits on; in a round, a key
         that spent nothing since its last one, nothing waits on, whose node holds its
-        standing lease, limit unchanged and leased."""
+        standing lease, leased (not rejoining)."""
         assert self.keys is not None
         waiting = self.keys.waiting(key)
         level = key.bucket.available(now=now)
         spent = max(lease.level - level, 0.0)
         standing = key.standing(nodes)
         quiet = (
-            spent == 0.0
-            and lease.mode == LEASED
-            and limit == lease.limit
-            and level + max(lease.balance, 0.0) >= standing
+            spent == 0.0 and lease.mode == LEASED and level + max(lease.balance, 0.0) >= standing
         )
         if waiting <= 0.0 and (quiet or not full):
             return None
         used = spent / max(now - lease.checked, 1e-3) if lease.checked else 0.0
-        lease.checked, lease.limit = now, limit
+        lease.checked = now
         return used, waiting, standing
 
     def _key(self, agent: Agent, name: str, lease: _Lease) -> str:
