@@ -89,20 +89,30 @@ def make_keys(directory: Path, *fields: dict[str, object]) -> list[TenantKey]:
 def test_an_idle_node_keeps_a_standing_lease_of_a_tenth_of_its_share_in_whole_requests(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    big, small = make_keys(tmp_path, {"name": "big", "rpm": 600}, {"name": "small", "rpm": 5})
+    big, small, huge = make_keys(
+        tmp_path,
+        {"name": "big", "rpm": 600},
+        {"name": "small", "rpm": 5},
+        {"name": "huge", "tpm": 100_000_000},  # a bucket of 1e8 tokens refills at 1 a second
+    )
 
-    async def main() -> tuple[float, float]:
+    async def main() -> tuple[float, float, float]:
         a, b = Node(own_redis.url, "a", str(tmp_path)), Node(own_redis.url, "b", str(tmp_path))
         await b.rounds(1)
         await a.rounds(6)  # a's heartbeat sees both nodes before its first lease
-        held = a.slot(big).rpm.available(), a.slot(small).rpm.available()
+        held = (
+            a.slot(big).rpm.available(),
+            a.slot(small).rpm.available(),
+            a.slot(huge).tpm.available(),
+        )
         await a.close()
         await b.close()
         return held
 
-    big_held, small_held = asyncio.run(main())
+    big_held, small_held, huge_held = asyncio.run(main())
     assert math.floor(big_held) == 30  # a tenth of 300, its even share of 600
     assert small_held < 1.0  # a tenth of 2.5 is no whole request: none held idle
+    assert math.floor(huge_held) == 5_000_000
 
 
 def test_a_round_carries_only_the_keys_with_recent_demand(

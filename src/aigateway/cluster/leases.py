@@ -184,6 +184,12 @@ def _token_burst(limit: float) -> float:
     return max(1.0, limit * TOKEN_BURST_S)
 
 
+def _token_rate(burst: float) -> float:
+    """A token lease's own refill (next to nothing): a bucket's burst may be at most 1e9
+    seconds of its rate, so a TPM past a million refills a little faster than MIN_RATE."""
+    return max(MIN_RATE, burst / 1e8)
+
+
 def token_lease(provider: str) -> str:
     """The name of a provider's token lease (``<PROVIDER>_TPM``) among the leases."""
     return token_bucket_name(provider)
@@ -254,7 +260,7 @@ class LeaseSync:
             # Until the first lease: next to nothing (what it makes is charged then).
             token = name in tokens
             burst = _token_burst(limits_now.get(name, 0.0)) if token else 1.0
-            bucket.set_rate(MIN_RATE, burst, now=now)
+            bucket.set_rate(_token_rate(burst) if token else MIN_RATE, burst, now=now)
             if token:  # empty: a token bucket's burst is large, and none of it paid for
                 bucket.try_acquire(bucket.available(now=now), now=now)
             self.leases[name] = _Lease(MIN_RATE, now, token)
@@ -417,7 +423,8 @@ class LeaseSync:
             # A new lease: nothing of its bucket was paid for (a limit just set on a key
             # may find a full bucket of the one it had without).
             bucket = self.buckets[name] = limit.bucket
-            bucket.set_rate(MIN_RATE, _token_burst(limit.limit), now=now)
+            burst = _token_burst(limit.limit)
+            bucket.set_rate(_token_rate(burst), burst, now=now)
             bucket.try_acquire(bucket.available(now=now), now=now)
             lease = self.leases[name] = _Lease(MIN_RATE, now, True, key=limit, limit=limit.limit)
             if any(other.mode != LEASED for other in self.leases.values() if other is not lease):
@@ -490,7 +497,7 @@ class LeaseSync:
         burst = local_burst(rate)
         if lease.tokens:  # a whole request must fit: the limit's burst (alone: the part)
             burst = _token_burst(limit if mode == LEASED else limit / max(self.nodes(), 1))
-            rate = max(rate, burst / 1e8)  # a bucket's burst is at most 1e9 s of its rate
+            rate = max(rate, _token_rate(burst))
         if rate != bucket.rate_per_s or burst != bucket.burst:
             bucket.set_rate(rate, burst, now=now)
         lease.mode, lease.rate, lease.since = mode, rate, now
