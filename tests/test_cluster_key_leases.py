@@ -5,7 +5,8 @@ keeps a small standing lease; with Redis gone a node runs its part of the key's 
 (``REDIS_LIMITS_ON_FAILURE=open``) or refuses (``closed``).
 
 In-process: node agents as nodes, each with its own key slots (as in the node's shared
-memory) over one key store, against a real ``redis-server``.
+memory) over one key store, against real ``redis-server``\\ s (a single one, and a
+cluster of three masters where it matters).
 """
 
 from __future__ import annotations
@@ -143,12 +144,14 @@ def test_a_round_carries_only_the_keys_with_recent_demand(
 
 
 def test_a_request_on_a_node_without_a_lease_waits_for_one_and_the_sixth_is_refused(
-    own_redis: RedisServer, tmp_path: Path
+    each_redis: str, tmp_path: Path
 ) -> None:
+    """On a single Redis and on a Redis Cluster (the keys' state shares the coordination
+    hash tag: one script call per round)."""
     (key,) = make_keys(tmp_path, {"name": "five", "rpm": 5})
 
     async def main() -> list[float]:
-        a, b = Node(own_redis.url, "a", str(tmp_path)), Node(own_redis.url, "b", str(tmp_path))
+        a, b = Node(each_redis, "a", str(tmp_path)), Node(each_redis, "b", str(tmp_path))
         stop = asyncio.Event()
         runs = [asyncio.create_task(node.agent.run(stop)) for node in (a, b)]
         await asyncio.sleep(0.5)

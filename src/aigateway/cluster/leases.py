@@ -46,6 +46,17 @@ nothing): a waiting request needs its tokens whole, not spread over the round. T
 may hold a whole burst (what it was paid for, no more), so a request as large as the limit
 allows is granted over a round or a few, never refused for the node's small share.
 
+Tenant keys' ``rpm`` and ``tpm`` (``key_leases``) are token limits of the same kind, in the
+same call: a key's minute may be spent on one node, what is granted goes in at once. Three
+differences. A round carries only the keys with recent demand (spent since their last
+round, requests waiting, less than their standing lease held), and between rounds
+(``TICK_S``) a call goes for the keys that requests wait on: a request finding its key's
+bucket short waits for it rather than being refused (``keys.slots``). A key's node asks
+ahead only in whole requests, and an idle node's standing lease is a tenth of its even
+share of the minute in whole requests (none under one). And a key's nodes tell the script
+no want: a split in proportion would cut the last request of a minute into parts that no
+node can serve; the global bucket serves whoever asks first.
+
 Rolling deploys: the state of a provider's global bucket is a hash (``v``, ``rate``,
 ``tat`` and one ``w:<node>`` per node) whose ``v`` is the format's version. A later
 script must read this format (and keep writing it while nodes of this version run);
