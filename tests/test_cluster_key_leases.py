@@ -211,3 +211,46 @@ def test_with_redis_gone_a_node_runs_its_part_of_a_keys_minute_or_refuses(
         assert mode == CLOSED
         assert refused is not None and refused.status == 503
         assert refused.code == "limits_unavailable"
+
+
+def test_a_calls_tokens_wait_for_their_lease_and_past_the_minute_are_refused(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """``tpm`` as ``rpm``: a provider call's estimated tokens are leased to the node it
+    reaches; once the key's minute is spent, 429 ``key_rate_limited`` with Retry-After."""
+    (key,) = make_keys(tmp_path, {"name": "tokens", "tpm": 600})
+
+    async def main() -> tuple[list[str], GatewayError | None]:
+        a, b = Node(own_redis.url, "a", str(tmp_path)), Node(own_redis.url, "b", str(tmp_path))
+        stop = asyncio.Event()
+        runs = [asyncio.create_task(node.agent.run(stop)) for node in (a, b)]
+        await asyncio.sleep(0.5)
+        gate = KeyGate(b.ring, SpendLog(b.store, 60.0))
+        body = {"messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 100}
+        request = ApiRequest("chat", "m", body, b"", tenant=key.id)  # 110 tokens
+        how, refused = [], None
+        for _ in range(6):
+            held = gate.reserve(request, "m")
+            assert held is not None
+            try:
+                if held.pending is not None:
+                    how.append("leased")
+                    held = await held.lease()
+                else:
+                    how.append("held")
+            except GatewayError as exc:
+                refused = exc
+                break
+            held.settle(110)
+        stop.set()
+        await asyncio.gather(*runs)
+        a.store.close()
+        b.store.close()
+        return how, refused
+
+    how, refused = asyncio.run(main())
+    assert how[0] == "leased"  # node b held none of the key's minute: it waited for it
+    assert len(how) == 6  # five calls of 110 served (550 of 600), the sixth refused
+    assert refused is not None and refused.status == 429
+    assert refused.code == "key_rate_limited"
+    assert refused.retry_after_s is not None and 1.0 <= refused.retry_after_s <= 60.0
