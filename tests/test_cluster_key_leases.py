@@ -35,6 +35,8 @@ from aigateway.keys.store import SqliteKeyStore
 from aigateway.wire import ApiRequest
 from redis_servers import RedisServer
 
+SLOTS = 512
+
 
 class Node:
     """One node: its agent leasing one provider's rate and the keys' rates into its slots."""
@@ -42,9 +44,9 @@ class Node:
     def __init__(self, url: str, node_id: str, directory: str, *, fail_open: bool = True) -> None:
         settings = Settings(redis_url=url, node_id=node_id, redis_timeout_ms=300)
         self.agent = NodeAgent(settings, ClusterState.private())
-        self.slots = KeySlots.private(64)
+        self.slots = KeySlots.private(SLOTS)
         self.slots.lease_from_cluster()
-        self.store = SqliteKeyStore(directory, slots=64)
+        self.store = SqliteKeyStore(directory, slots=SLOTS)
         self.ring = KeyRing(self.store, self.slots)
         self.leases = LeaseSync(
             {"openai": TokenBucket(10.0, 10.0)},
@@ -80,7 +82,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 def make_keys(directory: Path, *fields: dict[str, object]) -> list[TenantKey]:
-    store = SqliteKeyStore(str(directory), slots=64)
+    store = SqliteKeyStore(str(directory), slots=SLOTS)
     try:
         return [store.create(each)[0] for each in fields]
     finally:
@@ -141,6 +143,24 @@ def test_a_round_carries_only_the_keys_with_recent_demand(
     busy, quiet = asyncio.run(main())
     assert busy == 1 + 3  # the provider's rate and the three busy keys
     assert quiet == 1
+
+
+def test_a_round_with_hundreds_of_keys_goes_in_calls_of_200(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """A script's time on Redis grows faster than its keys: no call holds it for long."""
+    keys = make_keys(tmp_path, *({"name": f"k{n}", "rpm": 60} for n in range(450)))
+
+    async def main() -> tuple[int, int, list[float]]:
+        a = Node(own_redis.url, "a", str(tmp_path))
+        await a.rounds(1)  # every key's first round: its standing lease
+        seen = a.leases.asked, a.leases.calls, [a.slot(key).rpm.available() for key in keys]
+        await a.close()
+        return seen
+
+    asked, calls, held = asyncio.run(main())
+    assert (asked, calls) == (1 + 450, 3)
+    assert all(math.floor(level) == 6 for level in held)  # a tenth of 60, one node
 
 
 def test_a_request_on_a_node_without_a_lease_waits_for_one_and_the_sixth_is_refused(
