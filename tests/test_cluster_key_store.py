@@ -127,16 +127,6 @@ def test_each_node_sees_the_spend_of_the_other_in_its_budget(two: Any) -> None:
     assert b.store.get(key.id).spend.requests == 2
 
 
-def test_the_rates_are_split_among_the_live_nodes_and_add_up_to_the_limit(two: Any) -> None:
-    a, b = two
-    key, _ = a.store.create({"name": "split", "rpm": 5, "tpm": 1001})
-    for node in (a, b, a):
-        node.round()
-    shares = [node.slots.bind(node.store.get(key.id), NOW) for node in (a, b)]
-    assert [s.rpm.burst for s in shares] == [3.0, 2.0]
-    assert sum(s.tpm.burst for s in shares) == 1001.0
-
-
 def test_a_redis_without_persistence_or_with_eviction_is_named(each_redis: str) -> None:
     client = sync_client(each_redis, 1.0)
     try:

@@ -8,6 +8,7 @@ Two real gateway nodes (two workers each) share a real redis-server started with
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,6 +81,33 @@ def test_a_key_with_5_requests_a_minute_gets_its_sixth_refused_across_both_nodes
     assert codes == [200] * 5 + [429]
 
 
+def test_a_key_with_5_requests_a_minute_serves_all_5_on_the_one_node_a_client_talks_to(
+    nodes: list[Gateway],
+) -> None:
+    """The key's minute is leased from Redis by whichever node its requests reach (no
+    static split of 3 and 2): a client behind a sticky load balancer gets all five."""
+    made = make_key(nodes[0], name="sticky-five", rpm=5)
+    wait_for(lambda: known(nodes[1], made["id"]), timeout_s=5)
+    answers = [chat(nodes[1], made["key"]) for _ in range(6)]
+    assert [answer.status_code for answer in answers] == [200] * 5 + [429]
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "key_rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert chat(nodes[0], made["key"]).status_code == 429  # nor does the other node have one
+
+
+def test_a_key_with_10_requests_a_minute_split_unevenly_serves_10_then_refuses(
+    nodes: list[Gateway],
+) -> None:
+    made = make_key(nodes[0], name="uneven-ten", rpm=10)
+    wait_for(lambda: known(nodes[1], made["id"]), timeout_s=5)
+    b, a = nodes[1], nodes[0]
+    order = [b, b, a, b, b, b, b, a, b, b]  # 8 on one node, 2 on the other
+    assert [chat(node, made["key"]).status_code for node in order] == [200] * 10
+    assert chat(a, made["key"]).status_code == 429
+    assert chat(b, made["key"]).status_code == 429
+
+
 def test_a_key_revoked_on_one_node_is_refused_on_the_other_within_a_second(
     nodes: list[Gateway],
 ) -> None:
@@ -134,6 +162,38 @@ def _restart_every_node_and_redis(mock: MockProvider, durable_redis: RedisServer
             assert chat(node, made["key"]).status_code == 200  # the secret hashes alike
     finally:
         stop_nodes(second)
+
+
+def test_with_redis_gone_each_node_runs_its_part_of_a_keys_minute(mock: MockProvider) -> None:
+    """``REDIS_LIMITS_ON_FAILURE=open`` (the default): a node goes on with what it held
+    of the key's minute (an idle node's standing lease: a tenth of its share) and earns
+    its part of the limit (the limit / the nodes last seen), refusing beyond it with
+    ``Retry-After``."""
+    redis_server = RedisServer()
+    nodes = start_nodes(mock, redis_server.url)
+    try:
+        made = make_key(nodes[0], name="outage", rpm=120)  # each node's part: 1 a second
+        wait_for(lambda: known(nodes[1], made["id"]), timeout_s=5)
+        redis_server.kill()
+        assert wait_for(lambda: health(nodes[1])["status"] == "degraded", timeout_s=10)
+        started = time.monotonic()
+        answers = [chat(nodes[1], made["key"]) for _ in range(20)]
+        elapsed = time.monotonic() - started
+        served = [a.status_code for a in answers].count(200)
+        refused = [a for a in answers if a.status_code == 429]
+        # at most its standing lease (6 of its share of 60) and what its part made meanwhile
+        assert served <= 6 + 1 + elapsed * 1.0
+        assert refused[0].json()["error"]["code"] == "key_rate_limited"
+        assert 1 <= int(refused[0].headers["retry-after"]) <= 2
+        # and it serves again at its part's pace
+        assert wait_for(lambda: chat(nodes[1], made["key"]).status_code == 200, 5, 0.2)
+    finally:
+        stop_nodes(nodes)
+        redis_server.stop()
+
+
+def health(node: Gateway) -> dict[str, Any]:
+    return dict(httpx.get(node.url + "/health", timeout=10).json())
 
 
 def test_a_redis_that_would_lose_keys_is_named_in_a_warning_at_start(mock: MockProvider) -> None:

@@ -4,10 +4,8 @@ Every turn (``INTERVAL_S``) the agent:
 
 * reads the keys' generation; when it moved (a key made, changed or revoked on any
   node), copies every record into the node's ``keys.db`` and moves the node's
-  generation (``KeySlots.bump``): the workers reload their keys at their next request;
-* splits the keys' rates among the live nodes (``KeySlots.set_share``: node ``rank`` of
-  ``nodes`` runs ``rpm // nodes`` a minute, the first ``rpm % nodes`` one more), moving
-  the generation when the nodes changed, so workers bind their buckets anew;
+  generation (``KeySlots.bump``): the workers reload their keys at their next request
+  (and the lease sync, which leases the keys' rates: ``key_leases``);
 
 and every ``KEY_SPEND_FLUSH_MS`` it sends the node's ``outbox`` (what its workers
 flushed) to Redis with ``SPEND_V1``, which adds it and answers the totals of every live
@@ -124,10 +122,6 @@ class KeySync:
             await asyncio.to_thread(store.put_rows, rows, replace=True)
             self.generation = generation
             self.slots.bump()
-        members: Any = await agent.call(lambda: agent.redis.zrange(keys.nodes(), 0, -1))
-        names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
-        rank = names.index(agent.node_id) if agent.node_id in names else 0
-        self.slots.set_share(max(len(names), 1), rank)
         now = self.clock()
         if now >= self._spend_due:
             self._spend_due = now + self.flush_s

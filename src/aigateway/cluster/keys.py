@@ -42,6 +42,11 @@ class Keys:
         each node's want, as ``limit``'s."""
         return f"{self.coordination}tpm:{provider}"
 
+    def key_limit(self, key_id: str, kind: str) -> str:
+        """A hash: the state of a tenant key's global bucket (``kind``: ``rpm`` or
+        ``tpm``) and each node's want, as ``limit``'s (``key_leases``)."""
+        return f"{self.coordination}key-{kind}:{key_id}"
+
     def coordination_key(self, *parts: str) -> str:
         """Any other coordination key (``limit``, ``pause``, ``settings``...)."""
         return self.coordination + ":".join(parts)

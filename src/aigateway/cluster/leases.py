@@ -46,6 +46,17 @@ nothing): a waiting request needs its tokens whole, not spread over the round. T
 may hold a whole burst (what it was paid for, no more), so a request as large as the limit
 allows is granted over a round or a few, never refused for the node's small share.
 
+Tenant keys' ``rpm`` and ``tpm`` (``key_leases``) are token limits of the same kind, in the
+same call: a key's minute may be spent on one node, what is granted goes in at once. Three
+differences. A round carries only the keys with recent demand (spent since their last
+round, requests waiting, less than their standing lease held), and between rounds
+(``TICK_S``) a call goes for the keys that requests wait on: a request finding its key's
+bucket short waits for it rather than being refused (``keys.slots``). A key's node asks
+ahead only in whole requests, and an idle node's standing lease is a tenth of its even
+share of the minute in whole requests (none under one). And a key's nodes tell the script
+no want: a split in proportion would cut the last request of a minute into parts that no
+node can serve; the global bucket serves whoever asks first.
+
 Rolling deploys: the state of a provider's global bucket is a hash (``v``, ``rate``,
 ``tat`` and one ``w:<node>`` per node) whose ``v`` is the format's version. A later
 script must read this format (and keep writing it while nodes of this version run);
@@ -65,6 +76,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from aigateway.cluster.key_leases import KeyLeases, KeyLimit
 from aigateway.cluster.lease_board import ALONE, CLOSED, LEASED, LeaseBoard
 from aigateway.cluster.sync import Agent
 from aigateway.core.token_budget import BURST_MINUTES, token_bucket_name
@@ -82,6 +94,7 @@ __all__ = (
 logger = logging.getLogger("aigateway.cluster")
 
 LEASE_S: Final = 0.5  # how far ahead a lease pays (and how often the node asks)
+TICK_S: Final = 0.1  # between rounds, a call for the keys that requests wait on
 # A node's bucket spends what is paid for over this much longer than a round, so a round
 # that comes late (the agent's rounds are 0.1 s apart) still finds it paid for.
 SLACK_S: Final = 0.2
@@ -98,6 +111,8 @@ STALE_LEASES: Final = 3  # another node's want counts for this many of its round
 KEY_TTL_MS: Final = 60_000  # an unused limit's state expires (it is a full bucket then)
 CLOSED_RATE: Final = 1e-6  # a bucket that fails closed: no token for ~11 days
 MIN_RATE: Final = 1e-3  # a bucket's rate may not be 0
+KEYS_PER_CALL: Final = 200  # limits in one script call (more: several calls a round)
+HEAD_ARGS, ARGS_PER_KEY = 4, 5  # LEASE_V2's ARGV: node, lease, stale, ttl; then per key
 
 # v2 (state format 1, as v1; v1 took one burst for every key, ARGV[4]). KEYS: each
 # limit's state (one slot). ARGV: node id, lease ms, stale ms, ttl ms; then for each key:
@@ -166,7 +181,7 @@ return out
 Demand = Callable[[], Mapping[str, tuple[int, int]]]
 
 
-def wanted_rate(used_per_s: float, waiting: int, limit: float, nodes: int) -> float:
+def wanted_rate(used_per_s: float, waiting: float, limit: float, nodes: int) -> float:
     """The rate a node asks for: what it used and what waits, with headroom to grow; a
     tenth of its even share when idle; never more than the whole limit."""
     idle = IDLE_SHARE * limit / max(nodes, 1)
@@ -180,6 +195,12 @@ def local_burst(rate: float) -> float:
 def _token_burst(limit: float) -> float:
     """A token bucket's burst for a limit of ``limit`` tokens a second."""
     return max(1.0, limit * TOKEN_BURST_S)
+
+
+def _token_rate(burst: float) -> float:
+    """A token lease's own refill (next to nothing): a bucket's burst may be at most 1e9
+    seconds of its rate, so a TPM past a million refills a little faster than MIN_RATE."""
+    return max(MIN_RATE, burst / 1e8)
 
 
 def token_lease(provider: str) -> str:
@@ -202,13 +223,17 @@ class _Lease:
     leased: float = 0.0  # tokens granted in total
     mode: int = LEASED
     share: float = 0.0  # a token limit's: tokens a second granted over the last round
+    key: KeyLimit | None = None  # a tenant key's rate (``key_leases``), not a provider's
+    level: float = 0.0  # a key's: its bucket's level after the last round it was in
+    limit: float = 0.0  # a key's: its limit then
+    checked: float = 0.0  # a key's: when that round was (0: never)
 
 
 class LeaseSync:
     """The node agent's leases of every provider's global limit (see the module)."""
 
     name = "leases"
-    interval_s = LEASE_S
+    interval_s = TICK_S  # a full round every LEASE_S; between, only keys with waiters
 
     def __init__(
         self,
@@ -222,9 +247,11 @@ class LeaseSync:
         clock: Callable[[], float] = time.monotonic,
         on_close: Callable[[], None] | None = None,
         tokens: Collection[str] = (),
+        keys: KeyLeases | None = None,
     ) -> None:
         """``tokens``: which of ``buckets`` are token limits (``token_lease``): their limit
-        in tokens a second (0: none, not leased), their demand in tokens."""
+        in tokens a second (0: none, not leased), their demand in tokens. ``keys``: the
+        tenant keys' rates, leased as token limits too."""
         self.buckets = dict(buckets)
         self.board = board
         self.limits = limits
@@ -233,9 +260,12 @@ class LeaseSync:
         self.fail_open = fail_open
         self.clock = clock
         self.calls = 0
+        self.asked = 0  # limits in the last call (keys with recent demand among them)
         self._on_close = on_close
         self._script: Any = None
         self._last = clock()
+        self._due = 0.0  # the next full round
+        self.keys = keys
         now = self._last
         self.leases: dict[str, _Lease] = {}
         limits_now = limits()
@@ -243,7 +273,7 @@ class LeaseSync:
             # Until the first lease: next to nothing (what it makes is charged then).
             token = name in tokens
             burst = _token_burst(limits_now.get(name, 0.0)) if token else 1.0
-            bucket.set_rate(MIN_RATE, burst, now=now)
+            bucket.set_rate(_token_rate(burst) if token else MIN_RATE, burst, now=now)
             if token:  # empty: a token bucket's burst is large, and none of it paid for
                 bucket.try_acquire(bucket.available(now=now), now=now)
             self.leases[name] = _Lease(MIN_RATE, now, token)
@@ -251,13 +281,21 @@ class LeaseSync:
 
     async def tick(self, agent: Agent) -> None:
         now = self.clock()
-        elapsed = max(now - self._last, 1e-3)
-        self._last = now
-        limits = self.limits()
+        full = now >= self._due
+        if self.keys is not None and await self.keys.refresh():
+            self._follow_keys(now)
+        if not full and (self.keys is None or not self.keys.any_waiting()):
+            return
+        elapsed = 0.0
+        if full:
+            self._due = now + LEASE_S
+            elapsed = max(now - self._last, 1e-3)
+            self._last = now
+        limits = self._all_limits(self.limits())
         nodes = self.nodes()
         demand = self.demand()
         alone = any(lease.mode != LEASED for lease in self.leases.values())
-        if alone:  # Redis was gone: follow live limits and the node count meanwhile
+        if alone and full:  # Redis was gone: follow live limits and the node count meanwhile
             self._fall_back(limits, nodes, now)
         keys: list[str] = []
         args: list[str | float] = [
@@ -272,38 +310,59 @@ class LeaseSync:
             limit = limits[name]
             if not limit > 0.0:  # a token limit that is not set: nothing to lease
                 continue
+            key = lease.key
+            if key is not None:  # a tenant key's: only with recent demand
+                asked = self._key_demand(lease, key, nodes, now, full)
+                if asked is None:
+                    continue
+                used, waiting, standing = asked
+            elif not full:
+                continue
+            else:
+                admitted, waiting = demand.get(name, (0, 0))
+                used = max(admitted - lease.admitted, 0) / elapsed if lease.admitted >= 0 else 0.0
+                lease.admitted = admitted
             leased.append((name, lease))
             if lease.mode == LEASED:
                 lease.balance -= lease.rate * (now - lease.since)
                 lease.since = now
             else:  # rejoining: the time alone is not charged
                 lease.balance = 0.0
-            admitted, waiting = demand.get(name, (0, 0))
-            used = max(admitted - lease.admitted, 0) / elapsed if lease.admitted >= 0 else 0.0
-            lease.admitted = admitted
             want = wanted_rate(used, waiting, limit, nodes)
             owed[name] = max(-lease.balance, 0.0)
             need = want * (LEASE_S + SLACK_S)
             held = max(lease.balance, 0.0)
+            if key is not None:  # whole requests ahead only: a fraction serves no one
+                need = max(need if need >= 1.0 else 0.0, float(waiting), standing)
             if lease.tokens:  # the waiters' tokens, however large one request is
                 need = max(need, float(waiting))
                 held += self.buckets[name].available(now=now)
             ask = max(need - held, 0.0)
             burst_s = TOKEN_BURST_S if lease.tokens else GLOBAL_BURST_S
             keys.append(self._key(agent, name, lease))
-            args += [repr(limit), repr(owed[name]), repr(want), repr(ask), repr(burst_s)]
+            # A key's nodes say no want: shared in proportion, the last request of a
+            # minute would be cut in parts no node can serve; first asked, first served
+            # (what a node asks is what waits, whole requests ahead and its standing lease).
+            told = 0.0 if key is not None else want
+            args += [repr(limit), repr(owed[name]), repr(told), repr(ask), repr(burst_s)]
         if not keys:
             return
-        script = self._script
-        if script is None:  # until one call went through: EVAL, one round trip (EVALSHA
-            # would meet NOSCRIPT, load and call again); then Redis keeps it for EVALSHA
-            redis = agent.redis
-            answers = await agent.call(lambda: redis.eval(LEASE_V2, len(keys), *keys, *args))
-            self._script = redis.register_script(LEASE_V2)
-        else:
-            answers = await agent.call(lambda: script(keys=keys, args=args))
-        self.calls += 1
-        self.board.add_call()
+        self.asked = len(keys)
+        answers: list[Any] = []
+        try:
+            # A script's time on Redis grows faster than its keys (measured: ~10 us a key
+            # at 100, ~60 at 1,000, ~90 at 3,000): many keys go in calls of a few hundred,
+            # so that no call holds Redis for long.
+            for start in range(0, len(keys), KEYS_PER_CALL):
+                part = keys[start : start + KEYS_PER_CALL]
+                first = HEAD_ARGS + ARGS_PER_KEY * start
+                part_args = args[:HEAD_ARGS] + args[first : first + ARGS_PER_KEY * len(part)]
+                answers += await self._call(agent, part, part_args)
+                self.calls += 1
+                self.board.add_call()
+        finally:
+            if self.keys is not None:
+                self.keys.round_done()  # requests waiting on a lease look again
         now = self.clock()
         for (name, lease), answer in zip(leased, answers, strict=True):
             text = answer.decode() if isinstance(answer, bytes) else str(answer)
@@ -316,10 +375,13 @@ class LeaseSync:
                 logger.debug("limits of %s leased from the cluster again", name)
             if lease.tokens:  # deposited at once: a waiting request needs them whole
                 lease.balance += owed[name]
-                lease.share = granted / elapsed
+                if lease.key is None:  # a provider's, shown on the board (full rounds)
+                    lease.share = granted / elapsed
                 if granted > 0.0:
                     self.buckets[name].settle(-granted, now=now)
                 self._set(name, lease, LEASED, MIN_RATE, limits[name], now)
+                if lease.key is not None:
+                    lease.level = self.buckets[name].available(now=now)
                 continue
             lease.balance += owed[name] + granted
             rate = max(lease.balance / (LEASE_S + SLACK_S), MIN_RATE)  # what is paid for
@@ -327,17 +389,94 @@ class LeaseSync:
 
     def redis_changed(self, up: bool) -> None:
         if not up:
-            self._fall_back(self.limits(), self.nodes(), self.clock())
+            self._fall_back(self._all_limits(self.limits()), self.nodes(), self.clock())
+            if self.keys is not None:
+                self.keys.round_done()  # waiting requests take the node's part now
 
     def close(self) -> None:
         """Let go of the node's shared memory (the agent stops)."""
         self.board.close()
+        if self.keys is not None:
+            self.keys.close()
         if self._on_close is not None:
             self._on_close()
 
     # -- internals --------------------------------------------------------------------------
 
+    async def _call(self, agent: Agent, keys: list[str], args: list[str | float]) -> Any:
+        script = self._script
+        if script is None:  # until one call went through: EVAL, one round trip (EVALSHA
+            # would meet NOSCRIPT, load and call again); then Redis keeps it for EVALSHA
+            redis = agent.redis
+            answers = await agent.call(lambda: redis.eval(LEASE_V2, len(keys), *keys, *args))
+            self._script = redis.register_script(LEASE_V2)
+            return answers
+        return await agent.call(lambda: script(keys=keys, args=args))
+
+    def _all_limits(self, limits: Mapping[str, float]) -> dict[str, float]:
+        """The providers' limits and the keys' (tokens a second)."""
+        return dict(limits) | {
+            name: lease.key.limit for name, lease in self.leases.items() if lease.key is not None
+        }
+
+    def _follow_keys(self, now: float) -> None:
+        """The node's keys changed: lease the new ones, let go of the gone ones."""
+        assert self.keys is not None
+        current = self.keys.limits
+        for name in [name for name, lease in self.leases.items() if lease.key is not None]:
+            limit = current.get(name)
+            old = self.leases[name].key
+            if limit is None or old is None or old.tag != limit.tag:
+                del self.leases[name]
+                del self.buckets[name]
+        nodes = self.nodes()
+        for name, limit in current.items():
+            lease = self.leases.get(name)
+            if lease is not None:
+                lease.key = limit
+                if limit.limit != lease.limit:  # changed: the bucket's burst follows now
+                    lease.limit = limit.limit
+                    if lease.mode == LEASED:
+                        self._set(name, lease, LEASED, MIN_RATE, limit.limit, now)
+                    else:
+                        self._alone(name, limit.limit, nodes, now, "Redis is gone")
+                continue
+            # A new lease: nothing of its bucket was paid for (a limit just set on a key
+            # may find a full bucket of the one it had without).
+            bucket = self.buckets[name] = limit.bucket
+            burst = _token_burst(limit.limit)
+            bucket.set_rate(_token_rate(burst), burst, now=now)
+            bucket.try_acquire(bucket.available(now=now), now=now)
+            lease = self.leases[name] = _Lease(MIN_RATE, now, True, key=limit, limit=limit.limit)
+            if any(other.mode != LEASED for other in self.leases.values() if other is not lease):
+                self._alone(name, limit.limit, nodes, now, "Redis is gone")
+            else:
+                self.keys.set_mode(limit, LEASED)
+
+    def _key_demand(
+        self, lease: _Lease, key: KeyLimit, nodes: int, now: float, full: bool
+    ) -> tuple[float, float, float] | None:
+        """A key's (used a second, waiting, standing lease), or None to leave it out of
+        this call: in a call between rounds, a key nothing waits on; in a round, a key
+        that spent nothing since its last one, nothing waits on, whose node holds its
+        standing lease, leased (not rejoining)."""
+        assert self.keys is not None
+        waiting = self.keys.waiting(key)
+        level = key.bucket.available(now=now)
+        spent = max(lease.level - level, 0.0)
+        standing = key.standing(nodes)
+        quiet = (
+            spent == 0.0 and lease.mode == LEASED and level + max(lease.balance, 0.0) >= standing
+        )
+        if waiting <= 0.0 and (quiet or not full):
+            return None
+        used = spent / max(now - lease.checked, 1e-3) if lease.checked else 0.0
+        lease.checked = now
+        return used, waiting, standing
+
     def _key(self, agent: Agent, name: str, lease: _Lease) -> str:
+        if lease.key is not None:
+            return agent.keys.key_limit(lease.key.key_id, lease.key.kind)
         if lease.tokens:
             return agent.keys.token_limit(name.removeprefix(token_lease("")))
         return agent.keys.limit(name)
@@ -367,6 +506,8 @@ class LeaseSync:
             bucket.try_acquire(1.0, now=now)  # empty: nothing until Redis is back
         lease.mode, lease.rate, lease.since = CLOSED, CLOSED_RATE, now
         self.board.write(name, CLOSED, 0.0, limit, lease.leased)
+        if lease.key is not None and self.keys is not None:
+            self.keys.set_mode(lease.key, CLOSED)
 
     def _set(
         self, name: str, lease: _Lease, mode: int, rate: float, limit: float, now: float
@@ -377,6 +518,7 @@ class LeaseSync:
         burst = local_burst(rate)
         if lease.tokens:  # a whole request must fit: the limit's burst (alone: the part)
             burst = _token_burst(limit if mode == LEASED else limit / max(self.nodes(), 1))
+            rate = max(rate, _token_rate(burst))
         if rate != bucket.rate_per_s or burst != bucket.burst:
             bucket.set_rate(rate, burst, now=now)
         lease.mode, lease.rate, lease.since = mode, rate, now
@@ -384,3 +526,5 @@ class LeaseSync:
         # it was granted over the last round; alone, the limit over the live nodes.
         shown = lease.share if lease.tokens and mode == LEASED else rate
         self.board.write(name, mode, shown, limit, lease.leased)
+        if lease.key is not None and self.keys is not None:
+            self.keys.set_mode(lease.key, mode)

@@ -11,6 +11,7 @@ from aigateway.cluster.cache_sync import CacheGeneration
 from aigateway.cluster.dead_workers import DeadWorkers
 from aigateway.cluster.deadlines import CircuitDeadlines, DeadlineSync, PauseDeadlines
 from aigateway.cluster.figures import node_figures
+from aigateway.cluster.key_leases import KeyLeases
 from aigateway.cluster.key_sync import key_sync
 from aigateway.cluster.lease_board import REGION_NAME as LEASE_REGION
 from aigateway.cluster.lease_board import LeaseBoard
@@ -24,6 +25,8 @@ from aigateway.config import Settings, mask_url
 from aigateway.core.admission import NodeCounters
 from aigateway.core.token_budget import token_bucket_name
 from aigateway.hotpath import SharedStats
+from aigateway.keys.service import KEYS_REGION
+from aigateway.keys.slots import HEAD, SLOT, KeySlots
 from aigateway.operations import LIVE_REGION
 from aigateway.runtime import apply_overrides, read_overrides
 
@@ -104,6 +107,7 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
         }
         return requests | {token_lease(name): counters.token_demand(name) for name in names}
 
+    keys = key_leases(settings, segment)
     buckets = {name: segment.bucket(name) for name in names}
     buckets |= {token_lease(name): segment.bucket(token_bucket_name(name)) for name in names}
     return LeaseSync(
@@ -115,7 +119,19 @@ def lease_sync(settings: Settings, segment: shm.Segment, stats: SharedStats) -> 
         fail_open=settings.redis_limits_on_failure == "open",
         on_close=release,
         tokens=[token_lease(name) for name in names],
+        keys=keys,
     )
+
+
+def key_leases(settings: Settings, segment: shm.Segment) -> KeyLeases | None:
+    """The tenant keys' rates, leased beside the providers' (None: no key slots or data
+    directory, a gateway made in-process). From now on the node's workers leave the
+    keys' rate buckets to the agent."""
+    if settings.data_dir is None or KEYS_REGION not in segment.region_names:
+        return None
+    slots = KeySlots(segment.region(KEYS_REGION, HEAD, SLOT), segment.region_lock_path(KEYS_REGION))
+    slots.lease_from_cluster()
+    return KeyLeases(settings.data_dir, slots)
 
 
 def _lease_names(settings: Settings) -> list[str]:

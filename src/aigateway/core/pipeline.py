@@ -341,6 +341,8 @@ class Pipeline:
         The answer: the tokens reserved of the provider's TPM (and of the tenant key's
         TPM and budget, for ``model``), to settle after the call."""
         held = self._keys.reserve(request, model)  # the key's tokens a minute, budget
+        if held is not None and held.pending is not None:
+            held = await held.lease()  # its tokens leased from the cluster first
         try:
             reservation = await self._admit_provider(provider, request, deadline, observer, more)
         except BaseException:

@@ -17,6 +17,12 @@ Two steps, each one line of the pipeline (``core.pipeline``):
     stream's when it ends), given back in full when the call failed before the
     provider could count anything, the estimate kept when it may have.
 
+On a node whose agent leases the keys' rates from the cluster (REDIS_URL), a request
+that finds its key's bucket short waits for the agent's next lease call instead of being
+refused at once (``Grant.around``, ``KeyReservation.lease``; see ``keys.slots``): the
+bucket holds only what was leased, so it is short whenever this node has not been asked
+for the key lately, though the cluster's minute may have plenty left.
+
 The estimate is ``token_budget.estimate``'s (prompt characters / 4, plus ``max_tokens``
 or the default) priced by ``Pricing.estimate``; a call is let through while anything is
 left of the budget, so concurrent calls overshoot it by at most one call's estimate
@@ -29,22 +35,31 @@ so far, estimated the same way) would cross the budget is cut there with a
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol, TypeVar
 
 from aigateway.core.streaming import carries_usage
-from aigateway.core.token_budget import CHARS_PER_TOKEN, Reservation, estimate, stream_usage
+from aigateway.core.token_budget import (
+    CHARS_PER_TOKEN,
+    Estimate,
+    Reservation,
+    estimate,
+    stream_usage,
+)
 from aigateway.errors import (
     AuthenticationFailed,
     Fault,
     GatewayError,
     PermissionDenied,
+    ProviderUnavailable,
     RateLimited,
 )
 from aigateway.keys.model import TenantKey, period_resets_at, rfc3339
 from aigateway.keys.ring import KeyRing
-from aigateway.keys.slots import KeySlot, retry_after
+from aigateway.keys.slots import CLOSED, LEASED, KeySlot, retry_after
 from aigateway.keys.spend import SpendLog
 from aigateway.providers._openai_format import load_any
 from aigateway.wire import ApiRequest, Completed, Streaming, close_events, token_counts
@@ -83,6 +98,30 @@ def _refused(message: str, code: str, wait_s: float | None = None) -> GatewayErr
     return RateLimited(message, code=code, retry_after_s=wait_s, fault=Fault.REQUEST)
 
 
+def _over_rate(slot: KeySlot, tpm: bool, amount: float, wait: float) -> GatewayError:
+    """The key is over its requests (``tpm``: tokens) a minute: 429 with ``Retry-After``
+    (a leased rate's wait is unknown here: the time the limit takes to make ``amount``);
+    503 while Redis is gone and the cluster's limits fail closed."""
+    key = slot.key
+    limit = key.tpm if tpm else key.rpm
+    what = "tokens" if tpm else "requests"
+    if slot.mode == CLOSED:
+        return ProviderUnavailable(
+            f"the key {key.name!r}'s {what} a minute are shared through Redis, which is "
+            "unavailable, and REDIS_LIMITS_ON_FAILURE=closed: refused until it is back",
+            code="limits_unavailable",
+            retry_after_s=1.0,
+            fault=Fault.REQUEST,
+        )
+    if math.isinf(wait) and limit:
+        wait = min(max(amount * 60.0 / limit, 1.0), 60.0)
+    return _refused(
+        f"the key {key.name!r} is over its limit of {limit} {what} a minute",
+        "key_rate_limited",
+        retry_after(wait),
+    )
+
+
 class KeyGate:
     def __init__(
         self,
@@ -119,11 +158,14 @@ class KeyGate:
         if key.rpm is not None:
             wait = slot.rpm.try_acquire(1.0)
             if wait > 0.0:
-                raise _refused(
-                    f"the key {key.name!r} is over its limit of {key.rpm} requests a minute",
-                    "key_rate_limited",
-                    retry_after(wait),
-                )
+                if slot.mode == LEASED:  # the agent asks the cluster for it: wait for that
+                    return _Leasing(self, slot)
+                raise _over_rate(slot, False, 1.0, wait)
+        return self.admitted(slot)
+
+    def admitted(self, slot: KeySlot) -> Grant:
+        """The rest of ``admit`` once the key's request a minute is taken."""
+        key = slot.key
         if key.max_parallel is not None and not slot.enter():
             if key.rpm is not None:
                 slot.rpm.settle(-1.0)  # this request was not let through after all
@@ -153,11 +195,14 @@ class KeyGate:
             tokens = guess.need(key.tpm)
             wait = slot.tpm.try_acquire(float(tokens))
             if wait > 0.0:
-                raise _refused(
-                    f"the key {key.name!r} is over its limit of {key.tpm} tokens a minute",
-                    "key_rate_limited",
-                    retry_after(wait),
-                )
+                if slot.mode == LEASED:  # ``KeyReservation.lease`` waits for the agent's
+                    return KeyReservation(self, slot, model, guess.prompt, tokens, 0.0, guess)
+                raise _over_rate(slot, True, float(tokens), wait)
+        return self.reserved(slot, model, guess, tokens)
+
+    def reserved(self, slot: KeySlot, model: str, guess: Estimate, tokens: int) -> KeyReservation:
+        """The rest of ``reserve`` once the call's tokens are taken: its budget."""
+        key = slot.key
         usd = 0.0
         if key.budget_usd is not None:
             usd = self.pricing.estimate(model, guess.prompt, guess.output)
@@ -235,6 +280,31 @@ class Grant:
 NO_GRANT: Final = Grant(None)
 
 
+class _Leasing(Grant):
+    """A request whose key's bucket was short of a request a minute on a node that leases
+    it from the cluster: ``around`` waits for the lease first (see ``KeySlot.lease``)."""
+
+    __slots__ = ("_gate", "_waiting")
+
+    def __init__(self, gate: KeyGate, slot: KeySlot) -> None:
+        super().__init__(None)
+        self._gate = gate
+        self._waiting = slot
+
+    async def around(self, answer: Awaitable[Answer]) -> Answer:
+        slot = self._waiting
+        try:
+            wait = await slot.lease(False, 1.0)
+            if wait > 0.0:
+                raise _over_rate(slot, False, 1.0, wait)
+            grant = self._gate.admitted(slot)
+        except BaseException:
+            if inspect.iscoroutine(answer):
+                answer.close()  # never started
+            raise
+        return await grant.around(answer)
+
+
 class NoKeys:
     """The gate of a pipeline without tenant keys: every request goes on."""
 
@@ -276,18 +346,38 @@ class KeyReservation(Reservation):
     """One provider call's share of its key's tokens a minute and budget, wrapping the
     provider's own reservation; settled once (see module)."""
 
-    __slots__ = ("_gate", "_inner", "_slot", "model", "prompt", "usd")
+    __slots__ = ("_gate", "_inner", "_leasing", "_slot", "model", "pending", "prompt", "usd")
 
     def __init__(
-        self, gate: KeyGate, slot: KeySlot, model: str, prompt: int, tokens: int, usd: float
+        self,
+        gate: KeyGate,
+        slot: KeySlot,
+        model: str,
+        prompt: int,
+        tokens: int,
+        usd: float,
+        pending: Estimate | None = None,
     ) -> None:
         super().__init__(None, tokens, _nothing)
         self._gate = gate
-        self._slot: KeySlot | None = slot
         self._inner: Reservation | None = None
         self.model = model
         self.prompt = prompt  # estimated prompt tokens
         self.usd = usd  # reserved of its budget
+        #: Not reserved yet: the key's tokens wait for the cluster's lease (``lease``).
+        self.pending = pending
+        self._slot: KeySlot | None = slot if pending is None else None
+        self._leasing = slot
+
+    async def lease(self) -> KeyReservation:
+        """A pending reservation's tokens, once the node agent leased them from the
+        cluster (429 ``key_rate_limited`` when its lease call brought too few)."""
+        slot, guess = self._leasing, self.pending
+        assert guess is not None, "only a pending reservation waits for a lease"
+        wait = await slot.lease(True, float(self.tokens))
+        if wait > 0.0:
+            raise _over_rate(slot, True, float(self.tokens), wait)
+        return self._gate.reserved(slot, self.model, guess, self.tokens)
 
     def joined(self, inner: Reservation) -> KeyReservation:
         self._inner = inner

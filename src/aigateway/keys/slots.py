@@ -13,47 +13,7 @@ in its budget period as the store knows it.
 Region layout: a head (``HEAD``), then ``capacity`` slots (``SLOT``; each bucket is a
 ``hotpath.TokenBucket`` region, either twin)::
 
-    0    u64  generation  moved by every change of the key set
-    8    u32  capacity    slots that follow
-    12   u32  nodes       live nodes sharing the keys' rates (0: one node)
-    16   u32  rank        this node's place among them
-    64   (end)
-
-    0    u64           owner         tag of the key it holds (0: none)
-    8    i64           period        the budget period spent_usd counts
-    16   f64           spent_usd     spent in that period
-    24   f64           reserved_usd  estimates of the calls in flight
-    32   token bucket  rpm           requests a minute
-         0    u32     magic        "AGTB"
-         4    u32     version      REGION_VERSION
-         8    f64     rate_per_s
-         16   f64     burst
-         24   i64     tat_ns       GCRA: CLOCK_MONOTONIC ns at which it is full again
-         32   i64     creator_pid  pid of the initialising process
-         40   u64     region_id    random: names the pure twins' lock file
-         48   u64[2]  reserved     zero
-         64   (end)
-    96   token bucket  tpm           tokens a minute
-         0    u32     magic        "AGTB"
-         4    u32     version      REGION_VERSION
-         8    f64     rate_per_s
-         16   f64     burst
-         24   i64     tat_ns       GCRA: CLOCK_MONOTONIC ns at which it is full again
-         32   i64     creator_pid  pid of the initialising process
-         40   u64     region_id    random: names the pure twins' lock file
-         48   u64[2]  reserved     zero
-         64   (end)
-    160  token bucket  parallel      requests in flight: a place is a token
-         0    u32     magic        "AGTB"
-         4    u32     version      REGION_VERSION
-         8    f64     rate_per_s
-         16   f64     burst
-         24   i64     tat_ns       GCRA: CLOCK_MONOTONIC ns at which it is full again
-         32   i64     creator_pid  pid of the initialising process
-         40   u64     region_id    random: names the pure twins' lock file
-         48   u64[2]  reserved     zero
-         64   (end)
-    256  (end)
+{layout}
 
 The buckets are the providers' (``hotpath.TokenBucket``, either twin: the compiled one
 takes and gives back with one compare-and-swap, no lock), requests in flight included: a
@@ -62,10 +22,19 @@ refills so slowly that only the places of a worker killed mid-request come back 
 a restart frees them at once).  The budget's words change under the region's lock
 (``RegionLock``: a ``flock`` the kernel drops when its holder dies), once before and
 once after each provider call.
+
+Several nodes (REDIS_URL, ``leased`` in the head): the node agent leases each key's
+``rpm`` and ``tpm`` from a global bucket in Redis (``cluster/key_leases.py``) into the
+slot's buckets, which then barely refill by themselves: what they hold was granted.  A
+request that finds its key's bucket short while the slot's ``mode`` says leased adds what
+it needs to the slot's ``*_waiting`` words and waits (``KeySlot.lease``) for the agent's
+next lease calls, which ask Redis for it: served when the tokens come, refused (429) when
+a lease call that saw it came back without them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Final
@@ -75,15 +44,15 @@ from aigateway.hotpath.regions import BUCKET, RegionLock
 from aigateway.keys.model import TenantKey, period_index, period_label
 from aigateway.shm_layout import Field, Layout
 
-__all__ = ("HEAD", "SLOT", "KeySlot", "KeySlots", "region_size")
+__all__ = ("HEAD", "SLOT", "KeySlot", "KeySlots", "leased_spec", "rate_spec", "region_size")
 
 HEAD: Final = Layout(
     "key slots",
     (
         Field("generation", "u64", doc="moved by every change of the key set"),
         Field("capacity", "u32", doc="slots that follow"),
-        Field("nodes", "u32", doc="live nodes sharing the keys' rates (0: one node)"),
-        Field("rank", "u32", doc="this node's place among them"),
+        Field("leased", "u32", doc="1: the node agent leases the rates from Redis"),
+        Field("lease_rounds", "u64", doc="the agent's lease calls answered (or given up)"),
     ),
     size=64,
 )
@@ -97,6 +66,9 @@ SLOT: Final = Layout(
         Field("rpm", BUCKET, doc="requests a minute"),
         Field("tpm", BUCKET, doc="tokens a minute"),
         Field("parallel", BUCKET, doc="requests in flight: a place is a token"),
+        Field("rpm_waiting", "f64", doc="requests waiting for the agent's next lease"),
+        Field("tpm_waiting", "f64", doc="tokens waiting for the agent's next lease"),
+        Field("mode", "u32", doc="the rates' lease: 0 none, 1 leased, 2 alone, 3 closed"),
     ),
     size=256,
 )
@@ -108,8 +80,17 @@ _SPENT = SLOT.index("spent_usd")
 _RESERVED = SLOT.index("reserved_usd")
 _BUCKETS_AT: Final = tuple(SLOT.offset_of(name) for name in ("rpm", "tpm", "parallel"))
 _GENERATION = HEAD.index("generation")
+_LEASE_ROUNDS = HEAD.index("lease_rounds")
 _UNUSED_RATE: Final = (1.0, 1.0)  # a bucket of a key without that limit (never used)
 _YEAR_S: Final = 365 * 86400.0
+_RPM_WAITING = SLOT.index("rpm_waiting")
+_TPM_WAITING = SLOT.index("tpm_waiting")
+_MODE_WORD = SLOT.offset_of("mode") // 4
+LEASED_RATE: Final = 1e-3  # a leased bucket's own refill (the agent pays for it)
+#: The slot's ``mode``: as the lease board's (``cluster.lease_board``).
+LOCAL, LEASED, ALONE, CLOSED = 0, 1, 2, 3
+WAIT_POLL_S: Final = 0.02  # a waiting request looks at its bucket this often
+WAIT_MOST_S: Final = 3.0  # and gives up after this long, whatever the agent does
 
 
 def parallel_spec(most: int | None) -> tuple[float, float]:
@@ -125,17 +106,20 @@ def region_size(capacity: int) -> int:
     return HEAD.size + capacity * SLOT.size
 
 
-def rate_spec(per_minute: int | None, nodes: int = 1, rank: int = 0) -> tuple[float, float]:
-    """(rate a second, burst) of a per-minute limit: a minute's worth may come at once.
-    Shared by ``nodes`` (REDIS_URL), each node takes its whole share of the limit, the
-    first ``per_minute % nodes`` one more: the shares add up to the limit."""
+def rate_spec(per_minute: int | None) -> tuple[float, float]:
+    """(rate a second, burst) of a per-minute limit: a minute's worth may come at once."""
     if per_minute is None:
         return _UNUSED_RATE
-    if nodes > 1:
-        per_minute = per_minute // nodes + (1 if rank < per_minute % nodes else 0)
-        if per_minute == 0:
-            return 1e-9, 1e-9  # no share left for this node: refuse (Retry-After: 60)
     return per_minute / 60.0, float(per_minute)
+
+
+def leased_spec(per_minute: int | None) -> tuple[float, float]:
+    """(rate, burst) of a leased per-minute limit: a minute's worth may be held, and it
+    refills at next to nothing (the agent deposits what Redis grants; it sets the same)."""
+    if per_minute is None:
+        return _UNUSED_RATE
+    burst = float(per_minute)
+    return max(LEASED_RATE, burst / 1e8), burst
 
 
 class KeySlots:
@@ -146,6 +130,7 @@ class KeySlots:
         self._u64 = self._view.cast("Q")
         self._i64 = self._view.cast("q")
         self._f64 = self._view.cast("d")
+        self._u32 = self._view.cast("I")
         self._lock = RegionLock(lock_path)
         self.capacity = (len(self._view) - HEAD.size) // SLOT.size
         # The buckets made on each slot, by slot and owner: reused when a key's slot is
@@ -168,20 +153,30 @@ class KeySlots:
         with self._lock:
             self._u64[_GENERATION] += 1
 
-    def share(self) -> tuple[int, int]:
-        """(live nodes, this node's rank) sharing the keys' rates (the node agent's)."""
-        return max(HEAD.read(self._view, "nodes"), 1), HEAD.read(self._view, "rank")
+    @property
+    def leased(self) -> bool:
+        """Whether the node agent leases the keys' rates from Redis (REDIS_URL)."""
+        return bool(HEAD.read(self._view, "leased"))
 
-    def set_share(self, nodes: int, rank: int) -> bool:
-        """The node agent saw the cluster change: rates are split anew (True: they moved,
-        and so did the generation, so workers bind their keys again)."""
-        if self.share() == (max(nodes, 1), rank):
-            return False
-        with self._lock:
-            HEAD.write(self._view, "nodes", nodes)
-            HEAD.write(self._view, "rank", rank)
-            self._u64[_GENERATION] += 1
-        return True
+    def lease_from_cluster(self) -> None:
+        """The node agent leases the rates: set once, before the workers start."""
+        HEAD.write(self._view, "leased", 1)
+
+    def lease_rounds(self) -> int:
+        return int(self._u64[_LEASE_ROUNDS])
+
+    def lease_round_done(self) -> None:
+        """The agent's lease call came back (or failed): waiting requests look again."""
+        self._u64[_LEASE_ROUNDS] += 1  # the agent is the only writer
+
+    def waiting(self, slot: int) -> tuple[float, float]:
+        """(requests, tokens) waiting for a lease in ``slot``."""
+        base = (HEAD.size // 8) + slot * _WORDS
+        return self._f64[base + _RPM_WAITING], self._f64[base + _TPM_WAITING]
+
+    def set_mode(self, slot: int, mode: int) -> None:
+        """The agent says how the slot's rates are limited now (LEASED, ALONE, CLOSED)."""
+        self._u32[(HEAD.size + slot * SLOT.size) // 4 + _MODE_WORD] = mode
 
     def add_spent(self, key: TenantKey, usd: float, now: float) -> bool:
         """Add what other nodes spent (the node agent, from Redis's totals) to the key's
@@ -205,12 +200,9 @@ class KeySlots:
         at = HEAD.size + key.slot * SLOT.size
         when = time.time() if now is None else now
         views = [self._view[at + offset : at + offset + BUCKET.size] for offset in _BUCKETS_AT]
-        nodes, rank = self.share()
-        specs = (
-            rate_spec(key.rpm, nodes, rank),
-            rate_spec(key.tpm, nodes, rank),
-            parallel_spec(key.max_parallel),
-        )
+        leased = self.leased
+        rates = leased_spec if leased else rate_spec
+        specs = (rates(key.rpm), rates(key.tpm), parallel_spec(key.max_parallel))
         with self._lock:
             made = self._buckets.get((key.slot, key.tag))
             if self._u64[base + _OWNER] != key.tag:
@@ -220,7 +212,12 @@ class KeySlots:
                     period_label(key.budget_period, when)
                 )
                 self._f64[base + _RESERVED] = 0.0
+                self._f64[base + _RPM_WAITING] = self._f64[base + _TPM_WAITING] = 0.0
+                self._u32[(at // 4) + _MODE_WORD] = LEASED if leased else LOCAL
                 fresh = [TokenBucket(*spec, view) for spec, view in zip(specs, views, strict=True)]
+                if leased:  # nothing of a leased rate is held before the agent leases it
+                    for bucket in fresh[:2]:
+                        bucket.try_acquire(bucket.available())
                 self._u64[base + _OWNER] = key.tag
                 if made is not None:
                     self._retired.extend(made)  # in-flight calls may still settle on them
@@ -233,7 +230,10 @@ class KeySlots:
                         attached[1],
                         attached[2],
                     )
-                for bucket, spec in zip(made, specs, strict=True):
+                # Leased rates are the agent's to set (it follows a changed limit).
+                for bucket, spec in zip(
+                    made[2:] if leased else made, specs[2:] if leased else specs, strict=True
+                ):
                     if (bucket.rate_per_s, bucket.burst) != spec:
                         bucket.set_rate(*spec)
         return KeySlot(self, key, base, *made)
@@ -246,7 +246,7 @@ class KeySlots:
             bucket.close()
         self._buckets.clear()
         self._retired.clear()
-        for view in (self._u64, self._i64, self._f64, self._view):
+        for view in (self._u64, self._i64, self._f64, self._u32, self._view):
             view.release()
         self._lock.close()
 
@@ -255,7 +255,8 @@ class KeySlot:
     """One key's slot, as one worker uses it (built again when the key changes)."""
 
     __slots__ = (
-        "_base", "_f64", "_i64", "_lock", "_tag", "_u64", "key", "parallel", "rpm", "tpm",
+        "_base", "_f64", "_i64", "_lock", "_mode", "_slots", "_tag", "_u32", "_u64", "key",
+        "parallel", "rpm", "tpm",
     )  # fmt: skip
 
     def __init__(
@@ -277,6 +278,43 @@ class KeySlot:
         self._i64 = slots._i64
         self._f64 = slots._f64
         self._lock = slots._lock
+        self._u32 = slots._u32
+        self._slots = slots
+        self._mode = (HEAD.size + key.slot * SLOT.size) // 4 + _MODE_WORD
+
+    # -- rates leased from the cluster ---------------------------------------------------
+
+    @property
+    def mode(self) -> int:
+        """How the key's rates are limited: LOCAL (one node), or as the agent last set
+        them: LEASED, ALONE (Redis gone: a part of the limit), CLOSED (Redis gone: none)."""
+        return int(self._u32[self._mode])
+
+    async def lease(self, tpm: bool, amount: float) -> float:
+        """Wait for the agent to lease ``amount`` of the key's requests (``tpm``: tokens)
+        a minute from the cluster: 0.0 once taken from the slot's bucket, else the
+        bucket's wait (math.inf: a lease call that saw this request brought too little)."""
+        bucket = self.tpm if tpm else self.rpm
+        word = self._base + (_TPM_WAITING if tpm else _RPM_WAITING)
+        slots = self._slots
+        with self._lock:
+            self._f64[word] += amount
+        try:
+            # The call under way may have started before this request asked; the one
+            # after it has seen it.
+            until = slots.lease_rounds() + 2
+            deadline = time.monotonic() + WAIT_MOST_S
+            while True:
+                await asyncio.sleep(WAIT_POLL_S)
+                wait = bucket.try_acquire(amount)
+                if wait == 0.0 or self.mode != LEASED:
+                    return wait
+                if slots.lease_rounds() >= until or time.monotonic() >= deadline:
+                    return math.inf
+        finally:
+            with self._lock:
+                left = self._f64[word] - amount
+                self._f64[word] = left if left > 1e-9 else 0.0
 
     # -- requests in flight --------------------------------------------------------------
 
@@ -353,3 +391,6 @@ def retry_after(wait_s: float) -> float:
     """A bucket's wait as a ``Retry-After`` (never infinite: a limit below one request's
     need still frees up within the minute)."""
     return 60.0 if math.isinf(wait_s) else wait_s
+
+
+__doc__ = __doc__.format(layout=HEAD.describe("    ") + "\n\n" + SLOT.describe("    "))
