@@ -32,6 +32,7 @@ __all__ = (
     "BLOCK_EXCLUDED_FIELDS",
     "DEFAULT_TTL_POLICY",
     "EXCLUDED_FIELDS",
+    "FlightTable",
     "IMPLEMENTATION",
     "MAX_DEPTH",
     "NO_EXTENSIONS",
@@ -56,8 +57,10 @@ NO_EXTENSIONS: bool = (
 
 # The module names of each implementation, in the same order (one entry per hot path).
 _TWINS: dict[str, tuple[str, ...]] = {
-    "python": ("_sse_py", "_cache_key_py", "_ttl_py", "_pqueue_py", "_bucket_py", "_stats_py"),
-    "cython": ("_sse_c", "_cache_key_c", "_ttl_c", "_pqueue_c", "_bucket_c", "_stats_c"),
+    "python": ("_sse_py", "_cache_key_py", "_ttl_py", "_pqueue_py", "_bucket_py", "_stats_py",
+               "_flights_py"),
+    "cython": ("_sse_c", "_cache_key_c", "_ttl_c", "_pqueue_c", "_bucket_c", "_stats_c",
+               "_flights_c"),
 }
 
 _COMPILED = frozenset(f"{__name__}.{module}" for module in _TWINS["cython"])
@@ -67,6 +70,7 @@ IMPLEMENTATION: Literal["cython", "python"]
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._bucket_py import TokenBucket
     from ._cache_key_py import cache_key
+    from ._flights_py import FlightTable
     from ._pqueue_py import PriorityQueue
     from ._sse_py import SSEDecoder
     from ._stats_py import SharedStats
@@ -77,6 +81,7 @@ else:
     try:
         from ._bucket_c import TokenBucket
         from ._cache_key_c import cache_key
+        from ._flights_c import FlightTable
         from ._pqueue_c import PriorityQueue
         from ._sse_c import SSEDecoder
         from ._stats_c import SharedStats
@@ -89,6 +94,7 @@ else:
             raise
         from ._bucket_py import TokenBucket
         from ._cache_key_py import cache_key
+        from ._flights_py import FlightTable
         from ._pqueue_py import PriorityQueue
         from ._sse_py import SSEDecoder
         from ._stats_py import SharedStats
