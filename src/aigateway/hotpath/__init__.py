@@ -29,13 +29,15 @@ from ._stats_schema import Histogram, HistogramSnapshot, StatsSchema, StatsSnaps
 from ._ttl_policy import DEFAULT_TTL_POLICY, TTLPolicy
 
 __all__ = (
+    "ATOMIC_WINDOW",
     "BLOCK_EXCLUDED_FIELDS",
     "DEFAULT_TTL_POLICY",
     "EXCLUDED_FIELDS",
-    "FlightTable",
     "IMPLEMENTATION",
     "MAX_DEPTH",
     "NO_EXTENSIONS",
+    "CallWindow",
+    "FlightTable",
     "Histogram",
     "HistogramSnapshot",
     "PriorityQueue",
@@ -57,10 +59,26 @@ NO_EXTENSIONS: bool = (
 
 # The module names of each implementation, in the same order (one entry per hot path).
 _TWINS: dict[str, tuple[str, ...]] = {
-    "python": ("_sse_py", "_cache_key_py", "_ttl_py", "_pqueue_py", "_bucket_py", "_stats_py",
-               "_flights_py"),
-    "cython": ("_sse_c", "_cache_key_c", "_ttl_c", "_pqueue_c", "_bucket_c", "_stats_c",
-               "_flights_c"),
+    "python": (
+        "_sse_py",
+        "_cache_key_py",
+        "_ttl_py",
+        "_pqueue_py",
+        "_bucket_py",
+        "_stats_py",
+        "_flights_py",
+        "_window_py",
+    ),
+    "cython": (
+        "_sse_c",
+        "_cache_key_c",
+        "_ttl_c",
+        "_pqueue_c",
+        "_bucket_c",
+        "_stats_c",
+        "_flights_c",
+        "_window_c",
+    ),
 }
 
 _COMPILED = frozenset(f"{__name__}.{module}" for module in _TWINS["cython"])
@@ -75,6 +93,8 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from ._sse_py import SSEDecoder
     from ._stats_py import SharedStats
     from ._ttl_py import compute_ttl
+    from ._window_py import ATOMIC as ATOMIC_WINDOW
+    from ._window_py import CallWindow
 
     IMPLEMENTATION = "python"
 else:
@@ -86,6 +106,8 @@ else:
         from ._sse_c import SSEDecoder
         from ._stats_c import SharedStats
         from ._ttl_c import compute_ttl
+        from ._window_c import ATOMIC as ATOMIC_WINDOW
+        from ._window_c import CallWindow
     except ModuleNotFoundError as exc:
         # Only a compiled module that is absent (not built, e.g. an editable checkout
         # without a compiler) falls back; one that is present but broken (a bad build, a
@@ -99,6 +121,8 @@ else:
         from ._sse_py import SSEDecoder
         from ._stats_py import SharedStats
         from ._ttl_py import compute_ttl
+        from ._window_py import ATOMIC as ATOMIC_WINDOW
+        from ._window_py import CallWindow
 
         IMPLEMENTATION = "python"
     else:

@@ -164,9 +164,7 @@ class FlightTable:
 
     # -- claims --------------------------------------------------------------------------
 
-    def claim(
-        self, key: bytes, pid: int, deadline: float, now: float
-    ) -> tuple[int, float] | None:
+    def claim(self, key: bytes, pid: int, deadline: float, now: float) -> tuple[int, float] | None:
         """Claim ``key`` for ``pid``; or the live claim of another process on it."""
         key = _check_key(key)
         mine = _pack(pid, deadline)
@@ -209,9 +207,7 @@ class FlightTable:
             self._set_owner(slot, 0)
             return True
 
-    def drop(
-        self, gone: Callable[[int], bool], pid: int, now: float
-    ) -> list[tuple[bytes, int]]:
+    def drop(self, gone: Callable[[int], bool], pid: int, now: float) -> list[tuple[bytes, int]]:
         """Clear the claims past their deadline and those of dead processes (not
         ``pid``'s); the (key, pid) of the dead processes' claims still within deadline."""
         dead: list[tuple[bytes, int]] = []

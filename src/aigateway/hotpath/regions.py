@@ -87,6 +87,11 @@ twins use the same layout, so either can attach to a region the other initialise
 must not, however, *write* one region at the same time (the pure twin's lock does not
 exclude the compiled twin's atomics).
 
+The health board's window buckets (``WINDOW_BUCKET``, drawn in ``aigateway.core.health``)
+are counted into by ``CallWindow``: the compiled twin adds with atomics, so a call's
+outcome is recorded without the region's lock; the pure twin (``ATOMIC = False``) is
+called under it.
+
 The node's other regions (``aigateway.stats.series``, ``aigateway.core.health``,
 ``aigateway.runtime``) declare their layouts the same way and use ``RegionLock`` and
 ``pid_alive`` from here; so does the node's cache (``aigateway.cache``).
@@ -119,6 +124,7 @@ __all__ = (
     "SLOT_HEAD",
     "STATS_HEADER",
     "STATS_MAGIC",
+    "WINDOW_BUCKET",
     "RegionLock",
     "buffer_address",
     "lock_path",
@@ -198,6 +204,18 @@ FLIGHT_SLOT: Final = Layout(
         Field("key", "bytes", 16, doc="the cache key"),
         Field("owner", "u64", doc="deadline_ms << 22 | pid; 0: free"),
         Field("reserved", "u64", doc="zero"),
+    ),
+)
+
+#: One time bucket of a sliding window of calls (``core.health``'s window; ``WindowBucket``
+#: in ``ext/_window_c.pxd``): ``CallWindow`` counts into it.
+WINDOW_BUCKET: Final = Layout(
+    "bucket",
+    (
+        Field("epoch", "u64", doc="int(now / 5 s) + 1 of the calls counted"),
+        Field("calls", "u64"),
+        Field("failures", "u64"),
+        Field("seconds", "f64", doc="their summed latency"),
     ),
 )
 
