@@ -45,6 +45,7 @@ processes; a thread lock otherwise).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -100,7 +101,7 @@ class FlightTable:
 
     SLOTS: ClassVar[int] = 4096
 
-    __slots__ = ("_lock", "_mask", "_u64", "_view", "_window", "slots")
+    __slots__ = ("_lock", "_mask", "_owners", "_u64", "_view", "_window", "slots")
 
     @staticmethod
     def size(slots: int = 4096) -> int:
@@ -138,29 +139,41 @@ class FlightTable:
         self._mask = slots - 1
         self._view: memoryview = view
         self._u64 = view.cast("Q")
+        # The owner words of a window's slots, read from its bytes in one call.
+        skip_key, skip_rest = (
+            FLIGHT_SLOT.offset_of("owner"),
+            _SLOT - FLIGHT_SLOT.offset_of("owner") - 8,
+        )
+        self._owners = struct.Struct("=" + f"{skip_key}xQ{skip_rest}x" * self._window)
 
     # -- the slots -----------------------------------------------------------------------
 
-    def _window_of(self, key: bytes) -> list[int]:
+    def _read(self, key: bytes) -> tuple[int, bytes, tuple[int, ...]]:
+        """The key's home slot, its window's bytes (wrapping around the end) and owners."""
         home = int.from_bytes(key[:8], "little") & self._mask
-        return [(home + i) & self._mask for i in range(self._window)]
+        at = _HEAD + home * _SLOT
+        first = min(self._window, self.slots - home)
+        raw = self._view[at : at + first * _SLOT].tobytes()
+        if first < self._window:
+            raw += self._view[_HEAD : _HEAD + (self._window - first) * _SLOT].tobytes()
+        return home, raw, self._owners.unpack(raw)
 
-    def _owner(self, slot: int) -> int:
-        return int(self._u64[(_HEAD + slot * _SLOT) // 8 + _OWNER])
-
-    def _set_owner(self, slot: int, word: int) -> None:
-        self._u64[(_HEAD + slot * _SLOT) // 8 + _OWNER] = word
-
-    def _key(self, slot: int) -> bytes:
-        at = _HEAD + slot * _SLOT + _KEY_AT
-        return bytes(self._view[at : at + KEY_SIZE])
-
-    def _find(self, key: bytes) -> int:
-        """The slot of ``key``'s claim, or -1."""
-        for slot in self._window_of(key):
-            if self._owner(slot) and self._key(slot) == key:
-                return slot
+    @staticmethod
+    def _find(key: bytes, raw: bytes, owners: tuple[int, ...]) -> int:
+        """The window position of ``key``'s claim, or -1."""
+        at = raw.find(key)
+        while at >= 0:
+            if at % _SLOT == _KEY_AT and owners[at // _SLOT]:
+                return at // _SLOT
+            at = raw.find(key, at + 1)
         return -1
+
+    def _set(self, home: int, position: int, word: int, key: bytes | None = None) -> None:
+        slot = (home + position) & self._mask
+        if key is not None:
+            at = _HEAD + slot * _SLOT + _KEY_AT
+            self._view[at : at + KEY_SIZE] = key
+        self._u64[(_HEAD + slot * _SLOT) // 8 + _OWNER] = word
 
     # -- claims --------------------------------------------------------------------------
 
@@ -169,30 +182,32 @@ class FlightTable:
         key = _check_key(key)
         mine = _pack(pid, deadline)
         with self._lock:
-            slot = self._find(key)
-            if slot >= 0:
-                word = self._owner(slot)
+            home, raw, owners = self._read(key)
+            found = self._find(key, raw, owners)
+            if found >= 0:
+                word = owners[found]
                 holder = word & _PID_MASK
                 if _deadline(word) > now and holder != pid and pid_alive(holder):
                     return holder, _deadline(word)
-                self._set_owner(slot, mine)  # ours, past its deadline, or of a dead process
+                self._set(home, found, mine)  # ours, past its deadline, or of a dead process
                 return None
-            window = self._window_of(key)
-            free = [s for s in window if not self._owner(s) or _deadline(self._owner(s)) <= now]
+            # The first free slot, or the first whose claim is over, if one comes before.
+            first = owners.index(0) if 0 in owners else len(owners)
+            over = [i for i in range(first) if _deadline(owners[i]) <= now]
+            free = over[:1] or ([first] if first < len(owners) else [])
             if not free:  # full around its home: the claims of dead processes are free too
-                free = [s for s in window if not pid_alive(self._owner(s) & _PID_MASK)]
+                free = [i for i, word in enumerate(owners) if not pid_alive(word & _PID_MASK)]
             if free:
-                at = _HEAD + free[0] * _SLOT + _KEY_AT
-                self._set_owner(free[0], mine)
-                self._view[at : at + KEY_SIZE] = key
+                self._set(home, free[0], mine, key)
         return None
 
     def owner(self, key: bytes, now: float) -> tuple[int, float] | None:
         """The live claim on ``key`` (pid, deadline), or None."""
         key = _check_key(key)
         with self._lock:
-            slot = self._find(key)
-            word = self._owner(slot) if slot >= 0 else 0
+            _, raw, owners = self._read(key)
+            found = self._find(key, raw, owners)
+        word = owners[found] if found >= 0 else 0
         if not word or _deadline(word) <= now or not pid_alive(word & _PID_MASK):
             return None
         return word & _PID_MASK, _deadline(word)
@@ -201,10 +216,11 @@ class FlightTable:
         """Clear ``pid``'s claim on ``key``; whether it held one."""
         key = _check_key(key)
         with self._lock:
-            slot = self._find(key)
-            if slot < 0 or self._owner(slot) & _PID_MASK != pid:
+            home, raw, owners = self._read(key)
+            found = self._find(key, raw, owners)
+            if found < 0 or owners[found] & _PID_MASK != pid:
                 return False
-            self._set_owner(slot, 0)
+            self._set(home, found, 0)
             return True
 
     def drop(self, gone: Callable[[int], bool], pid: int, now: float) -> list[tuple[bytes, int]]:
@@ -213,15 +229,16 @@ class FlightTable:
         dead: list[tuple[bytes, int]] = []
         with self._lock:
             for slot in range(self.slots):
-                word = self._owner(slot)
+                word = self._u64[(_HEAD + slot * _SLOT) // 8 + _OWNER]
                 if not word:
                     continue
                 holder = word & _PID_MASK
                 if _deadline(word) <= now:
-                    self._set_owner(slot, 0)
+                    self._set(slot, 0, 0)
                 elif holder != pid and gone(holder):
-                    self._set_owner(slot, 0)
-                    dead.append((self._key(slot), holder))
+                    at = _HEAD + slot * _SLOT + _KEY_AT
+                    dead.append((self._view[at : at + KEY_SIZE].tobytes(), holder))
+                    self._set(slot, 0, 0)
         return dead
 
     def close(self) -> None:
