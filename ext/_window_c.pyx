@@ -23,9 +23,9 @@ from includes.atomics cimport aigw_cas_i64, aigw_load_u64, aigw_store_f64, aigw_
 
 from .regions import WINDOW_BUCKET
 
-__all__ = ("ATOMIC", "CallWindow")
+__all__ = ("ATOMIC_WINDOW", "CallWindow")
 
-ATOMIC = True
+ATOMIC_WINDOW = True
 
 
 cdef extern from *:

@@ -52,9 +52,9 @@ def test_buckets_outside_the_buffer_are_refused(hotpath_impl):
 
 
 def test_only_the_compiled_twin_counts_without_a_lock():
-    assert hotpath.load("python").ATOMIC is False
+    assert hotpath.load("python").ATOMIC_WINDOW is False
     if not hotpath.NO_EXTENSIONS:
-        assert hotpath.load("cython").ATOMIC is True
+        assert hotpath.load("cython").ATOMIC_WINDOW is True
 
 
 def _count(path: str, calls: int) -> None:

@@ -93,8 +93,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from ._sse_py import SSEDecoder
     from ._stats_py import SharedStats
     from ._ttl_py import compute_ttl
-    from ._window_py import ATOMIC as ATOMIC_WINDOW
-    from ._window_py import CallWindow
+    from ._window_py import ATOMIC_WINDOW, CallWindow
 
     IMPLEMENTATION = "python"
 else:
@@ -106,8 +105,7 @@ else:
         from ._sse_c import SSEDecoder
         from ._stats_c import SharedStats
         from ._ttl_c import compute_ttl
-        from ._window_c import ATOMIC as ATOMIC_WINDOW
-        from ._window_c import CallWindow
+        from ._window_c import ATOMIC_WINDOW, CallWindow
     except ModuleNotFoundError as exc:
         # Only a compiled module that is absent (not built, e.g. an editable checkout
         # without a compiler) falls back; one that is present but broken (a bad build, a
@@ -121,8 +119,7 @@ else:
         from ._sse_py import SSEDecoder
         from ._stats_py import SharedStats
         from ._ttl_py import compute_ttl
-        from ._window_py import ATOMIC as ATOMIC_WINDOW
-        from ._window_py import CallWindow
+        from ._window_py import ATOMIC_WINDOW, CallWindow
 
         IMPLEMENTATION = "python"
     else:

@@ -1,9 +1,9 @@
 # Type stub of the compiled twin built from ext/_window_c.pyx; mirrors _window_py.py.
 from typing import Final, final
 
-__all__ = ("ATOMIC", "CallWindow")
+__all__ = ("ATOMIC_WINDOW", "CallWindow")
 
-ATOMIC: Final[bool]
+ATOMIC_WINDOW: Final[bool]
 
 @final
 class CallWindow:

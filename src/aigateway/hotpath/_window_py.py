@@ -14,7 +14,7 @@ summed seconds).
   caller starts it afresh with ``reset``, under the region's lock).
 * ``reset(at, epoch, failed, seconds)`` makes the bucket hold ``epoch`` and this one
   call, the epoch written last (so a ``count`` that sees the new epoch counts on top).
-* ``ATOMIC``: whether ``count`` may run without the region's lock while others count.
+* ``ATOMIC_WINDOW``: whether ``count`` may run without the region's lock while others count.
   Not here: this twin reads and writes the words plainly, so the health board calls it
   under the lock; the compiled twin adds with atomic operations.
 """
@@ -25,9 +25,9 @@ from typing import Final
 
 from .regions import WINDOW_BUCKET, buffer_address
 
-__all__ = ("ATOMIC", "CallWindow")
+__all__ = ("ATOMIC_WINDOW", "CallWindow")
 
-ATOMIC: Final = False
+ATOMIC_WINDOW: Final = False
 
 _EPOCH = WINDOW_BUCKET.index("epoch")
 _CALLS = WINDOW_BUCKET.index("calls")

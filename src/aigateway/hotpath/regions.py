@@ -89,7 +89,7 @@ exclude the compiled twin's atomics).
 
 The health board's window buckets (``WINDOW_BUCKET``, drawn in ``aigateway.core.health``)
 are counted into by ``CallWindow``: the compiled twin adds with atomics, so a call's
-outcome is recorded without the region's lock; the pure twin (``ATOMIC = False``) is
+outcome is recorded without the region's lock; the pure twin (``ATOMIC_WINDOW = False``) is
 called under it.
 
 The node's other regions (``aigateway.stats.series``, ``aigateway.core.health``,
