@@ -104,6 +104,8 @@ DRAWN = [
     (regions, regions.BUCKET),
     (regions, regions.STATS_HEADER),
     (regions, regions.SLOT_HEAD),
+    (regions, regions.FLIGHTS_HEADER),
+    (regions, regions.FLIGHT_SLOT),
     (health, health.ENTRY),
     (runtime, runtime.HEAD),
     (runtime, runtime.SLOT),
@@ -143,6 +145,9 @@ def test_the_known_offsets_of_the_regions_have_not_moved():
         ("_bucket_c", regions.BUCKET),
         ("_stats_c", regions.STATS_HEADER),
         ("_stats_c", regions.SLOT_HEAD),
+        ("_flights_c", regions.FLIGHTS_HEADER),
+        ("_flights_c", regions.FLIGHT_SLOT),
+        ("_window_c", regions.WINDOW_BUCKET),
     ],
 )
 def test_the_compiled_twins_c_structs_are_the_declared_layouts(module, layout):
@@ -180,6 +185,22 @@ def test_shared_stats_write_their_header_and_slots_where_the_layout_declares_the
     counter_b = slot + regions.SLOT_HEAD.size + 8
     assert int.from_bytes(buffer[counter_b : counter_b + 8], sys.byteorder) == 7
     stats.close()
+
+
+def test_a_flight_table_writes_its_claims_where_the_layout_declares_them(
+    hotpath_impl: types.ModuleType,
+):
+    buffer = bytearray(hotpath_impl.FlightTable.size(64))
+    flights = hotpath_impl.FlightTable(buffer, 64)
+    key = (5).to_bytes(16, "little")  # home slot 5
+    flights.claim(key, os.getpid(), 1_800_000_000.25, 0.0)
+    header, slot = regions.FLIGHTS_HEADER, regions.FLIGHT_SLOT
+    assert header.read(buffer, "magic") == regions.FLIGHTS_MAGIC
+    assert (header.read(buffer, "slots"), header.read(buffer, "window")) == (64, 32)
+    at = header.size + 5 * slot.size
+    assert slot.read(buffer, "key", at) == key
+    assert slot.read(buffer, "owner", at) == 1_800_000_000_250 << 22 | os.getpid()
+    flights.close()
 
 
 def test_the_health_board_keeps_each_circuit_where_the_layout_declares_it():

@@ -9,15 +9,20 @@ Databases inside the environment:
 
     entries   key -> header + answer (the OpenAI completion JSON)
     meta      key -> header only (expiry, size, hits), scanned for eviction
-    inflight  key -> owner pid + deadline: a call in flight somewhere on the node
     counters  name -> uint64: node totals (hits, misses, evictions, avoided calls ...)
+
+Beside them, the file ``flights`` holds the node's calls in flight (key -> owner pid +
+deadline, for the de-duplication across workers) as a small fixed-size table in shared
+memory (``hotpath.FlightTable``): a claim is one compare-and-swap, not an LMDB write
+transaction behind the node-wide writer lock.
 
 Reads never write: hit counts and counters are summed per worker and flushed in one
 write transaction at most every ``FLUSH_INTERVAL_S`` (so a hit costs one read). A miss
-costs two write transactions: the in-flight claim, then the answer, which clears the
-claim in the same transaction. The map is writable (``writemap``): commits write into
-tmpfs pages directly instead of copying dirty pages out with ``pwrite``, which made a
-miss's writes three times cheaper (28 µs -> 9 µs, measured in isolation).
+costs one write transaction, the answer's; its claim is cleared just after the commit (a
+worker waiting for the answer never finds neither the claim nor the answer). The map is
+writable (``writemap``): commits write into tmpfs pages directly instead of copying dirty
+pages out with ``pwrite``, which made a miss's writes three times cheaper (28 µs -> 9 µs,
+measured in isolation).
 
 Retention: the ``max_bytes`` budget counts the LMDB pages the entries occupy (B-tree
 pages are partly empty, and ``meta`` repeats each header: the pages take three to four
@@ -41,8 +46,9 @@ caller answers without storing.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import heapq
+import mmap
 import os
 import struct
 import time
@@ -53,13 +59,14 @@ from typing import Any
 
 import lmdb
 
-from aigateway.hotpath.regions import pid_alive
+from aigateway.hotpath import FlightTable
 
 # expires_at, created, size, hits, prompt_tokens, completion_tokens, label length; then
 # the label (provider NUL model) and, in `entries` only, the answer.
 _HEADER = struct.Struct("<ddQQIII")
 _U64 = struct.Struct("<Q")
-_INFLIGHT = struct.Struct("<qd")
+FLIGHTS_FILE = "flights"  # in the environment's directory
+FLIGHT_SLOTS = 4096  # calls in flight on the node that de-duplication tracks at once
 LOW_WATER = 0.97  # evict a small slice at a time: short pauses for the writer
 SAMPLE_FACTOR = 4  # a large cache's eviction looks at this many times the entries it evicts
 SAMPLE_RUN = 32  # consecutive keys read from each random place
@@ -133,17 +140,19 @@ class LmdbStore:
         self._page_size: int = self._env.stat()["psize"]
         self._entries = self._env.open_db(b"entries")
         self._meta = self._env.open_db(b"meta")
-        self._inflight = self._env.open_db(b"inflight")
         self._counters = self._env.open_db(b"counters")
         self._pending_hits: Counter[bytes] = Counter()
         self._pending_counts: Counter[str] = Counter()
         self._last_flush = time.monotonic()
         self._pid = os.getpid()
         self._claimed: set[bytes] = set()  # in-flight marks this process wrote
+        self._flights_map, self._flights = _open_flights(os.path.join(path, FLIGHTS_FILE))
 
     def close(self) -> None:
         self.flush()
         self._env.close()
+        self._flights.close()
+        self._flights_map.close()
 
     # -- reads ------------------------------------------------------------------------
 
@@ -169,8 +178,9 @@ class LmdbStore:
     # -- writes -----------------------------------------------------------------------
 
     def put(self, key: bytes, entry: CacheEntry) -> None:
-        """Store ``entry``; an in-flight mark this process holds on ``key`` goes with it.
-        Raises ``lmdb.Error`` only if even a harder eviction leaves no room."""
+        """Store ``entry``; an in-flight mark this process holds on ``key`` goes with it
+        (once the entry is written). Raises ``lmdb.Error`` only if even a harder eviction
+        leaves no room."""
         try:
             self._put(key, entry)
         except lmdb.MapFullError:
@@ -180,6 +190,7 @@ class LmdbStore:
             except lmdb.MapFullError:
                 self.clear()  # too full even to delete: dropping whole trees still works
             self._put(key, entry)
+        self.release_flight(key)
 
     def _make_room(self) -> None:
         """The map is full: halve the entries' bytes, a sixteenth per transaction (even a
@@ -199,8 +210,6 @@ class LmdbStore:
         meta, value = _pack(entry)
         size = _HEADER.unpack_from(meta)[2] + len(key)
         with self._env.begin(write=True) as txn:
-            if key in self._claimed:
-                self._unmark(txn, key)
             old = txn.get(key, db=self._meta)
             old_size = _HEADER.unpack_from(old)[2] + len(key) if old is not None else 0
             txn.put(key, value, db=self._entries)
@@ -210,7 +219,6 @@ class LmdbStore:
                 self._add(txn, "entries", 1)
             if self._footprint(txn) > self.max_bytes:
                 self._evict(txn, total, time.time())
-        self._claimed.discard(key)
 
     def clear(self) -> int:
         """Empty the cache for the whole node; the counters stay (they never go down)."""
@@ -262,60 +270,29 @@ class LmdbStore:
 
     def claim_flight(self, key: bytes, deadline: float) -> tuple[int, float] | None:
         """Mark ``key`` as being fetched by this process; the current owner if another is.
-        A mark that cannot be written only costs the de-duplication across workers: the
-        caller fetches as if it held it."""
-        now = time.time()
-        try:
-            with self._env.begin(write=True, db=self._inflight) as txn:
-                raw = txn.get(key)
-                if raw is not None:
-                    pid, until = _INFLIGHT.unpack(raw)
-                    if until > now and pid != self._pid and pid_alive(pid):
-                        return pid, until
-                txn.put(key, _INFLIGHT.pack(self._pid, deadline))
-        except lmdb.Error:
-            return None
-        self._claimed.add(key)
-        return None
+        A mark that cannot be written (more calls in flight around it than the table
+        holds) only costs the de-duplication across workers: the caller fetches as if it
+        held it."""
+        holder = self._flights.claim(_flight_key(key), self._pid, deadline, time.time())
+        if holder is None:
+            self._claimed.add(key)
+        return holder
 
     def flight_owner(self, key: bytes) -> tuple[int, float] | None:
-        with self._env.begin(db=self._inflight) as txn:
-            raw = txn.get(key)
-        if raw is None:
-            return None
-        pid, until = _INFLIGHT.unpack(raw)
-        return (pid, until) if until > time.time() and pid_alive(pid) else None
+        return self._flights.owner(_flight_key(key), time.time())
 
     def release_flight(self, key: bytes) -> None:
         """Clear this process's in-flight mark on ``key`` (a no-op once ``put`` cleared it)."""
-        if key not in self._claimed:
-            return
-        self._claimed.discard(key)
-        with contextlib.suppress(lmdb.Error), self._env.begin(write=True) as txn:
-            self._unmark(txn, key)  # a mark left behind expires with its deadline
+        if key in self._claimed:
+            self._claimed.discard(key)
+            self._flights.release(_flight_key(key), self._pid)
 
     def drop_dead_flights(self, gone: Callable[[int], bool]) -> list[tuple[bytes, int]]:
         """Clear the in-flight marks whose owner is ``gone`` (a worker that died: its
         followers need not wait for its deadline) or whose deadline passed; the
         (key, owner pid) of the live marks of dead owners cleared (the node agent releases
         their claims in the cluster too)."""
-        now = time.time()
-        dead: list[tuple[bytes, int]] = []
-        cleared: list[tuple[bytes, bytes]] = []
-        with self._env.begin(db=self._inflight) as txn:
-            for key, raw in txn.cursor():
-                pid, until = _INFLIGHT.unpack(raw)
-                if until <= now or (pid != self._pid and gone(pid)):
-                    cleared.append((bytes(key), bytes(raw)))
-                    if until > now:
-                        dead.append((bytes(key), pid))
-        if not cleared:
-            return []
-        with contextlib.suppress(lmdb.Error), self._env.begin(write=True) as txn:
-            for key, was in cleared:
-                if txn.get(key, db=self._inflight) == was:  # not marked again meanwhile
-                    txn.delete(key, db=self._inflight)
-        return dead
+        return self._flights.drop(gone, self._pid, time.time())
 
     # -- reporting ----------------------------------------------------------------------
 
@@ -352,11 +329,6 @@ class LmdbStore:
         value = max(0, (_U64.unpack(raw)[0] if raw is not None else 0) + n)
         txn.put(key, _U64.pack(value), db=self._counters)
         return value
-
-    def _unmark(self, txn: lmdb.Transaction, key: bytes) -> None:
-        raw = txn.get(key, db=self._inflight)
-        if raw is not None and _INFLIGHT.unpack(raw)[0] == self._pid:
-            txn.delete(key, db=self._inflight)
 
     def _delete(self, txn: lmdb.Transaction, key: bytes, size: int) -> None:
         txn.delete(key, db=self._entries)
@@ -422,3 +394,26 @@ def _sample(cursor: lmdb.Cursor, size: int) -> list[tuple[bytes, bytes]]:
         for _, (key, raw) in zip(range(SAMPLE_RUN), cursor.iternext(), strict=False):
             rows[bytes(key)] = bytes(raw)
     return list(rows.items())
+
+
+def _flight_key(key: bytes) -> bytes:
+    """The table's 16-byte key: a cache key is one already (an XXH3-128 digest)."""
+    return key if len(key) == 16 else hashlib.blake2b(key, digest_size=16).digest()
+
+
+def _open_flights(path: str) -> tuple[mmap.mmap, FlightTable]:
+    """The node's flight table in the file ``path`` (made, zeroed, by the first process to
+    open it; every process of the node maps the same pages)."""
+    size = FlightTable.size(FLIGHT_SLOTS)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)  # zeros: an empty table (racing openers agree)
+        mapping = mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+    try:
+        return mapping, FlightTable(mapping, FLIGHT_SLOTS, lock_path=path)
+    except BaseException:
+        mapping.close()
+        raise

@@ -26,8 +26,12 @@ node probes every provider every ``probe_interval_s`` (``core.probe``; 0: only a
 cool-down).
 
 Region layout: one entry (``ENTRY``, 256 bytes) per provider, in ``params["providers"]``
-order, all changes under the region's lock (a ``flock``, so a killed worker never leaves
-it held); routing reads the state word without it.  Times are CLOCK_MONOTONIC seconds
+order.  A success while the circuit is closed (nearly every call) is counted without a
+lock: ``hotpath.CallWindow`` adds it to the window's current bucket with atomics, and the
+consecutive failures are set back to 0.  Everything else (a failure, a probe, a bucket
+the window has moved past, a state change) happens under the region's lock (a
+``flock``, so a killed worker never leaves it held), as every change does with the pure
+twins; routing reads the state word without it.  Times are CLOCK_MONOTONIC seconds
 unless marked wall; the window counts calls in 6 buckets of 5 s::
 
     0    circuit    circuit
@@ -59,7 +63,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from aigateway.errors import Fault
-from aigateway.hotpath.regions import RegionLock
+from aigateway.hotpath import ATOMIC_WINDOW, CallWindow
+from aigateway.hotpath.regions import WINDOW_BUCKET, RegionLock
 from aigateway.shm_layout import Field, Layout
 
 logger = logging.getLogger("aigateway.health")
@@ -100,15 +105,6 @@ CIRCUIT: Final = Layout(
         Field("opened", "u64", doc="times opened"),
         Field("changed", "f64", doc="when the state last changed (wall)"),
         Field("probes", "u64"),
-    ),
-)
-WINDOW_BUCKET: Final = Layout(
-    "bucket",
-    (
-        Field("epoch", "u64", doc="int(now / 5 s) + 1 of the calls counted"),
-        Field("calls", "u64"),
-        Field("failures", "u64"),
-        Field("seconds", "f64", doc="their summed latency"),
     ),
 )
 ENTRY: Final = Layout(
@@ -183,6 +179,7 @@ class HealthBoard:
         self.providers = tuple(providers)
         self.policy = policy
         self._lock = RegionLock(lock_path)
+        self._window_counts = CallWindow(self._view)
         self._f64 = self._view.cast("d")
         self._u64 = self._view.cast("Q")
         self._u32 = self._view.cast("I")
@@ -274,6 +271,13 @@ class HealthBoard:
         failed = outcome in FAILURES
         now = time.monotonic()
         u32 = index * _SIZE // 4
+        if ATOMIC_WINDOW and not failed and not probe and self._u32[u32 + _STATE] == CLOSED:
+            epoch = int(now / _BUCKET_S) + 1
+            at = index * _SIZE + _WINDOW_OFFSET + (epoch % _BUCKETS) * _BUCKET.size
+            if self._window_counts.count(at, epoch, False, max(seconds, 0.0)):
+                if self._u32[u32 + _CONSECUTIVE]:
+                    self._u32[u32 + _CONSECUTIVE] = 0
+                return
         with self._lock:
             entry = self._entry(name)
             state, consecutive = entry.state, entry.consecutive + 1 if failed else 0
@@ -378,12 +382,8 @@ class HealthBoard:
         failure (zeros after a success, which never opens the circuit)."""
         epoch = int(now / _BUCKET_S) + 1
         at = index * _SIZE + _WINDOW_OFFSET + (epoch % _BUCKETS) * _BUCKET.size
-        stored, calls, failures, total = _BUCKET.unpack_from(self._view, at)
-        if stored != epoch:
-            calls, failures, total = 0, 0, 0.0
-        _BUCKET.pack_into(
-            self._view, at, epoch, calls + 1, failures + failed, total + max(seconds, 0.0)
-        )
+        if not self._window_counts.count(at, epoch, failed, max(seconds, 0.0)):
+            self._window_counts.reset(at, epoch, failed, max(seconds, 0.0))
         if not failed:
             return 0, 0  # only a failure can open the circuit: no need to sum the window
         window_calls, window_failures, _ = self._window(index, now)
@@ -405,6 +405,7 @@ class HealthBoard:
 
     def close(self) -> None:
         self._lock.close()
+        self._window_counts.close()
         for view in (self._f64, self._u64, self._u32, self._view):
             view.release()
 

@@ -29,12 +29,15 @@ from ._stats_schema import Histogram, HistogramSnapshot, StatsSchema, StatsSnaps
 from ._ttl_policy import DEFAULT_TTL_POLICY, TTLPolicy
 
 __all__ = (
+    "ATOMIC_WINDOW",
     "BLOCK_EXCLUDED_FIELDS",
     "DEFAULT_TTL_POLICY",
     "EXCLUDED_FIELDS",
     "IMPLEMENTATION",
     "MAX_DEPTH",
     "NO_EXTENSIONS",
+    "CallWindow",
+    "FlightTable",
     "Histogram",
     "HistogramSnapshot",
     "PriorityQueue",
@@ -56,8 +59,26 @@ NO_EXTENSIONS: bool = (
 
 # The module names of each implementation, in the same order (one entry per hot path).
 _TWINS: dict[str, tuple[str, ...]] = {
-    "python": ("_sse_py", "_cache_key_py", "_ttl_py", "_pqueue_py", "_bucket_py", "_stats_py"),
-    "cython": ("_sse_c", "_cache_key_c", "_ttl_c", "_pqueue_c", "_bucket_c", "_stats_c"),
+    "python": (
+        "_sse_py",
+        "_cache_key_py",
+        "_ttl_py",
+        "_pqueue_py",
+        "_bucket_py",
+        "_stats_py",
+        "_flights_py",
+        "_window_py",
+    ),
+    "cython": (
+        "_sse_c",
+        "_cache_key_c",
+        "_ttl_c",
+        "_pqueue_c",
+        "_bucket_c",
+        "_stats_c",
+        "_flights_c",
+        "_window_c",
+    ),
 }
 
 _COMPILED = frozenset(f"{__name__}.{module}" for module in _TWINS["cython"])
@@ -67,20 +88,24 @@ IMPLEMENTATION: Literal["cython", "python"]
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._bucket_py import TokenBucket
     from ._cache_key_py import cache_key
+    from ._flights_py import FlightTable
     from ._pqueue_py import PriorityQueue
     from ._sse_py import SSEDecoder
     from ._stats_py import SharedStats
     from ._ttl_py import compute_ttl
+    from ._window_py import ATOMIC_WINDOW, CallWindow
 
     IMPLEMENTATION = "python"
 else:
     try:
         from ._bucket_c import TokenBucket
         from ._cache_key_c import cache_key
+        from ._flights_c import FlightTable
         from ._pqueue_c import PriorityQueue
         from ._sse_c import SSEDecoder
         from ._stats_c import SharedStats
         from ._ttl_c import compute_ttl
+        from ._window_c import ATOMIC_WINDOW, CallWindow
     except ModuleNotFoundError as exc:
         # Only a compiled module that is absent (not built, e.g. an editable checkout
         # without a compiler) falls back; one that is present but broken (a bad build, a
@@ -89,10 +114,12 @@ else:
             raise
         from ._bucket_py import TokenBucket
         from ._cache_key_py import cache_key
+        from ._flights_py import FlightTable
         from ._pqueue_py import PriorityQueue
         from ._sse_py import SSEDecoder
         from ._stats_py import SharedStats
         from ._ttl_py import compute_ttl
+        from ._window_py import ATOMIC_WINDOW, CallWindow
 
         IMPLEMENTATION = "python"
     else:

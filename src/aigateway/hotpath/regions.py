@@ -58,6 +58,27 @@ followed by the schema's values (``StatsSchema``): ``u64 counters[counters]``,
 
 Each slot has a single writer, its owner; readers sum the slots.
 
+Flights (``FlightTable.size(slots)`` bytes): the node's calls in flight, for the
+de-duplication across workers.  A header (``FLIGHTS_HEADER``)::
+
+    0    u32     magic     "AGFL"
+    4    u32     version   REGION_VERSION
+    8    u32     slots     a power of two
+    12   u32     window    the slots a key may sit in, from its home slot on
+    16   u64[6]  reserved  zero
+    64   (end)
+
+then ``slots`` slots (``FLIGHT_SLOT``)::
+
+    0    bytes[16]  key       the cache key
+    16   u64        owner     deadline_ms << 22 | pid; 0: free
+    24   u64        reserved  zero
+    32   (end)
+
+A slot's whole claim is its ``owner`` word (the owner's pid, whose maximum on Linux is
+2^22, and its deadline in wall-clock milliseconds), so the compiled twin takes, replaces and
+clears a claim with one compare-and-swap: no lock a killed worker could leave held.
+
 The compiled twins use C atomics on these words.  The pure twins cannot, so they take a
 lock around each change: a ``threading.Lock`` and, when the buffer is backed by a memory
 mapping (shared memory), an exclusive ``flock`` on a file named after the region,
@@ -65,6 +86,11 @@ mapping (shared memory), an exclusive ``flock`` on a file named after the region
 twins use the same layout, so either can attach to a region the other initialised; they
 must not, however, *write* one region at the same time (the pure twin's lock does not
 exclude the compiled twin's atomics).
+
+The health board's window buckets (``WINDOW_BUCKET``, drawn in ``aigateway.core.health``)
+are counted into by ``CallWindow``: the compiled twin adds with atomics, so a call's
+outcome is recorded without the region's lock; the pure twin (``ATOMIC_WINDOW = False``) is
+called under it.
 
 The node's other regions (``aigateway.stats.series``, ``aigateway.core.health``,
 ``aigateway.runtime``) declare their layouts the same way and use ``RegionLock`` and
@@ -88,12 +114,17 @@ __all__ = (
     "BUCKET",
     "BUCKET_MAGIC",
     "CLOSED_BUCKET",
+    "CLOSED_FLIGHTS",
     "CLOSED_STATS",
+    "FLIGHTS_HEADER",
+    "FLIGHTS_MAGIC",
+    "FLIGHT_SLOT",
     "LOCK_DIR",
     "REGION_VERSION",
     "SLOT_HEAD",
     "STATS_HEADER",
     "STATS_MAGIC",
+    "WINDOW_BUCKET",
     "RegionLock",
     "buffer_address",
     "lock_path",
@@ -104,6 +135,7 @@ __all__ = (
 REGION_VERSION: Final = 1
 BUCKET_MAGIC: Final = int.from_bytes(b"AGTB", "little")
 STATS_MAGIC: Final = int.from_bytes(b"AGST", "little")
+FLIGHTS_MAGIC: Final = int.from_bytes(b"AGFL", "little")
 
 # Every region of a hot path has these (the magic first, then its version).
 _VERSION = Field("version", "u32", doc="REGION_VERSION")
@@ -153,6 +185,40 @@ SLOT_HEAD: Final = Layout(
     ),
 )
 
+#: The head of a ``FlightTable`` region (``FlightsHeader`` in ``ext/_flights_c.pxd``).
+FLIGHTS_HEADER: Final = Layout(
+    "flights header",
+    (
+        Field("magic", "u32", doc='"AGFL"'),
+        _VERSION,
+        Field("slots", "u32", doc="a power of two"),
+        Field("window", "u32", doc="the slots a key may sit in, from its home slot on"),
+        Field("reserved", "u64", 6, doc="zero"),
+    ),
+)
+
+#: One claim of a ``FlightTable`` (``FlightSlot``).
+FLIGHT_SLOT: Final = Layout(
+    "flight slot",
+    (
+        Field("key", "bytes", 16, doc="the cache key"),
+        Field("owner", "u64", doc="deadline_ms << 22 | pid; 0: free"),
+        Field("reserved", "u64", doc="zero"),
+    ),
+)
+
+#: One time bucket of a sliding window of calls (``core.health``'s window; ``WindowBucket``
+#: in ``ext/_window_c.pxd``): ``CallWindow`` counts into it.
+WINDOW_BUCKET: Final = Layout(
+    "bucket",
+    (
+        Field("epoch", "u64", doc="int(now / 5 s) + 1 of the calls counted"),
+        Field("calls", "u64"),
+        Field("failures", "u64"),
+        Field("seconds", "f64", doc="their summed latency"),
+    ),
+)
+
 #: Where the pure twins keep their lock files (the shared-memory file system on Linux).
 LOCK_DIR: Final = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
@@ -174,6 +240,7 @@ class _Closed:
 
 CLOSED_BUCKET: Any = _Closed("the token bucket is closed")
 CLOSED_STATS: Any = _Closed("the shared stats are closed")
+CLOSED_FLIGHTS: Any = _Closed("the flight table is closed")
 
 
 def lock_path(creator_pid: int, region_id: int) -> str:

@@ -1,0 +1,13 @@
+# Type stub of the compiled twin built from ext/_window_c.pyx; mirrors _window_py.py.
+from typing import Final, final
+
+__all__ = ("ATOMIC_WINDOW", "CallWindow")
+
+ATOMIC_WINDOW: Final[bool]
+
+@final
+class CallWindow:
+    def __init__(self, buffer: object) -> None: ...
+    def count(self, at: int, epoch: int, failed: bool, seconds: float) -> bool: ...
+    def reset(self, at: int, epoch: int, failed: bool, seconds: float) -> None: ...
+    def close(self) -> None: ...
