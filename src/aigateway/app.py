@@ -114,7 +114,7 @@ def create_app(settings: Settings) -> Starlette:
         admin_routes.admission = admission
         cache = open_cache(settings)
         if cache is not None and redis is not None:  # the cluster's cache: a second tier
-            cache.shared = SecondTier(redis)
+            cache.shared = SecondTier(redis, on_lost=cache.shared_write_lost)
         pipeline = Pipeline(
             providers,
             build_router(settings),
@@ -167,6 +167,8 @@ def create_app(settings: Settings) -> Starlette:
             await providers.close()
             await media_client.close()
             if redis is not None:
+                if cache is not None and cache.shared is not None:
+                    await cache.shared.settle()  # the answers' writes held back (~1 ms)
                 await redis.close()
 
     async def openapi(request: Request) -> Response:
