@@ -150,6 +150,8 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            if cache is not None and cache.shared is not None:
+                await cache.shared.settle()  # the answers' writes held back (~1 ms)
             await tenants.stop()
             await operations.stop()
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
@@ -167,8 +169,6 @@ def create_app(settings: Settings) -> Starlette:
             await providers.close()
             await media_client.close()
             if redis is not None:
-                if cache is not None and cache.shared is not None:
-                    await cache.shared.settle()  # the answers' writes held back (~1 ms)
                 await redis.close()
 
     async def openapi(request: Request) -> Response:
