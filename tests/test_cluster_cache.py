@@ -7,7 +7,8 @@ server and against a Redis Cluster of three masters. The provider is a function 
 counts its calls. tests/test_cluster_cache_nodes.py shows the same with real nodes.
 
 * An answer is written to both tiers; another node's first-tier miss finds it in the
-  second, with the TTL it has left, and keeps it in its own first tier.
+  second, with the TTL it has left, and keeps it in its own first tier. A write to the
+  second tier that Redis refuses is counted as a store failure: never lost silently.
 * A value that is not one of ours (corrupt, foreign, of another type) is a miss.
 * The node that leads claims the call; identical requests on other nodes wait for its
   answer in the second tier, streams included (replayed once it ended). A claim lasts no
@@ -109,7 +110,9 @@ def node(url: str, path: Path, node_id: str, **settings: Any) -> Node:
     options: dict[str, Any] = {"redis_timeout_ms": 3000, **settings}  # generous: CI is busy
     config = Settings(redis_url=url, node_id=node_id, **options)
     cache = ResponseCache(LmdbStore(str(path / node_id), 8 << 20), 60.0, TTLPolicy())
-    cache.shared = SecondTier(WorkerRedis(config, ClusterState.private()))
+    cache.shared = SecondTier(
+        WorkerRedis(config, ClusterState.private()), on_lost=cache.shared_write_lost
+    )
     made = Node(cache, cache.shared, Coalescer(cache))
     _open.append(made)
     return made
@@ -256,6 +259,26 @@ def test_answers_go_to_both_tiers_with_the_ttl_the_rules_compute(
     run(main())
     ttl = direct.pttl(Keys("aigateway").cache_entry(KEY))
     assert 15_000 < ttl <= 20_000
+
+
+def test_an_answer_redis_refuses_to_keep_is_counted_as_a_store_failure(
+    url: str, direct: Direct, tmp_path: Path
+) -> None:
+    async def main() -> dict[str, int]:
+        a = node(url, tmp_path, "node-a")
+        direct.config_set("maxmemory-policy", "noeviction")
+        direct.config_set("maxmemory", "1")  # full: every write is refused (OOM)
+        ask = request(cache=CacheControl(ttl_s=20.0))
+        a.cache.remember(KEY, ask, Completed(orjson.dumps(ANSWER), "openai", "gpt-test", 1))
+        await a.tier.settle()
+        assert a.cache.store.get(KEY) is not None  # the first tier kept it all the same
+        return a.cache.store.counters()
+
+    try:
+        counters = run(main())
+    finally:
+        direct.config_set("maxmemory", "0")
+    assert counters["store_failures"] == 1
 
 
 # -- claims ------------------------------------------------------------------------------

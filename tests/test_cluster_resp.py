@@ -2,8 +2,10 @@
 
 Against a real ``redis-server`` of each test's own (``cluster/resp.py``): scripts answer
 as through redis-py, one unknown to Redis is sent in full, a script sent without waiting
-lands, commands issued together share one write, a call that times out leaves the link
-usable and in order, a Redis that restarts is connected to again, the URL's password and
+lands, commands issued together share one write, one sent without waiting is held back to
+ride with the next call's write (or leaves by itself within a millisecond or two), one
+Redis refuses or a broken connection loses is reported, a call that times out leaves the
+link usable and in order, a Redis that restarts is connected to again, the URL's password and
 database are used, and anything but one plain server keeps redis-py.
 """
 
@@ -72,6 +74,63 @@ def test_a_script_sent_without_waiting_lands_and_commands_issued_together_share_
     assert last == [b"k", b"v", 50]
     assert [client.get(f"key{n}") for n in (0, 49)] == [b"0", b"49"]
     assert reads < 20  # 100 commands and a PING in a few reads (the INFO calls count too)
+
+
+def test_a_script_sent_without_waiting_rides_with_the_next_calls_write_or_leaves_by_itself(
+    server: RedisServer,
+) -> None:
+    client = server.client()
+
+    def reads() -> int:
+        return int(client.info("stats")["total_reads_processed"])
+
+    async def main() -> tuple[list[int], object, bytes | None]:
+        link = link_to(server.url)
+        await link.script(SET, ["warm"], ["up"])  # each script known to Redis: no NOSCRIPT
+        await link.script(ECHO, ["k"], ["warm", 0])
+        before = reads()
+        await link.script(ECHO, ["k"], ["alone", 0])
+        alone_reads = reads() - before
+        before = reads()
+        assert link.send_script(SET, ["held"], ["1"])  # one request at a time: held back
+        answer = await link.script(ECHO, ["k"], ["next", 0])  # ...and leaves with this
+        both_reads = reads() - before
+        assert link.send_script(SET, ["alone"], ["2"])  # nothing follows: it goes by itself
+        for _ in range(200):
+            if client.get("alone") is not None:
+                break
+            await asyncio.sleep(0.01)
+        alone = client.get("alone")
+        await link.close()
+        return [alone_reads, both_reads], answer, alone
+
+    reads_taken, answer, alone = asyncio.run(main())
+    assert answer == [b"k", b"next", 1] and client.get("held") == b"1"
+    assert reads_taken[1] == reads_taken[0]  # the held write cost Redis no read of its own
+    assert alone == b"2"
+
+
+def test_a_script_sent_without_waiting_that_fails_is_reported_never_lost_silently(
+    server: RedisServer,
+) -> None:
+    client = server.client()
+    client.set("a-string", "x")
+    increment = LuaScript("return redis.call('INCR', KEYS[1])")
+
+    async def main() -> list[str]:
+        failures: list[str] = []
+        link = link_to(server.url)
+        await link.script(SET, ["warm"], ["up"])
+        link.send_script(
+            increment, ["a-string"], [], lambda exc: failures.append(type(exc).__name__)
+        )
+        await link.drain()  # Redis refused it: not an integer
+        link.send_script(SET, ["lost"], ["1"], lambda exc: failures.append(type(exc).__name__))
+        await link.close()  # the connection goes before its reply came
+        return failures
+
+    refused, lost = asyncio.run(main())
+    assert (refused, lost) == ("ResponseError", "ConnectionError")
 
 
 def test_a_call_that_times_out_leaves_the_link_usable_and_its_answers_in_order(

@@ -120,7 +120,7 @@ def create_app(settings: Settings) -> Starlette:
         if cache is not None and redis is not None:  # the cluster's cache: a second tier
             from aigateway.cluster.cache_tier import SecondTier
 
-            cache.shared = SecondTier(redis)
+            cache.shared = SecondTier(redis, on_lost=cache.shared_write_lost)
         pipeline = Pipeline(
             providers,
             build_router(settings),
@@ -158,6 +158,8 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            if cache is not None and cache.shared is not None:
+                await cache.shared.settle()  # the answers' writes held back (~1 ms)
             await tenants.stop()
             await operations.stop()
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None

@@ -13,8 +13,9 @@ Two sources, both on a plain socket to the bench's own ``redis-server``:
   the cache's generation) or ``other`` (no key: ``SCRIPT LOAD``, ``PING``...). A script's
   own commands (reported from ``lua``) count in the class of the script that ran them.
 
-MONITOR costs Redis a copy of every command, so only the two-node steps use it; the steps
-comparing one node with and without Redis read the counters alone. The bench's own
+MONITOR costs Redis a copy of every command, so only the two-node steps and the hits of
+one node (next to no command: their request path and the node agent's told apart) use
+it; the misses comparing one node with and without Redis read the counters alone. The bench's own
 ``INFO`` and ``MONITOR`` are left out of both.
 """
 

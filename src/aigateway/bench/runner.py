@@ -483,7 +483,10 @@ def _measure_load(
     redis = env.redis if step.target in REDIS_TARGETS else None
     before = _Snapshot.take(mock, target, redis)
     monitor = None
-    if redis is not None and isinstance(target, NodeGroup):
+    # MONITOR costs Redis a copy of each command: the two-node steps, and hits (which
+    # send next to none), so that their request path and the agent's are told apart
+    hits = step.target == "gateway+redis" and step.load == "identical"
+    if redis is not None and (isinstance(target, NodeGroup) or hits):
         monitor = CommandMonitor(redis.port, Keys(CLUSTER_NAME))
     attacker_cpu = attacker.cpu_seconds() if attacker is not None else 0.0
     seconds = step.duration_s or config.duration_s

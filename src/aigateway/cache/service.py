@@ -163,6 +163,10 @@ class ResponseCache:
         except Exception as exc:  # served all the same
             self._failed("store an answer", exc)
 
+    def shared_write_lost(self, exc: Exception) -> None:
+        """An answer's write to the second tier did not land (``cluster.cache_tier``)."""
+        self._failed("write an answer to the shared cache", exc)
+
     def count_joined(self, provider: str, model: str, body: bytes) -> None:
         self.store.count("dedup_joins")
         try:

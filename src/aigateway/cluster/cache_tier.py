@@ -13,13 +13,16 @@ the node would otherwise ask in two:
   gone (then it claims and calls itself), or its own deadline.
 
 The answer is written after it went out (``STORE_V1``: the entry with its TTL, and the
-claim deleted in the same script if it is still this worker's), in a task of its own, so
-Redis never delays an answer. A call that ends without an answer to keep (an error, a
-client that left, a stream too large) deletes its claim at once (``RELEASE_V1``,
-compare-and-delete: never another's). A leader whose worker dies has its claims released
-by its node's agent (``cluster.dead_workers``); a waiter sees that the leader's node
-stopped its heartbeat (``cluster.membership``: gone within ``NODE_TTL_MS``), or that a
-worker of its own node died, and takes the claim over.
+claim deleted in the same script if it is still this worker's), without waiting for
+Redis's reply, so Redis never delays an answer: over the lean link it rides with the
+next command's write (``cluster.resp``), else in a task of its own. A write that Redis
+refuses, or that a broken connection or a backlog loses, is reported to ``on_lost``
+(the cache's ``store_failures``, logged): never lost silently. A call that ends without
+an answer to keep (an error, a client that left, a stream too large) deletes its claim at
+once (``RELEASE_V1``, compare-and-delete: never another's). A leader whose worker dies
+has its claims released by its node's agent (``cluster.dead_workers``); a waiter sees that
+the leader's node stopped its heartbeat (``cluster.membership``: gone within
+``NODE_TTL_MS``), or that a worker of its own node died, and takes the claim over.
 
 Entries are the first tier's own encoding (``cache.store.encode_entry``) behind a magic
 prefix; a value that is not one (corrupt, foreign, of another type) is a miss, never an
@@ -112,8 +115,12 @@ class Found:
 class SecondTier:
     """One worker's view of the second tier and of its claims."""
 
-    def __init__(self, redis: WorkerRedis) -> None:
+    def __init__(
+        self, redis: WorkerRedis, on_lost: Callable[[Exception], None] | None = None
+    ) -> None:
         self.redis = redis
+        #: Told of each answer's write that did not land (the cache counts and logs it).
+        self.on_lost = on_lost if on_lost is not None else _log_lost
         self.keys = redis.keys
         self.node_id = redis.node_id
         client = redis.cache_redis
@@ -170,10 +177,12 @@ class SecondTier:
         names = [self.keys.cache_entry(key), self.keys.in_flight(key)]
         value = MAGIC + encode_entry(entry)
         if self._link is not None:  # no task, no reply awaited
-            if self.redis.cache_usable:
-                self._link.send_script(_STORE, names, [value, ttl_ms, token])
+            if self.redis.cache_usable:  # else Redis is known down: the node goes on alone
+                args: list[bytes | int | str] = [value, ttl_ms, token]
+                if not self._link.send_script(_STORE, names, args, self.on_lost):
+                    self.on_lost(_backlog())
             return
-        self._background(lambda: self._store(keys=names, args=[value, ttl_ms, token]))
+        self._background(lambda: self._store(keys=names, args=[value, ttl_ms, token]), True)
 
     def release(self, key: bytes) -> None:
         """Delete this worker's claim on ``key`` now (no answer to keep is coming), if it
@@ -261,12 +270,38 @@ class SecondTier:
             return
         self._background(lambda: self._release(keys=name, args=[token]))
 
-    def _background(self, make: Callable[[], Awaitable[Any]]) -> None:
+    def _background(self, make: Callable[[], Awaitable[Any]], write: bool = False) -> None:
+        """``make()`` in a task of its own; ``write``: an answer's, reported if lost (a
+        claim not released expires by itself)."""
         if len(self._pending) >= MAX_PENDING_WRITES:
-            return  # Redis is slower than the answers come: the claim expires by itself
-        task = asyncio.ensure_future(self._call(make))
+            if write:  # Redis is slower than the answers come
+                self.on_lost(_backlog())
+            return
+        task = asyncio.ensure_future(self._written(make) if write else self._call(make))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _written(self, make: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await self.redis.cache_call(lambda client: make())
+        except RedisUnavailable:
+            pass  # Redis is down, which the node already says (health, metric, log)
+        except redis_errors.RedisError as exc:
+            self.on_lost(exc)
+
+
+def _backlog() -> Exception:
+    return redis_errors.ConnectionError("too many writes waiting for Redis: one skipped")
+
+
+_last_lost_log = -60.0
+
+
+def _log_lost(exc: Exception) -> None:
+    global _last_lost_log
+    if time.monotonic() - _last_lost_log >= 60.0:  # once a minute at most
+        _last_lost_log = time.monotonic()
+        logger.warning("an answer was not written to the shared cache: %r", exc)
 
 
 def _entry(value: bytes, ttl_ms: int) -> CacheEntry | None:

@@ -12,8 +12,11 @@ against 70-80 µs and 100 µs through redis-py.
 * Commands issued in the same turn of the event loop go out in one write at its end (a
   pipeline nobody has to assemble: under load, many requests' lookups and writes share a
   system call); :meth:`RespLink.send_script` waits for no reply (a miss's write, after
-  its answer): no task, no future, its answer read and dropped. While other calls await
-  their replies it is held back for up to ``HOLD_S`` to leave with the next call's write.
+  its answer): no task, no future, its answer read and checked (a failure goes to the
+  caller's ``on_failure``: never lost silently). It is held back to leave with the next
+  call's write: for up to ``HOLD_S`` while other calls await their replies, ``HOLD_IDLE_S``
+  when none does (one request at a time: the write then leaves after the answer went
+  out, not on its way, and rides with the next miss's lookup).
 * A call that times out (the guard's timeout around it) leaves its reply to be read and
   dropped when it comes; the link stays usable. A connection that has not answered for
   ``STALE_S`` is closed and made again at the next call (a Redis that went away without
@@ -52,10 +55,16 @@ logger = logging.getLogger("aigateway.cluster")
 
 STALE_S: Final = 2.0  # no reply for this long: the connection is dead, make another
 HOLD_S: Final = 0.002  # how long an unread command may wait for another call's write
+HOLD_IDLE_S: Final = 0.001  # the same while no call awaits a reply (bounds its delay)
 MAX_OUTSTANDING: Final = 10_000  # commands without their reply yet; past it, unread ones skip
 
 Arg = bytes | str | int | float
 OnReply = Callable[[Any], None]
+
+
+def _dropped(reply: Any) -> None:
+    if isinstance(reply, Exception):
+        logger.debug("a Redis command failed: %r", reply)
 
 
 @dataclass(frozen=True)
@@ -148,23 +157,34 @@ class RespLink:
         except redis_errors.NoScriptError:
             return await self._call(_pack(b"EVAL", script.source, len(keys), *keys, *args))
 
-    def send_script(self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]) -> bool:
-        """Send ``script`` at the end of this turn of the loop, its reply unread; False if
-        it was not sent (too many replies outstanding: Redis is not keeping up)."""
+    def send_script(
+        self,
+        script: LuaScript,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+        on_failure: Callable[[Exception], None] = _dropped,
+    ) -> bool:
+        """Send ``script`` soon without waiting for its reply; ``on_failure`` is told if
+        Redis refuses it or the connection breaks before it answers. False if it was not
+        sent (too many replies outstanding: Redis is not keeping up)."""
         if len(self._waiting) >= MAX_OUTSTANDING:
             return False
-        again = _pack(b"EVAL", script.source, len(keys), *keys, *args)
+        source = script.source
 
         def replied(reply: Any) -> None:
-            if isinstance(reply, redis_errors.NoScriptError):
-                self._write(again, _dropped)
+            if isinstance(reply, redis_errors.NoScriptError):  # sent in full this time
+                self._write(_pack(b"EVAL", source, len(keys), *keys, *args), again)
             elif isinstance(reply, Exception):
-                logger.debug("a Redis command failed: %r", reply)
+                on_failure(reply)
 
-        # Other calls await their replies: this rides with the next one's write (within
-        # HOLD_S), one system call for both here and one read for both on Redis. Nothing
-        # in flight (one connection, say): it goes now, seen by the next request at once.
-        self._write(self._evalsha(script, keys, args), replied, hold=bool(self._awaited))
+        def again(reply: Any) -> None:
+            if isinstance(reply, Exception):
+                on_failure(reply)
+
+        # Held back to ride with the next call's write (within HOLD_S while calls await
+        # their replies, HOLD_IDLE_S otherwise): one system call for both here and one
+        # read for both on Redis, and none between an answer and its client.
+        self._write(self._evalsha(script, keys, args), replied, hold=True)
         return True
 
     async def drain(self) -> None:
@@ -221,7 +241,9 @@ class RespLink:
             if self._flush_soon is None:
                 self._flush_soon = loop.call_soon(self._flush)
         elif self._flush_soon is None and self._flush_held is None:
-            self._flush_held = loop.call_later(HOLD_S, self._flush)
+            self._flush_held = loop.call_later(
+                HOLD_S if self._awaited else HOLD_IDLE_S, self._flush
+            )
 
     def _flush(self) -> None:
         if self._flush_soon is not None:
@@ -342,11 +364,6 @@ def _resolver(future: asyncio.Future[Any]) -> OnReply:
             future.set_result(value)
 
     return resolve
-
-
-def _dropped(reply: Any) -> None:
-    if isinstance(reply, Exception):
-        logger.debug("a Redis command failed: %r", reply)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
