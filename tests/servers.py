@@ -42,6 +42,11 @@ ARTIFACTS_DIR = Path(
 )
 
 
+# A loaded machine (a CI runner's two cores, or several suites at once) starts a gateway of
+# two workers in well over the ~2 s it takes when idle; this bounds a hang, not speed.
+READY_TIMEOUT_S = 60
+
+
 def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -65,7 +70,7 @@ class _Process:
                 args, env=dict(env), stdout=log, stderr=subprocess.STDOUT
             )
         try:
-            _wait_http(ready_url, self.process, self.log_path, timeout_s=30)
+            _wait_http(ready_url, self.process, self.log_path, timeout_s=READY_TIMEOUT_S)
         except BaseException:
             self.stop()
             raise
