@@ -8,8 +8,9 @@
 ``DELETE /admin/keys/{id}``    revoke it, for good
 
 No answer carries a secret but the 201, nor any hash of one.  A change is written to the
-store, then every worker is told (``KeyRing.changed``): it holds on every worker from
-its next request.  ``spend.period_usd`` is the node's live figure (shared memory);
+store, then every worker is told (``KeyRing.changed``), and the answer waits until this
+worker has reloaded its keys: it holds on every worker within one read of the keys (see
+``keys.ring``).  ``spend.period_usd`` is the node's live figure (shared memory);
 ``spend.total_usd`` and ``usage`` are the store's, at most one flush interval
 (``KEY_SPEND_FLUSH_MS``) behind.
 """
@@ -58,7 +59,7 @@ class KeyRoutes:
             )
         fields = parse_new(parse_json_object(await read_body(request, self._limit)))
         key, secret = await _stored(store.create, fields)
-        self._changed(tenants)
+        await self._changed(tenants)
         return json_response({**key_document(tenants, key), "key": secret}, status=201)
 
     async def one(self, request: Request) -> Response:
@@ -73,10 +74,10 @@ class KeyRoutes:
         elif request.method == "PATCH":
             changes = parse_changes(parse_json_object(await read_body(request, self._limit)))
             key = await _stored(store.update, key_id, changes)
-            self._changed(tenants)
+            await self._changed(tenants)
         else:
             key = await _stored(store.revoke, key_id)
-            self._changed(tenants)
+            await self._changed(tenants)
         return json_response(key_document(tenants, key))
 
     def _open(self) -> TenantKeys:
@@ -85,9 +86,13 @@ class KeyRoutes:
         return self.tenants
 
     @staticmethod
-    def _changed(tenants: TenantKeys) -> None:
-        if tenants.ring is not None:
-            tenants.ring.changed()
+    async def _changed(tenants: TenantKeys) -> None:
+        """Tell every worker, and answer once this one has the new keys (read in a
+        thread): the answer's live figures are the key's, and so is the next request."""
+        ring = tenants.ring
+        if ring is not None:
+            ring.changed()
+            await ring.refresh()
 
 
 def key_document(tenants: TenantKeys, key: TenantKey) -> dict[str, Any]:

@@ -21,7 +21,10 @@ without an admin key a 403, both in OpenAI's error shape (Anthropic's on
 against every key's, with ``hmac.compare_digest``, all of them every time; a tenant key
 is found by its keyed hash (``keys.secrets``), which says nothing of near misses.  The
 tenant key a request presented is left in its scope (``TENANT_KEY``) for the request
-builder (its id, default and highest priority).  The client
+builder (its id, default and highest priority).  While the worker reloads its tenant
+keys (in a thread, after a change), a request refused, or let onto ``/v1`` without a
+tenant key, waits for the new keys and is checked again: a key made on another worker
+works at once.  The client
 address is the TCP peer's: behind a proxy on the same host, set an admin key.
 """
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Final, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -52,7 +55,15 @@ class TenantLookup(Protocol):
 
     def find(self, secret: str) -> TenantKey | None: ...
 
+    def reloading(self) -> Awaitable[None] | None: ...
+
     def now(self) -> float: ...
+
+
+def _unkeyed_call(scope: Scope) -> bool:
+    """A ``/v1`` request let through without a tenant key."""
+    path: str = scope.get("path", "")
+    return TENANT_KEY not in scope and (path == "/v1" or path.startswith("/v1/"))
 
 
 def _digest(key: str) -> bytes:
@@ -111,6 +122,14 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refusal = self.check(scope)
+            tenants = self.tenants
+            if tenants is not None and (refusal is not None or _unkeyed_call(scope)):
+                # Keys being reloaded (in a thread) may hold a key just made, or the first
+                # one: wait for them rather than refuse or let through on the old set.
+                reloading = tenants.reloading()
+                if reloading is not None:
+                    await reloading
+                    refusal = self.check(scope)
             if refusal is not None:
                 path = scope.get("path", "")
                 await error_response(refusal, path=path)(scope, receive, send)
