@@ -122,14 +122,10 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refusal = self.check(scope)
-            tenants = self.tenants
-            if tenants is not None and (refusal is not None or _unkeyed_call(scope)):
-                # Keys being reloaded (in a thread) may hold a key just made, or the first
-                # one: wait for them rather than refuse or let through on the old set.
-                reloading = tenants.reloading()
-                if reloading is not None:
-                    await reloading
-                    refusal = self.check(scope)
+            reloading = self.reloading(scope, refusal)
+            if reloading is not None:
+                await reloading
+                refusal = self.check(scope)
             if refusal is not None:
                 path = scope.get("path", "")
                 await error_response(refusal, path=path)(scope, receive, send)
@@ -150,6 +146,16 @@ class AuthMiddleware:
         if path == "/dashboard" or path.startswith("/dashboard/"):
             return None if self.admin_keys else self._admin(scope)
         return None
+
+    def reloading(self, scope: Scope, refusal: GatewayError | None) -> Awaitable[None] | None:
+        """What to wait for before checking ``scope`` again (None: ``refusal`` stands):
+        tenant keys being reloaded (in a thread) may hold a key just made, or the first
+        one, so a refusal or a ``/v1`` call let through without a tenant key waits for
+        them rather than be decided on the old set."""
+        tenants = self.tenants
+        if tenants is None or (refusal is None and not _unkeyed_call(scope)):
+            return None
+        return tenants.reloading()
 
     def _client(self, scope: Scope) -> GatewayError | None:
         token = presented_key(scope)
