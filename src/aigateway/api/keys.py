@@ -9,7 +9,7 @@
 
 No answer carries a secret but the 201, nor any hash of one.  A change is written to the
 store, then every worker is told (``KeyRing.changed``), and the answer waits until this
-worker has reloaded its keys: it holds on every worker within one read of the keys (see
+worker has reloaded its keys: it holds on every worker from its next request (see
 ``keys.ring``).  ``spend.period_usd`` is the node's live figure (shared memory);
 ``spend.total_usd`` and ``usage`` are the store's, at most one flush interval
 (``KEY_SPEND_FLUSH_MS``) behind.

@@ -13,14 +13,15 @@ count now (``total``, today, this month: the ``spend_period`` index), never the 
 table's history, and in a thread (``asyncio.to_thread``): the event loop keeps serving
 on the keys it had, and the new ones replace them whole when the read is done, so a
 request sees the old key set or the new one, never a mix.  Changes that come while a
-read runs are taken by one more read when it ends, however many there were.  A request
-whose key the old set does not know, or that presents none while any key may be
-required, waits for the read in flight (``reloading``: a key just made works at once on
-every worker); one with a known key goes on meanwhile, so a revocation or a change of
-limits holds on every worker within one read of the keys (milliseconds).  The worker
-that made the change waits for its own reload before it answers (``refresh``).  Without
-a running event loop (before the worker serves, a tool, a test) the read is made then
-and there.
+read runs are taken by one more read when it ends, however many there were.  Requests
+to ``/v1`` (and refused ones) wait for the read in flight (``reloading``), so a key
+made, changed or revoked holds on every worker from its next such request, as when the
+read was made on the loop; the loop serves everything else meanwhile (answers being
+streamed, other endpoints).  A read that takes longer than ``WAIT_S`` (the store busy
+behind a slow writer) is waited for no longer: the old keys serve until it is done.
+The worker that made the change waits for its own reload before it answers
+(``refresh``).  Without a running event loop (before the worker serves, a tool, a test)
+the read is made then and there.
 
 With REDIS_URL the node agent follows the cluster's generation in Redis and moves the
 node's (``cluster/key_sync.py``): workers never read Redis for keys.
@@ -44,6 +45,7 @@ __all__ = ("KeyRing",)
 logger = logging.getLogger("aigateway.keys")
 
 RETRY_S: Final = 1.0  # a failed reload is tried again this soon (the old keys serve meanwhile)
+WAIT_S: Final = 1.0  # a request waits this long at most for a reload, then uses the old keys
 
 
 class KeyRing:
@@ -87,11 +89,11 @@ class KeyRing:
         self.slots.bump()
 
     def reloading(self) -> Awaitable[None] | None:
-        """The reload in flight, to wait for (None: the keys are current, or no read is
-        under way: the last one failed and the old keys serve until the retry)."""
+        """The reload in flight, to wait for, up to ``WAIT_S`` (None: the keys are
+        current, or the last read failed and the old keys serve until the retry)."""
         self._fresh()
         task = self._task
-        return asyncio.shield(task) if task is not None else None
+        return _awaited(task) if task is not None else None
 
     async def refresh(self) -> None:
         """Wait until the keys are the store's as of now (or a read failed)."""
@@ -165,3 +167,10 @@ class KeyRing:
     def _failed(self, now: float, exc: StoreUnavailable) -> None:
         self._retry_at = now + RETRY_S
         logger.warning("could not reload the tenant keys (the old ones serve): %s", exc)
+
+
+async def _awaited(task: asyncio.Task[None]) -> None:
+    """Wait for the reload, at most ``WAIT_S`` (shielded: a waiter that goes away, or
+    gives up, does not cancel it)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), WAIT_S)

@@ -22,9 +22,9 @@ against every key's, with ``hmac.compare_digest``, all of them every time; a ten
 is found by its keyed hash (``keys.secrets``), which says nothing of near misses.  The
 tenant key a request presented is left in its scope (``TENANT_KEY``) for the request
 builder (its id, default and highest priority).  While the worker reloads its tenant
-keys (in a thread, after a change), a request refused, or let onto ``/v1`` without a
-tenant key, waits for the new keys and is checked again: a key made on another worker
-works at once.  The client
+keys (in a thread, after a change on any worker), a ``/v1`` request or a refused one
+waits for the new keys (up to a second) and is checked again: a key made, changed or
+revoked holds from the next request.  The client
 address is the TCP peer's: behind a proxy on the same host, set an admin key.
 """
 
@@ -60,10 +60,9 @@ class TenantLookup(Protocol):
     def now(self) -> float: ...
 
 
-def _unkeyed_call(scope: Scope) -> bool:
-    """A ``/v1`` request let through without a tenant key."""
+def _v1_call(scope: Scope) -> bool:
     path: str = scope.get("path", "")
-    return TENANT_KEY not in scope and (path == "/v1" or path.startswith("/v1/"))
+    return path == "/v1" or path.startswith("/v1/")
 
 
 def _digest(key: str) -> bytes:
@@ -148,12 +147,11 @@ class AuthMiddleware:
         return None
 
     def reloading(self, scope: Scope, refusal: GatewayError | None) -> Awaitable[None] | None:
-        """What to wait for before checking ``scope`` again (None: ``refusal`` stands):
-        tenant keys being reloaded (in a thread) may hold a key just made, or the first
-        one, so a refusal or a ``/v1`` call let through without a tenant key waits for
-        them rather than be decided on the old set."""
+        """What to wait for before checking ``scope`` again (None: the check stands):
+        tenant keys being reloaded (in a thread) may add, change or revoke the key, so a
+        ``/v1`` call or a refusal waits for them rather than be decided on the old set."""
         tenants = self.tenants
-        if tenants is None or (refusal is None and not _unkeyed_call(scope)):
+        if tenants is None or (refusal is None and not _v1_call(scope)):
             return None
         return tenants.reloading()
 
