@@ -54,6 +54,7 @@ class KeyRoutes:
         assert store is not None
         if request.method == "GET":
             keys = await _stored(store.keys)
+            await _current(tenants)
             return json_response(
                 {"object": "list", "data": [key_document(tenants, key) for key in keys]}
             )
@@ -71,6 +72,7 @@ class KeyRoutes:
             key = await _stored(store.get, key_id)
             if key is None:
                 raise key_not_found(key_id)
+            await _current(tenants)
         elif request.method == "PATCH":
             changes = parse_changes(parse_json_object(await read_body(request, self._limit)))
             key = await _stored(store.update, key_id, changes)
@@ -105,6 +107,13 @@ def key_document(tenants: TenantKeys, key: TenantKey) -> dict[str, Any]:
     document["usage"]["in_flight"] = slot.in_flight()
     document["spend"]["reserved_usd"] = round(slot.reserved(), 9)
     return document
+
+
+async def _current(tenants: TenantKeys) -> None:
+    """Wait for this worker's keys to follow a change made on another (the live figures
+    shown are of the key set as it is now)."""
+    if tenants.ring is not None:
+        await tenants.ring.refresh()
 
 
 async def _stored(call: Any, *args: Any) -> Any:
