@@ -103,7 +103,13 @@ def test_each_key_in_a_merged_embedding_call_is_charged_its_own_share(
         return dict(httpx.get(f"{gateway.url}/admin/keys/{key_id}", timeout=10).json())
 
     for key_id, prompt in zip((opener_id, short_id, long_id), used, strict=True):
-        shown = wait_for(lambda k=key_id: (s := spent(k))["usage"]["requests"] == 1 and s)
+        # The request is counted when admitted, its tokens when answered: a flush may
+        # fall between the two, so wait for both.
+        shown = wait_for(
+            lambda k=key_id, p=prompt: (
+                (s := spent(k))["usage"]["requests"] == 1 and s["usage"]["prompt_tokens"] == p and s
+            )
+        )
         assert shown, spent(key_id)
         assert shown["usage"]["prompt_tokens"] == prompt
         assert shown["spend"]["total_usd"] == pytest.approx(prompt * PRICE / 1e6)

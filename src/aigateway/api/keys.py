@@ -8,8 +8,9 @@
 ``DELETE /admin/keys/{id}``    revoke it, for good
 
 No answer carries a secret but the 201, nor any hash of one.  A change is written to the
-store, then every worker is told (``KeyRing.changed``): it holds on every worker from
-its next request.  ``spend.period_usd`` is the node's live figure (shared memory);
+store, then every worker is told (``KeyRing.changed``), and the answer waits until this
+worker has reloaded its keys: it holds on every worker from its next request (see
+``keys.ring``).  ``spend.period_usd`` is the node's live figure (shared memory);
 ``spend.total_usd`` and ``usage`` are the store's, at most one flush interval
 (``KEY_SPEND_FLUSH_MS``) behind.
 """
@@ -53,12 +54,13 @@ class KeyRoutes:
         assert store is not None
         if request.method == "GET":
             keys = await _stored(store.keys)
+            await _current(tenants)
             return json_response(
                 {"object": "list", "data": [key_document(tenants, key) for key in keys]}
             )
         fields = parse_new(parse_json_object(await read_body(request, self._limit)))
         key, secret = await _stored(store.create, fields)
-        self._changed(tenants)
+        await self._changed(tenants)
         return json_response({**key_document(tenants, key), "key": secret}, status=201)
 
     async def one(self, request: Request) -> Response:
@@ -70,13 +72,14 @@ class KeyRoutes:
             key = await _stored(store.get, key_id)
             if key is None:
                 raise key_not_found(key_id)
+            await _current(tenants)
         elif request.method == "PATCH":
             changes = parse_changes(parse_json_object(await read_body(request, self._limit)))
             key = await _stored(store.update, key_id, changes)
-            self._changed(tenants)
+            await self._changed(tenants)
         else:
             key = await _stored(store.revoke, key_id)
-            self._changed(tenants)
+            await self._changed(tenants)
         return json_response(key_document(tenants, key))
 
     def _open(self) -> TenantKeys:
@@ -85,9 +88,13 @@ class KeyRoutes:
         return self.tenants
 
     @staticmethod
-    def _changed(tenants: TenantKeys) -> None:
-        if tenants.ring is not None:
-            tenants.ring.changed()
+    async def _changed(tenants: TenantKeys) -> None:
+        """Tell every worker, and answer once this one has the new keys (read in a
+        thread): the answer's live figures are the key's, and so is the next request."""
+        ring = tenants.ring
+        if ring is not None:
+            ring.changed()
+            await ring.refresh()
 
 
 def key_document(tenants: TenantKeys, key: TenantKey) -> dict[str, Any]:
@@ -100,6 +107,13 @@ def key_document(tenants: TenantKeys, key: TenantKey) -> dict[str, Any]:
     document["usage"]["in_flight"] = slot.in_flight()
     document["spend"]["reserved_usd"] = round(slot.reserved(), 9)
     return document
+
+
+async def _current(tenants: TenantKeys) -> None:
+    """Wait for this worker's keys to follow a change made on another (the live figures
+    shown are of the key set as it is now)."""
+    if tenants.ring is not None:
+        await tenants.ring.refresh()
 
 
 async def _stored(call: Any, *args: Any) -> Any:

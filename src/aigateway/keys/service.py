@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aigateway import shm
@@ -138,7 +138,8 @@ class TenantKeys:
             cut_streams=settings.key_budget_cut_streams,
             clock=self._clock,
         )
-        self._totals = self._read_totals()  # before the worker serves: nothing waits
+        self.ring.reload()  # before the worker serves: nothing waits
+        self._totals = self._read_totals()
 
     def start(self) -> None:
         assert self.spend is not None
@@ -155,6 +156,8 @@ class TenantKeys:
                     await task
         self._task = self._totals_task = None
         self._totals = []
+        if self.ring is not None:
+            await self.ring.stop()
         if self.store is not None:
             self.store.close()
         if self.ring is not None:
@@ -201,6 +204,10 @@ class TenantKeys:
             return store.spend_by_name()
         except StoreUnavailable:
             return self._totals
+
+    def reloading(self) -> Awaitable[None] | None:
+        """The reload of the key set in flight, if any (see ``KeyRing.reloading``)."""
+        return self.ring.reloading() if self.ring is not None else None
 
     def live(self) -> list[KeySlot]:
         """The keys not revoked, with their slots (none while closed)."""

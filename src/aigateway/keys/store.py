@@ -3,7 +3,8 @@
 Callers (the admin endpoints, each worker's ``KeyRing`` and ``SpendLog``) know only
 ``KeyStore``, so a store shared through Redis can take SQLite's place for several nodes
 without touching them.  Reads happen when the key set changed, writes when an operator
-changes a key and when a worker flushes its spend: never per request.
+changes a key and when a worker flushes its spend: never per request, and in a thread
+(``asyncio.to_thread``), never on a serving worker's event loop.
 
 ``SqliteKeyStore`` keeps ``keys.db`` in ``AI_GATEWAY_DATA_DIR`` (with the pepper of the
 secrets' hash beside it, ``keys.pepper``), from the standard library's ``sqlite3``:
@@ -120,7 +121,12 @@ class KeyStore(Protocol):
         ...
 
     def keys(self) -> list[TenantKey]:
-        """Every key, revoked ones too, with its spend."""
+        """Every key, revoked ones too, with its spend in its life, today and this month."""
+        ...
+
+    def keys_in(self, periods: Iterable[str]) -> list[TenantKey]:
+        """Every key, revoked ones too, with its spend in ``periods`` only (labels such
+        as ``total`` and ``day:2026-12-07``; usage counts come with ``total``)."""
         ...
 
     def get(self, key_id: str) -> TenantKey | None: ...
@@ -208,8 +214,20 @@ class SqliteKeyStore:
         return key, secret
 
     def keys(self) -> list[TenantKey]:
+        now = time.time()
+        return self.keys_in(("total", period_label("day", now), period_label("month", now)))
+
+    def keys_in(self, periods: Iterable[str]) -> list[TenantKey]:
+        # One period's rows each, by the spend_period index: never the table's history,
+        # which grows by a row per key and day.
+        wanted = tuple(periods)
+        marks = ", ".join("?" * len(wanted))
         with self._read() as db:
-            spend = _spend_by_key(db.execute("SELECT * FROM spend"))
+            spend = _spend_by_key(
+                db.execute(f"SELECT * FROM spend WHERE period IN ({marks})", wanted)
+                if wanted
+                else ()
+            )
             rows = db.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created_at").fetchall()
         return [_key(row, spend.get(row[0], KeySpend())) for row in rows]
 

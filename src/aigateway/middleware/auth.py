@@ -21,7 +21,10 @@ without an admin key a 403, both in OpenAI's error shape (Anthropic's on
 against every key's, with ``hmac.compare_digest``, all of them every time; a tenant key
 is found by its keyed hash (``keys.secrets``), which says nothing of near misses.  The
 tenant key a request presented is left in its scope (``TENANT_KEY``) for the request
-builder (its id, default and highest priority).  The client
+builder (its id, default and highest priority).  While the worker reloads its tenant
+keys (in a thread, after a change on any worker), a ``/v1`` request or a refused one
+waits for the new keys (up to a second) and is checked again: a key made, changed or
+revoked holds from the next request.  The client
 address is the TCP peer's: behind a proxy on the same host, set an admin key.
 """
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Final, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -52,7 +55,14 @@ class TenantLookup(Protocol):
 
     def find(self, secret: str) -> TenantKey | None: ...
 
+    def reloading(self) -> Awaitable[None] | None: ...
+
     def now(self) -> float: ...
+
+
+def _v1_call(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    return path == "/v1" or path.startswith("/v1/")
 
 
 def _digest(key: str) -> bytes:
@@ -111,6 +121,10 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refusal = self.check(scope)
+            reloading = self.reloading(scope, refusal)
+            if reloading is not None:
+                await reloading
+                refusal = self.check(scope)
             if refusal is not None:
                 path = scope.get("path", "")
                 await error_response(refusal, path=path)(scope, receive, send)
@@ -131,6 +145,15 @@ class AuthMiddleware:
         if path == "/dashboard" or path.startswith("/dashboard/"):
             return None if self.admin_keys else self._admin(scope)
         return None
+
+    def reloading(self, scope: Scope, refusal: GatewayError | None) -> Awaitable[None] | None:
+        """What to wait for before checking ``scope`` again (None: the check stands):
+        tenant keys being reloaded (in a thread) may add, change or revoke the key, so a
+        ``/v1`` call or a refusal waits for them rather than be decided on the old set."""
+        tenants = self.tenants
+        if tenants is None or (refusal is None and not _v1_call(scope)):
+            return None
+        return tenants.reloading()
 
     def _client(self, scope: Scope) -> GatewayError | None:
         token = presented_key(scope)

@@ -12,7 +12,8 @@ client's disconnect), the only layer left around it:
 
 1. CORS: an allowed ``Origin`` gets its headers on the answer (``CORSMiddleware``'s own
    ``answering``); preflights are ``OPTIONS`` and never come here;
-2. authentication: ``AuthMiddleware.check``, the refusal answered as the middleware does;
+2. authentication: ``AuthMiddleware.check`` (again after ``reloading``, as the middleware
+   does), the refusal answered as the middleware does;
 3. the route, as Starlette's router would have picked it (``scope["route"]`` and the rest
    set at the same point, after authentication: a refused request counts as unmatched);
 4. the body read against its deadline (``BodyTimeoutMiddleware``'s ``timed``);
@@ -140,6 +141,10 @@ class HotPath:
         request: Request | None = None
         try:
             refusal = self.auth.check(scope)
+            reloading = self.auth.reloading(scope, refusal)
+            if reloading is not None:  # the worker's tenant keys are being reloaded
+                await reloading
+                refusal = self.auth.check(scope)
             if refusal is not None:
                 response = error_response(refusal, path=path)
             else:
