@@ -44,6 +44,14 @@ from aigateway.middleware.auth import TENANT_KEY
 from aigateway.wire import PRIORITIES, ApiRequest, CacheControl
 
 _DEFAULT_CONTROL = CacheControl()
+# The order ``RequestBuilder.build`` passes an ``ApiRequest``'s fields in: a field added
+# or moved there fails here, at import, rather than silently in a request.
+_FIELDS = (
+    "operation", "model", "body", "raw", "stream", "provider", "priority", "cache",
+    "cache_scope", "timeout_s", "provider_headers", "held", "tenant",
+)  # fmt: skip
+if tuple(f.name for f in dataclasses.fields(ApiRequest)) != _FIELDS:
+    raise ImportError("ApiRequest's fields changed: update RequestBuilder.build")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +94,13 @@ class RequestBuilder:
             # The usual request asks for nothing special: ``parsed`` as it is (frozen, so
             # the same object is as good as a copy; a copy cost ~4 us).
             return parsed
-        return dataclasses.replace(
-            parsed,
-            priority=priority,
-            cache=cache,
-            cache_scope=scope,
-            timeout_s=timeout_s,
-            tenant=tenant_id,
-        )
+        # The constructor, not ``dataclasses.replace`` (which cost ~2.6 us more: every
+        # tenant key's request comes here); ``_FIELDS`` checks the order at import.
+        return ApiRequest(
+            parsed.operation, parsed.model, parsed.body, parsed.raw, parsed.stream,
+            parsed.provider, priority, cache, scope, timeout_s, parsed.provider_headers,
+            parsed.held, tenant_id,
+        )  # fmt: skip
 
     def owner(self, request: Request) -> str:
         """Whose stored state a request reads (stored Responses): a hash of the key the

@@ -214,10 +214,15 @@ class KeyGate:
                 raise budget_exceeded(key, used, now)
         return KeyReservation(self, slot, model, guess.prompt, tokens, usd)
 
-    def settled(self, slot: KeySlot, reserved: float, cost: float, usage: Any) -> None:
-        slot.settle(reserved, cost, self._clock())
-        prompt, completion = token_counts(usage) if isinstance(usage, Mapping) else (0, 0)
-        self.spend.add(slot.key.id, 0, prompt, completion, cost)
+    def settled(
+        self, slot: KeySlot, reserved: float, cost: float, counts: tuple[int, int] | None
+    ) -> None:
+        """A call that reserved ``reserved`` cost ``cost``; ``counts``: its (prompt,
+        completion) tokens as its usage said (None: no usage)."""
+        now = self._clock()
+        slot.settle(reserved, cost, now)
+        prompt, completion = counts if counts is not None else (0, 0)
+        self.spend.add(slot.key.id, 0, prompt, completion, cost, now)
 
     def over_budget(self, slot: KeySlot, mine: float, running: float) -> bool:
         """Whether a stream that reserved ``mine`` and has cost ``running`` so far takes
@@ -397,8 +402,9 @@ class KeyReservation(Reservation):
         if self._inner is not None:
             self._inner.settle_usage(usage)
         if isinstance(usage, Mapping):
+            counts = token_counts(usage)  # once, for the tokens and the spend log
             cost = self._gate.pricing.cost(self.model, usage)
-            self._done(sum(token_counts(usage)), cost, usage)
+            self._done(counts[0] + counts[1], cost, counts)
         else:  # nothing to settle by: the estimate stands
             self._done(self.tokens, self.usd, None)
 
@@ -444,13 +450,13 @@ class KeyReservation(Reservation):
             else:
                 self.settle_usage(usage)
 
-    def _done(self, tokens: int, cost: float, usage: Any) -> None:
+    def _done(self, tokens: int, cost: float, counts: tuple[int, int] | None) -> None:
         slot, self._slot = self._slot, None
         if slot is None:
             return
         if self.tokens and tokens != self.tokens:
             slot.tpm.settle(float(tokens - self.tokens))
-        self._gate.settled(slot, self.usd, cost, usage)
+        self._gate.settled(slot, self.usd, cost, counts)
 
     def __del__(self) -> None:
         # A safety net: a call abandoned unsettled (its client left) keeps its estimate.

@@ -8,6 +8,7 @@ flight and budget live, and a ``tag`` (from its id) that says which key a slot h
 from __future__ import annotations
 
 import calendar
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -156,6 +157,20 @@ def period_label(period: str, now: float) -> str:
     if period == "month":
         return time.strftime("month:%Y-%m", time.gmtime(now))
     return "total"
+
+
+def period_bounds(period: str, now: float) -> tuple[float, float]:
+    """When the period ``now`` falls in began and ends (``total``: always)."""
+    if period == "day":
+        start = now // 86400 * 86400
+        return start, start + 86400
+    if period == "month":
+        day = time.gmtime(now)
+        start = float(calendar.timegm((day.tm_year, day.tm_mon, 1, 0, 0, 0)))
+        ends = period_resets_at(period, now)
+        assert ends is not None
+        return start, ends
+    return -math.inf, math.inf
 
 
 def period_resets_at(period: str, now: float) -> float | None:

@@ -41,7 +41,7 @@ from typing import Final
 
 from aigateway.hotpath import TokenBucket
 from aigateway.hotpath.regions import BUCKET, RegionLock
-from aigateway.keys.model import TenantKey, period_index, period_label
+from aigateway.keys.model import TenantKey, period_bounds, period_index, period_label
 from aigateway.shm_layout import Field, Layout
 
 __all__ = ("HEAD", "SLOT", "KeySlot", "KeySlots", "leased_spec", "rate_spec", "region_size")
@@ -255,8 +255,8 @@ class KeySlot:
     """One key's slot, as one worker uses it (built again when the key changes)."""
 
     __slots__ = (
-        "_base", "_f64", "_i64", "_lock", "_mode", "_slots", "_tag", "_u32", "_u64", "key",
-        "parallel", "rpm", "tpm",
+        "_base", "_f64", "_i64", "_lock", "_mode", "_period_from", "_period_until", "_slots",
+        "_tag", "_u32", "_u64", "key", "parallel", "rpm", "tpm",
     )  # fmt: skip
 
     def __init__(
@@ -281,6 +281,9 @@ class KeySlot:
         self._u32 = slots._u32
         self._slots = slots
         self._mode = (HEAD.size + key.slot * SLOT.size) // 4 + _MODE_WORD
+        # The budget period the slot was last seen to count, [from, until): within it no
+        # roll is due (see ``_roll``).
+        self._period_from = self._period_until = 0.0
 
     # -- rates leased from the cluster ---------------------------------------------------
 
@@ -378,13 +381,21 @@ class KeySlot:
 
     def _roll(self, now: float) -> None:
         """A new budget period: start its count (from the store's, for a period that
-        began before this slot knew it: a changed ``budget_period``). Under the lock."""
+        began before this slot knew it: a changed ``budget_period``). Under the lock.
+
+        Within the period this ``KeySlot`` last saw the slot count there is nothing to
+        do: the slot's period word moves only forward (a roll by any worker, to the
+        period the clock is in) or with a new owner (which ``_mine`` tells), so the
+        period's bounds are computed once per period, not on every call."""
+        if self._period_from <= now < self._period_until:
+            return
         key = self.key
         period = period_index(key.budget_period, now)
         base = self._base
         if self._i64[base + _PERIOD] != period:
             self._i64[base + _PERIOD] = period
             self._f64[base + _SPENT] = key.spend.in_period(period_label(key.budget_period, now))
+        self._period_from, self._period_until = period_bounds(key.budget_period, now)
 
 
 def retry_after(wait_s: float) -> float:

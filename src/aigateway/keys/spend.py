@@ -47,11 +47,15 @@ class SpendLog:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         usd: float = 0.0,
+        now: float | None = None,
     ) -> None:
-        now = self._clock()
-        entry = self._pending.get((key_id, int(now // 86400)))
+        """``now``: the caller's reading of this log's clock, if it has one."""
+        if now is None:
+            now = self._clock()
+        day = (key_id, int(now // 86400))
+        entry = self._pending.get(day)
         if entry is None:
-            entry = self._pending[key_id, int(now // 86400)] = [0, 0, 0, 0.0, now]
+            entry = self._pending[day] = [0, 0, 0, 0.0, now]
         entry[0] += requests
         entry[1] += prompt_tokens
         entry[2] += completion_tokens
