@@ -181,7 +181,7 @@ async def run(options: argparse.Namespace, mock_url: str, work: Path) -> None:
                 k = stats["keys"].get(func, (0, 0, 0, 0))
                 n = options.requests
                 rows.append(((k[2] - f[2]) / n, (k[3] - f[3]) / n, f[1], k[1], func))
-            rows.sort(key=lambda r: -abs(r[0]))
+            rows.sort(key=lambda r: -abs(r[0]) if options.profile != "calls" else -(r[3] - r[2]))
             print("own us/req +keys | cumulative +keys | calls flat | calls keys | function")
             for own, cum, cf, ck, func in rows[:40]:
                 print(f"{own * 1e6:+8.2f} {cum * 1e6:+8.2f} {cf:7d} {ck:7d} "
@@ -197,7 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--hits", action="store_true")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", nargs="?", const="time", choices=("time", "calls"))
     parser.add_argument("--limits", default="", help="the tenant key's JSON (default: all on)")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keys-inprocess-"))

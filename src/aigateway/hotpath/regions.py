@@ -277,6 +277,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# This process's pid, kept by a fork hook: ``RegionLock.__enter__`` compares it on every
+# entry, and ``os.getpid`` is a system call (two of them on every tenant key's call).
+_this_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _this_pid.__setitem__(0, os.getpid()))
+
+
 class RegionLock:
     """Mutual exclusion on one region for the pure twins, across threads and processes.
 
@@ -299,7 +305,7 @@ class RegionLock:
         if self._path is None:
             return
         try:
-            if self._pid != os.getpid():
+            if self._pid != _this_pid[0]:
                 self._open()
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except BaseException:
@@ -332,4 +338,4 @@ class RegionLock:
         if self._fd >= 0:
             os.close(self._fd)  # our copy of the parent's descriptor, after a fork
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._pid = os.getpid()
+        self._pid = _this_pid[0]

@@ -61,6 +61,7 @@ class KeyRing:
         self._any = False
         self._retry_at = 0.0
         self._task: asyncio.Task[None] | None = None  # the reload in flight
+        self._words, self._generation = slots.words()
 
     def __bool__(self) -> bool:
         """Whether any tenant key was ever made, revoked or not: from then on ``/v1/*``
@@ -124,7 +125,8 @@ class KeyRing:
         self._swap(keys, generation, now)
 
     def _fresh(self) -> None:
-        if self.slots.generation() == self._seen or self._task is not None:
+        # Up to three times per request (find, admit, reserve): one word of shared memory.
+        if self._words[self._generation] == self._seen or self._task is not None:
             return
         try:
             loop = asyncio.get_running_loop()

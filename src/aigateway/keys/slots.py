@@ -148,6 +148,11 @@ class KeySlots:
     def generation(self) -> int:
         return self._u64[_GENERATION]
 
+    def words(self) -> tuple[memoryview, int]:
+        """The region's words and the generation's index in them, for a reader on every
+        request (released with the region: no view of its own to let go of)."""
+        return self._u64, _GENERATION
+
     def bump(self) -> None:
         """Tell every worker the key set changed."""
         with self._lock:
