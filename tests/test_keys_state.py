@@ -124,6 +124,27 @@ def test_a_budget_lets_calls_through_while_anything_is_left_and_resets_at_utc_mi
     assert slot.reserve(1.0, 0.3, clock.now) is None
 
 
+def test_a_monthly_budget_resets_on_the_first_of_the_month_for_a_slot_in_use(
+    store: SqliteKeyStore,
+) -> None:
+    """A slot works out its period's bounds once and counts within them; the first call
+    past the end starts the next period's count, on whichever worker makes it."""
+    clock = Clock()
+    key, secret = store.create({"name": "monthly", "budget_usd": 1.0, "budget_period": "month"})
+    slots = KeySlots.private(4)
+    first = KeyRing(store, slots, clock).find(secret)
+    second = KeyRing(store, slots, clock).find(secret)
+    assert first is not None and second is not None
+    first.settle(0.0, 0.7, clock.now)
+    clock.now = float(calendar.timegm((2026, 12, 31, 23, 59, 59)))
+    assert second.spent(clock.now) == pytest.approx(0.7)  # the same month, either worker
+    assert second.reserve(1.0, 0.2, clock.now) is None
+    clock.now = float(calendar.timegm((2027, 1, 1, 0, 0, 1)))
+    first.settle(0.2, 0.1, clock.now)  # settled in the new month: counts there
+    assert second.spent(clock.now) == pytest.approx(0.1)
+    assert first.spent(clock.now) == pytest.approx(0.1) and first.reserved() == 0.0
+
+
 def test_the_refusal_says_which_budget_and_when_it_resets(store: SqliteKeyStore) -> None:
     key = store.create({"name": "team", "budget_usd": 5, "budget_period": "month"})[0]
     error = budget_exceeded(key, 5.25, NOON)

@@ -19,7 +19,10 @@ known key where it is not enough (a client key on ``/admin``) or a client off lo
 without an admin key a 403, both in OpenAI's error shape (Anthropic's on
 ``/v1/messages``).  Keys are compared in constant time: the token's SHA-256 digest
 against every key's, with ``hmac.compare_digest``, all of them every time; a tenant key
-is found by its keyed hash (``keys.secrets``), which says nothing of near misses.  The
+is found by its keyed hash (``keys.secrets``), which says nothing of near misses.  A token
+shaped like a tenant key's secret (``sk-agw-``) is looked up among the tenant keys first
+(one keyed hash and a dictionary lookup instead of the flat keys' digests as well); a flat
+key of that shape is still found after them.  The
 tenant key a request presented is left in its scope (``TENANT_KEY``) for the request
 builder (its id, default and highest priority).  While the worker reloads its tenant
 keys (in a thread, after a change on any worker), a ``/v1`` request or a refused one
