@@ -1,6 +1,7 @@
 """What a tenant key costs a request, in process: CPU per request, flat and keyed in turn.
 
-    .venv/bin/python benchmarks/keys_inprocess.py [--requests 4000] [--hits] [--profile]
+    .venv/bin/python benchmarks/keys_inprocess.py [--requests 4000] [--hits] [--calls]
+        [--limits JSON]
 
 The app as a worker builds it (``create_worker_app``'s settings: a node segment, the
 cache, prices for ``gpt-4o-mini``, a data directory), served its ASGI calls directly on a
@@ -9,8 +10,11 @@ Requests alternate one by one between the flat key (``AI_GATEWAY_API_KEYS``) and
 key with every limit on and never reached, so whatever else the machine does falls on
 both alike; each request's CPU is this thread's (``time.thread_time``), the only one that
 runs the app.  Prints the median and mean per side and their difference in microseconds
-(misses: unique bodies; ``--hits``: one body).  ``--profile``: a cProfile of the keyed
-requests, the flat ones subtracted by function (what the key adds, by function).
+(misses: unique bodies; ``--hits``: one body).  ``--calls``: the Python calls a keyed
+request makes beyond a flat one, by function (cProfile's counts: unlike its times, they do
+not depend on the machine's load).  ``--limits``: another tenant key than the default's
+(e.g. ``'{"name": "x"}'``, a key without limits).  Run it from another checkout's
+interpreter to measure that checkout's code (docs/benchmarks.md, "Tenant keys").
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
-import gc
 import json
 import os
 import pstats
@@ -35,11 +38,10 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from request_path import free_port, wait_ready  # noqa: E402
-
-from aigateway import app as app_module  # noqa: E402
-from aigateway import node, shm  # noqa: E402
-from aigateway.config import load_settings  # noqa: E402
+from aigateway import app as app_module
+from aigateway import node, shm
+from aigateway.config import load_settings
+from request_path import free_port, wait_ready
 
 HOST = "127.0.0.1"
 FLAT = "sk-bench-0123456789abcdef"
@@ -118,7 +120,8 @@ async def run(options: argparse.Namespace, mock_url: str, work: Path) -> None:
     app_module._settle_collector()
     task, inbox = await lifespan(app)
     try:
-        status, made = await call(app, "POST", "/admin/keys", options.limits.encode() or json.dumps(LIMITS).encode(), None)
+        limits = options.limits.encode() or json.dumps(LIMITS).encode()
+        status, made = await call(app, "POST", "/admin/keys", limits, None)
         assert status == 201, made
         tenant = json.loads(made)["key"]
         nonce = os.urandom(4).hex()
@@ -137,55 +140,20 @@ async def run(options: argparse.Namespace, mock_url: str, work: Path) -> None:
                 status, answer = await call(app, "POST", path, body(), secret)
                 assert status == 200, answer
         times: dict[str, list[float]] = {"flat": [], "keys": []}
-        profile = cProfile.Profile() if options.profile else None
         profiles = {"flat": cProfile.Profile(), "keys": cProfile.Profile()}
-        gc_before = gc.get_stats()
         for i in range(options.requests):
-            for side, secret in (("flat", FLAT), ("keys", tenant)) if i % 2 else (
-                ("keys", tenant), ("flat", FLAT)
-            ):
+            turns = (("flat", FLAT), ("keys", tenant))
+            for side, secret in turns if i % 2 else turns[::-1]:
                 payload = body()
-                prof = profiles[side] if profile is not None else None
-                if prof is not None:
-                    prof.enable()
+                if options.calls:
+                    profiles[side].enable()
                 started = time.thread_time()
                 status, answer = await call(app, "POST", path, payload, secret)
                 times[side].append(time.thread_time() - started)
-                if prof is not None:
-                    prof.disable()
+                if options.calls:
+                    profiles[side].disable()
                 assert status == 200, answer
-        gc_after = gc.get_stats()
-        load = Path("/proc/loadavg").read_text().split()[:3]
-        print(f"load average {' '.join(load)}; {options.requests} requests a side, "
-              f"{'hits' if options.hits else 'misses'}")  # fmt: skip
-        for side, values in times.items():
-            print(
-                f"{side}: median {statistics.median(values) * 1e6:.1f} us, "
-                f"mean {statistics.fmean(values) * 1e6:.1f} us"
-            )
-        flat, keys = times["flat"], times["keys"]
-        print(
-            f"keys - flat: median {(statistics.median(keys) - statistics.median(flat)) * 1e6:+.1f}"
-            f" us, mean {(statistics.fmean(keys) - statistics.fmean(flat)) * 1e6:+.1f} us"
-        )
-        print("gc collections:", [a["collections"] - b["collections"]
-                                  for a, b in zip(gc_after, gc_before, strict=True)])  # fmt: skip
-        if profile is not None:
-            stats = {
-                side: pstats.Stats(p).stats  # type: ignore[attr-defined]
-                for side, p in profiles.items()
-            }
-            rows = []
-            for func in set(stats["flat"]) | set(stats["keys"]):
-                f = stats["flat"].get(func, (0, 0, 0, 0))
-                k = stats["keys"].get(func, (0, 0, 0, 0))
-                n = options.requests
-                rows.append(((k[2] - f[2]) / n, (k[3] - f[3]) / n, f[1], k[1], func))
-            rows.sort(key=lambda r: -abs(r[0]) if options.profile != "calls" else -(r[3] - r[2]))
-            print("own us/req +keys | cumulative +keys | calls flat | calls keys | function")
-            for own, cum, cf, ck, func in rows[:40]:
-                print(f"{own * 1e6:+8.2f} {cum * 1e6:+8.2f} {cf:7d} {ck:7d} "
-                      f"{func[2]} {func[0].split('site-packages/')[-1].split('src/')[-1]}:{func[1]}")  # fmt: skip
+        report(options, times, profiles if options.calls else None)
     finally:
         await inbox.put({"type": "lifespan.shutdown"})
         await asyncio.wait_for(task, 30)
@@ -193,11 +161,42 @@ async def run(options: argparse.Namespace, mock_url: str, work: Path) -> None:
         segment.unlink()
 
 
+def report(
+    options: argparse.Namespace,
+    times: dict[str, list[float]],
+    profiles: dict[str, cProfile.Profile] | None,
+) -> None:
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    what = "hits" if options.hits else "misses"
+    print(f"load average {load}; {options.requests} requests a side, {what}")
+    for side, values in times.items():
+        median, mean = statistics.median(values) * 1e6, statistics.fmean(values) * 1e6
+        print(f"{side}: median {median:.1f} us, mean {mean:.1f} us")
+    flat, keys = times["flat"], times["keys"]
+    median = (statistics.median(keys) - statistics.median(flat)) * 1e6
+    mean = (statistics.fmean(keys) - statistics.fmean(flat)) * 1e6
+    print(f"keys - flat: median {median:+.1f} us, mean {mean:+.1f} us")
+    if profiles is None:
+        return
+    # Calls, not times: a count does not depend on the machine's load.
+    stats = {side: pstats.Stats(p).stats for side, p in profiles.items()}  # type: ignore[attr-defined]
+    rows = []
+    for func in set(stats["flat"]) | set(stats["keys"]):
+        flat_calls = stats["flat"].get(func, (0, 0))[1]
+        keys_calls = stats["keys"].get(func, (0, 0))[1]
+        if keys_calls != flat_calls:
+            rows.append(((keys_calls - flat_calls) / options.requests, func))
+    rows.sort(key=lambda row: -row[0])
+    print("calls a request +keys | function")
+    for more, (file, line, name) in rows[:50]:
+        print(f"{more:+6.2f} {name} {file.split('site-packages/')[-1].split('src/')[-1]}:{line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--hits", action="store_true")
-    parser.add_argument("--profile", nargs="?", const="time", choices=("time", "calls"))
+    parser.add_argument("--calls", action="store_true", help="count the calls a key adds")
     parser.add_argument("--limits", default="", help="the tenant key's JSON (default: all on)")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keys-inprocess-"))

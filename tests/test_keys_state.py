@@ -130,7 +130,7 @@ def test_a_monthly_budget_resets_on_the_first_of_the_month_for_a_slot_in_use(
     """A slot works out its period's bounds once and counts within them; the first call
     past the end starts the next period's count, on whichever worker makes it."""
     clock = Clock()
-    key, secret = store.create({"name": "monthly", "budget_usd": 1.0, "budget_period": "month"})
+    secret = store.create({"name": "monthly", "budget_usd": 1.0, "budget_period": "month"})[1]
     slots = KeySlots.private(4)
     first = KeyRing(store, slots, clock).find(secret)
     second = KeyRing(store, slots, clock).find(secret)
