@@ -352,27 +352,29 @@ class KeySlot:
         """Reserve ``usd`` if anything is left of ``budget`` in the period ``now`` falls in
         (so the node overshoots by at most one call's estimate); None when reserved, else
         what was spent and reserved."""
-        base = self._base
-        with self._lock:
-            if not self._mine():
+        base, f64 = self._base, self._f64
+        with self._lock:  # ``_mine`` and ``_roll``'s check inline: once per provider call
+            if self._u64[base + _OWNER] != self._tag:
                 return None
-            self._roll(now)
-            used = self._f64[base + _SPENT] + self._f64[base + _RESERVED]
+            if not self._period_from <= now < self._period_until:
+                self._roll(now)
+            used = f64[base + _SPENT] + f64[base + _RESERVED]
             if used >= budget:
                 return used
-            self._f64[base + _RESERVED] += usd
+            f64[base + _RESERVED] += usd
             return None
 
     def settle(self, reserved: float, cost: float, now: float) -> None:
         """A call that reserved ``reserved`` cost ``cost`` (0 when it failed unanswered)."""
-        base = self._base
+        base, f64 = self._base, self._f64
         with self._lock:
-            if not self._mine():
+            if self._u64[base + _OWNER] != self._tag:
                 return
-            self._roll(now)
-            left = self._f64[base + _RESERVED] - reserved
-            self._f64[base + _RESERVED] = left if left > 1e-12 else 0.0
-            self._f64[base + _SPENT] += cost
+            if not self._period_from <= now < self._period_until:
+                self._roll(now)
+            left = f64[base + _RESERVED] - reserved
+            f64[base + _RESERVED] = left if left > 1e-12 else 0.0
+            f64[base + _SPENT] += cost
 
     def spent(self, now: float) -> float:
         """Spent in the budget period ``now`` falls in, node-wide (flushed or not)."""
