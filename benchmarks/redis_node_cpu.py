@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -148,6 +149,7 @@ def main() -> int:
     finally:
         redis.stop()
         mock.stop()
+        shutil.rmtree(work, ignore_errors=True)  # this run's own directory (mkdtemp)
     print(f"\nmedians over {args.rounds} rounds; idle: per second (ms CPU, commands); "
           "loads: per request (ms CPU, commands)")  # fmt: skip
     print("| side | load | c | main | workers | redis | redis cmds | req/s | p50 ms |")
