@@ -2,9 +2,12 @@
 
 A worker collects its older generations seldom (``app.GC_THRESHOLDS``), so whatever a
 request leaves in a reference cycle waits there: at 256 connections, thousands of requests'
-scopes, tasks and records, tens of MB a worker. Reference counting must free a request
-the moment it is done. Checked in-process on the outermost middleware, the one that keeps
-a task and a pending ``receive`` per request, with the collector saving what it finds.
+scopes, tasks and records, tens of MB a worker (docs/benchmarks.md, issue 19's memory).
+Reference counting must free a request the moment it is done, answered or failed: an
+error raised through frames that hold it (a local, a task, a shared flight) is the usual
+cycle. Checked in-process with the collector saving what it finds: the outermost
+middleware, which keeps a task and a pending ``receive`` per request, and the pipeline
+(de-duplication, failover) failing a call and refusing one at an open circuit.
 """
 
 from __future__ import annotations
@@ -12,16 +15,23 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from aigateway.core.accounting import Accounting
 from aigateway.core.observer import RequestObserver, RequestRecord
+from aigateway.errors import ProviderError, ProviderUnavailable
 from aigateway.middleware.requests import WATCH_AFTER_S, RequestMiddleware, RequestTracing
+from fake_upstream import Reply
+from test_pipeline import THRESHOLD, chat, gateway
+from virtual_clock import run
 
 # Objects of one request: none of them may be garbage the collector has to find.
-REQUEST_TYPES = frozenset({"_ClientWatch", "_Exchange", "RequestRecord", "RequestObserver"})
+REQUEST_TYPES = frozenset(
+    {"_ClientWatch", "_Exchange", "RequestRecord", "RequestObserver", "ApiRequest", "Flight"}
+)
 
 
 class _Source:
@@ -82,6 +92,28 @@ def test_a_request_that_was_watched_for_a_disconnect_is_freed_without_the_collec
     app = RequestMiddleware(_slow_answer, _Source())
     sent = asyncio.run(_serve_one(app))
     assert sent[0]["status"] == 200
+    gc.collect()
+    left = sorted({type(o).__name__ for o in saved_garbage} & REQUEST_TYPES)
+    assert left == []
+
+
+def test_failed_and_refused_calls_through_the_pipeline_are_freed_without_the_collector(
+    tmp_path: Path, saved_garbage: list[object]
+) -> None:
+    gw = gateway(max_retries=0, cache_dir=tmp_path)  # with the cache: de-duplication too
+    for upstream in gw.upstreams.values():
+        upstream.reply = Reply(status=500)
+
+    async def scenario() -> None:
+        with pytest.raises(ProviderError):  # a chain: the first target fails, then the last
+            await gw.pipeline.chat(chat("resilient"), gw.observer())
+        for _ in range(THRESHOLD - 1):  # the provider fails; then its circuit refuses at once
+            with pytest.raises(ProviderError):
+                await gw.pipeline.chat(chat(), gw.observer())
+        with pytest.raises(ProviderUnavailable):
+            await gw.pipeline.chat(chat(), gw.observer())
+
+    run(scenario())
     gc.collect()
     left = sorted({type(o).__name__ for o in saved_garbage} & REQUEST_TYPES)
     assert left == []
