@@ -8,7 +8,9 @@ one pooled client per provider (created in the ASGI lifespan).
 
 aiohttp is the default: measured on a 2-core machine, its client costs about
 0.2 ms of CPU per request against 1.3 ms for httpx. httpx stays selectable with
-``UPSTREAM_CLIENT=httpx`` (``upstream_httpx``, imported only then).
+``UPSTREAM_CLIENT=httpx``, and is imported only then: its package imports its command
+line (click, rich, pygments), ~150 modules and 5-8 MB in every worker that would never
+use them.
 
 Failures are reported as the exceptions below, whatever the library:
 
@@ -30,9 +32,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class UpstreamFailure(Exception):
@@ -122,10 +127,6 @@ def create_upstream_client(kind: str, limits: PoolLimits) -> UpstreamClient:
     if kind == "aiohttp":
         return AiohttpClient(limits)
     if kind == "httpx":
-        # Imported only when chosen: httpx brings click, rich and pygments (its command
-        # line), ~110 modules and ~6 MB in every worker that would never use them.
-        from aigateway.upstream_httpx import HttpxClient
-
         return HttpxClient(limits)
     raise ValueError(f"unknown upstream client {kind!r}: expected aiohttp or httpx")
 
@@ -232,6 +233,100 @@ class AiohttpClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+# --- httpx (imported where used: only by a worker that chose it) --------------------------
+
+
+class _HttpxResponse:
+    __slots__ = ("_limit", "_resp", "headers", "status")
+
+    def __init__(self, resp: httpx.Response, limit: int | None) -> None:
+        self._resp = resp
+        self._limit = limit
+        self.status = resp.status_code
+        self.headers: Mapping[str, str] = resp.headers  # case-insensitive already
+
+    async def read(self, timeout_s: float | None) -> bytes:
+        import httpx
+
+        resp = self._resp
+        try:
+            async with _within(timeout_s):
+                declared = resp.headers.get("content-length")
+                length = int(declared) if declared is not None and declared.isdigit() else None
+                body = await _read_bounded(resp.aiter_bytes(), length, self._limit)
+                return await resp.aread() if body is None else body
+        except TimeoutError:
+            raise UpstreamTimeout("provider answer did not complete in time") from None
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("provider answer went silent") from None
+        except httpx.TransportError as exc:
+            raise UpstreamBrokenBody(f"provider answer broke off: {exc}") from None
+        finally:
+            await self._resp.aclose()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        import httpx
+
+        try:
+            async for chunk in self._resp.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("provider stream went silent") from None
+        except httpx.TransportError as exc:
+            raise UpstreamBrokenBody(f"provider stream broke off: {exc}") from None
+
+    async def close(self) -> None:
+        await self._resp.aclose()
+
+
+class HttpxClient:
+    def __init__(self, limits: PoolLimits) -> None:
+        import httpx
+
+        self._limit = limits.max_response_bytes
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_connections,
+                keepalive_expiry=limits.keepalive_expiry_s,
+            ),
+            timeout=httpx.Timeout(
+                connect=limits.connect_timeout_s,
+                read=limits.read_idle_timeout_s,
+                write=limits.read_idle_timeout_s,
+                pool=None,
+            ),
+            follow_redirects=False,
+        )
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout_s: float | None,
+    ) -> UpstreamResponse:
+        import httpx
+
+        request = self._client.build_request(method, url, headers=headers, content=body)
+        try:
+            async with _within(timeout_s):
+                resp = await self._client.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamTimeout("provider did not answer in time") from None
+        except httpx.TimeoutException as exc:
+            # httpx's own connect timeout is a connection failure, worth a retry.
+            raise UpstreamConnectError(f"provider connection timed out: {exc!r}") from None
+        except httpx.TransportError as exc:
+            raise UpstreamConnectError(_describe(exc)) from None
+        return _HttpxResponse(resp, self._limit)
+
+    async def close(self) -> None:
+        await self._client.aclose()
 
 
 def _within(timeout_s: float | None) -> contextlib.AbstractAsyncContextManager[object]:
