@@ -592,6 +592,8 @@ def test_comparison_lists_figures_only_one_run_has_and_refuses_other_files() -> 
         ("k p99_ms", -1),
         ("k extra.ttfb_ms.p50", -1),
         ("k rss_per_worker_mb", -1),
+        ("k private_per_worker_mb", -1),
+        ("derived memory/gateway/private-max", -1),
         ("k provider_calls", 0),
         ("k requests", 0),
     ],
@@ -736,7 +738,12 @@ def test_smoke_overhead_runs_end_to_end_and_stops_everything(tmp_path: Path) -> 
         assert abs(result["provider_calls"] - result["requests"]) <= 2, target
         assert result["cpu_pct"]["generator"] > 0, target
     assert rows["gateway"]["rss_per_worker_mb"] > 10
-    assert 10 < rows["gateway"]["private_per_worker_mb"] <= rows["gateway"]["rss_per_worker_mb"]
+    gateway = rows["gateway"]
+    assert 10 < gateway["private_per_worker_mb"] <= gateway["rss_per_worker_mb"]
+    # the rest of the resident memory: the interpreter's and libraries' pages, the cache's
+    assert gateway["mapped_per_worker_mb"] > 1
+    private_and_mapped = gateway["private_per_worker_mb"] + gateway["mapped_per_worker_mb"]
+    assert private_and_mapped == pytest.approx(gateway["rss_per_worker_mb"], rel=0.1)
     assert rows["gateway"]["cpu_pct"]["target"] > 0
     assert rows["gateway"]["cpu_ms_per_request"]["target"] > 0
     assert "== overhead ==" in stdout and "added p50 over passthrough" in stdout
@@ -848,3 +855,25 @@ def test_fail_if_worse_exits_3_on_a_regression_and_0_otherwise(
 def test_fail_if_worse_needs_an_earlier_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_bench(parse("--fail-if-worse", "10")) == 2
     assert "needs --compare" in capsys.readouterr().err
+
+
+def test_the_largest_private_memory_of_a_worker_is_a_goal_figure_that_may_not_grow() -> None:
+    def memory_row(private_mb: float) -> dict[str, Any]:
+        return frontier("gateway", 700.0) | {"private_per_worker_mb": private_mb}
+
+    old = doc(frontier("passthrough", 1000.0), memory_row(48.0))
+    new = doc(frontier("passthrough", 1000.0), memory_row(81.6))
+    assert is_goal_figure("derived memory/gateway/private-max")
+    worse = regressions(compare(old, new), 0.15)
+    assert [c.figure for c in worse] == ["derived memory/gateway/private-max"]
+    status = {g["goal"]: g for g in goals(new["results"], new["derived"])}
+    judged = status["gateway private memory per worker (largest seen)"]
+    assert (judged["target"], judged["status"]) == ("<= 60 MB", "MISSED")
+
+
+def test_tables_show_private_memory_and_mapped_pages_apart() -> None:
+    recorded = row("gateway", private_per_worker_mb=48.0, mapped_per_worker_mb=42.0)
+    older = row("gateway", rss_per_worker_mb=90.0, private_per_worker_mb=50.0)  # before map/w
+    text = render_results([recorded, older], True)
+    assert "| anon/w MB | map/w MB |" in text
+    assert "| 48 | 42 |" in text and "| 50 | 40 |" in text

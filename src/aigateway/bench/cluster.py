@@ -73,6 +73,9 @@ class NodeGroup:
     def worker_private_bytes(self) -> int:
         return sum(node.worker_private_bytes() for node in self.nodes)
 
+    def worker_mapped_bytes(self) -> int:
+        return sum(node.worker_mapped_bytes() for node in self.nodes)
+
     def log_tail(self, chars: int = 2000) -> str:
         return "\n".join(f"[{node.name}]\n{node.log_tail(chars)}" for node in self.nodes)
 

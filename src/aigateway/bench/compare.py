@@ -37,12 +37,13 @@ HIGHER_IS_BETTER = (
     "rps-vs-",
 )
 LOWER_IS_BETTER = (
-    "_ms", "errors", "cpu_", "rss", "added-", "busy", ".p50", ".p90", ".p99",
+    "_ms", "errors", "cpu_", "rss", "private", "added-", "busy", ".p50", ".p90", ".p99",
     "commands-per-request", "commands-run-per-request", "provider-excess",
 )  # fmt: skip
 
 
-# Goal figures: derived ratios and added latencies, the trace's rate, the soak's memory.
+# Goal figures: derived ratios and added latencies, the trace's rate, the largest private
+# memory of a worker (of the run, and of the soak).
 GOAL_DERIVED = (
     "/rps-vs-passthrough",
     "/rps-vs-constant",

@@ -275,6 +275,16 @@ class Service:
         without the pages of files and shared segments, such as the node's cache."""
         return sum(memory_bytes(pid).get("RssAnon", 0) for pid in self.worker_pids())
 
+    def worker_mapped_bytes(self) -> int:
+        """The sum of the rest of the workers' ``VmRSS``: pages of mapped files
+        (``RssFile``: the interpreter, extension modules, shared libraries) and of shared
+        segments (``RssShmem``: the node's cache in /dev/shm, the shared-memory segment),
+        each page counted in every worker that touched it, though one copy serves all."""
+        return sum(
+            figures.get("RssFile", 0) + figures.get("RssShmem", 0)
+            for figures in map(memory_bytes, self.worker_pids())
+        )
+
     def log_tail(self, chars: int = 2000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]

@@ -107,7 +107,8 @@ def _mock(row: Row) -> str:
 
 _BASE_HEADERS = ["target", "conc", "w", "mock ms", "req/s", "p50 ms", "p90 ms", "p99 ms"]
 _TAIL_HEADERS = [
-    "errors", "calls", "cpu% t/m/g/o", "t cpu/req ms", "busy%", "rss/w MB", "saturates",
+    "errors", "calls", "cpu% t/m/g/o", "t cpu/req ms", "busy%", "anon/w MB", "map/w MB",
+    "saturates",
 ]  # fmt: skip
 
 
@@ -131,9 +132,20 @@ def _tail(row: Row) -> list[str]:
         _cpu(row),
         fmt(cpu_per_request(row), 3),
         fmt(row["machine_busy_pct"], 0),
-        fmt(row["rss_per_worker_mb"], 0),
+        fmt(row.get("private_per_worker_mb"), 0),
+        fmt(mapped_per_worker(row), 0),
         saturation(row),
     ]
+
+
+def mapped_per_worker(row: Row) -> float | None:
+    """A worker's resident pages of mapped files and shared segments, in MB (rows saved
+    before it was recorded: its resident memory less its private part)."""
+    mapped = row.get("mapped_per_worker_mb")
+    if mapped is not None:
+        return float(mapped)
+    rss, private = row.get("rss_per_worker_mb"), row.get("private_per_worker_mb")
+    return None if rss is None or private is None else float(rss) - float(private)
 
 
 def scenario_table(scenario: str, rows: Sequence[Row], markdown: bool = False) -> str:
@@ -381,7 +393,9 @@ LEGEND = (
     "cpu% t/m/g/o: CPU of the target, the mock, the load generator and of other processes\n"
     "on the machine, in % of one core; t cpu/req: CPU time of the target per request;\n"
     "busy%: the whole machine, in % of all its cores;\n"
-    "rss/w: resident memory per worker process of the target;\n"
+    "anon/w: private memory per worker process of the target (RssAnon: its heap);\n"
+    "map/w: the rest of its resident memory (RssFile + RssShmem): pages of the interpreter,\n"
+    "libraries and the node's shared cache, one copy serving every worker that maps them;\n"
     "soak: rss start/end/max in MB of the worst worker (VmRSS), MB/min: growth from a\n"
     "least-squares line over all samples or those after the first minute (>1m); anon: the\n"
     "private (heap) part of it (RssAnon), without the pages of the shared cache segment."

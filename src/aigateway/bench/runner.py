@@ -566,12 +566,14 @@ def _measure_load(
         "rss_mb": None,
         "rss_per_worker_mb": None,
         "private_per_worker_mb": None,
+        "mapped_per_worker_mb": None,
     }
     if target is not None:
         rss, count = target.worker_rss_bytes()
         row["rss_mb"] = rss / 2**20
         row["rss_per_worker_mb"] = rss / 2**20 / max(count, 1)
         row["private_per_worker_mb"] = target.worker_private_bytes() / 2**20 / max(count, 1)
+        row["mapped_per_worker_mb"] = target.worker_mapped_bytes() / 2**20 / max(count, 1)
     if step.load == "trace":
         extra = row["extra"]
         requests = int(row["requests"])

@@ -419,22 +419,26 @@ class ProviderGate:
             key=lambda w: (PRIORITY_RANK[w.priority], w.since),
             default=None,
         )
-        shed = RateLimited(
-            f"the gateway's queue for {self.name} is full ({self._admission.queue_size} "
-            "requests wait on this node); retry later",
-            code="queue_full",
-            retry_after_s=max(wait, 1.0),
-        )
         if victim is None:
             self._admission.count(self.name, priority, "shed")
-            raise shed
+            # Raised unnamed: a local holding it would hold, through its traceback, this
+            # frame and the request's (a cycle only the collector frees, per request).
+            raise self._queue_full(wait)
         # A more urgent request displaces the least urgent, newest waiter of this worker.
         self._waiting.pop(victim.handle)
         self._queue.cancel(victim.handle)
         self._admission.queued(self.name, victim.priority, -1, victim.tokens)
         self._admission.count(self.name, victim.priority, "shed")
         if not victim.future.done():
-            victim.future.set_exception(shed)
+            victim.future.set_exception(self._queue_full(wait))
+
+    def _queue_full(self, wait: float) -> RateLimited:
+        return RateLimited(
+            f"the gateway's queue for {self.name} is full ({self._admission.queue_size} "
+            "requests wait on this node); retry later",
+            code="queue_full",
+            retry_after_s=max(wait, 1.0),
+        )
 
     def _cannot_start(self, wait: float) -> GatewayTimeout:
         """This provider cannot take the request in time for a fair call; the next target

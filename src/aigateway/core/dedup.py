@@ -81,6 +81,7 @@ class Flight:
         self.error: GatewayError | None = None
         self.partial = False  # it will hand over no whole answer (see give_up_whole)
         self.listeners = 0
+        self.followers = 0  # the listeners that are not the leader
         self.task: asyncio.Future[Any] | None = None  # cancelled when every listener left
         self._abandoned = abandoned
         self._partial = partial
@@ -104,12 +105,17 @@ class Flight:
     def finish(self, body: bytes | None) -> None:
         if not self.done:
             self.done, self.body = True, body
+            # Nothing left to cancel; a failed call's task keeps its error, whose traceback
+            # holds the call's frame and so this flight: a cycle only the collector frees.
+            self.task = None
             self.started.set()
             self._wake()
 
     def fail(self, error: GatewayError) -> None:
         if not self.done:
-            self.error = error
+            # Kept for followers only: the error's traceback holds the leader's frames,
+            # which hold this flight (a cycle, freed only by the collector, per failure).
+            self.error = error if self.followers else None
             self.finish(None)
 
     def give_up_whole(self) -> None:
@@ -133,10 +139,11 @@ class Flight:
     def leave(self) -> None:
         self.listeners -= 1
         if self.listeners <= 0 and not self.done:
+            task = self.task  # failing lets go of it
             self.fail(ProviderError("every client of this provider call left"))
             self._abandoned(self)
-            if self.task is not None:
-                self.task.cancel()
+            if task is not None:
+                task.cancel()
 
     @property
     def joinable(self) -> bool:
@@ -338,12 +345,16 @@ class Coalescer:
             raise
         finally:
             flight.leave()
+            # A failed call's error, raised here too, holds this frame in its traceback;
+            # the task holds the error: without this, a cycle per failed call.
+            del task
 
     async def _follow(
         self, flight: Flight, request: ApiRequest, deadline: float
     ) -> Completed | Streaming | None:
         """The flight's answer; None when it has none to share (then: our own call)."""
         flight.join()
+        flight.followers += 1
         try:
             async with asyncio.timeout_at(deadline):
                 await flight.started.wait()
@@ -364,6 +375,7 @@ class Coalescer:
         except TimeoutError:
             raise _waited_too_long() from None
         finally:
+            flight.followers -= 1
             flight.leave()
 
     async def _from_the_cluster(self, key: bytes, deadline: float) -> CacheEntry | None:

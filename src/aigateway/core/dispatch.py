@@ -118,7 +118,10 @@ async def send_with_retries(
             policy.delay_before_retry(retries, failure.retry_after_s) if failure.retryable else None
         )
         if delay is None or loop.time() + delay >= deadline:
-            raise failure.error
+            try:
+                raise failure.error
+            finally:
+                del failure  # this frame, in the error's traceback, would hold it: a cycle
         await asyncio.sleep(delay)
         retries += 1
         observer.retry(provider)

@@ -170,7 +170,10 @@ class Pipeline:
                 body, provider.name, model, answer.attempts, completion=completion, cost=cost
             )
         assert failure is not None
-        raise failure
+        try:
+            raise failure
+        finally:
+            del failure  # as in _fail_over: this frame would hold its own error
 
     async def embeddings(self, request: ApiRequest, observer: RequestObserver) -> Completed:
         grant = self._keys.admit(request)  # key: its models, requests a minute, in flight
@@ -448,7 +451,10 @@ def _fail_over(
     """The failure to report if no later target answers; raised at once when it is not the
     provider's (see ``errors.Fault``), no target is left, or no time for one."""
     if not (error.fault.fails_over and more) or asyncio.get_running_loop().time() >= deadline:
-        raise error
+        try:
+            raise error
+        finally:
+            del error  # this frame, in the error's traceback, would hold it: a cycle
     observer.failover(provider.name, model)
     logger.warning("%s/%s failed, trying the next target: %s", provider.name, model, error.message)
     # Kept while the next target is tried: without its traceback, which holds this frame,
