@@ -51,6 +51,9 @@ _CLIENT_CLOSED = 499  # nginx's status for a request whose client left before th
 WATCH_AFTER_S: Final = 0.05
 #: Where the route finds the request's ``RequestObserver`` in the ASGI scope.
 OBSERVER_KEY: Final = "aigateway.observer"
+#: The running loop, in the scope for what the request middleware wraps (asking asyncio
+#: for it is a ``getpid()`` system call each time on Python 3.11).
+LOOP_KEY: Final = "aigateway.loop"
 
 
 class RequestTracing(Protocol):
@@ -109,6 +112,7 @@ class RequestMiddleware:
         if debug:
             receive = state.recording(receive)
         watch = _ClientWatch(receive, state, self.late)
+        scope[LOOP_KEY] = watch.loop
         try:
             await self.app(scope, watch.receive, state.wrap(send))
         except asyncio.CancelledError:
