@@ -135,6 +135,32 @@ def test_a_streamed_answer_is_replayed_in_chunks_on_a_hit(
     assert orjson.loads(replayed[-2])["usage"]["total_tokens"] > 0
 
 
+def test_a_replayed_stream_has_a_live_streams_headers_and_bytes(
+    cache_url: str, mock: MockProvider
+) -> None:
+    # A replay goes out in one piece (its events are all in memory), yet as a stream:
+    # chunked, with the stream's headers, every event in its own ``data:`` line.
+    body = {**chat_body("one piece or many, the same stream"), "stream": True}
+
+    def streamed() -> tuple[httpx.Headers, bytes]:
+        with httpx.stream("POST", cache_url + "/v1/chat/completions", json=body) as response:
+            return response.headers, response.read()
+
+    live_headers, live = streamed()
+    replay_headers, replay = streamed()
+    assert mock.calls() == 1
+    assert (live_headers["x-aigateway-cache"], replay_headers["x-aigateway-cache"]) == (
+        "miss",
+        "hit",
+    )
+    assert replay.endswith(b"data: [DONE]\n\n") and live.endswith(b"data: [DONE]\n\n")
+    assert replay.count(b"data: ") > 3
+    for name in ("content-type", "cache-control", "x-accel-buffering", "transfer-encoding"):
+        assert replay_headers.get(name) == live_headers.get(name), name
+    assert replay_headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in replay_headers
+
+
 def test_stream_and_whole_answers_serve_each_other(cache_url: str, mock: MockProvider) -> None:
     streamed_first = chat_body("streamed first")
     stream_events(cache_url, streamed_first)

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import IO, Any
 
-from granian.constants import HTTPModes, Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes, TaskImpl
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
@@ -133,6 +133,12 @@ def serve(settings: Settings) -> int:
         interface=Interfaces.ASGI,
         workers=settings.workers,
         loop=Loops.uvloop,
+        # Chosen, not defaulted (docs/benchmarks.md, issue 19): the single-threaded runtime
+        # cost the same CPU per cache hit as the multi-threaded one, and Granian's Rust
+        # task hands the app a stand-in task whose cancel() does nothing, which the body
+        # deadline (408) and the cancelling of work for a client that left rely on.
+        runtime_mode=RuntimeModes.mt,
+        task_impl=TaskImpl.asyncio,
         # HTTP/1.1 only: hyper's header timeout then runs from the moment a connection is
         # accepted (in "auto" mode no timer runs while it sniffs for HTTP/2, so a client
         # that sends nothing was held for ever). The same timer bounds a keep-alive

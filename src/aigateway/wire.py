@@ -101,6 +101,8 @@ class Streaming:
     model: str
     attempts: int
     cache: str = "miss"
+    # Every event is in memory already (a stored answer replayed): sent in one piece.
+    replayed: bool = False
 
 
 async def close_events(events: AsyncIterator[bytes]) -> None:

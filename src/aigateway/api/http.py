@@ -27,13 +27,40 @@ STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 class EventStream(StreamingResponse):
     """Server-sent events that always end what produces them: when the answer is complete,
     and as soon as the client leaves (Starlette stops iterating then, without closing the
-    iterator), so the provider call behind it is let go at once."""
+    iterator), so the provider call behind it is let go at once.
+
+    ``whole``: every event is in memory already (a stored answer replayed), so they go out
+    as one chunk of the same chunked stream, without Starlette's task group and its
+    disconnect listener (nothing waits between the events for a client to leave in): a
+    replayed stream cost a cache hit three to four times a plain one, most of it in one
+    ``send`` an event (docs/benchmarks.md, issue 19)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, whole: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self.whole = whole
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            if self.whole:
+                await self._send_whole(send)
+            else:
+                await super().__call__(scope, receive, send)
         finally:
             await close_events(self.body_iterator)  # type: ignore[arg-type]
+
+    async def _send_whole(self, send: Send) -> None:
+        chunks = [
+            chunk.encode(self.charset) if isinstance(chunk, str) else chunk
+            async for chunk in self.body_iterator
+        ]
+        body = b"".join(chunks)
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        # Two body messages, as a stream ends: the answer stays chunked, as streams are.
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def event_stream(
@@ -47,7 +74,10 @@ def event_stream(
         if not include_usage(request.body):
             events = without_usage(events)
     return EventStream(
-        events, media_type="text/event-stream", headers={**STREAM_HEADERS, **headers}
+        events,
+        media_type="text/event-stream",
+        headers={**STREAM_HEADERS, **headers},
+        whole=result.replayed,
     )
 
 

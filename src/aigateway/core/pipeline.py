@@ -108,19 +108,20 @@ class Pipeline:
         return await grant.around(self._chat(request, observer))
 
     async def _chat(self, request: ApiRequest, observer: RequestObserver) -> Completed | Streaming:
-        deadline = self._deadline(request)
         targets = self._route(request, observer)  # route
         if self._cache is None or self._dedup is None:
-            return await self._dispatch(request, targets, deadline, observer)
+            return await self._dispatch(request, targets, self._deadline(request), observer)
         provider, model = targets[0]
         key = self._cache.key(request, provider.name, model)
         if key is None:  # the cache cannot serve this request: straight to the provider
-            return await self._dispatch(request, targets, deadline, observer)
+            return await self._dispatch(request, targets, self._deadline(request), observer)
         # cache (the lookup in a span of its own when the request is traced)
         trace, lookup = observer.trace, self._cache.lookup
         hit = lookup(key, request) if trace is None else trace.cache_lookup(lookup, key, request)
         if hit is not None:
             return hit
+        # A hit needs no deadline (asking for the loop's time is a getpid() on 3.11).
+        deadline = self._deadline(request)
         # dedup, then dispatch and store. The shared call runs in a task of its own and
         # reports to its leader's observer (followers made no provider call of their own);
         # it may go on after the leader's client left, noting into a finished record.

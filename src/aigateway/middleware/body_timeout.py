@@ -46,9 +46,11 @@ class BodyTimeoutMiddleware:
             return
         await self.app(scope, self.timed(receive), send)
 
-    def timed(self, receive: Receive) -> Receive:
-        """``receive`` reading the body against a deadline ``timeout_s`` from now."""
-        loop = asyncio.get_running_loop()
+    def timed(self, receive: Receive, loop: asyncio.AbstractEventLoop | None = None) -> Receive:
+        """``receive`` reading the body against a deadline ``timeout_s`` from now;
+        ``loop``: the running one, when the caller has it at hand."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         return _TimedBody(receive, loop, loop.time() + self.timeout_s, self.watch).receive
 
 

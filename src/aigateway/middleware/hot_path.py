@@ -45,7 +45,7 @@ from aigateway.middleware._headers import header
 from aigateway.middleware.auth import AuthMiddleware
 from aigateway.middleware.body_timeout import BodyTimeoutMiddleware
 from aigateway.middleware.cors import CORSMiddleware
-from aigateway.middleware.requests import AccountingSource, RequestMiddleware
+from aigateway.middleware.requests import LOOP_KEY, AccountingSource, RequestMiddleware
 
 logger = logging.getLogger("aigateway")
 
@@ -153,7 +153,8 @@ class HotPath:
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
                 scope["path_params"] = {}
-                request = Request(scope, self.body.timed(receive), send)
+                timed = self.body.timed(receive, scope.get(LOOP_KEY))
+                request = Request(scope, timed, send)
                 response = await route.endpoint(request)
         except Exception as exc:  # nothing was sent yet: every failure gets its answer
             response = await self._failure(request or Request(scope, receive, send), exc)
