@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,32 +33,11 @@ import httpx
 
 from aigateway.bench import bodies
 from aigateway.bench.wrk import lua_script, parse_wrk_output, wrk_command
+from harness import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = '[prices."gpt-4o-mini"]\ninput = 0.15\noutput = 0.60\n'
 LOADS = (("miss", 1), ("miss", 16), ("hit", 16))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def gateway(mock_url: str, workers: int, work: Path) -> tuple[subprocess.Popen[bytes], str]:
