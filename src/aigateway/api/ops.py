@@ -124,6 +124,9 @@ class OpsRoutes:
         live = operations.live
         assert live is not None, "the app's lifespan has not started"
         if request.method == "GET":
+            # This worker may not have polled a change made by another worker or node yet:
+            # answer with the node's settings as they are now, not as last polled.
+            live.refresh()
             shown = effective(live.current, live.overrides)
             return self._scrubbed({"version": live.version, "pid": os.getpid(), **shown})
         changes = parse_json_object(await read_body(request, MAX_CONFIG_BODY))
