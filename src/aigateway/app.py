@@ -35,6 +35,7 @@ from aigateway.api.native import NativeRoutes
 from aigateway.api.openai_compat import OpenAIRoutes
 from aigateway.api.openapi import openapi_document
 from aigateway.api.ops import OpsRoutes
+from aigateway.api.repeats import RepeatedHits
 from aigateway.api.responses import ResponsesRoutes
 from aigateway.cache.response_store import LmdbResponseStore, MemoryResponseStore, NodeResponses
 from aigateway.cache.service import ResponseCache
@@ -154,6 +155,10 @@ def create_app(settings: Settings) -> Starlette:
         upkeep = asyncio.create_task(cache_upkeep(cache)) if cache is not None else None
         follow_live_settings(operations, providers, admission, cache)
         operations.start(cache=cache, admission=admission)
+        if cache is not None:  # a request that was a hit, sent again: answered at once
+            openai_routes.repeats = RepeatedHits(
+                pipeline, cache, lambda: operations.current, lambda: operations.tracing is not None
+            )
         tenants.start()  # spend flushed every KEY_SPEND_FLUSH_MS
         try:
             yield
@@ -163,6 +168,7 @@ def create_app(settings: Settings) -> Starlette:
             await tenants.stop()
             await operations.stop()
             openai_routes.pipeline = native_routes.pipeline = batch_routes.pipeline = None
+            openai_routes.repeats = None
             responses_routes.pipeline = responses_routes.store = None
             responses_store.close()
             if signatures is not None:

@@ -90,6 +90,7 @@ class Completed:
     cache: str = "miss"  # hit, miss or bypass: the x-aigateway-cache header
     completion: Any = None  # ``body`` parsed, when the pipeline had to parse it anyway
     cost: float | None = None  # USD of its usage (x-aigateway-cost); None: not known
+    key: bytes | None = None  # the cache key a hit was found under
 
 
 @dataclass(slots=True)

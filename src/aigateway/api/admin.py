@@ -102,6 +102,7 @@ def cache_report(cache: ResponseCache, counters: Mapping[str, int] | None = None
         "budget_bytes": store.max_bytes,
         "hits": hits,
         "second_tier_hits": second,
+        "repeat_hits": counters.get("repeat_hits", 0),  # of the hits: answered at once
         "misses": misses,
         "bypasses": counters.get("bypasses", 0),
         "hit_rate": round((hits + second) / (hits + misses), 4) if hits + misses else 0.0,

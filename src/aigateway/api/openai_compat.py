@@ -13,6 +13,7 @@ from aigateway.api.http import (
     observer_of,
     read_body,
 )
+from aigateway.api.repeats import RepeatedHits
 from aigateway.api.routes import PipelineRoutes
 from aigateway.api.validation import parse_chat_request, parse_embeddings_request
 from aigateway.errors import NotFound
@@ -27,10 +28,20 @@ class OpenAIRoutes(PipelineRoutes):
             Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
         ]
 
+    repeats: RepeatedHits | None = None  # set while the lifespan runs, with the cache on
+
     async def chat_completions(self, request: Request) -> Response:
-        parsed = parse_chat_request(await read_body(request, self.max_body_bytes))
-        chat = self.builder.build(request, parsed)
+        raw = await read_body(request, self.max_body_bytes)
+        repeats, fingerprint = self.repeats, None
+        if repeats is not None:
+            fingerprint = repeats.fingerprint(request.scope, raw)
+            answer = repeats.answer(fingerprint) if fingerprint is not None else None
+            if answer is not None:
+                return answer
+        chat = self.builder.build(request, parse_chat_request(raw))
         result = await self._pipeline().chat(chat, observer_of(request))
+        if fingerprint is not None and repeats is not None:
+            repeats.learn(fingerprint, chat, result)
         return answer_response(result, chat)
 
     async def embeddings(self, request: Request) -> Response:

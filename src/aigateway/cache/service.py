@@ -107,6 +107,8 @@ class ResponseCache:
             answer = None
             if entry is not None:
                 answer = self.answer_from(entry.body, entry.provider, entry.model, request, "hit")
+                if isinstance(answer, Completed):
+                    answer.key = key
         except Exception as exc:
             self._failed("read an entry", exc)
             entry = answer = None
@@ -116,6 +118,21 @@ class ResponseCache:
         self.store.count("hits")
         self._count_avoided("cache", entry.provider, entry.model, entry)
         return answer
+
+    def replay(self, key: bytes) -> CacheEntry | None:
+        """The entry under ``key``, counted as a hit (and a repeated one), for a request
+        already known to be a hit there (``api.repeats``); None, counting nothing, when it
+        is gone: the request then takes the whole path, which counts its miss."""
+        try:
+            entry = self.store.get(key)
+        except Exception as exc:
+            self._failed("read an entry", exc)
+            return None
+        if entry is not None:
+            self.store.count("hits")
+            self.store.count("repeat_hits")
+            self._count_avoided("cache", entry.provider, entry.model, entry)
+        return entry
 
     def answer_from(
         self, body: bytes, provider: str, model: str, request: ApiRequest, status: str

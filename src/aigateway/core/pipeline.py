@@ -326,6 +326,16 @@ class Pipeline:
         failure (the gateway's own REQUEST_TIMEOUT_SEC is)."""
         return request.timeout_s is not None and request.timeout_s < self._timeout_s
 
+    def first_target(self, model: str, provider: str | None) -> tuple[str, str] | None:
+        """(provider, model) a chat request for ``model`` goes to first now, as ``_route``
+        picks it; None when it would be refused (the whole path says why)."""
+        try:
+            targets = usable_targets(self._router.targets(model, provider), self._providers)
+        except GatewayError:
+            return None
+        chosen, target_model = targets[0]
+        return chosen.name, target_model
+
     def _route(self, request: ApiRequest, observer: RequestObserver) -> list[tuple[Provider, str]]:
         if observer.trace is not None:
             observer.trace.routed(request)

@@ -177,6 +177,9 @@ METRICS: Final = _declare(
            (*_PROVIDER, "outcome")),
     Metric("cache_hits", "counter", "Requests answered from the response cache.", (), _CACHE,
            key="hits"),
+    Metric("cache_repeat_hits", "counter", "Cache hits of a request a worker had seen be a "
+           "hit before, byte for byte, answered without working it out again (counted in "
+           "cache_hits too).", (), _CACHE, key="repeat_hits"),
     Metric("cache_misses", "counter", "Cache lookups that found nothing.", (), _CACHE,
            key="misses"),
     Metric("cache_second_tier_hits", "counter", "First-tier misses answered from the "
