@@ -58,7 +58,7 @@ def _unix_server() -> tuple[RedisProcess, str]:
     for _ in range(100):
         with contextlib.suppress(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return RedisProcess(process, port, directory), path
+            return RedisProcess(process, port, directory, owns_directory=True), path
         time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
 

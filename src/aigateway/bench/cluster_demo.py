@@ -39,6 +39,9 @@ class RedisProcess:
     process: subprocess.Popen[bytes]
     port: int
     directory: Path
+    # Whether ``stop`` removes ``directory``: only one ``start`` made for it, never a
+    # directory someone handed in (it may hold anything).
+    owns_directory: bool = False
 
     @property
     def url(self) -> str:
@@ -65,7 +68,7 @@ class RedisProcess:
             "--dir", str(directory), "--logfile", str(directory / "redis.log"),
         ]  # fmt: skip
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-        redis = cls(process, port, directory)
+        redis = cls(process, port, directory, owns_directory=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -85,7 +88,8 @@ class RedisProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _ping(port: int) -> bool:
