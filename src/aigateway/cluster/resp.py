@@ -157,6 +157,44 @@ class RespLink:
         except redis_errors.NoScriptError:
             return await self._call(_pack(b"EVAL", script.source, len(keys), *keys, *args))
 
+    def begin(
+        self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]
+    ) -> asyncio.Future[Any]:
+        """Write ``script``'s command now and return its reply to come, for a caller with
+        work to do while Redis runs it (a miss builds its provider call meanwhile); read
+        it with :meth:`finish`. Written at once when no other call awaits a reply (one
+        request at a time: nothing would share the write); otherwise at the end of this
+        loop turn with the others, as :meth:`script` does."""
+        loop = asyncio.get_running_loop()
+        self._drop_if_stale()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._write(self._evalsha(script, keys, args), _settler(reply), now=not self._awaited)
+        self._awaited += 1
+        reply.add_done_callback(self._answered)
+        if self._protocol is None:
+            self._connect(loop)  # written once connected; a failure fails the reply
+        return reply
+
+    async def finish(
+        self,
+        reply: asyncio.Future[Any],
+        script: LuaScript,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+    ) -> Any:
+        """The reply of a command :meth:`begin` wrote (the script sent in full if Redis did
+        not know it). Cancelled (the guard's timeout): the reply is still read when it
+        comes, for whoever asks the future (a claim it made to release)."""
+        try:
+            return await asyncio.shield(reply)
+        except redis_errors.NoScriptError:
+            return await self._call(_pack(b"EVAL", script.source, len(keys), *keys, *args))
+
+    def _answered(self, reply: asyncio.Future[Any]) -> None:
+        self._awaited -= 1
+        if not reply.cancelled():
+            reply.exception()  # retrieved: a reply nobody reads is no error to report
+
     def send_script(
         self,
         script: LuaScript,
@@ -228,7 +266,9 @@ class RespLink:
             elif not reply.cancelled():
                 reply.exception()
 
-    def _write(self, packed: bytes, on_reply: OnReply, *, hold: bool = False) -> None:
+    def _write(
+        self, packed: bytes, on_reply: OnReply, *, hold: bool = False, now: bool = False
+    ) -> None:
         if not self._waiting:
             self._since = time.monotonic()
         self._waiting.append(on_reply)
@@ -237,7 +277,9 @@ class RespLink:
         loop = self._loop
         if self._protocol is None or loop is None:
             return  # written once connected
-        if not hold:
+        if now:
+            self._flush()
+        elif not hold:
             if self._flush_soon is None:
                 self._flush_soon = loop.call_soon(self._flush)
         elif self._flush_soon is None and self._flush_held is None:
@@ -356,6 +398,19 @@ class RespLink:
 def _pack(*args: Arg) -> bytes:
     packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub: 1-tuples
     return packed
+
+
+def _settler(future: asyncio.Future[Any]) -> OnReply:
+    """Its result, or its exception when the reply is an error."""
+
+    def settle(value: Any) -> None:
+        if not future.done():
+            if isinstance(value, Exception):
+                future.set_exception(value)
+            else:
+                future.set_result(value)
+
+    return settle
 
 
 def _resolver(future: asyncio.Future[Any]) -> OnReply:
