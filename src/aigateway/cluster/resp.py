@@ -160,15 +160,14 @@ class RespLink:
     def begin(
         self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]
     ) -> asyncio.Future[Any]:
-        """Write ``script``'s command now and return its reply to come, for a caller with
-        work to do while Redis runs it (a miss builds its provider call meanwhile); read
-        it with :meth:`finish`. Written at once when no other call awaits a reply (one
-        request at a time: nothing would share the write); otherwise at the end of this
-        loop turn with the others, as :meth:`script` does."""
+        """Send ``script`` and return its reply to come, for a caller with work to do
+        while Redis runs it; read it with :meth:`finish`. Written at the end of this loop
+        turn with the other calls made in it, as :meth:`script` is: a caller that goes on
+        in a task it schedules now (the miss's provider call) runs after that write."""
         loop = asyncio.get_running_loop()
         self._drop_if_stale()
         reply: asyncio.Future[Any] = loop.create_future()
-        self._write(self._evalsha(script, keys, args), _settler(reply), now=not self._awaited)
+        self._write(self._evalsha(script, keys, args), _settler(reply))
         self._awaited += 1
         reply.add_done_callback(self._answered)
         if self._protocol is None:
@@ -266,9 +265,7 @@ class RespLink:
             elif not reply.cancelled():
                 reply.exception()
 
-    def _write(
-        self, packed: bytes, on_reply: OnReply, *, hold: bool = False, now: bool = False
-    ) -> None:
+    def _write(self, packed: bytes, on_reply: OnReply, *, hold: bool = False) -> None:
         if not self._waiting:
             self._since = time.monotonic()
         self._waiting.append(on_reply)
@@ -277,9 +274,7 @@ class RespLink:
         loop = self._loop
         if self._protocol is None or loop is None:
             return  # written once connected
-        if now:
-            self._flush()
-        elif not hold:
+        if not hold:
             if self._flush_soon is None:
                 self._flush_soon = loop.call_soon(self._flush)
         elif self._flush_soon is None and self._flush_held is None:

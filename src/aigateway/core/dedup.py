@@ -322,8 +322,10 @@ class Coalescer:
             flight.finish(body)
             self._forget(key, flight)
 
-        # Across nodes: the second tier's lookup leaves now, and the fetch prepares its
-        # provider call while Redis runs it (the gate: its answer, before anything is spent).
+        # Across nodes: the second tier's lookup is sent before the call's task is
+        # scheduled, so its write leaves first in the next loop turn (with the others made
+        # in this one), and the fetch prepares its provider call while Redis runs it; the
+        # gate gives the lookup's answer before anything is spent on the call.
         tier = self._cache.shared
         lookup = tier.begin(key, deadline) if tier is not None else None
 
