@@ -9,7 +9,8 @@ that leads the call spends one.
 In process: two "nodes" (a pipeline each, its own LMDB first tier, a ``SecondTier`` on a
 real ``redis-server``, a single server and a three-master cluster), fake providers, and
 node B's provider limited to one call a second (a burst of one): a token B spent for
-nothing would leave its next real miss without one.
+nothing would leave its next real miss without one. A call that fails before it asks
+(its request cannot be built) leaves no claim behind for other nodes to wait on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import pytest
 import redis
 
 from aigateway.cache.service import ResponseCache
@@ -31,6 +33,7 @@ from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
 from aigateway.core.accounting import Accounting
 from aigateway.core.admission import Admission, pause_bucket_spec
+from aigateway.core.dedup import Coalescer, Gate
 from aigateway.core.media import RemoteMedia
 from aigateway.core.observer import RequestObserver, RequestRecord
 from aigateway.core.pipeline import Pipeline
@@ -38,6 +41,7 @@ from aigateway.core.providers import Provider
 from aigateway.core.registry import ProviderRegistry
 from aigateway.core.retry import RetryPolicy
 from aigateway.core.router import Router
+from aigateway.errors import InvalidRequest
 from aigateway.hotpath import TokenBucket, TTLPolicy
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.wire import ApiRequest, Completed
@@ -81,6 +85,12 @@ def _client(url: str) -> redis.Redis | redis.RedisCluster:
     if url.startswith("redis+cluster://"):
         return redis.RedisCluster.from_url(url.replace("redis+cluster", "redis"))
     return redis.Redis.from_url(url)
+
+
+def _tier(pipeline: Pipeline) -> SecondTier:
+    cache = pipeline._cache
+    assert cache is not None and cache.shared is not None
+    return cache.shared
 
 
 def chat(prompt: str, timeout_s: float | None = None) -> ApiRequest:
@@ -158,5 +168,37 @@ def test_a_follower_of_another_nodes_call_takes_no_token_either(
         assert (len(upstream_a.calls), len(upstream_b.calls)) == (1, 0)
         fresh = await b.chat(chat("new", timeout_s=0.5), observer())
         assert isinstance(fresh, Completed) and len(upstream_b.calls) == 1
+
+    run(main())
+
+
+def test_a_call_that_fails_before_its_gate_leaves_no_claim_behind(
+    each_redis: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        a = node(each_redis, tmp_path, "node-a", FakeUpstream(), rate=100.0)
+        cache = a._cache
+        assert cache is not None
+        await a.chat(chat("first"), observer())  # Redis knows the scripts from now on
+        dedup = Coalescer(cache)
+        request = chat("shared")
+        key = cache.key(request, "openai", "gpt-4o-mini")
+        assert key is not None
+
+        async def unbuildable(gate: Gate | None) -> Completed:
+            raise InvalidRequest("this request cannot be sent to the provider")
+
+        loop = asyncio.get_running_loop()
+        with pytest.raises(InvalidRequest):
+            await dedup.run(key, request, unbuildable, loop.time() + 60)  # the claim: 60 s
+        # The lookup's reply comes, then the claim it made is released: bounded generously.
+        claim = Keys("aigateway").in_flight(key)
+        with _client(each_redis) as client:
+            for _ in range(100):
+                await _tier(a).settle()
+                if not client.exists(claim):
+                    break
+                await asyncio.sleep(0.05)
+            assert not client.exists(claim)
 
     run(main())
