@@ -12,6 +12,11 @@ of Redis). ``--no-tier``: the same loop without Redis (what the tier adds is the
 difference); ``--unix``: Redis on a unix socket instead of loopback TCP. In-process, so
 the machine's load moves it less than a whole gateway's figures; compare two checkouts
 by running it from each.
+
+``--prepare-us N``: N µs of CPU (a busy loop) standing in for the provider call's
+preparation, after the lookup's answer; with ``--overlap``, done while Redis runs the
+lookup instead, as the gateway does (``SecondTier.begin`` at the miss, the answer awaited
+after the preparation). Also prints the wall time per miss.
 """
 
 from __future__ import annotations
@@ -73,9 +78,21 @@ def _reads(port: int) -> int:
     return int(line.split(":")[1])
 
 
+def _busy(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
 async def run(
-    url: str, misses: int, concurrency: int, provider_s: float, tier_on: bool = True
-) -> tuple[float, int]:
+    url: str,
+    misses: int,
+    concurrency: int,
+    provider_s: float,
+    tier_on: bool = True,
+    prepare_s: float = 0.0,
+    overlap: bool = False,
+) -> tuple[float, float, int]:
     settings = load_settings({"REDIS_URL": url, "AI_GATEWAY_NODE_ID": "bench"})
     redis = WorkerRedis(settings, ClusterState.private())
     tier = SecondTier(redis)
@@ -84,8 +101,15 @@ async def run(
 
     async def one(i: int) -> None:
         key = hashlib.blake2b(prefix + str(i).encode(), digest_size=16).digest()
-        if tier_on:
-            assert await tier.find(key, loop.time() + 30) is None
+        if tier_on and overlap:
+            lookup = tier.begin(key, loop.time() + 30)
+            await asyncio.sleep(0)  # the call's task: its first step after the lookup's write
+            _busy(prepare_s)
+            assert await lookup.answer() is None
+        else:
+            if tier_on:
+                assert await tier.find(key, loop.time() + 30) is None
+            _busy(prepare_s)
         await asyncio.sleep(random.uniform(0, 2 * provider_s))  # calls end out of step
         now = time.time()
         entry = CacheEntry(BODY, "openai", "gpt-4o-mini", now, now + 3600, 10, 20)
@@ -98,12 +122,12 @@ async def run(
 
     await one(-1)  # connects
     await tier.settle()
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(lane(i) for i in range(concurrency)))
     await tier.settle()
-    cpu = time.process_time() - cpu
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     await redis.close()
-    return cpu, misses
+    return cpu, wall, misses
 
 
 def main() -> int:
@@ -114,6 +138,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-tier", action="store_true", help="the same loop without Redis")
     parser.add_argument("--unix", action="store_true", help="reach Redis by a unix socket")
+    parser.add_argument("--prepare-us", type=float, default=0.0, help="the call's preparation")
+    parser.add_argument("--overlap", action="store_true", help="prepare while Redis runs")
     args = parser.parse_args()
     server = RedisProcess.start()
     url = server.url
@@ -124,20 +150,23 @@ def main() -> int:
     try:
         for _ in range(args.rounds):
             redis_cpu, reads = procs.cpu_seconds(server.pid), _reads(server.port)
-            cpu, n = uvloop.run(
+            cpu, wall, n = uvloop.run(
                 run(
                     url,
                     args.misses,
                     args.concurrency,
                     args.provider_ms / 1000,
                     not args.no_tier,
+                    args.prepare_us / 1e6,
+                    args.overlap,
                 )
             )
             redis_cpu = procs.cpu_seconds(server.pid) - redis_cpu
             reads = _reads(server.port) - reads
             print(
                 f"c={args.concurrency}: this process {cpu / n * 1e6:.1f} us CPU per miss, "
-                f"redis-server {redis_cpu / n * 1e6:.1f} us, Redis reads {reads / n:.2f} per miss"
+                f"redis-server {redis_cpu / n * 1e6:.1f} us, Redis reads {reads / n:.2f} per miss, "
+                f"wall {wall / n * 1e6:.1f} us per miss"
             )
     finally:
         server.stop()

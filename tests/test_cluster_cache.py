@@ -45,7 +45,7 @@ from aigateway.cluster.keys import Keys
 from aigateway.cluster.state import ClusterState
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.config import Settings
-from aigateway.core.dedup import Coalescer
+from aigateway.core.dedup import Coalescer, Gate
 from aigateway.hotpath import TTLPolicy
 from aigateway.wire import ApiRequest, CacheControl, Completed, Streaming
 from servers import free_port
@@ -138,7 +138,11 @@ class Provider:
     calls: int = 0
     chunks: list[bytes] = field(default_factory=list)
 
-    async def fetch(self, request: ApiRequest) -> Completed | Streaming:
+    async def fetch(self, request: ApiRequest, gate: Gate | None = None) -> Completed | Streaming:
+        """As the pipeline does: the call prepared, the gate awaited, then the call made
+        (a second-tier hit or a follower raises out of the gate: no call)."""
+        if gate is not None:
+            await gate()
         self.calls += 1
         await asyncio.sleep(self.latency_s)
         if request.stream:
@@ -371,7 +375,9 @@ def test_identical_requests_on_two_nodes_make_one_provider_call(
         async def ask(index: int) -> str:
             one = request(stream)
             at = nodes[index % 2]
-            result = await at.dedup.run(KEY, one, lambda: provider.fetch(one), deadline())
+            result = await at.dedup.run(
+                KEY, one, lambda gate: provider.fetch(one, gate), deadline()
+            )
             return await text_of(result)
 
         answers = await asyncio.gather(*(ask(i) for i in range(10)))
@@ -390,7 +396,7 @@ def test_a_no_cache_request_neither_waits_nor_claims(
     async def main() -> None:
         a = node(url, tmp_path, "node-a")
         one = request(cache=CacheControl(read=False))
-        await a.dedup.run(KEY, one, lambda: provider.fetch(one), deadline())
+        await a.dedup.run(KEY, one, lambda gate: provider.fetch(one, gate), deadline())
         await a.tier.settle()
 
     run(main())
@@ -518,7 +524,7 @@ def test_without_redis_the_cache_is_its_first_tier_and_answers_go_on(tmp_path: P
         started = time.monotonic()
         assert await a.tier.find(KEY, deadline()) is None
         one = request()
-        result = await a.dedup.run(KEY, one, lambda: provider.fetch(one), deadline())
+        result = await a.dedup.run(KEY, one, lambda gate: provider.fetch(one, gate), deadline())
         assert await text_of(result) == "shared"
         assert time.monotonic() - started < 2.0
         assert a.cache.store.get(KEY) is not None  # the first tier kept it

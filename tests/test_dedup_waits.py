@@ -92,7 +92,7 @@ async def stalled_leader(
     the stream it holds is returned (the caller closes it, as the client would by leaving)."""
     loop = asyncio.get_running_loop()
     result = await dedup.run(
-        KEY, request(True), lambda: provider.fetch(request(True)), loop.time() + 60
+        KEY, request(True), lambda _gate: provider.fetch(request(True)), loop.time() + 60
     )
     assert isinstance(result, Streaming)
     got = 0
@@ -111,7 +111,7 @@ async def follow(
     started = loop.time()
     try:
         answer = await dedup.run(
-            KEY, request(stream), lambda: provider.fetch(request(stream)), started + timeout_s
+            KEY, request(stream), lambda _gate: provider.fetch(request(stream)), started + timeout_s
         )
     except GatewayTimeout as exc:
         return loop.time() - started, exc
@@ -213,7 +213,9 @@ def test_a_follower_of_a_flight_that_completes_still_shares_its_answer(tmp_path:
     async def scenario() -> tuple[Any, Any]:
         loop = asyncio.get_running_loop()
         leader = asyncio.ensure_future(
-            dedup.run(KEY, request(True), lambda: provider.fetch(request(True)), loop.time() + 5)
+            dedup.run(
+                KEY, request(True), lambda _gate: provider.fetch(request(True)), loop.time() + 5
+            )
         )
         await asyncio.sleep(LATENCY / 2)
         follower = asyncio.ensure_future(follow(dedup, provider, stream=False))

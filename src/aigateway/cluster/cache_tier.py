@@ -55,7 +55,7 @@ from aigateway.cluster.resp import LuaScript
 from aigateway.cluster.worker import WorkerRedis
 from aigateway.hotpath.regions import pid_alive
 
-__all__ = ("LOOKUP_V1", "MAGIC", "RELEASE_V1", "STORE_V1", "Found", "SecondTier")
+__all__ = ("LOOKUP_V1", "MAGIC", "RELEASE_V1", "STORE_V1", "Found", "Lookup", "SecondTier")
 
 logger = logging.getLogger("aigateway.cache")
 
@@ -141,13 +141,37 @@ class SecondTier:
         holds the claim; None when this worker should call the provider itself (it holds
         the claim then, or Redis cannot be used now). ``deadline``: the loop's clock; the
         caller bounds the wait by it."""
+        return await self.begin(key, deadline).answer()
+
+    def begin(self, key: bytes, deadline: float) -> Lookup:
+        """:meth:`find`, its first script sent now: the caller prepares its provider call
+        while Redis runs it, and awaits :meth:`Lookup.answer` before it spends anything on
+        that call (a rate token, a reservation). Over the lean link only; through
+        redis-py the lookup starts when it is awaited."""
         names = [self.keys.cache_entry(key), self.keys.in_flight(key)]
         token = f"{self._token_prefix}{next(self._serial)}"
+        lookup = Lookup(self, key, names, token, deadline)
+        link = self._link
+        if link is not None and self.redis.cache_usable:
+            life_ms = max(1, int((deadline - asyncio.get_running_loop().time()) * 1000))
+            lookup.first_args = [token, life_ms]
+            lookup.first = link.begin(_LOOKUP, names, lookup.first_args)
+        return lookup
+
+    async def _find(self, lookup: Lookup) -> Found | None:
+        key, names, token = lookup.key, lookup.names, lookup.token
         loop = asyncio.get_running_loop()
         waited, delay, checked = False, FIRST_POLL_S, loop.time()
         while True:
-            life_ms = max(1, int((deadline - loop.time()) * 1000))
-            reply = await self._run(_LOOKUP, names, [token, life_ms])
+            first, lookup.first = lookup.first, None
+            if first is not None and self._link is not None:
+                finish = partial(self._link.finish, first, _LOOKUP, names, lookup.first_args)
+                reply = await self._call(finish)
+                if reply is None:  # not read (Redis slow or gone): a claim it made goes
+                    self._release_when_claimed(first, key, token)
+            else:
+                life_ms = max(1, int((lookup.deadline - loop.time()) * 1000))
+                reply = await self._run(_LOOKUP, names, [token, life_ms])
             if reply is None:
                 return None  # Redis cannot be used: the node goes on alone
             if reply[0] == _FOUND:
@@ -165,6 +189,21 @@ class SecondTier:
                     continue  # the next lookup claims it
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_POLL_S)
+
+    def _release_when_claimed(self, reply: asyncio.Future[Any], key: bytes, token: str) -> None:
+        """When a lookup's reply nobody reads comes, delete the claim it made, if any."""
+
+        def replied(done: asyncio.Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            answer = done.result()
+            if isinstance(answer, list) and answer and answer[0] == _CLAIMED:
+                self._background_release(key, token)
+
+        if reply.done():
+            replied(reply)
+        else:
+            reply.add_done_callback(replied)
 
     def store(self, key: bytes, entry: CacheEntry) -> None:
         """Write ``entry`` with the TTL it has left, releasing this worker's claim on
@@ -288,6 +327,35 @@ class SecondTier:
             pass  # Redis is down, which the node already says (health, metric, log)
         except redis_errors.RedisError as exc:
             self.on_lost(exc)
+
+
+class Lookup:
+    """One lookup of :meth:`SecondTier.begin`: its first script possibly under way."""
+
+    __slots__ = ("_answered", "_tier", "deadline", "first", "first_args", "key", "names", "token")
+
+    def __init__(
+        self, tier: SecondTier, key: bytes, names: list[str], token: str, deadline: float
+    ) -> None:
+        self._tier = tier
+        self.key, self.names, self.token, self.deadline = key, names, token, deadline
+        self.first: asyncio.Future[Any] | None = None  # the first script's reply, if sent
+        self.first_args: list[Any] = []
+        self._answered = False
+
+    async def answer(self) -> Found | None:
+        """As :meth:`SecondTier.find` answers (once)."""
+        self._answered = True
+        return await self._tier._find(self)
+
+    def abandon(self) -> None:
+        """Nobody will read the answer (the call failed or was cancelled before it asked):
+        a claim the first script made is deleted when its reply comes. Once answered, the
+        claim is the tier's to release, as after :meth:`SecondTier.find`."""
+        first, self.first = self.first, None
+        if not self._answered and first is not None:
+            self._answered = True
+            self._tier._release_when_claimed(first, self.key, self.token)
 
 
 def _backlog() -> Exception:

@@ -157,6 +157,43 @@ class RespLink:
         except redis_errors.NoScriptError:
             return await self._call(_pack(b"EVAL", script.source, len(keys), *keys, *args))
 
+    def begin(
+        self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]
+    ) -> asyncio.Future[Any]:
+        """Send ``script`` and return its reply to come, for a caller with work to do
+        while Redis runs it; read it with :meth:`finish`. Written at the end of this loop
+        turn with the other calls made in it, as :meth:`script` is: a caller that goes on
+        in a task it schedules now (the miss's provider call) runs after that write."""
+        loop = asyncio.get_running_loop()
+        self._drop_if_stale()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._write(self._evalsha(script, keys, args), _settler(reply))
+        self._awaited += 1
+        reply.add_done_callback(self._answered)
+        if self._protocol is None:
+            self._connect(loop)  # written once connected; a failure fails the reply
+        return reply
+
+    async def finish(
+        self,
+        reply: asyncio.Future[Any],
+        script: LuaScript,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+    ) -> Any:
+        """The reply of a command :meth:`begin` wrote (the script sent in full if Redis did
+        not know it). Cancelled (the guard's timeout): the reply is still read when it
+        comes, for whoever asks the future (a claim it made to release)."""
+        try:
+            return await asyncio.shield(reply)
+        except redis_errors.NoScriptError:
+            return await self._call(_pack(b"EVAL", script.source, len(keys), *keys, *args))
+
+    def _answered(self, reply: asyncio.Future[Any]) -> None:
+        self._awaited -= 1
+        if not reply.cancelled():
+            reply.exception()  # retrieved: a reply nobody reads is no error to report
+
     def send_script(
         self,
         script: LuaScript,
@@ -356,6 +393,19 @@ class RespLink:
 def _pack(*args: Arg) -> bytes:
     packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub: 1-tuples
     return packed
+
+
+def _settler(future: asyncio.Future[Any]) -> OnReply:
+    """Its result, or its exception when the reply is an error."""
+
+    def settle(value: Any) -> None:
+        if not future.done():
+            if isinstance(value, Exception):
+                future.set_exception(value)
+            else:
+                future.set_result(value)
+
+    return settle
 
 
 def _resolver(future: asyncio.Future[Any]) -> OnReply:

@@ -50,17 +50,34 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aigateway.cache.service import ResponseCache
 from aigateway.cache.store import CacheEntry
 from aigateway.errors import GatewayError, GatewayTimeout, ProviderError
 from aigateway.wire import ApiRequest, Completed, Streaming, close_events
 
-Fetch = Callable[[], Awaitable[Completed | Streaming]]
+if TYPE_CHECKING:  # redis is imported only by a node with REDIS_URL
+    from aigateway.cluster.cache_tier import Lookup
+
+#: Awaited by a fetch once it has prepared its provider call and before it spends anything
+#: on it (a rate token, a tenant key's reservation): it returns when this worker is to make
+#: the call, and raises ``ClusterAnswer`` when the cluster has the answer already.
+Gate = Callable[[], Awaitable[None]]
+#: The provider call; given the gate to await (None: nothing to wait for).
+Fetch = Callable[[Gate | None], Awaitable[Completed | Streaming]]
 POLL_INTERVAL_S = 0.005
 READ_AHEAD_BYTES: Final = 64 * 1024
 DEFAULT_MAX_LAG_BYTES: Final = 1024 * 1024
+
+
+class ClusterAnswer(Exception):  # not an error: the answer, from elsewhere
+    """Raised by the gate: the second tier had the answer, or another node's identical
+    call gave it; no provider call is to be made."""
+
+    def __init__(self, entry: CacheEntry) -> None:
+        super().__init__()
+        self.entry = entry
 
 
 class Flight:
@@ -276,7 +293,7 @@ class Coalescer:
         self, key: bytes, request: ApiRequest, fetch: Fetch, deadline: float
     ) -> Completed | Streaming:
         if not request.cache.read:  # no-cache: never joined, never joins
-            return self._cache.remember(key, request, await fetch())
+            return self._cache.remember(key, request, await fetch(None))
         flight = self._flights.get(key)
         if flight is not None:
             answer = await self._follow(flight, request, deadline)
@@ -305,17 +322,27 @@ class Coalescer:
             flight.finish(body)
             self._forget(key, flight)
 
+        # Across nodes: the second tier's lookup is sent before the call's task is
+        # scheduled, so its write leaves first in the next loop turn (with the others made
+        # in this one), and the fetch prepares its provider call while Redis runs it; the
+        # gate gives the lookup's answer before anything is spent on the call.
+        tier = self._cache.shared
+        lookup = tier.begin(key, deadline) if tier is not None else None
+
         async def call() -> Completed | Streaming:
             try:
-                entry = await self._from_the_cluster(key, deadline)
-                if entry is not None:  # no provider call: its followers share this answer
-                    provider, model, body = entry.provider, entry.model, entry.body
-                    flight.begin(Completed(body, provider, model, 0))
-                    landed(body)
-                    return self._cache.answer_from(body, provider, model, request, "hit")
-                fetched = await fetch()
+                try:
+                    fetched = await fetch(None if lookup is None else self._gate(key, lookup))
+                finally:
+                    if lookup is not None:
+                        lookup.abandon()  # the gate was never reached (or it was: no-op)
                 flight.begin(fetched)
                 result = self._cache.remember(key, request, fetched, landed, flight.give_up_whole)
+            except ClusterAnswer as answer:  # no provider call: followers share this answer
+                provider, model, body = answer.entry.provider, answer.entry.model, answer.entry.body
+                flight.begin(Completed(body, provider, model, 0))
+                landed(body)
+                return self._cache.answer_from(body, provider, model, request, "hit")
             except GatewayError as exc:
                 flight.fail(exc)
                 self._forget(key, flight)
@@ -378,22 +405,23 @@ class Coalescer:
             flight.followers -= 1
             flight.leave()
 
-    async def _from_the_cluster(self, key: bytes, deadline: float) -> CacheEntry | None:
-        """The answer from the second tier: there already, or given by another node's
-        identical call this worker waited for. None: call the provider (this worker holds
-        the cluster's claim, or there is no cluster, or Redis cannot be used now)."""
-        tier = self._cache.shared
-        if tier is None:
-            return None
-        try:
-            async with asyncio.timeout_at(deadline):
-                found = await tier.find(key, deadline)
-        except TimeoutError:
-            raise _waited_too_long() from None
-        if found is None:
-            return None
-        self._cache.keep(key, found.entry, joined=found.waited)
-        return found.entry
+    def _gate(self, key: bytes, lookup: Lookup) -> Gate:
+        """The answer of the cluster's lookup (see ``Gate``): the entry there already, or
+        another node's identical call this worker waited for (``ClusterAnswer``); returns
+        when this worker is to call the provider (it holds the cluster's claim, or Redis
+        cannot be used now)."""
+
+        async def gate() -> None:
+            try:
+                async with asyncio.timeout_at(lookup.deadline):
+                    found = await lookup.answer()
+            except TimeoutError:
+                raise _waited_too_long() from None
+            if found is not None:
+                self._cache.keep(key, found.entry, joined=found.waited)
+                raise ClusterAnswer(found.entry)
+
+        return gate
 
     async def _wait_for_other_worker(
         self, key: bytes, request: ApiRequest, deadline: float

@@ -34,7 +34,7 @@ from typing import Any
 from aigateway.cache.service import ResponseCache
 from aigateway.core.admission import Admission, ProviderGate
 from aigateway.core.batching import EmbeddingBatcher
-from aigateway.core.dedup import DEFAULT_MAX_LAG_BYTES, Coalescer
+from aigateway.core.dedup import DEFAULT_MAX_LAG_BYTES, Coalescer, Gate
 from aigateway.core.dispatch import Answer, Classifier, send_with_retries
 from aigateway.core.media import RemoteMedia
 from aigateway.core.observer import CallObserver, RequestObserver, RequestTrace
@@ -126,8 +126,9 @@ class Pipeline:
         # reports to its leader's observer (followers made no provider call of their own);
         # it may go on after the leader's client left, noting into a finished record.
         result = await self._dedup.run(
-            key, request, lambda: self._dispatch(request, targets, deadline, observer), deadline
-        )
+            key, request, lambda gate: self._dispatch(request, targets, deadline, observer, gate),
+            deadline,
+        )  # fmt: skip
         if not request.cache.read:
             result.cache = "bypass"
         return result
@@ -138,7 +139,12 @@ class Pipeline:
         targets: list[tuple[Provider, str]],
         deadline: float,
         observer: RequestObserver,
+        gate: Gate | None = None,
     ) -> Completed | Streaming:
+        """``gate``: the cluster's lookup under way (core.dedup), awaited once the first
+        call is built and before anything is spent on it: a second-tier hit or a follower
+        of another node's call takes no rate token and reserves nothing (it raises
+        ``ClusterAnswer`` through here)."""
         failure: GatewayError | None = None
         clients = self._clients_deadline(request)
         for i, (provider, model) in enumerate(targets):  # dispatch, failing over
@@ -146,9 +152,15 @@ class Pipeline:
             more = i + 1 < len(targets)
             reservation = NO_RESERVATION
             try:
+                if gate is not None and getattr(adapter, "inline_remote_images", False):
+                    wait, gate = gate, None  # no image fetched for an answer already there
+                    await wait()
                 prepared = await self._media.prepare(request, adapter, deadline)
-                reservation = await self._admit(provider, model, request, deadline, observer, more)
                 call = adapter.chat_call(prepared, model)
+                if gate is not None:
+                    wait, gate = gate, None  # awaited once, before the first admission
+                    await wait()
+                reservation = await self._admit(provider, model, request, deadline, observer, more)
                 answer = await self._send(
                     provider, call, deadline, observer, request.stream, model, clients,
                     observer.trace,
