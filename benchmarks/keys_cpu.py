@@ -190,6 +190,18 @@ def main() -> int:
     for (side, name), got in rows.items():
         cpu, vol, invol, rps = (statistics.median(r[i] for r in got) for i in range(4))
         print(f"| {side} | {name} | {cpu:.0f} | {vol:.3f} | {invol:.3f} | {rps:,.0f} |")
+    print()
+    print("Paired within each round, over the flat key of the same gateway (medians):")
+    print("| side | key | +CPU us/req | +vol. switches/req | req/s ratio |")
+    print("|---|---|---:|---:|---:|")
+    for (side, name), got in rows.items():
+        flat = rows.get((side, "flat"))
+        if name == "flat" or flat is None:
+            continue
+        cpu = statistics.median(k[0] - f[0] for k, f in zip(got, flat, strict=True))
+        vol = statistics.median(k[1] - f[1] for k, f in zip(got, flat, strict=True))
+        ratio = statistics.median(k[3] / f[3] for k, f in zip(got, flat, strict=True))
+        print(f"| {side} | {name} | {cpu:+.0f} | {vol:+.3f} | {ratio:.3f} |")
     return 0
 
 
