@@ -1,6 +1,7 @@
 """What a tenant key adds to one request, in-process: finding it, admitting the request,
 reserving and settling one provider call (a key with every limit on), in a shared-memory
-segment like a worker's (so the budget's ``flock`` is a real one).
+segment like a worker's (so the region's ``flock`` is a real one: the pure twin changes the
+budget under it, the compiled twin by compare-and-swap).
 
 Run: ``pytest benchmarks/bench_keys.py --benchmark-only``.  The buckets are the selected
 twin of ``aigateway.hotpath`` (``AIGATEWAY_NO_EXTENSIONS=1`` for the pure one).  The

@@ -102,7 +102,7 @@ class PriceTable:
         Completions, embeddings, Responses) or Anthropic's. Cached prompt tokens
         (``prompt_tokens_details.cached_tokens``, ``input_tokens_details.cached_tokens``,
         ``cache_read_input_tokens``) are billed at ``cached_input``."""
-        if not isinstance(usage, Mapping):
+        if type(usage) is not dict and not isinstance(usage, Mapping):  # a dict: no ABC check
             return 0.0
         prompt, completion = token_counts(usage)
         return self.tokens_cost(model, prompt, completion, cached_tokens(usage))
@@ -146,7 +146,7 @@ def cached_tokens(usage: Mapping[str, Any]) -> int:
         return token_count(usage.get("cache_read_input_tokens"))
     for name in ("prompt_tokens_details", "input_tokens_details"):  # Chat, Responses
         details = usage.get(name)
-        if isinstance(details, Mapping):
+        if details is not None and isinstance(details, Mapping):
             return token_count(details.get("cached_tokens"))
     return 0
 

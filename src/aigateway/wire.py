@@ -152,6 +152,8 @@ MAX_TOKENS: Final = 2**32 - 1
 
 
 def token_count(value: Any) -> int:
+    if type(value) is int and 0 <= value <= MAX_TOKENS:  # the usual count, at once
+        return value
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
@@ -175,7 +177,7 @@ def usage_of(answer: Mapping[str, Any]) -> Any:
 def token_counts(usage: Any) -> tuple[int, int]:
     """(prompt tokens, completion tokens) of an OpenAI ``usage`` object, or of an Anthropic
     one (``input_tokens`` counts neither cache reads nor cache writes: both are added)."""
-    if not isinstance(usage, Mapping):
+    if type(usage) is not dict and not isinstance(usage, Mapping):  # a dict: no ABC check
         return 0, 0
     if "prompt_tokens" not in usage and "input_tokens" in usage:
         prompt = sum(

@@ -29,6 +29,7 @@ from ._stats_schema import Histogram, HistogramSnapshot, StatsSchema, StatsSnaps
 from ._ttl_policy import DEFAULT_TTL_POLICY, TTLPolicy
 
 __all__ = (
+    "ATOMIC_BUDGET",
     "ATOMIC_WINDOW",
     "BLOCK_EXCLUDED_FIELDS",
     "DEFAULT_TTL_POLICY",
@@ -36,6 +37,7 @@ __all__ = (
     "IMPLEMENTATION",
     "MAX_DEPTH",
     "NO_EXTENSIONS",
+    "BudgetWords",
     "CallWindow",
     "FlightTable",
     "Histogram",
@@ -68,6 +70,7 @@ _TWINS: dict[str, tuple[str, ...]] = {
         "_stats_py",
         "_flights_py",
         "_window_py",
+        "_budget_py",
     ),
     "cython": (
         "_sse_c",
@@ -78,6 +81,7 @@ _TWINS: dict[str, tuple[str, ...]] = {
         "_stats_c",
         "_flights_c",
         "_window_c",
+        "_budget_c",
     ),
 }
 
@@ -87,6 +91,7 @@ IMPLEMENTATION: Literal["cython", "python"]
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._bucket_py import TokenBucket
+    from ._budget_py import ATOMIC_BUDGET, BudgetWords
     from ._cache_key_py import cache_key
     from ._flights_py import FlightTable
     from ._pqueue_py import PriorityQueue
@@ -99,6 +104,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
 else:
     try:
         from ._bucket_c import TokenBucket
+        from ._budget_c import ATOMIC_BUDGET, BudgetWords
         from ._cache_key_c import cache_key
         from ._flights_c import FlightTable
         from ._pqueue_c import PriorityQueue
@@ -113,6 +119,7 @@ else:
         if exc.name not in _COMPILED:
             raise
         from ._bucket_py import TokenBucket
+        from ._budget_py import ATOMIC_BUDGET, BudgetWords
         from ._cache_key_py import cache_key
         from ._flights_py import FlightTable
         from ._pqueue_py import PriorityQueue

@@ -161,10 +161,11 @@ class KeyGate:
                 if slot.mode == LEASED:  # the agent asks the cluster for it: wait for that
                     return _Leasing(self, slot)
                 raise _over_rate(slot, False, 1.0, wait)
-        return self.admitted(slot)
+        return self.admitted(slot, now)
 
-    def admitted(self, slot: KeySlot) -> Grant:
-        """The rest of ``admit`` once the key's request a minute is taken."""
+    def admitted(self, slot: KeySlot, now: float | None = None) -> Grant:
+        """The rest of ``admit`` once the key's request a minute is taken (``now``: the
+        gate's clock, if the caller read it)."""
         key = slot.key
         if key.max_parallel is not None and not slot.enter():
             if key.rpm is not None:
@@ -175,7 +176,7 @@ class KeyGate:
                 "key_parallel_limit",
                 1.0,
             )
-        self.spend.add(key.id, requests=1)
+        self.spend.add(key.id, 1, now=now)
         return Grant(slot if key.max_parallel is not None else None)
 
     def reserve(self, request: ApiRequest, model: str) -> KeyReservation | None:
@@ -278,9 +279,6 @@ class Grant:
             self.release()
         return result
 
-    def __del__(self) -> None:
-        self.release()  # a safety net: a stream dropped unread still lets go
-
 
 NO_GRANT: Final = Grant(None)
 
@@ -346,6 +344,12 @@ class _Releasing:
         self._grant.release()
         await close_events(self._events)
 
+    def __del__(self) -> None:
+        # A safety net: a stream dropped unread still lets go. Here, not on ``Grant``:
+        # ``around`` lets go of every other answer's place itself, and a ``__del__`` on
+        # every request's grant cost a call per request.
+        self._grant.release()
+
 
 class KeyReservation(Reservation):
     """One provider call's share of its key's tokens a minute and budget, wrapping the
@@ -401,7 +405,7 @@ class KeyReservation(Reservation):
     def settle_usage(self, usage: Any) -> None:
         if self._inner is not None:
             self._inner.settle_usage(usage)
-        if isinstance(usage, Mapping):
+        if type(usage) is dict or isinstance(usage, Mapping):  # a dict: no ABC check
             counts = token_counts(usage)  # once, for the tokens and the spend log
             cost = self._gate.pricing.cost(self.model, usage)
             self._done(counts[0] + counts[1], cost, counts)

@@ -19,9 +19,18 @@ The buckets are the providers' (``hotpath.TokenBucket``, either twin: the compil
 takes and gives back with one compare-and-swap, no lock), requests in flight included: a
 request takes one of ``max_parallel`` tokens and gives it back when it ends (the bucket
 refills so slowly that only the places of a worker killed mid-request come back by it;
-a restart frees them at once).  The budget's words change under the region's lock
-(``RegionLock``: a ``flock`` the kernel drops when its holder dies), once before and
-once after each provider call.
+a restart frees them at once).
+
+The budget is two words (``used``: spent in the period plus the estimates in flight;
+``reserved``: those estimates), each tagged with the slot's epoch, which every new owner
+moves on (``hotpath.BudgetWords``, either twin).  With the compiled twin a call's
+reservation and its settlement are each one compare-and-swap, no lock (under the
+region's ``flock``, two workers on one key queued behind each other twice per call, and
+behind a holder the scheduler had preempted at worst), and a revoked key's late
+settlement finds another epoch and changes nothing.  The pure twin changes them under the
+region's lock (``RegionLock``: a ``flock`` the kernel drops when its holder dies).  A new
+budget period and a new owner (both rare) change them under the lock, the compiled twin
+still by compare-and-swap, so no reservation in flight is lost.
 
 Several nodes (REDIS_URL, ``leased`` in the head): the node agent leases each key's
 ``rpm`` and ``tpm`` from a global bucket in Redis (``cluster/key_leases.py``) into the
@@ -39,7 +48,7 @@ import math
 import time
 from typing import Final
 
-from aigateway.hotpath import TokenBucket
+from aigateway.hotpath import ATOMIC_BUDGET, BudgetWords, TokenBucket
 from aigateway.hotpath.regions import BUCKET, RegionLock
 from aigateway.keys.model import TenantKey, period_bounds, period_index, period_label
 from aigateway.shm_layout import Field, Layout
@@ -61,8 +70,8 @@ SLOT: Final = Layout(
     (
         Field("owner", "u64", doc="tag of the key it holds (0: none)"),
         Field("period", "i64", doc="the budget period spent_usd counts"),
-        Field("spent_usd", "f64", doc="spent in that period"),
-        Field("reserved_usd", "f64", doc="estimates of the calls in flight"),
+        Field("used", "u64", doc="epoch << 48 | USD spent in it + reserved (BudgetWords)"),
+        Field("reserved", "u64", doc="epoch << 48 | USD of the calls in flight"),
         Field("rpm", BUCKET, doc="requests a minute"),
         Field("tpm", BUCKET, doc="tokens a minute"),
         Field("parallel", BUCKET, doc="requests in flight: a place is a token"),
@@ -76,8 +85,7 @@ SLOT: Final = Layout(
 _WORDS: Final = SLOT.size // 8
 _OWNER = SLOT.index("owner")
 _PERIOD = SLOT.index("period")
-_SPENT = SLOT.index("spent_usd")
-_RESERVED = SLOT.index("reserved_usd")
+_USED_AT: Final = SLOT.offset_of("used")  # and ``reserved`` right after it
 _BUCKETS_AT: Final = tuple(SLOT.offset_of(name) for name in ("rpm", "tpm", "parallel"))
 _GENERATION = HEAD.index("generation")
 _LEASE_ROUNDS = HEAD.index("lease_rounds")
@@ -132,6 +140,7 @@ class KeySlots:
         self._f64 = self._view.cast("d")
         self._u32 = self._view.cast("I")
         self._lock = RegionLock(lock_path)
+        self._budget = BudgetWords(self._view)
         self.capacity = (len(self._view) - HEAD.size) // SLOT.size
         # The buckets made on each slot, by slot and owner: reused when a key's slot is
         # bound again (a reload), all closed with the region.
@@ -189,13 +198,13 @@ class KeySlots:
         if not 0 <= key.slot < self.capacity:
             return False
         base = (HEAD.size // 8) + key.slot * _WORDS
+        at = HEAD.size + key.slot * SLOT.size + _USED_AT
         with self._lock:
             if self._u64[base + _OWNER] != key.tag:
                 return False
             if self._i64[base + _PERIOD] != period_index(key.budget_period, now):
                 return False
-            self._f64[base + _SPENT] += usd
-        return True
+            return self._budget.add(at, self._budget.read(at)[0], usd)
 
     def bind(self, key: TenantKey, now: float | None = None) -> KeySlot:
         """The slot of ``key``, laid out for it when it held another, its rates set."""
@@ -208,15 +217,18 @@ class KeySlots:
         leased = self.leased
         rates = leased_spec if leased else rate_spec
         specs = (rates(key.rpm), rates(key.tpm), parallel_spec(key.max_parallel))
+        budget_at = at + _USED_AT
         with self._lock:
             made = self._buckets.get((key.slot, key.tag))
+            epoch = self._budget.read(budget_at)[0]
             if self._u64[base + _OWNER] != key.tag:
                 self._u64[base + _OWNER] = 0  # incomplete until the owner is written last
                 self._i64[base + _PERIOD] = period_index(key.budget_period, when)
-                self._f64[base + _SPENT] = key.spend.in_period(
-                    period_label(key.budget_period, when)
+                # The next epoch: the previous owner's calls still settling leave it be.
+                epoch = (epoch + 1) & 0xFFFF
+                self._budget.reset(
+                    budget_at, epoch, key.spend.in_period(period_label(key.budget_period, when))
                 )
-                self._f64[base + _RESERVED] = 0.0
                 self._f64[base + _RPM_WAITING] = self._f64[base + _TPM_WAITING] = 0.0
                 self._u32[(at // 4) + _MODE_WORD] = LEASED if leased else LOCAL
                 fresh = [TokenBucket(*spec, view) for spec, view in zip(specs, views, strict=True)]
@@ -241,7 +253,7 @@ class KeySlots:
                 ):
                     if (bucket.rate_per_s, bucket.burst) != spec:
                         bucket.set_rate(*spec)
-        return KeySlot(self, key, base, *made)
+        return KeySlot(self, key, base, epoch, *made)
 
     def close(self) -> None:
         """Let go of the region (its buckets first), so the segment can be unmapped."""
@@ -251,6 +263,7 @@ class KeySlots:
             bucket.close()
         self._buckets.clear()
         self._retired.clear()
+        self._budget.close()
         for view in (self._u64, self._i64, self._f64, self._u32, self._view):
             view.release()
         self._lock.close()
@@ -260,8 +273,8 @@ class KeySlot:
     """One key's slot, as one worker uses it (built again when the key changes)."""
 
     __slots__ = (
-        "_base", "_f64", "_i64", "_lock", "_mode", "_period_from", "_period_until", "_slots",
-        "_tag", "_u32", "_u64", "key", "parallel", "rpm", "tpm",
+        "_at", "_base", "_budget", "_epoch", "_f64", "_i64", "_lock", "_mode", "_period_from",
+        "_period_until", "_slots", "_tag", "_u32", "_u64", "key", "parallel", "rpm", "tpm",
     )  # fmt: skip
 
     def __init__(
@@ -269,6 +282,7 @@ class KeySlot:
         slots: KeySlots,
         key: TenantKey,
         base: int,
+        epoch: int,
         rpm: TokenBucket,
         tpm: TokenBucket,
         parallel: TokenBucket,
@@ -285,6 +299,9 @@ class KeySlot:
         self._lock = slots._lock
         self._u32 = slots._u32
         self._slots = slots
+        self._budget = slots._budget
+        self._at = HEAD.size + key.slot * SLOT.size + _USED_AT
+        self._epoch = epoch  # of the budget's words, while the slot holds this key
         self._mode = (HEAD.size + key.slot * SLOT.size) // 4 + _MODE_WORD
         # The budget period the slot was last seen to count, [from, until): within it no
         # roll is due (see ``_roll``).
@@ -350,58 +367,58 @@ class KeySlot:
 
     def reserve(self, budget: float, usd: float, now: float) -> float | None:
         """Reserve ``usd`` if anything is left of ``budget`` in the period ``now`` falls in
-        (so the node overshoots by at most one call's estimate); None when reserved, else
-        what was spent and reserved."""
-        base, f64 = self._base, self._f64
-        with self._lock:  # ``_mine`` and ``_roll``'s check inline: once per provider call
-            if self._u64[base + _OWNER] != self._tag:
-                return None
-            if not self._period_from <= now < self._period_until:
+        (so the node overshoots by at most one call's estimate); None when reserved (or
+        the slot is another key's now), else what was spent and reserved."""
+        if not self._period_from <= now < self._period_until:
+            with self._lock:
                 self._roll(now)
-            used = f64[base + _SPENT] + f64[base + _RESERVED]
-            if used >= budget:
-                return used
-            f64[base + _RESERVED] += usd
-            return None
+        if ATOMIC_BUDGET:  # one compare-and-swap: no lock, once per provider call
+            used = self._budget.reserve(self._at, self._epoch, budget, usd)
+        else:
+            with self._lock:
+                used = self._budget.reserve(self._at, self._epoch, budget, usd)
+        return None if used < 0.0 else used
 
     def settle(self, reserved: float, cost: float, now: float) -> None:
         """A call that reserved ``reserved`` cost ``cost`` (0 when it failed unanswered)."""
-        base, f64 = self._base, self._f64
-        with self._lock:
-            if self._u64[base + _OWNER] != self._tag:
-                return
-            if not self._period_from <= now < self._period_until:
+        if not self._period_from <= now < self._period_until:
+            with self._lock:
                 self._roll(now)
-            left = f64[base + _RESERVED] - reserved
-            f64[base + _RESERVED] = left if left > 1e-12 else 0.0
-            f64[base + _SPENT] += cost
+        if ATOMIC_BUDGET:
+            self._budget.settle(self._at, self._epoch, reserved, cost)
+        else:
+            with self._lock:
+                self._budget.settle(self._at, self._epoch, reserved, cost)
 
     def spent(self, now: float) -> float:
         """Spent in the budget period ``now`` falls in, node-wide (flushed or not)."""
-        base = self._base
         with self._lock:
             self._roll(now)
-            return self._f64[base + _SPENT]
+            _, used, reserved = self._budget.read(self._at)
+        spent = used - reserved
+        return spent if spent > 1e-9 else 0.0
 
     def reserved(self) -> float:
-        return self._f64[self._base + _RESERVED]
+        return self._budget.read(self._at)[2]
 
     def _roll(self, now: float) -> None:
         """A new budget period: start its count (from the store's, for a period that
-        began before this slot knew it: a changed ``budget_period``). Under the lock.
+        began before this slot knew it: a changed ``budget_period``), the calls in flight
+        still counted. Under the lock.
 
         Within the period this ``KeySlot`` last saw the slot count there is nothing to
         do: the slot's period word moves only forward (a roll by any worker, to the
         period the clock is in) or with a new owner (which ``_mine`` tells), so the
         period's bounds are computed once per period, not on every call."""
-        if self._period_from <= now < self._period_until:
+        if self._period_from <= now < self._period_until or not self._mine():
             return
         key = self.key
         period = period_index(key.budget_period, now)
         base = self._base
         if self._i64[base + _PERIOD] != period:
             self._i64[base + _PERIOD] = period
-            self._f64[base + _SPENT] = key.spend.in_period(period_label(key.budget_period, now))
+            spent = key.spend.in_period(period_label(key.budget_period, now))
+            self._budget.rebase(self._at, self._epoch, spent)
         self._period_from, self._period_until = period_bounds(key.budget_period, now)
 
 
