@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from servers import Gateway, MockProvider, chat_body
+from servers import Gateway, MockProvider, chat_body, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -163,15 +163,32 @@ def test_an_open_circuit_is_not_hidden_by_a_remembered_hit(
         gateway.stop()
 
 
-def test_a_tenant_keys_hits_always_take_the_whole_path(mock_provider: MockProvider) -> None:
+def test_a_tenant_keys_remembered_request_is_still_admitted_by_its_key(
+    mock_provider: MockProvider,
+) -> None:
     gateway = Gateway(mock_provider, CACHE_ENABLED="true", MAX_WORKERS="1")
     try:
         with gateway.client() as client:
-            made = client.post("/admin/keys", json={"name": "team", "rpm": 1000})
+            made = client.post("/admin/keys", json={"name": "team", "rpm": 4})
             assert made.status_code == 201, made.text
             key = {"authorization": f"Bearer {made.json()['key']}"}
-            answers = [client.post(CHAT, json=chat_body("a team's"), headers=key) for _ in range(4)]
-            assert [a.headers["x-aigateway-cache"] for a in answers] == ["miss"] + ["hit"] * 3
-            assert repeat_hits(client) == 0
+            body = chat_body("a team's")
+            answers = [client.post(CHAT, json=body, headers=key) for _ in range(5)]
+            assert [a.headers["x-aigateway-cache"] for a in answers[:4]] == ["miss"] + ["hit"] * 3
+            assert repeat_hits(client) == 2  # the third and fourth
+            # The fifth is over the key's 4 a minute, remembered or not.
+            assert answers[4].status_code == 429
+            assert answers[4].json()["error"]["code"] == "key_rate_limited"
+
+            def requests() -> int:  # written through the spend log, once a second
+                return int(
+                    client.get(f"/admin/keys/{made.json()['id']}").json()["usage"]["requests"]
+                )
+
+            assert wait_for(lambda: requests() == 4, 10.0), requests()
+
+            client.delete(f"/admin/keys/{made.json()['id']}").raise_for_status()
+            revoked = client.post(CHAT, json=body, headers=key)
+            assert revoked.status_code == 401
     finally:
         gateway.stop()

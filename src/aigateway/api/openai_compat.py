@@ -35,7 +35,7 @@ class OpenAIRoutes(PipelineRoutes):
         repeats, fingerprint = self.repeats, None
         if repeats is not None:
             fingerprint = repeats.fingerprint(request.scope, raw)
-            answer = repeats.answer(fingerprint) if fingerprint is not None else None
+            answer = await repeats.answer(fingerprint) if fingerprint is not None else None
             if answer is not None:
                 return answer
         chat = self.builder.build(request, parse_chat_request(raw))

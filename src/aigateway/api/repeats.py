@@ -18,8 +18,9 @@ is part of the fingerprint:
   from one request to the next and that the gateway never reads (``UNREAD``): a header
   the gateway acts on (a priority, a deadline, cache controls, the key presented) was
   read, and checked, by the whole path's hit the fingerprint was learned from;
-* a tenant key (its limits count hits too), tracing on (a hit has a span of its own):
-  the whole path;
+* a tenant key's request is admitted by its key as on the whole path (revoked, expired,
+  a model it may not use, its requests a minute and in flight), before the hit counts;
+* tracing on (a hit has a span of its own): the whole path;
 * a change of the node's live settings (aliases, TTLs, scope): the memory is emptied;
 * routing: the first usable target is asked again on every request, as the whole path
   does, and must be the one remembered (a provider whose circuit opened or closed since);
@@ -32,6 +33,7 @@ learned again by its next hit).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -43,7 +45,6 @@ from starlette.types import Scope
 from aigateway.api.http import answer_headers, json_response
 from aigateway.cache.service import ResponseCache
 from aigateway.core.pipeline import Pipeline
-from aigateway.middleware.auth import TENANT_KEY
 from aigateway.wire import ApiRequest, Completed
 
 __all__ = ("CAPACITY", "UNREAD", "RepeatedHits")
@@ -63,6 +64,8 @@ class _Known:
     model: str  # as the request asked, and its provider (None: by the model's name)
     provider: str | None
     target: tuple[str, str]  # (provider, model) it was routed to
+    # A tenant key's request, without its body: what the key's admission reads.
+    keyed: ApiRequest | None
 
 
 class RepeatedHits:
@@ -87,7 +90,7 @@ class RepeatedHits:
 
     def fingerprint(self, scope: Scope, body: bytes) -> bytes | None:
         """The request's fingerprint, or None when it must take the whole path."""
-        if scope.get(TENANT_KEY) is not None or self._traced():
+        if self._traced():
             return None
         digest = xxhash.xxh3_128()
         for name, value in scope["headers"]:
@@ -100,8 +103,10 @@ class RepeatedHits:
         digest.update(body)
         return digest.digest()
 
-    def answer(self, fingerprint: bytes) -> Response | None:
-        """The cached answer of a request known to be a hit (None: take the whole path)."""
+    async def answer(self, fingerprint: bytes) -> Response | None:
+        """The cached answer of a request known to be a hit (None: take the whole path).
+        A tenant key's request is admitted by its key first, as the whole path does (a
+        refusal raised as there; a leased rate waited for)."""
         known = self._known.get(fingerprint)
         if known is None:
             return None
@@ -112,10 +117,14 @@ class RepeatedHits:
         if self._pipeline.first_target(known.model, known.provider) != known.target:
             del self._known[fingerprint]
             return None
-        entry = self._cache.replay(known.key)
+        entry = self._cache.peek(known.key)
         if entry is None:
             del self._known[fingerprint]
             return None
+        if known.keyed is not None:  # its models, requests a minute, places in flight
+            hit = Completed(entry.body, entry.provider, entry.model, 0, cache="hit")
+            await self._pipeline.admit(known.keyed).around(_ready(hit))
+        self._cache.count_hit(entry, repeated=True)
         return _Hit(entry.body, self._head(entry.provider))
 
     def learn(self, fingerprint: bytes, request: ApiRequest, result: object) -> None:
@@ -128,7 +137,10 @@ class RepeatedHits:
         settings = self._settings()
         if settings is not self._seen_under or len(self._known) >= CAPACITY:
             self._forget(settings)
-        self._known[fingerprint] = _Known(result.key, request.model, request.provider, target)
+        keyed = dataclasses.replace(request, body={}, raw=b"") if request.tenant else None
+        self._known[fingerprint] = _Known(
+            result.key, request.model, request.provider, target, keyed
+        )
 
     def _head(self, provider: str) -> _Head:
         head = self._heads.get(provider)
@@ -145,6 +157,10 @@ class RepeatedHits:
     def _forget(self, settings: object) -> None:
         self._known.clear()
         self._seen_under = settings
+
+
+async def _ready(answer: Completed) -> Completed:
+    return answer
 
 
 class _Hit(Response):

@@ -115,24 +115,25 @@ class ResponseCache:
         if entry is None or answer is None:
             self.store.count("misses")
             return None
-        self.store.count("hits")
-        self._count_avoided("cache", entry.provider, entry.model, entry)
+        self.count_hit(entry)
         return answer
 
-    def replay(self, key: bytes) -> CacheEntry | None:
-        """The entry under ``key``, counted as a hit (and a repeated one), for a request
-        already known to be a hit there (``api.repeats``); None, counting nothing, when it
-        is gone: the request then takes the whole path, which counts its miss."""
+    def peek(self, key: bytes) -> CacheEntry | None:
+        """The entry under ``key``, counted as no hit yet, for a request already known to
+        be a hit there (``api.repeats``; ``count_hit`` once it is served); None when it is
+        gone (the request then takes the whole path, which counts its miss)."""
         try:
-            entry = self.store.get(key)
+            return self.store.get(key)
         except Exception as exc:
             self._failed("read an entry", exc)
             return None
-        if entry is not None:
-            self.store.count("hits")
+
+    def count_hit(self, entry: CacheEntry, *, repeated: bool = False) -> None:
+        """``entry`` served as a hit, as ``lookup`` counts one (``repeated``: by ``peek``)."""
+        self.store.count("hits")
+        if repeated:
             self.store.count("repeat_hits")
-            self._count_avoided("cache", entry.provider, entry.model, entry)
-        return entry
+        self._count_avoided("cache", entry.provider, entry.model, entry)
 
     def answer_from(
         self, body: bytes, provider: str, model: str, request: ApiRequest, status: str

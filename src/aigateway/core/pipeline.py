@@ -44,7 +44,7 @@ from aigateway.core.router import Router
 from aigateway.core.streaming import relay_stream
 from aigateway.core.token_budget import NO_RESERVATION, Reservation, estimate
 from aigateway.errors import Fault, GatewayError, NotFound
-from aigateway.keys.gate import NO_KEYS, KeyGate, NoKeys
+from aigateway.keys.gate import NO_KEYS, Grant, KeyGate, NoKeys
 from aigateway.providers._openai_format import load_any
 from aigateway.providers.answering import answering
 from aigateway.providers.base import (
@@ -337,6 +337,10 @@ class Pipeline:
         """Whether the deadline is the client's own: running out of it is not the provider's
         failure (the gateway's own REQUEST_TIMEOUT_SEC is)."""
         return request.timeout_s is not None and request.timeout_s < self._timeout_s
+
+    def admit(self, request: ApiRequest) -> Grant:
+        """The tenant key's admission of ``request``, as ``chat`` makes it (``KeyGate``)."""
+        return self._keys.admit(request)
 
     def first_target(self, model: str, provider: str | None) -> tuple[str, str] | None:
         """(provider, model) a chat request for ``model`` goes to first now, as ``_route``
