@@ -1,15 +1,20 @@
-"""What the paired benchmark scripts share: a free port, and waiting for a server."""
+"""What the paired benchmark scripts share: a free port, a gateway started and waited for."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
+from aigateway.bench import bodies
 from aigateway.bench.procs import free_port
 
-__all__ = ("free_port", "wait_ready")
+__all__ = ("PRICES", "free_port", "priced_gateway", "serve_gateway", "wait_ready")
+
+PRICES = '[prices."gpt-4o-mini"]\ninput = 0.15\noutput = 0.60\n'
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
@@ -25,3 +30,42 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+def serve_gateway(
+    python: str, port: int, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m aigateway.cli serve`` with ``env`` on ``port``, once it answers."""
+    process = subprocess.Popen(
+        [python, "-m", "aigateway.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/health", process)
+    return process, url
+
+
+def priced_gateway(
+    python: str, mock_url: str, workers: int, work: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The tenant key benchmarks' gateway: the bench's flat key, priced ``gpt-4o-mini``
+    (so budgets count), a data directory of its own, the cache on, no rate limit."""
+    port = free_port()
+    config = work / "gateway.toml"
+    config.write_text(PRICES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AI_GATEWAY_", "OPENAI_"))}
+    env.update(
+        AI_GATEWAY_PORT=str(port),
+        MAX_WORKERS=str(workers),
+        LOG_LEVEL="warning",
+        OPENAI_BASE_URL=mock_url + "/v1",
+        OPENAI_API_KEY=bodies.API_KEY,
+        OPENAI_RPS="1000000",
+        AI_GATEWAY_API_KEYS=bodies.API_KEY,
+        AI_GATEWAY_CONFIG=str(config),
+        AI_GATEWAY_DATA_DIR=str(work / f"data-{port}"),
+        CACHE_ENABLED="true",
+    )
+    return serve_gateway(python, port, env)

@@ -42,9 +42,8 @@ import httpx
 from aigateway.bench import bodies
 from aigateway.bench.procs import spawned_workers
 from aigateway.bench.wrk import lua_script, parse_wrk_output, wrk_command
-from harness import free_port, wait_ready
+from harness import free_port, priced_gateway, wait_ready
 
-PRICES = '[prices."gpt-4o-mini"]\ninput = 0.15\noutput = 0.60\n'
 BUDGET = {"budget_usd": 10**9, "budget_period": "month"}
 RATES = {"rpm": 10**9, "tpm": 10**11, "max_parallel": 100_000}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -54,34 +53,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "none": {},
 }
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def gateway(python: str, mock_url: str, workers: int, work: Path) -> tuple[Any, str]:
-    port = free_port()
-    config = work / "gateway.toml"
-    config.write_text(PRICES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AI_GATEWAY_", "OPENAI_"))}
-    env.update(
-        AI_GATEWAY_PORT=str(port),
-        MAX_WORKERS=str(workers),
-        LOG_LEVEL="warning",
-        OPENAI_BASE_URL=mock_url + "/v1",
-        OPENAI_API_KEY=bodies.API_KEY,
-        OPENAI_RPS="1000000",
-        AI_GATEWAY_API_KEYS=bodies.API_KEY,
-        AI_GATEWAY_CONFIG=str(config),
-        AI_GATEWAY_DATA_DIR=str(work / f"data-{port}"),
-        CACHE_ENABLED="true",
-    )
-    process = subprocess.Popen(
-        [python, "-m", "aigateway.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url + "/health", process)
-    return process, url
 
 
 def counters(pids: list[int]) -> tuple[float, int, int]:
@@ -142,7 +113,7 @@ def main() -> int:
     try:
         wait_ready(mock_url + "/v1/models", mock)
         for side, python in pythons.items():
-            process, url = gateway(python, mock_url, args.workers, work)
+            process, url = priced_gateway(python, mock_url, args.workers, work)
             secrets_ = {"flat": bodies.API_KEY}
             for name in names:
                 if name == "flat" or side == "bare":

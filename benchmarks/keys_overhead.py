@@ -19,7 +19,6 @@ the table shows each side's median over the rounds, and the differences
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import shutil
 import statistics
@@ -33,39 +32,10 @@ import httpx
 
 from aigateway.bench import bodies
 from aigateway.bench.wrk import lua_script, parse_wrk_output, wrk_command
-from harness import free_port, wait_ready
+from harness import free_port, priced_gateway, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-PRICES = '[prices."gpt-4o-mini"]\ninput = 0.15\noutput = 0.60\n'
 LOADS = (("miss", 1), ("miss", 16), ("hit", 16))
-
-
-def gateway(mock_url: str, workers: int, work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = work / "gateway.toml"
-    config.write_text(PRICES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AI_GATEWAY_", "OPENAI_"))}
-    env.update(
-        AI_GATEWAY_PORT=str(port),
-        MAX_WORKERS=str(workers),
-        LOG_LEVEL="warning",
-        OPENAI_BASE_URL=mock_url + "/v1",
-        OPENAI_API_KEY=bodies.API_KEY,
-        OPENAI_RPS="1000000",
-        AI_GATEWAY_API_KEYS=bodies.API_KEY,
-        AI_GATEWAY_CONFIG=str(config),
-        AI_GATEWAY_DATA_DIR=str(work / f"data-{port}"),
-        CACHE_ENABLED="true",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aigateway.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url + "/health", process)
-    return process, url
 
 
 def measure(url: str, secret: str, load: str, connections: int, seconds: int, work: Path) -> Any:
@@ -102,7 +72,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             sides = ("flat", "keys") if round_ % 2 == 0 else ("keys", "flat")
             for side in sides:
-                process, url = gateway(mock_url, args.workers, work)
+                process, url = priced_gateway(sys.executable, mock_url, args.workers, work)
                 try:
                     secret = bodies.API_KEY
                     if side == "keys":

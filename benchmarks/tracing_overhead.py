@@ -42,7 +42,7 @@ import orjson
 
 from aigateway.bench import bodies
 from aigateway.bench.procs import cpu_seconds
-from harness import free_port, wait_ready
+from harness import free_port, serve_gateway, wait_ready
 
 TRACED = {
     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -85,15 +85,7 @@ def gateway(
     )
     if not side.endswith("off"):
         env.update(TRACED, OTEL_EXPORTER_OTLP_ENDPOINT=otlp_url)
-    process = subprocess.Popen(
-        [python, "-m", "aigateway.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url + "/health", process)
-    return process, url
+    return serve_gateway(python, port, env)
 
 
 def post(connection: http.client.HTTPConnection, body: bytes) -> float:
