@@ -129,14 +129,25 @@ def test_a_live_settings_change_makes_the_worker_take_the_whole_path_again(
         client.put("/admin/config", json={"CACHE_TTL_MINUTES": None})
 
 
-def test_streams_are_not_answered_from_memory(client: httpx.Client) -> None:
-    body = chat_body("a stream", stream=True)
+def test_a_repeated_stream_is_replayed_from_memory_like_the_whole_paths_hit(
+    client: httpx.Client, mock: MockProvider
+) -> None:
+    body = chat_body("a stream", stream=True, stream_options={"include_usage": True})
+    answers = []
     before = repeat_hits(client)
-    for _ in range(3):
+    for _ in range(3):  # a miss, the whole path's hit, the remembered one
         with client.stream("POST", CHAT, json=body) as answer:
             assert answer.status_code == 200
-            answer.read()
-    assert repeat_hits(client) == before
+            answers.append((answer.headers, answer.read()))
+    assert [headers["x-aigateway-cache"] for headers, _ in answers] == ["miss", "hit", "hit"]
+    (hit_headers, hit_events), (again_headers, again_events) = answers[1], answers[2]
+    assert again_events == hit_events and b'"usage"' in again_events
+    assert again_events.endswith(b"data: [DONE]\n\n")
+    assert {k: v for k, v in again_headers.items() if k not in ("x-request-id", "date")} == {
+        k: v for k, v in hit_headers.items() if k not in ("x-request-id", "date")
+    }
+    assert repeat_hits(client) == before + 1
+    assert mock.calls() == 1
 
 
 def test_an_open_circuit_is_not_hidden_by_a_remembered_hit(

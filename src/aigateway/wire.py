@@ -104,6 +104,7 @@ class Streaming:
     cache: str = "miss"
     # Every event is in memory already (a stored answer replayed): sent in one piece.
     replayed: bool = False
+    key: bytes | None = None  # the cache key a hit was found under
 
 
 async def close_events(events: AsyncIterator[bytes]) -> None:

@@ -36,16 +36,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import xxhash
 from starlette.responses import Response
 from starlette.types import Scope
 
-from aigateway.api.http import answer_headers, json_response
+from aigateway.api.http import answer_headers, answer_response, json_response
 from aigateway.cache.service import ResponseCache
 from aigateway.core.pipeline import Pipeline
-from aigateway.wire import ApiRequest, Completed
+from aigateway.wire import ApiRequest, Completed, Streaming
 
 __all__ = ("CAPACITY", "UNREAD", "RepeatedHits")
 
@@ -55,6 +55,7 @@ CAPACITY: Final = 4096
 #: carry a retry count): left out of the fingerprint.
 UNREAD: Final = frozenset((b"x-request-id",))
 _SDK_HEADERS: Final = b"x-stainless-"
+Answer = TypeVar("Answer", Completed, Streaming)
 _Head = tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]
 
 
@@ -64,8 +65,9 @@ class _Known:
     model: str  # as the request asked, and its provider (None: by the model's name)
     provider: str | None
     target: tuple[str, str]  # (provider, model) it was routed to
-    # A tenant key's request, without its body: what the key's admission reads.
-    keyed: ApiRequest | None
+    # The request without its body but for what a replayed stream reads of it: what a
+    # tenant key's admission and the answer's shape need.
+    request: ApiRequest
 
 
 class RepeatedHits:
@@ -121,15 +123,32 @@ class RepeatedHits:
         if entry is None:
             del self._known[fingerprint]
             return None
-        if known.keyed is not None:  # its models, requests a minute, places in flight
+        request = known.request
+        if request.stream:  # replayed in the form the whole path gives it
+            try:
+                stream = self._cache.answer_from(
+                    entry.body, entry.provider, entry.model, request, "hit"
+                )
+            except Exception:  # the whole path counts the entry it cannot read
+                stream = None
+            if not isinstance(stream, Streaming):
+                del self._known[fingerprint]
+                return None
+            if request.tenant:  # its models, requests a minute, places in flight
+                stream = await self._pipeline.admit(request).around(_ready(stream))
+            self._cache.count_hit(entry, repeated=True)
+            return answer_response(stream, request)
+        if request.tenant:
             hit = Completed(entry.body, entry.provider, entry.model, 0, cache="hit")
-            await self._pipeline.admit(known.keyed).around(_ready(hit))
+            await self._pipeline.admit(request).around(_ready(hit))
         self._cache.count_hit(entry, repeated=True)
         return _Hit(entry.body, self._head(entry.provider))
 
     def learn(self, fingerprint: bytes, request: ApiRequest, result: object) -> None:
-        """Remember a request the whole path answered, if it was a plain cache hit."""
-        if not (isinstance(result, Completed) and result.cache == "hit" and result.key):
+        """Remember a request the whole path answered, if it was a cache hit."""
+        if not (isinstance(result, Completed | Streaming) and result.cache == "hit"):
+            return
+        if not result.key:
             return
         target = self._pipeline.first_target(request.model, request.provider)
         if target is None:
@@ -137,9 +156,14 @@ class RepeatedHits:
         settings = self._settings()
         if settings is not self._seen_under or len(self._known) >= CAPACITY:
             self._forget(settings)
-        keyed = dataclasses.replace(request, body={}, raw=b"") if request.tenant else None
+        options = request.body.get("stream_options")
+        slim = {"stream_options": options} if options is not None else {}
         self._known[fingerprint] = _Known(
-            result.key, request.model, request.provider, target, keyed
+            result.key,
+            request.model,
+            request.provider,
+            target,
+            dataclasses.replace(request, body=slim, raw=b""),
         )
 
     def _head(self, provider: str) -> _Head:
@@ -159,7 +183,7 @@ class RepeatedHits:
         self._seen_under = settings
 
 
-async def _ready(answer: Completed) -> Completed:
+async def _ready(answer: Answer) -> Answer:
     return answer
 
 

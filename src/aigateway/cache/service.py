@@ -107,8 +107,7 @@ class ResponseCache:
             answer = None
             if entry is not None:
                 answer = self.answer_from(entry.body, entry.provider, entry.model, request, "hit")
-                if isinstance(answer, Completed):
-                    answer.key = key
+                answer.key = key
         except Exception as exc:
             self._failed("read an entry", exc)
             entry = answer = None
