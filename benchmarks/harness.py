@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,8 +14,12 @@ import httpx
 
 from aigateway.bench import bodies
 from aigateway.bench.procs import free_port
+from aigateway.bench.wrk import WrkResult, lua_script, parse_wrk_output, wrk_command
 
-__all__ = ("PRICES", "free_port", "priced_gateway", "serve_gateway", "wait_ready")
+__all__ = (
+    "PRICES", "free_port", "priced_gateway", "serve_gateway", "start_mock", "wait_ready",
+    "wrk_chat",
+)  # fmt: skip
 
 PRICES = '[prices."gpt-4o-mini"]\ninput = 0.15\noutput = 0.60\n'
 
@@ -69,3 +76,30 @@ def priced_gateway(
         CACHE_ENABLED="true",
     )
     return serve_gateway(python, port, env)
+
+
+def start_mock() -> tuple[subprocess.Popen[bytes], str]:
+    """The bundled mock provider (0 ms) on a free port, and its URL (not waited for)."""
+    port = free_port()
+    mock = subprocess.Popen(
+        [sys.executable, "-m", "aigateway.cli", "mock-upstream", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return mock, f"http://127.0.0.1:{port}"
+
+
+def wrk_chat(
+    url: str, secret: str, hits: bool, connections: int, seconds: int, work: Path
+) -> WrkResult:
+    """wrk (2 threads) on chat completions with ``secret``: one body (``hits``: cache
+    hits) or a unique body each (misses); an error answer fails the run."""
+    body = bodies.identical_body() if hits else bodies.unique_body_parts(secrets.token_hex(4))
+    script = work / f"{secrets.token_hex(3)}.lua"
+    script.write_text(lua_script(body, bodies.CHAT_PATH, {"Authorization": f"Bearer {secret}"}))
+    command = wrk_command(shutil.which("wrk") or "wrk", url, str(script), connections, seconds, 2)
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = parse_wrk_output(run.stdout)
+    if result.error_count:
+        raise RuntimeError(f"wrk saw errors: {result.errors}")
+    return result

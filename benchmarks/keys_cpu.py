@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -41,8 +39,7 @@ import httpx
 
 from aigateway.bench import bodies
 from aigateway.bench.procs import spawned_workers
-from aigateway.bench.wrk import lua_script, parse_wrk_output, wrk_command
-from harness import free_port, priced_gateway, wait_ready
+from harness import priced_gateway, start_mock, wait_ready, wrk_chat
 
 BUDGET = {"budget_usd": 10**9, "budget_period": "month"}
 RATES = {"rpm": 10**9, "tpm": 10**11, "max_parallel": 100_000}
@@ -71,18 +68,6 @@ def counters(pids: list[int]) -> tuple[float, int, int]:
     return cpu, voluntary, involuntary
 
 
-def run_wrk(url: str, secret: str, hits: bool, connections: int, seconds: int, work: Path) -> Any:
-    body: Any = bodies.identical_body() if hits else bodies.unique_body_parts(secrets.token_hex(4))
-    script = work / f"{secrets.token_hex(3)}.lua"
-    script.write_text(lua_script(body, bodies.CHAT_PATH, {"Authorization": f"Bearer {secret}"}))
-    command = wrk_command(shutil.which("wrk") or "wrk", url, str(script), connections, seconds, 2)
-    run = subprocess.run(command, capture_output=True, text=True, check=True)
-    result = parse_wrk_output(run.stdout)
-    if result.error_count:
-        raise RuntimeError(f"wrk saw errors: {result.errors}")
-    return result
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
@@ -101,13 +86,7 @@ def main() -> int:
         pythons["bare"] = next(iter(pythons.values()))
     names = args.keys.split(",")
     work = Path(tempfile.mkdtemp(prefix="aigateway-keys-cpu-", dir="/var/tmp"))
-    mock_port = free_port()
-    mock = subprocess.Popen(
-        [sys.executable, "-m", "aigateway.cli", "mock-upstream", "--port", str(mock_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    mock_url = f"http://127.0.0.1:{mock_port}"
+    mock, mock_url = start_mock()
     gateways: dict[str, tuple[Any, str, list[int], dict[str, str]]] = {}
     rows: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     try:
@@ -125,7 +104,7 @@ def main() -> int:
                 secrets_[name] = made.json()["key"]
             gateways[side] = (process, url, spawned_workers(process.pid), secrets_)
             for name in secrets_:  # warm-up
-                run_wrk(url, secrets_[name], args.hits, args.connections, 1, work)
+                wrk_chat(url, secrets_[name], args.hits, args.connections, 1, work)
         pairs = [(side, name) for side in gateways for name in gateways[side][3]]
         for round_ in range(args.rounds):
             shift = round_ % len(pairs)
@@ -135,7 +114,7 @@ def main() -> int:
             for side, name in order:
                 _, url, workers, secrets_ = gateways[side]
                 before = counters(workers)
-                result = run_wrk(
+                result = wrk_chat(
                     url, secrets_[name], args.hits, args.connections, args.seconds, work
                 )
                 after = counters(workers)

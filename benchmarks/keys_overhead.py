@@ -19,37 +19,19 @@ the table shows each side's median over the rounds, and the differences
 from __future__ import annotations
 
 import argparse
-import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from aigateway.bench import bodies
-from aigateway.bench.wrk import lua_script, parse_wrk_output, wrk_command
-from harness import free_port, priced_gateway, wait_ready
+from harness import priced_gateway, start_mock, wait_ready, wrk_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADS = (("miss", 1), ("miss", 16), ("hit", 16))
-
-
-def measure(url: str, secret: str, load: str, connections: int, seconds: int, work: Path) -> Any:
-    body: Any = (
-        bodies.identical_body() if load == "hit" else bodies.unique_body_parts(secrets.token_hex(4))
-    )
-    script = work / f"{secrets.token_hex(3)}.lua"
-    script.write_text(lua_script(body, bodies.CHAT_PATH, {"Authorization": f"Bearer {secret}"}))
-    command = wrk_command(shutil.which("wrk") or "wrk", url, str(script), connections, seconds, 2)
-    run = subprocess.run(command, capture_output=True, text=True, check=True)
-    result = parse_wrk_output(run.stdout)
-    if result.error_count:
-        raise RuntimeError(f"wrk saw errors: {result.errors}")
-    return result
 
 
 def main() -> int:
@@ -59,13 +41,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aigateway-keys-bench-"))
-    mock_port = free_port()
-    mock = subprocess.Popen(
-        [sys.executable, "-m", "aigateway.cli", "mock-upstream", "--port", str(mock_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    mock_url = f"http://127.0.0.1:{mock_port}"
+    mock, mock_url = start_mock()
     figures: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
     try:
         wait_ready(mock_url + "/v1/models", mock)
@@ -87,9 +63,11 @@ def main() -> int:
                         )  # fmt: skip
                         made.raise_for_status()
                         secret = made.json()["key"]
-                    measure(url, secret, "miss", 16, 2, work)  # warm-up
+                    wrk_chat(url, secret, False, 16, 2, work)  # warm-up
                     for load, connections in LOADS:
-                        result = measure(url, secret, load, connections, args.seconds, work)
+                        result = wrk_chat(
+                            url, secret, load == "hit", connections, args.seconds, work
+                        )
                         figures.setdefault((side, load, connections), []).append(
                             (result.latency_ms["p50"], result.rps)
                         )

@@ -42,7 +42,7 @@ import orjson
 
 from aigateway.bench import bodies
 from aigateway.bench.procs import cpu_seconds
-from harness import free_port, serve_gateway, wait_ready
+from harness import free_port, serve_gateway, start_mock, wait_ready
 
 TRACED = {
     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -111,13 +111,7 @@ def main() -> int:
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     otlp_url = f"http://127.0.0.1:{receiver.server_address[1]}"
-    mock_port = free_port()
-    mock = subprocess.Popen(
-        [sys.executable, "-m", "aigateway.cli", "mock-upstream", "--port", str(mock_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    mock_url = f"http://127.0.0.1:{mock_port}"
+    mock, mock_url = start_mock()
     gateways: dict[str, subprocess.Popen[bytes]] = {}
     connections: dict[str, http.client.HTTPConnection] = {}
     p50s: dict[str, list[float]] = {side: [] for side in sides}
