@@ -5,11 +5,11 @@ headers.  The whole path parses and validates the body, builds the request, rout
 computes its cache key before it can look the answer up (about a third of a hit's work in
 the worker); none of that can come out differently for the same bytes under the same
 settings.  So once a request was a hit, the worker remembers its fingerprint (its body and
-headers, hashed) with what the whole path worked out: the cache key,
-the model asked for and the target it was routed to.  The next request with that
-fingerprint is answered from the cache entry under that key, with the same headers, the
-same counts (a hit, the provider call it avoided) and the same log line and metrics (the
-request middleware and the route are the same).
+headers, hashed) with what the whole path worked out: the cache key, the model asked for
+and the target it was routed to.  The next request with that fingerprint is answered from
+the cache entry under that key (a stream replayed from it as the whole path replays one),
+with the same headers, the same counts (a hit, the provider call it avoided) and the same
+log line and metrics (the request middleware and the route are the same).
 
 Whatever could make the whole path decide differently sends a request the whole way, or
 is part of the fingerprint:
