@@ -17,8 +17,8 @@ from aigateway.bench.procs import free_port
 from aigateway.bench.wrk import WrkResult, lua_script, parse_wrk_output, wrk_command
 
 __all__ = (
-    "PRICES", "free_port", "priced_gateway", "serve_gateway", "start_mock", "wait_ready",
-    "wrk_chat",
+    "PRICES", "free_port", "gateway_env", "priced_gateway", "serve_gateway", "start_mock",
+    "wait_ready", "wrk_chat",
 )  # fmt: skip
 
 PRICES = '[prices."gpt-4o-mini"]\ninput = 0.15\noutput = 0.60\n'
@@ -62,7 +62,23 @@ def priced_gateway(
     port = free_port()
     config = work / "gateway.toml"
     config.write_text(PRICES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AI_GATEWAY_", "OPENAI_"))}
+    env = gateway_env(port, mock_url, workers, work)
+    env.update(
+        AI_GATEWAY_API_KEYS=bodies.API_KEY,
+        AI_GATEWAY_CONFIG=str(config),
+        CACHE_ENABLED="true",
+    )
+    return serve_gateway(python, port, env)
+
+
+def gateway_env(
+    port: int, mock_url: str, workers: int, work: Path, drop: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """This environment without the gateway's own settings (and ``drop``'s prefixes),
+    plus a benchmark gateway's: ``port``, ``workers``, the mock as OpenAI with no rate
+    limit, logs at warning, a data directory of its own in ``work``."""
+    prefixes = ("AI_GATEWAY_", "OPENAI_", *drop)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(
         AI_GATEWAY_PORT=str(port),
         MAX_WORKERS=str(workers),
@@ -70,12 +86,9 @@ def priced_gateway(
         OPENAI_BASE_URL=mock_url + "/v1",
         OPENAI_API_KEY=bodies.API_KEY,
         OPENAI_RPS="1000000",
-        AI_GATEWAY_API_KEYS=bodies.API_KEY,
-        AI_GATEWAY_CONFIG=str(config),
         AI_GATEWAY_DATA_DIR=str(work / f"data-{port}"),
-        CACHE_ENABLED="true",
     )
-    return serve_gateway(python, port, env)
+    return env
 
 
 def start_mock() -> tuple[subprocess.Popen[bytes], str]:

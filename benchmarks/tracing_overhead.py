@@ -42,7 +42,7 @@ import orjson
 
 from aigateway.bench import bodies
 from aigateway.bench.procs import cpu_seconds
-from harness import free_port, serve_gateway, start_mock, wait_ready
+from harness import free_port, gateway_env, serve_gateway, start_mock, wait_ready
 
 TRACED = {
     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -71,18 +71,7 @@ def gateway(
     python: str, mock_url: str, otlp_url: str, side: str, workers: int, work: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AI_GATEWAY_", "OPENAI_", "OTEL_"))
-    }
-    env.update(
-        AI_GATEWAY_PORT=str(port),
-        MAX_WORKERS=str(workers),
-        LOG_LEVEL="warning",
-        OPENAI_BASE_URL=mock_url + "/v1",
-        OPENAI_API_KEY=bodies.API_KEY,
-        OPENAI_RPS="1000000",
-        AI_GATEWAY_DATA_DIR=str(work / f"data-{port}"),
-    )
+    env = gateway_env(port, mock_url, workers, work, drop=("OTEL_",))
     if not side.endswith("off"):
         env.update(TRACED, OTEL_EXPORTER_OTLP_ENDPOINT=otlp_url)
     return serve_gateway(python, port, env)
