@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 import xxhash
 from starlette.responses import Response
@@ -55,7 +55,6 @@ CAPACITY: Final = 4096
 #: carry a retry count): left out of the fingerprint.
 UNREAD: Final = frozenset((b"x-request-id",))
 _SDK_HEADERS: Final = b"x-stainless-"
-Answer = TypeVar("Answer", Completed, Streaming)
 _Head = tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]
 
 
@@ -124,24 +123,18 @@ class RepeatedHits:
             del self._known[fingerprint]
             return None
         request = known.request
-        if request.stream:  # replayed in the form the whole path gives it
-            try:
-                stream = self._cache.answer_from(
-                    entry.body, entry.provider, entry.model, request, "hit"
-                )
-            except Exception:  # the whole path counts the entry it cannot read
-                stream = None
-            if not isinstance(stream, Streaming):
-                del self._known[fingerprint]
-                return None
-            if request.tenant:  # its models, requests a minute, places in flight
-                stream = await self._pipeline.admit(request).around(_ready(stream))
-            self._cache.count_hit(entry, repeated=True)
-            return answer_response(stream, request)
-        if request.tenant:
-            hit = Completed(entry.body, entry.provider, entry.model, 0, cache="hit")
-            await self._pipeline.admit(request).around(_ready(hit))
+        try:  # in the form the whole path gives it (a stream replayed from the entry)
+            answer = self._cache.answer_from(
+                entry.body, entry.provider, entry.model, request, "hit"
+            )
+        except Exception:  # the whole path counts the entry it cannot read
+            del self._known[fingerprint]
+            return None
+        if request.tenant:  # its models, requests a minute, places in flight
+            answer = await self._pipeline.admit(request).around(_ready(answer))
         self._cache.count_hit(entry, repeated=True)
+        if isinstance(answer, Streaming):
+            return answer_response(answer, request)
         return _Hit(entry.body, self._head(entry.provider))
 
     def learn(self, fingerprint: bytes, request: ApiRequest, result: object) -> None:
@@ -183,7 +176,7 @@ class RepeatedHits:
         self._seen_under = settings
 
 
-async def _ready(answer: Answer) -> Answer:
+async def _ready(answer: Completed | Streaming) -> Completed | Streaming:
     return answer
 
 
